@@ -1,0 +1,185 @@
+# C-level interface of the wire layer: checksum, sequence arithmetic, segment descriptors,
+# parse and build. Other Cython modules `cimport` this; nothing here touches Python objects
+# except the SegmentBatch container.
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
+from cpython.buffer cimport Py_buffer
+
+cdef extern from "_csum.h" nogil:
+    uint64_t ft_csum_partial(const unsigned char* p, size_t n, uint64_t acc)
+    uint16_t ft_csum_fold(uint64_t s)
+    uint64_t ft_add64(uint64_t a, uint64_t b)
+    uint64_t ft_pseudo_sum_mem(uint32_t src_mem, uint32_t dst_mem, uint8_t proto, uint32_t length)
+    uint16_t ft_load16(const unsigned char* p)
+    uint32_t ft_load32(const unsigned char* p)
+
+# --- sequence-number arithmetic modulo 2**32 (RFC 9293 section 3.4; RFC 1982) -------------
+cdef inline bint seq_lt(uint32_t a, uint32_t b) noexcept nogil:
+    return <int32_t>(a - b) < 0
+
+cdef inline bint seq_le(uint32_t a, uint32_t b) noexcept nogil:
+    return <int32_t>(a - b) <= 0
+
+cdef inline bint seq_gt(uint32_t a, uint32_t b) noexcept nogil:
+    return <int32_t>(a - b) > 0
+
+cdef inline bint seq_ge(uint32_t a, uint32_t b) noexcept nogil:
+    return <int32_t>(a - b) >= 0
+
+cdef inline bint seq_between(uint32_t lo, uint32_t x, uint32_t hi) noexcept nogil:
+    """lo <= x < hi on the circle (an empty range when lo == hi)."""
+    return <uint32_t>(x - lo) < <uint32_t>(hi - lo)
+
+cdef inline int32_t seq_diff(uint32_t a, uint32_t b) noexcept nogil:
+    return <int32_t>(a - b)
+
+cdef inline uint32_t seq_max(uint32_t a, uint32_t b) noexcept nogil:
+    return b if seq_lt(a, b) else a
+
+cdef inline uint32_t seq_min(uint32_t a, uint32_t b) noexcept nogil:
+    return a if seq_lt(a, b) else b
+
+# --- byte order -----------------------------------------------------------------------------
+cdef inline uint16_t rd16(const unsigned char* p) noexcept nogil:
+    return (<uint16_t>p[0] << 8) | p[1]
+
+cdef inline uint32_t rd32(const unsigned char* p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+cdef inline void wr16(unsigned char* p, uint16_t v) noexcept nogil:
+    p[0] = v >> 8
+    p[1] = v & 0xff
+
+cdef inline void wr32(unsigned char* p, uint32_t v) noexcept nogil:
+    p[0] = v >> 24
+    p[1] = (v >> 16) & 0xff
+    p[2] = (v >> 8) & 0xff
+    p[3] = v & 0xff
+
+# --- constants --------------------------------------------------------------------------------
+cdef enum:
+    IPPROTO_ICMP = 1
+    IPPROTO_TCP = 6
+
+    TH_FIN = 0x01
+    TH_SYN = 0x02
+    TH_RST = 0x04
+    TH_PSH = 0x08
+    TH_ACK = 0x10
+    TH_URG = 0x20
+    TH_ECE = 0x40
+    TH_CWR = 0x80
+
+    # SegDesc.opt_present bits
+    OPT_MSS = 0x01
+    OPT_WSCALE = 0x02
+    OPT_SACK_PERM = 0x04
+    OPT_TS = 0x08
+    OPT_SACK = 0x10
+
+    # parse_packet() flags
+    PARSE_NO_TCP_CSUM = 0x01     # transport checksum already verified (offload)
+    PARSE_NO_IP_CSUM = 0x02
+
+    MAX_SACK_BLOCKS = 4
+
+# Why a packet was dropped: the index into the host's drop counters. Keep in step with
+# DROP_REASON_NAMES in _wire.pyx.
+cdef enum DropCode:
+    DROP_NONE = 0
+    DROP_NOT_BUFFER
+    DROP_TRUNCATED_IP
+    DROP_BAD_IP_VERSION
+    DROP_BAD_IHL
+    DROP_BAD_TOTAL_LENGTH
+    DROP_BAD_IP_CHECKSUM
+    DROP_FRAGMENT
+    DROP_BAD_SOURCE
+    DROP_UNSUPPORTED_PROTOCOL
+    DROP_TRUNCATED_TCP
+    DROP_BAD_DATA_OFFSET
+    DROP_BAD_TCP_CHECKSUM
+    DROP_BAD_OPTION
+    DROP_BAD_PORT
+    DROP_TRUNCATED_ICMP
+    DROP_BAD_ICMP_CHECKSUM
+    DROP_BAD_ICMP_QUOTE
+    DROP_REASON_COUNT
+
+# One parsed packet: header fields in host order and offsets into the original buffer.
+# The payload is never copied.
+ctypedef struct SegDesc:
+    uint8_t reason          # DropCode; the other fields are valid only when 0
+    uint8_t proto
+    uint8_t ttl
+    uint8_t tos
+    uint16_t ip_len         # IPv4 total length (the buffer may be longer: padding)
+    uint16_t ip_id
+    uint16_t ip_hl          # IPv4 header length in bytes
+    uint16_t frag           # flags and fragment offset, raw
+    uint32_t src            # addresses as numbers (host order)
+    uint32_t dst
+    # TCP
+    uint16_t sport
+    uint16_t dport
+    uint32_t seq
+    uint32_t ack            # for ICMP: the 32-bit rest of header (echo id/seq, MTU)
+    uint16_t window         # unscaled
+    uint16_t urg
+    uint8_t flags           # TH_*
+    uint8_t reserved        # the 4 reserved header bits (RFC 9293 section 3.1)
+    uint16_t doff           # TCP header length in bytes
+    uint32_t payload_off    # from the start of the buffer
+    uint32_t payload_len
+    uint8_t opt_present     # OPT_* bits
+    uint8_t wscale          # as sent (clamping to 14 is the TCP layer's job, RFC 7323 2.3)
+    uint16_t mss
+    uint32_t tsval
+    uint32_t tsecr
+    uint8_t nsack
+    uint32_t sack[8]        # left, right edges
+    # ICMP
+    uint8_t icmp_type
+    uint8_t icmp_code
+
+# What build_tcp_into() writes. Options with their OPT_* bit set in opt_present are emitted.
+ctypedef struct TcpOut:
+    uint32_t src
+    uint32_t dst
+    uint16_t sport
+    uint16_t dport
+    uint32_t seq
+    uint32_t ack
+    uint8_t flags
+    uint16_t window
+    uint16_t urg
+    uint8_t ttl
+    uint8_t tos
+    uint16_t ip_id
+    bint df
+    uint8_t opt_present
+    uint8_t wscale
+    uint16_t mss
+    uint32_t tsval
+    uint32_t tsecr
+    uint8_t nsack
+    uint32_t sack[8]
+
+# --- C-level functions (exported through the module's C API) --------------------------------
+cdef uint16_t checksum_finish(uint64_t partial) noexcept nogil
+cdef int parse_packet(const unsigned char* buf, Py_ssize_t n, SegDesc* d, int flags) noexcept nogil
+cdef Py_ssize_t tcp_options_len(const TcpOut* t) noexcept nogil
+cdef Py_ssize_t build_tcp_into(unsigned char* out, Py_ssize_t cap, const TcpOut* t,
+                               const unsigned char* payload, Py_ssize_t plen) noexcept nogil
+
+cdef class SegmentBatch:
+    cdef SegDesc* descs
+    cdef const unsigned char** bases    # start of each packet's bytes
+    cdef Py_buffer* views               # held buffers for non-bytes packets
+    cdef unsigned char* held            # 1 where views[i] must be released
+    cdef Py_ssize_t count
+    cdef Py_ssize_t capacity
+    cdef list packets                   # keeps the buffers alive
+    cdef int _reserve(self, Py_ssize_t n) except -1
+    cdef void _release(self) noexcept
+    cpdef Py_ssize_t parse(self, list packets, int flags=*) except -1
+    cdef _check(self, Py_ssize_t i)

@@ -1,0 +1,940 @@
+# cython: language_level=3
+"""Compiled wire layer: Internet checksum, IPv4/TCP/ICMP parse and build, batch parse.
+
+Views over caller-owned buffers in the smoltcp manner: the C-level parser fills a SegDesc
+(numbers and offsets, nothing copied); the Python `Packet` view reads from one lazily.
+"""
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Check, PyByteArray_GET_SIZE
+from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
+                            PyBytes_GET_SIZE)
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcpy, memset
+
+from fasttcp.wire.types import DropReason, IcmpType, MalformedPacket, TcpFlags, TcpOptions
+
+cdef extern from "_csum.h" nogil:
+    void ft_csum_select(int force)
+    const char* ft_csum_impl_name
+    ctypedef uint64_t (*ft_csum_fn)(const unsigned char*, size_t, uint64_t)
+    ft_csum_fn ft_csum_impl
+
+cdef extern from "<arpa/inet.h>" nogil:
+    uint16_t ntohs(uint16_t)
+    uint16_t htons(uint16_t)
+    uint32_t htonl(uint32_t)
+
+ft_csum_select(0)
+
+# The C enum and the Python enum must agree: the host indexes its counters with the former
+# and names them with the latter.
+if len(DropReason) != DROP_REASON_COUNT:
+    raise ImportError("fasttcp.wire: DropReason out of step with the compiled DropCode enum")
+assert DropReason.BAD_ICMP_QUOTE == DROP_BAD_ICMP_QUOTE and DropReason.BAD_OPTION == DROP_BAD_OPTION
+
+COMPILED = True
+
+
+# ============================================================================================
+# Checksum
+# ============================================================================================
+
+cdef uint16_t checksum_finish(uint64_t partial) noexcept nogil:
+    """The checksum field for a partial sum, as a native-order value to store with memcpy."""
+    return <uint16_t>~ft_csum_fold(partial)
+
+
+cdef inline int _get_buffer(object obj, Py_buffer* view, const unsigned char** base,
+                            Py_ssize_t* n) except -1:
+    """Borrow obj's bytes: fast for bytes/bytearray, the buffer protocol for the rest.
+    Returns 1 when `view` must be released."""
+    if PyBytes_CheckExact(obj):
+        base[0] = <const unsigned char*>PyBytes_AS_STRING(obj)
+        n[0] = PyBytes_GET_SIZE(obj)
+        return 0
+    if PyByteArray_Check(obj):
+        base[0] = <const unsigned char*>PyByteArray_AS_STRING(obj)
+        n[0] = PyByteArray_GET_SIZE(obj)
+        return 0
+    PyObject_GetBuffer(obj, view, PyBUF_SIMPLE)
+    base[0] = <const unsigned char*>view.buf
+    n[0] = view.len
+    return 1
+
+
+def checksum(data) -> int:
+    """RFC 1071 checksum of a bytes-like object: the value of the checksum field (the one's
+    complement of the one's complement sum), as ``scapy.utils.checksum`` returns it."""
+    cdef Py_buffer view
+    cdef const unsigned char* p
+    cdef Py_ssize_t n
+    cdef int held = _get_buffer(data, &view, &p, &n)
+    cdef uint64_t s
+    with nogil:
+        s = ft_csum_partial(p, <size_t>n, 0)
+    if held:
+        PyBuffer_Release(&view)
+    return ntohs(checksum_finish(s))
+
+
+def ones_sum(data, int initial=0) -> int:
+    """The folded 16-bit one's complement sum of data (big-endian words), plus `initial`."""
+    cdef Py_buffer view
+    cdef const unsigned char* p
+    cdef Py_ssize_t n
+    cdef int held = _get_buffer(data, &view, &p, &n)
+    cdef uint64_t s = ft_csum_partial(p, <size_t>n, htons(<uint16_t>initial))
+    if held:
+        PyBuffer_Release(&view)
+    return ntohs(ft_csum_fold(s))
+
+
+def checksum_update(int old_checksum, old, new) -> int:
+    """Incrementally update a checksum field after 16-bit words change (RFC 1624 eqn. 3:
+    HC' = ~(~HC + ~m + m')). `old`/`new` are a 16-bit int each, or equal-length
+    even-sized bytes-like objects."""
+    cdef uint32_t s = (~old_checksum) & 0xffff
+    if isinstance(old, int):
+        s += ((~old) & 0xffff) + (new & 0xffff)
+    else:
+        if len(old) != len(new) or len(old) % 2:
+            raise ValueError("old and new must be bytes of the same even length")
+        s += (~ones_sum(old)) & 0xffff
+        s += ones_sum(new)
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return (~s) & 0xffff
+
+
+def pseudo_header_checksum(src, dst, int proto, segment) -> int:
+    """Checksum field of a TCP/UDP segment over the IPv4 pseudo-header (RFC 9293 3.1)."""
+    cdef uint32_t s_ip = _addr(src), d_ip = _addr(dst)
+    cdef Py_buffer view
+    cdef const unsigned char* p
+    cdef Py_ssize_t n
+    cdef int held = _get_buffer(segment, &view, &p, &n)
+    cdef uint64_t s = ft_pseudo_sum_mem(htonl(s_ip), htonl(d_ip), <uint8_t>proto, <uint32_t>n)
+    s = ft_csum_partial(p, <size_t>n, s)
+    if held:
+        PyBuffer_Release(&view)
+    return ntohs(checksum_finish(s))
+
+
+def checksum_implementation() -> str:
+    """Which checksum kernel runs here: ``"avx2"``, ``"adc"`` or ``"portable"``."""
+    return ft_csum_impl_name.decode()
+
+
+def select_checksum_implementation(str name) -> str:
+    """Force a checksum kernel (for tests and benchmarks); ``"best"`` restores the default.
+    Returns the one in force (a kernel the CPU lacks falls back)."""
+    codes = {"best": 0, "portable": 1, "adc": 2, "avx2": 3}
+    if name not in codes:
+        raise ValueError(f"unknown checksum implementation {name!r}")
+    ft_csum_select(codes[name])
+    return checksum_implementation()
+
+
+# ============================================================================================
+# Sequence numbers (Python wrappers of the inline C functions in _wire.pxd)
+# ============================================================================================
+
+def seq_lt_py(uint32_t a, uint32_t b) -> bool:
+    return seq_lt(a, b)
+
+def seq_le_py(uint32_t a, uint32_t b) -> bool:
+    return seq_le(a, b)
+
+def seq_gt_py(uint32_t a, uint32_t b) -> bool:
+    return seq_gt(a, b)
+
+def seq_ge_py(uint32_t a, uint32_t b) -> bool:
+    return seq_ge(a, b)
+
+def seq_between_py(uint32_t lo, uint32_t x, uint32_t hi) -> bool:
+    return seq_between(lo, x, hi)
+
+def seq_diff_py(uint32_t a, uint32_t b) -> int:
+    return seq_diff(a, b)
+
+def seq_add(uint32_t a, long long n) -> int:
+    return <uint32_t>(a + <uint32_t>(n & 0xffffffff))
+
+
+# ============================================================================================
+# Parse
+# ============================================================================================
+
+cdef inline int _bad_source(uint32_t src) noexcept nogil:
+    # RFC 1122 3.2.1.3: a datagram from a broadcast, multicast or class E address, or from
+    # "this host" (0.0.0.0), cannot be a TCP peer.
+    return src == 0 or (src >> 28) >= 0xE
+
+
+cdef int _parse_tcp_options(const unsigned char* seg, uint16_t doff, SegDesc* d) noexcept nogil:
+    cdef uint16_t i = 20
+    cdef uint8_t kind, olen, k, nblocks
+    while i < doff:
+        kind = seg[i]
+        if kind == 0:           # End of Option List
+            break
+        if kind == 1:           # No-Operation
+            i += 1
+            continue
+        if i + 1 >= doff:       # no room for the length byte
+            return DROP_BAD_OPTION
+        olen = seg[i + 1]
+        # RFC 9293 3.1 (MUST-7): an illegal length (0, 1, overrunning) is an error.
+        if olen < 2 or i + olen > doff:
+            return DROP_BAD_OPTION
+        if kind == 2:           # MSS
+            if olen != 4:
+                return DROP_BAD_OPTION
+            d.mss = rd16(seg + i + 2)
+            d.opt_present |= OPT_MSS
+        elif kind == 3:         # window scale (RFC 7323 2.2)
+            if olen != 3:
+                return DROP_BAD_OPTION
+            d.wscale = seg[i + 2]
+            d.opt_present |= OPT_WSCALE
+        elif kind == 4:         # SACK permitted (RFC 2018)
+            if olen != 2:
+                return DROP_BAD_OPTION
+            d.opt_present |= OPT_SACK_PERM
+        elif kind == 5:         # SACK blocks (RFC 2018 3)
+            if olen < 10 or (olen - 2) % 8:
+                return DROP_BAD_OPTION
+            nblocks = (olen - 2) // 8          # <= 4: options are at most 40 bytes
+            for k in range(nblocks):
+                d.sack[2 * k] = rd32(seg + i + 2 + 8 * k)
+                d.sack[2 * k + 1] = rd32(seg + i + 6 + 8 * k)
+            d.nsack = nblocks
+            d.opt_present |= OPT_SACK
+        elif kind == 8:         # timestamps (RFC 7323 3.2)
+            if olen != 10:
+                return DROP_BAD_OPTION
+            d.tsval = rd32(seg + i + 2)
+            d.tsecr = rd32(seg + i + 6)
+            d.opt_present |= OPT_TS
+        # Unknown kinds are skipped by their length (RFC 9293 MUST-6).
+        i += olen
+    return DROP_NONE
+
+
+cdef int parse_packet(const unsigned char* buf, Py_ssize_t n, SegDesc* d, int flags) noexcept nogil:
+    """Validate and decode one IPv4 packet into `d`; returns d.reason (0 when accepted)."""
+    cdef uint16_t hl, total, slen, doff
+    cdef const unsigned char* seg
+    cdef uint64_t s
+    cdef uint8_t qhl
+    d.reason = DROP_NONE
+    d.opt_present = 0
+    d.nsack = 0
+    d.payload_len = 0
+    if n < 20:
+        d.reason = DROP_TRUNCATED_IP
+        return d.reason
+    if (buf[0] >> 4) != 4:
+        d.reason = DROP_BAD_IP_VERSION
+        return d.reason
+    hl = (buf[0] & 0x0F) * 4
+    if hl < 20:
+        d.reason = DROP_BAD_IHL
+        return d.reason
+    if hl > n:
+        d.reason = DROP_TRUNCATED_IP
+        return d.reason
+    # A corrupted header usually shows first as a bad checksum, so check it before trusting
+    # the length fields (RFC 791 3.1: options are covered too).
+    if not (flags & PARSE_NO_IP_CSUM) and ft_csum_fold(ft_csum_partial(buf, hl, 0)) != 0xFFFF:
+        d.reason = DROP_BAD_IP_CHECKSUM
+        return d.reason
+    total = rd16(buf + 2)
+    if total < hl or total > n:
+        d.reason = DROP_BAD_TOTAL_LENGTH
+        return d.reason
+    d.ip_hl = hl
+    d.ip_len = total
+    d.tos = buf[1]
+    d.ip_id = rd16(buf + 4)
+    d.frag = rd16(buf + 6)
+    d.ttl = buf[8]              # RFC 1122 3.2.1.7: a host does not drop for a low TTL
+    d.proto = buf[9]
+    d.src = rd32(buf + 12)
+    d.dst = rd32(buf + 16)
+    if d.frag & 0x3FFF:         # MF or a fragment offset: reassembly is the host's job
+        d.reason = DROP_FRAGMENT
+        return d.reason
+    if _bad_source(d.src):
+        d.reason = DROP_BAD_SOURCE
+        return d.reason
+    seg = buf + hl
+    slen = total - hl
+    if d.proto == IPPROTO_TCP:
+        if slen < 20:
+            d.reason = DROP_TRUNCATED_TCP
+            return d.reason
+        doff = (seg[12] >> 4) * 4
+        if doff < 20 or doff > slen:
+            d.reason = DROP_BAD_DATA_OFFSET
+            return d.reason
+        if not (flags & PARSE_NO_TCP_CSUM):
+            s = ft_pseudo_sum_mem(ft_load32(buf + 12), ft_load32(buf + 16), IPPROTO_TCP, slen)
+            if ft_csum_fold(ft_csum_partial(seg, slen, s)) != 0xFFFF:
+                d.reason = DROP_BAD_TCP_CHECKSUM
+                return d.reason
+        d.sport = rd16(seg)
+        d.dport = rd16(seg + 2)
+        if d.sport == 0 or d.dport == 0:
+            d.reason = DROP_BAD_PORT
+            return d.reason
+        d.seq = rd32(seg + 4)
+        d.ack = rd32(seg + 8)
+        d.reserved = seg[12] & 0x0F
+        d.flags = seg[13]
+        d.window = rd16(seg + 14)
+        d.urg = rd16(seg + 18)
+        d.doff = doff
+        if doff > 20:
+            d.reason = _parse_tcp_options(seg, doff, d)
+            if d.reason:
+                return d.reason
+        d.payload_off = hl + doff
+        d.payload_len = slen - doff
+        return DROP_NONE
+    if d.proto == IPPROTO_ICMP:
+        if slen < 8:
+            d.reason = DROP_TRUNCATED_ICMP
+            return d.reason
+        if ft_csum_fold(ft_csum_partial(seg, slen, 0)) != 0xFFFF:
+            d.reason = DROP_BAD_ICMP_CHECKSUM
+            return d.reason
+        d.icmp_type = seg[0]
+        d.icmp_code = seg[1]
+        d.ack = rd32(seg + 4)   # "rest of header": echo id/seq, or MTU for frag-needed
+        d.payload_off = hl + 8
+        d.payload_len = slen - 8
+        if d.icmp_type == 3 or d.icmp_type == 11 or d.icmp_type == 12:
+            # An error quotes the offending IPv4 header and at least 8 bytes (RFC 792).
+            if slen < 8 + 20 + 8 or (seg[8] >> 4) != 4:
+                d.reason = DROP_BAD_ICMP_QUOTE
+                return d.reason
+            qhl = (seg[8] & 0x0F) * 4
+            if qhl < 20 or slen < 8 + qhl + 8:
+                d.reason = DROP_BAD_ICMP_QUOTE
+                return d.reason
+        return DROP_NONE
+    d.reason = DROP_UNSUPPORTED_PROTOCOL
+    return d.reason
+
+
+# ============================================================================================
+# Build
+# ============================================================================================
+
+cdef Py_ssize_t tcp_options_len(const TcpOut* t) noexcept nogil:
+    cdef Py_ssize_t n = 0, room, k
+    if t.opt_present & OPT_MSS:
+        n += 4
+    if t.opt_present & OPT_TS:
+        n += 12                 # carries SACK-permitted in its padding when both are set
+    elif t.opt_present & OPT_SACK_PERM:
+        n += 4
+    if t.opt_present & OPT_WSCALE:
+        n += 4
+    if (t.opt_present & OPT_SACK) and t.nsack:
+        room = (40 - n - 4) // 8
+        k = t.nsack if t.nsack < room else room
+        if k > 0:
+            n += 4 + 8 * k
+    return n
+
+
+cdef Py_ssize_t _write_tcp_options(unsigned char* p, const TcpOut* t) noexcept nogil:
+    """Options in the layout Linux uses, every option 4-byte aligned with NOPs."""
+    cdef Py_ssize_t n = 0, room, k, i
+    if t.opt_present & OPT_MSS:
+        p[0] = 2; p[1] = 4; wr16(p + 2, t.mss)
+        n = 4
+    if t.opt_present & OPT_TS:
+        if t.opt_present & OPT_SACK_PERM:
+            p[n] = 4; p[n + 1] = 2
+        else:
+            p[n] = 1; p[n + 1] = 1
+        p[n + 2] = 8; p[n + 3] = 10
+        wr32(p + n + 4, t.tsval)
+        wr32(p + n + 8, t.tsecr)
+        n += 12
+    elif t.opt_present & OPT_SACK_PERM:
+        p[n] = 1; p[n + 1] = 1; p[n + 2] = 4; p[n + 3] = 2
+        n += 4
+    if t.opt_present & OPT_WSCALE:
+        p[n] = 1; p[n + 1] = 3; p[n + 2] = 3; p[n + 3] = t.wscale
+        n += 4
+    if (t.opt_present & OPT_SACK) and t.nsack:
+        room = (40 - n - 4) // 8
+        k = t.nsack if t.nsack < room else room
+        if k > 0:
+            p[n] = 1; p[n + 1] = 1; p[n + 2] = 5; p[n + 3] = <unsigned char>(2 + 8 * k)
+            n += 4
+            for i in range(k):
+                wr32(p + n, t.sack[2 * i])
+                wr32(p + n + 4, t.sack[2 * i + 1])
+                n += 8
+    return n
+
+
+cdef inline void _write_ipv4_header(unsigned char* out, uint16_t total, uint8_t proto,
+                                    uint32_t src, uint32_t dst, uint8_t ttl, uint8_t tos,
+                                    uint16_t ip_id, bint df) noexcept nogil:
+    cdef uint16_t c
+    out[0] = 0x45
+    out[1] = tos
+    wr16(out + 2, total)
+    wr16(out + 4, ip_id)
+    wr16(out + 6, 0x4000 if df else 0)
+    out[8] = ttl
+    out[9] = proto
+    out[10] = 0
+    out[11] = 0
+    wr32(out + 12, src)
+    wr32(out + 16, dst)
+    c = checksum_finish(ft_csum_partial(out, 20, 0))
+    memcpy(out + 10, &c, 2)
+
+
+cdef Py_ssize_t build_tcp_into(unsigned char* out, Py_ssize_t cap, const TcpOut* t,
+                               const unsigned char* payload, Py_ssize_t plen) noexcept nogil:
+    """Write an IPv4 + TCP packet with options, payload and both checksums into `out`.
+    Returns its length, or -1 when it does not fit `cap` or 65535 bytes."""
+    cdef Py_ssize_t olen = tcp_options_len(t)
+    cdef Py_ssize_t doff = 20 + olen
+    cdef Py_ssize_t total = 20 + doff + plen
+    cdef unsigned char* th = out + 20
+    cdef uint16_t c
+    cdef uint64_t s
+    if plen < 0 or total > cap or total > 65535:
+        return -1
+    _write_ipv4_header(out, <uint16_t>total, IPPROTO_TCP, t.src, t.dst,
+                       t.ttl, t.tos, t.ip_id, t.df)
+    wr16(th, t.sport)
+    wr16(th + 2, t.dport)
+    wr32(th + 4, t.seq)
+    wr32(th + 8, t.ack)
+    th[12] = <unsigned char>((doff // 4) << 4)
+    th[13] = t.flags
+    wr16(th + 14, t.window)
+    th[16] = 0
+    th[17] = 0
+    wr16(th + 18, t.urg)
+    _write_tcp_options(th + 20, t)
+    if plen and payload != th + doff:
+        memcpy(th + doff, payload, plen)
+    s = ft_pseudo_sum_mem(ft_load32(out + 12), ft_load32(out + 16), IPPROTO_TCP,
+                          <uint32_t>(doff + plen))
+    c = checksum_finish(ft_csum_partial(th, doff + plen, s))
+    memcpy(th + 16, &c, 2)
+    return total
+
+
+cdef uint32_t _addr(object a) except? 0xFFFFFFFF:
+    """An IPv4 address given as dotted text, an int, or 4 bytes, as a host-order number."""
+    if isinstance(a, int):
+        if not 0 <= a <= 0xFFFFFFFF:
+            raise ValueError(f"IPv4 address out of range: {a}")
+        return a
+    if isinstance(a, str):
+        parts = a.split(".")
+        if len(parts) != 4:
+            raise ValueError(f"not an IPv4 address: {a!r}")
+        v = 0
+        for part in parts:
+            if not part.isdigit() or int(part) > 255:
+                raise ValueError(f"not an IPv4 address: {a!r}")
+            v = (v << 8) | int(part)
+        return v
+    b = bytes(a)
+    if len(b) != 4:
+        raise ValueError("an IPv4 address is 4 bytes")
+    return int.from_bytes(b, "big")
+
+
+def ip_to_int(a) -> int:
+    """IPv4 address (text, int or 4 bytes) as a host-order int."""
+    return _addr(a)
+
+
+def int_to_ip(uint32_t v) -> str:
+    return f"{v >> 24}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}"
+
+
+cdef int _fill_options(TcpOut* t, object options) except -1:
+    t.opt_present = 0
+    t.nsack = 0
+    if options is None:
+        return 0
+    if options.mss is not None:
+        t.opt_present |= OPT_MSS
+        t.mss = options.mss
+    if options.wscale is not None:
+        t.opt_present |= OPT_WSCALE
+        t.wscale = options.wscale
+    if options.sack_permitted:
+        t.opt_present |= OPT_SACK_PERM
+    if options.timestamps is not None:
+        t.opt_present |= OPT_TS
+        t.tsval = options.timestamps[0]
+        t.tsecr = options.timestamps[1]
+    if options.sack:
+        if len(options.sack) > MAX_SACK_BLOCKS:
+            raise ValueError("at most 4 SACK blocks")
+        t.opt_present |= OPT_SACK
+        for i, (left, right) in enumerate(options.sack):
+            t.sack[2 * i] = left
+            t.sack[2 * i + 1] = right
+        t.nsack = len(options.sack)
+    return 0
+
+
+def build_tcp(src, dst, int sport, int dport, uint32_t seq, uint32_t ack=0, int flags=TH_ACK,
+              int window=65535, payload=b"", options=None, int urg=0, int ttl=64,
+              int ip_id=0, int tos=0, bint df=True) -> bytes:
+    """A complete IPv4 + TCP packet with correct padding and checksums.
+
+    `options` is a :class:`TcpOptions` (or None). With timestamps present, at most 3 SACK
+    blocks fit the 40 bytes of option space; extra blocks are left out, as RFC 2018 says.
+    """
+    cdef TcpOut t
+    cdef Py_buffer view
+    cdef const unsigned char* p
+    cdef Py_ssize_t plen, total
+    if not (0 < sport < 65536 and 0 < dport < 65536):
+        raise ValueError("ports must be 1..65535")
+    if not (0 <= window < 65536 and 0 <= urg < 65536 and 0 <= flags < 256):
+        raise ValueError("window, urg must be 16-bit and flags 8-bit")
+    if not (0 < ttl < 256):
+        raise ValueError("TTL must be 1..255 (RFC 1122 3.2.1.7: never send TTL 0)")
+    memset(&t, 0, sizeof(t))
+    t.src = _addr(src)
+    t.dst = _addr(dst)
+    t.sport = sport
+    t.dport = dport
+    t.seq = seq
+    t.ack = ack
+    t.flags = flags
+    t.window = window
+    t.urg = urg
+    t.ttl = ttl
+    t.tos = tos
+    t.ip_id = ip_id
+    t.df = df
+    _fill_options(&t, options)
+    cdef int held = _get_buffer(payload, &view, &p, &plen)
+    try:
+        total = 40 + tcp_options_len(&t) + plen
+        if total > 65535:
+            raise ValueError("packet longer than 65535 bytes")
+        out = PyBytes_FromStringAndSize(NULL, total)
+        build_tcp_into(<unsigned char*>PyBytes_AS_STRING(out), total, &t, p, plen)
+        return out
+    finally:
+        if held:
+            PyBuffer_Release(&view)
+
+
+def build_ipv4(src, dst, int proto, payload=b"", int ttl=64, int ip_id=0, int tos=0,
+               bint df=True) -> bytes:
+    """An IPv4 packet (no options) around `payload`, with its header checksum."""
+    cdef Py_buffer view
+    cdef const unsigned char* p
+    cdef Py_ssize_t plen
+    cdef uint32_t s_ip = _addr(src), d_ip = _addr(dst)
+    if not (0 < ttl < 256):
+        raise ValueError("TTL must be 1..255")
+    cdef int held = _get_buffer(payload, &view, &p, &plen)
+    try:
+        if plen + 20 > 65535:
+            raise ValueError("packet longer than 65535 bytes")
+        out = PyBytes_FromStringAndSize(NULL, 20 + plen)
+        _write_ipv4_header(<unsigned char*>PyBytes_AS_STRING(out), <uint16_t>(20 + plen),
+                           <uint8_t>proto, s_ip, d_ip, <uint8_t>ttl, <uint8_t>tos,
+                           <uint16_t>ip_id, df)
+        memcpy(PyBytes_AS_STRING(out) + 20, p, plen)
+        return out
+    finally:
+        if held:
+            PyBuffer_Release(&view)
+
+
+def build_icmp(src, dst, int icmp_type, int code, uint32_t rest=0, data=b"", int ttl=64,
+               int ip_id=0) -> bytes:
+    """An IPv4 + ICMP packet; `rest` is the 32-bit rest-of-header field (RFC 792)."""
+    cdef bytearray msg = bytearray(8) + bytearray(data)
+    msg[0] = icmp_type
+    msg[1] = code
+    msg[4:8] = rest.to_bytes(4, "big")
+    c = checksum(msg)
+    msg[2] = c >> 8
+    msg[3] = c & 0xFF
+    return build_ipv4(src, dst, IPPROTO_ICMP, msg, ttl=ttl, ip_id=ip_id, df=False)
+
+
+def build_icmp_echo(src, dst, int ident, int seq, data=b"", bint reply=False,
+                    int ttl=64) -> bytes:
+    """An echo request (or reply, RFC 792) with identifier, sequence number and data."""
+    return build_icmp(src, dst, 0 if reply else 8, 0, ((ident & 0xFFFF) << 16) | (seq & 0xFFFF),
+                      data, ttl=ttl)
+
+
+def build_icmp_unreachable(src, dst, int code, original, int mtu=0, int ttl=64) -> bytes:
+    """A destination-unreachable error quoting `original` (its IPv4 header and first 8 data
+    bytes, RFC 792; RFC 1191 puts the next-hop MTU in the low 16 bits for code 4)."""
+    orig = bytes(original)
+    if len(orig) < 20:
+        raise ValueError("the quoted packet needs a whole IPv4 header")
+    quote = orig[:(orig[0] & 0x0F) * 4 + 8]
+    return build_icmp(src, dst, 3, code, mtu & 0xFFFF if code == 4 else 0, quote, ttl=ttl)
+
+
+# ============================================================================================
+# Python views
+# ============================================================================================
+
+cdef class Packet:
+    """A read-only view of one valid IPv4 packet (TCP, ICMP or other protocol)."""
+    cdef SegDesc d
+    cdef readonly bytes raw         # the packet, trimmed to its IPv4 total length
+
+    @property
+    def src(self) -> str:
+        return int_to_ip(self.d.src)
+
+    @property
+    def dst(self) -> str:
+        return int_to_ip(self.d.dst)
+
+    @property
+    def src_int(self) -> int:
+        return self.d.src
+
+    @property
+    def dst_int(self) -> int:
+        return self.d.dst
+
+    @property
+    def ttl(self) -> int:
+        return self.d.ttl
+
+    @property
+    def tos(self) -> int:
+        return self.d.tos
+
+    @property
+    def ip_id(self) -> int:
+        return self.d.ip_id
+
+    @property
+    def ip_flags(self) -> int:
+        """The 3 flag bits (reserved, DF, MF) as in scapy: DF = 2, MF = 1."""
+        return self.d.frag >> 13
+
+    @property
+    def frag_offset(self) -> int:
+        return self.d.frag & 0x1FFF
+
+    @property
+    def proto(self) -> int:
+        return self.d.proto
+
+    @property
+    def ip_header_len(self) -> int:
+        return self.d.ip_hl
+
+    @property
+    def total_length(self) -> int:
+        return self.d.ip_len
+
+    @property
+    def is_tcp(self) -> bool:
+        return self.d.proto == IPPROTO_TCP
+
+    @property
+    def is_icmp(self) -> bool:
+        return self.d.proto == IPPROTO_ICMP
+
+    # --- TCP ---
+    @property
+    def sport(self) -> int:
+        self._need_tcp()
+        return self.d.sport
+
+    @property
+    def dport(self) -> int:
+        self._need_tcp()
+        return self.d.dport
+
+    @property
+    def seq(self) -> int:
+        self._need_tcp()
+        return self.d.seq
+
+    @property
+    def ack(self) -> int:
+        self._need_tcp()
+        return self.d.ack
+
+    @property
+    def flags(self) -> TcpFlags:
+        self._need_tcp()
+        return TcpFlags(self.d.flags)
+
+    @property
+    def reserved(self) -> int:
+        self._need_tcp()
+        return self.d.reserved
+
+    @property
+    def window(self) -> int:
+        self._need_tcp()
+        return self.d.window
+
+    @property
+    def urgent(self) -> int:
+        self._need_tcp()
+        return self.d.urg
+
+    @property
+    def data_offset(self) -> int:
+        """TCP header length in bytes."""
+        self._need_tcp()
+        return self.d.doff
+
+    @property
+    def options(self) -> TcpOptions:
+        self._need_tcp()
+        o = self.d.opt_present
+        return TcpOptions(
+            mss=self.d.mss if o & OPT_MSS else None,
+            wscale=self.d.wscale if o & OPT_WSCALE else None,
+            sack_permitted=bool(o & OPT_SACK_PERM),
+            timestamps=(self.d.tsval, self.d.tsecr) if o & OPT_TS else None,
+            sack=[(self.d.sack[2 * i], self.d.sack[2 * i + 1]) for i in range(self.d.nsack)],
+        )
+
+    @property
+    def payload(self) -> bytes:
+        """TCP data, ICMP data after the 8-byte header, or the IP payload otherwise."""
+        if self.d.proto == IPPROTO_TCP or self.d.proto == IPPROTO_ICMP:
+            return self.raw[self.d.payload_off:self.d.payload_off + self.d.payload_len]
+        return self.raw[self.d.ip_hl:self.d.ip_len]
+
+    # --- ICMP ---
+    @property
+    def icmp_type(self) -> int:
+        self._need_icmp()
+        return self.d.icmp_type
+
+    @property
+    def icmp_code(self) -> int:
+        self._need_icmp()
+        return self.d.icmp_code
+
+    @property
+    def icmp_id(self) -> int:
+        self._need_icmp()
+        return self.d.ack >> 16
+
+    @property
+    def icmp_seq(self) -> int:
+        self._need_icmp()
+        return self.d.ack & 0xFFFF
+
+    @property
+    def icmp_mtu(self) -> int:
+        """Next-hop MTU of a fragmentation-needed error (RFC 1191), else 0."""
+        self._need_icmp()
+        return self.d.ack & 0xFFFF if self.d.icmp_type == 3 and self.d.icmp_code == 4 else 0
+
+    @property
+    def quoted(self):
+        """For an ICMP error: the quoted packet's (src, dst, proto, sport, dport, seq) —
+        ports and seq are read from its first 8 bytes for TCP, None otherwise."""
+        self._need_icmp()
+        if self.d.icmp_type not in (3, 11, 12):
+            return None
+        q = self.raw[self.d.payload_off:self.d.payload_off + self.d.payload_len]
+        qhl = (q[0] & 0x0F) * 4
+        src = int_to_ip(int.from_bytes(q[12:16], "big"))
+        dst = int_to_ip(int.from_bytes(q[16:20], "big"))
+        proto = q[9]
+        if proto == IPPROTO_TCP:
+            t = q[qhl:qhl + 8]
+            return (src, dst, proto, int.from_bytes(t[0:2], "big"),
+                    int.from_bytes(t[2:4], "big"), int.from_bytes(t[4:8], "big"))
+        return (src, dst, proto, None, None, None)
+
+    cdef _need_tcp(self):
+        if self.d.proto != IPPROTO_TCP:
+            raise AttributeError("not a TCP packet")
+
+    cdef _need_icmp(self):
+        if self.d.proto != IPPROTO_ICMP:
+            raise AttributeError("not an ICMP packet")
+
+    def summary(self) -> str:
+        if self.d.proto == IPPROTO_TCP:
+            return (f"{self.src}:{self.d.sport} > {self.dst}:{self.d.dport} "
+                    f"[{TcpFlags(self.d.flags).letters()}] seq={self.d.seq} ack={self.d.ack} "
+                    f"win={self.d.window} len={self.d.payload_len} {self.options!r}")
+        if self.d.proto == IPPROTO_ICMP:
+            return f"{self.src} > {self.dst} ICMP type={self.d.icmp_type} code={self.d.icmp_code}"
+        return f"{self.src} > {self.dst} proto={self.d.proto}"
+
+    def __repr__(self) -> str:
+        return f"<Packet {self.summary()}>"
+
+
+def parse(packet, *, bint verify_checksums=True) -> Packet:
+    """Parse and validate one IPv4 packet. Raises :class:`MalformedPacket` (with a
+    :class:`DropReason`) for anything the stack would drop, and nothing else."""
+    cdef Py_buffer view
+    cdef const unsigned char* p
+    cdef Py_ssize_t n
+    cdef int held
+    cdef Packet pk = Packet.__new__(Packet)
+    cdef int flags = 0 if verify_checksums else (PARSE_NO_TCP_CSUM | PARSE_NO_IP_CSUM)
+    try:
+        held = _get_buffer(packet, &view, &p, &n)
+    except (TypeError, ValueError, BufferError):
+        raise MalformedPacket(DropReason.NOT_BUFFER) from None
+    try:
+        parse_packet(p, n, &pk.d, flags)
+        if pk.d.reason:
+            raise MalformedPacket(DropReason(pk.d.reason))
+        pk.raw = PyBytes_FromStringAndSize(<const char*>p, pk.d.ip_len)
+    finally:
+        if held:
+            PyBuffer_Release(&view)
+    return pk
+
+
+# ============================================================================================
+# Batch parse
+# ============================================================================================
+
+cdef class SegmentBatch:
+    """Descriptors for a whole batch of packets, parsed in one call without copying.
+
+    Reusable: `parse()` overwrites the previous batch. The packets list is kept alive while
+    the descriptors point into it.
+    """
+
+    def __cinit__(self, Py_ssize_t capacity=64):
+        self.descs = NULL
+        self.bases = NULL
+        self.views = NULL
+        self.held = NULL
+        self.count = 0
+        self.capacity = 0
+        self.packets = []
+        self._reserve(capacity if capacity > 0 else 1)
+
+    def __dealloc__(self):
+        self._release()
+        free(self.descs)
+        free(self.bases)
+        free(self.views)
+        free(self.held)
+
+    cdef int _reserve(self, Py_ssize_t n) except -1:
+        if n <= self.capacity:
+            return 0
+        self._release()   # realloc moves the Py_buffer structs: release them first
+        descs = <SegDesc*>realloc(self.descs, n * sizeof(SegDesc))
+        if descs == NULL:
+            raise MemoryError()
+        self.descs = descs
+        bases = <const unsigned char**>realloc(self.bases, n * sizeof(unsigned char*))
+        if bases == NULL:
+            raise MemoryError()
+        self.bases = bases
+        views = <Py_buffer*>realloc(self.views, n * sizeof(Py_buffer))
+        if views == NULL:
+            raise MemoryError()
+        self.views = views
+        held = <unsigned char*>realloc(self.held, n)
+        if held == NULL:
+            raise MemoryError()
+        self.held = held
+        memset(self.held, 0, n)
+        self.capacity = n
+        return 0
+
+    cdef void _release(self) noexcept:
+        cdef Py_ssize_t i
+        for i in range(self.count):
+            if self.held[i]:
+                PyBuffer_Release(&self.views[i])
+                self.held[i] = 0
+        self.count = 0
+        self.packets = []
+
+    cpdef Py_ssize_t parse(self, list packets, int flags=0) except -1:
+        """Parse every packet of the list; returns how many were accepted."""
+        cdef Py_ssize_t i, n = PyList_GET_SIZE(packets), ok = 0
+        cdef object obj
+        cdef const unsigned char* base
+        cdef Py_ssize_t ln
+        self._release()
+        self._reserve(n)
+        self.packets = packets
+        self.count = n
+        for i in range(n):
+            obj = <object>PyList_GET_ITEM(packets, i)
+            if PyBytes_CheckExact(obj):
+                base = <const unsigned char*>PyBytes_AS_STRING(obj)
+                ln = PyBytes_GET_SIZE(obj)
+            else:
+                try:
+                    self.held[i] = _get_buffer(obj, &self.views[i], &base, &ln)
+                except (TypeError, ValueError, BufferError):
+                    self.bases[i] = NULL
+                    self.descs[i].reason = DROP_NOT_BUFFER
+                    continue
+            self.bases[i] = base
+            if parse_packet(base, ln, &self.descs[i], flags) == DROP_NONE:
+                ok += 1
+        return ok
+
+    def __len__(self) -> int:
+        return self.count
+
+    def reason(self, Py_ssize_t i) -> DropReason:
+        self._check(i)
+        return DropReason(self.descs[i].reason)
+
+    def reasons(self) -> list:
+        return [DropReason(self.descs[i].reason) for i in range(self.count)]
+
+    def packet(self, Py_ssize_t i) -> Packet:
+        """The Python view of an accepted packet i."""
+        self._check(i)
+        if self.descs[i].reason:
+            raise MalformedPacket(DropReason(self.descs[i].reason))
+        cdef Packet pk = Packet.__new__(Packet)
+        pk.d = self.descs[i]
+        pk.raw = PyBytes_FromStringAndSize(<const char*>self.bases[i], self.descs[i].ip_len)
+        return pk
+
+    cdef _check(self, Py_ssize_t i):
+        if not 0 <= i < self.count:
+            raise IndexError(i)
+
+
+def parse_batch(list packets, *, bint verify_checksums=True) -> SegmentBatch:
+    """Parse a list of packets into a new :class:`SegmentBatch`."""
+    cdef SegmentBatch b = SegmentBatch(max(len(packets), 1))
+    b.parse(packets, 0 if verify_checksums else (PARSE_NO_TCP_CSUM | PARSE_NO_IP_CSUM))
+    return b
