@@ -691,6 +691,16 @@ cdef class Packet:
         return TcpFlags(self.d.flags)
 
     @property
+    def flag_bits(self) -> int:
+        """The TCP flags as a plain int (cheaper than `flags` on hot paths)."""
+        self._need_tcp()
+        return self.d.flags
+
+    @property
+    def payload_len(self) -> int:
+        return self.d.payload_len
+
+    @property
     def reserved(self) -> int:
         self._need_tcp()
         return self.d.reserved

@@ -1,0 +1,353 @@
+"""The sans-IO host: one IPv4 address, its TCP connections, listeners, ICMP and timers.
+
+Driven by three calls and nothing else: :meth:`Host.receive` (a batch of IPv4 packets and
+the time), :meth:`Host.transmit` (the packets to send now) and :meth:`Host.poll_at` (when the
+next timer is due). No clock, socket, thread or file descriptor is touched below this API.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter, deque
+from typing import Any, Deque, Dict, Iterable, List, Optional, Set, Tuple
+
+from fasttcp.host.settings import Settings
+from fasttcp.tcp._isn import IsnGenerator
+from fasttcp.tcp.congestion import CongestionControl, NewReno
+from fasttcp.tcp.connection import ACK, FIN, RST, SYN, Connection
+from fasttcp.tcp.states import State
+from fasttcp.wire import (DropReason, SegmentBatch, build_icmp_echo, build_tcp, int_to_ip,
+                          ip_to_int)
+
+MASK = 0xFFFFFFFF
+CONGESTION_POLICIES = {"newreno": NewReno}
+
+
+class Listener:
+    """A listening port: a queue of half-open connections and a backlog of accepted ones."""
+
+    def __init__(self, host: "Host", port: int, backlog: int) -> None:
+        self.host = host
+        self.port = port
+        self.backlog = backlog
+        self.syn_queue: Set[Connection] = set()       # SYN-RECEIVED
+        self.accept_queue: Deque[Connection] = deque()
+        self.closed = False
+
+    def accept(self) -> Optional[Connection]:
+        """The next established connection, or None when none is waiting."""
+        while self.accept_queue:
+            conn = self.accept_queue.popleft()
+            conn.listener = None
+            if conn.state != State.CLOSED or conn.readable:
+                return conn
+        return None
+
+    def close(self) -> None:
+        """Stop listening; connections not yet accepted are reset."""
+        if self.closed:
+            return
+        self.closed = True
+        for conn in list(self.syn_queue) + list(self.accept_queue):
+            conn.listener = None
+            conn.abort()
+        self.syn_queue.clear()
+        self.accept_queue.clear()
+        self.host._listeners.pop(self.port, None)
+
+    def _established(self, conn: Connection) -> None:
+        self.syn_queue.discard(conn)
+        self.accept_queue.append(conn)
+        self.host._ready.add(self)
+
+    def __len__(self) -> int:
+        return len(self.accept_queue)
+
+    def __repr__(self) -> str:
+        return f"<Listener :{self.port} pending={len(self.accept_queue)}>"
+
+
+class Host:
+    """A user-space TCP/IP host for one IPv4 address; see the module docstring."""
+
+    def __init__(self, address: str, **settings: Any) -> None:
+        self.settings = Settings.from_kwargs(**settings)
+        self.address = address
+        self._address_int = ip_to_int(address)
+        self._conns: Dict[Tuple[int, int, int], Connection] = {}
+        self._listeners: Dict[int, Listener] = {}
+        self._isn = IsnGenerator(self.settings.isn_secret)
+        self._batch = SegmentBatch(256)
+        self._timers: List[Tuple[float, int, Connection]] = []
+        self._timer_seq = itertools.count()
+        self._armed: Dict[Connection, float] = {}
+        self._dirty: Dict[Connection, None] = {}       # ordered set: needs output
+        self._ready: Set[Any] = set()                  # user-visible changes since last poll
+        self._out: List[bytes] = []                    # packets emitted outside _output
+        self._stats: Counter = Counter()
+        self._next_port = self.settings.ephemeral_ports[0] + self._address_int % 1024
+        self.now = 0.0
+
+    # ===================================================================================
+    # The sans-IO driver API
+    # ===================================================================================
+
+    def receive(self, packets: Iterable[Any], now: float) -> None:
+        """Ingest a batch of IPv4 packets that arrived at time ``now`` (seconds)."""
+        self.now = now
+        if not isinstance(packets, list):
+            packets = list(packets)
+        batch = self._batch
+        batch.parse(packets)
+        stats = self._stats
+        stats["packets_in"] += len(packets)
+        reasons = batch.reasons()
+        for i, reason in enumerate(reasons):
+            if reason:
+                stats["drop_" + DropReason(reason).name.lower()] += 1
+                continue
+            pk = batch.packet(i)
+            if pk.dst_int != self._address_int:
+                stats["drop_not_for_us"] += 1
+                continue
+            try:
+                if pk.is_tcp:
+                    self._tcp_input(pk, now)
+                elif pk.is_icmp:
+                    self._icmp_input(pk, now)
+                else:
+                    stats["drop_unsupported_protocol"] += 1
+            except Exception:                          # pragma: no cover - must not happen
+                # Nothing a peer sends may raise out of receive(): count it and go on.
+                stats["drop_internal_error"] += 1
+                if self._raise_internal:
+                    raise
+
+    def transmit(self, now: float) -> List[bytes]:
+        """Run due timers and return every packet to send now."""
+        self.now = now
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            when, _, conn = heapq.heappop(timers)
+            if self._armed.get(conn) != when:
+                continue                               # superseded
+            del self._armed[conn]
+            if conn.state != State.CLOSED:
+                conn.on_timer(now)
+                self._dirty[conn] = None
+        out = self._out
+        self._out = []
+        while self._dirty:
+            dirty = list(self._dirty)
+            self._dirty.clear()
+            for conn in dirty:
+                if conn.state != State.CLOSED:
+                    conn._output(now, out)
+                self._arm(conn)
+        self._stats["packets_out"] += len(out)
+        return out
+
+    def poll_at(self) -> Optional[float]:
+        """When :meth:`transmit` must next be called for timers; None when no timer runs.
+        Returns the current time when output is pending."""
+        if self._dirty or self._out:
+            return self.now
+        timers = self._timers
+        while timers:
+            when, _, conn = timers[0]
+            if self._armed.get(conn) == when:
+                return when
+            heapq.heappop(timers)
+        return None
+
+    # ===================================================================================
+    # User API
+    # ===================================================================================
+
+    def listen(self, port: int, backlog: Optional[int] = None) -> Listener:
+        if not 0 < port < 65536:
+            raise ValueError("port must be 1..65535")
+        if port in self._listeners:
+            raise OSError(98, f"port {port} is already listening")
+        lst = Listener(self, port, self.settings.backlog if backlog is None else backlog)
+        self._listeners[port] = lst
+        return lst
+
+    def connect(self, remote: Tuple[str, int], local_port: Optional[int] = None) -> Connection:
+        """Open a connection (active open); the SYN leaves at the next :meth:`transmit`."""
+        rip_s, rport = remote
+        rip = ip_to_int(rip_s)
+        if not 0 < rport < 65536:
+            raise ValueError("port must be 1..65535")
+        if len(self._conns) >= self.settings.max_connections:
+            raise OSError(105, "too many connections (max_connections)")
+        lport = self._pick_port(rip, rport) if local_port is None else local_port
+        key = (lport, rip, rport)
+        if key in self._conns:
+            raise OSError(98, "address already in use for this 4-tuple")
+        iss = self._isn.isn(self._address_int, lport, rip, rport, self.now)
+        conn = Connection(self, (self.address, lport), (int_to_ip(rip), rport), rip, iss,
+                          self.now, passive=False)
+        self._conns[key] = conn
+        conn._open_active(self.now)
+        return conn
+
+    def connections(self) -> List[Connection]:
+        return list(self._conns.values())
+
+    def stats(self) -> Dict[str, int]:
+        """Counters: packets in/out, segments by kind, retransmits, drops by reason."""
+        d = dict(self._stats)
+        d["connections"] = len(self._conns)
+        d["listeners"] = len(self._listeners)
+        return d
+
+    def pop_ready(self) -> Set[Any]:
+        """Connections and listeners with user-visible changes since the last call
+        (data to read, room to write, state changes, connections to accept)."""
+        ready, self._ready = self._ready, set()
+        return ready
+
+    # ===================================================================================
+    # Input
+    # ===================================================================================
+
+    _raise_internal = False      # tests flip this to see internal errors
+
+    def _tcp_input(self, pk, now: float) -> None:
+        key = (pk.dport, pk.src_int, pk.sport)
+        conn = self._conns.get(key)
+        stats = self._stats
+        stats["segments_in"] += 1
+        if conn is not None:
+            conn.on_segment(pk, now)
+            return
+        flags = pk.flag_bits
+        lst = self._listeners.get(pk.dport)
+        if lst is not None:
+            self._listen_input(lst, pk, flags, now)
+            return
+        # No connection (RFC 9293 3.10.7.1): answer with a RST unless it is one.
+        stats["segments_no_connection"] += 1
+        if not flags & RST:
+            self._reset_for(pk, flags)
+
+    def _listen_input(self, lst: Listener, pk, flags: int, now: float) -> None:
+        stats = self._stats
+        if flags & RST:
+            return
+        if flags & ACK:
+            self._reset_for(pk, flags)            # RFC 9293 3.10.7.2: <SEQ=SEG.ACK><CTL=RST>
+            return
+        if not flags & SYN:
+            return
+        if flags & FIN:
+            stats["drop_syn_fin"] += 1
+            return
+        if len(lst.accept_queue) >= lst.backlog or len(lst.syn_queue) >= self.settings.syn_backlog:
+            stats["drop_listen_overflow"] += 1    # the peer retransmits its SYN
+            return
+        if len(self._conns) >= self.settings.max_connections:
+            stats["drop_max_connections"] += 1
+            return
+        rip = pk.src_int
+        iss = self._isn.isn(self._address_int, pk.dport, rip, pk.sport, now)
+        conn = Connection(self, (self.address, pk.dport), (int_to_ip(rip), pk.sport), rip,
+                          iss, now, passive=True)
+        conn.listener = lst
+        self._conns[conn.key] = conn
+        lst.syn_queue.add(conn)
+        conn._open_passive(pk, now)
+        stats["passive_opens"] += 1
+
+    def _reset_for(self, pk, flags: int) -> None:
+        """A RST answering a segment that has no connection (RFC 9293 3.10.7.1)."""
+        if flags & ACK:
+            seq, ack, rflags = pk.ack, 0, RST
+        else:
+            seg_len = pk.payload_len + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+            seq, ack, rflags = 0, (pk.seq + seg_len) & MASK, RST | ACK
+        self._out.append(build_tcp(self._address_int, pk.src_int, pk.dport, pk.sport, seq, ack,
+                                   rflags, 0, ttl=self.settings.ttl))
+        self._stats["rsts_out"] += 1
+
+    def _icmp_input(self, pk, now: float) -> None:
+        t = pk.icmp_type
+        stats = self._stats
+        if t == 8 and pk.icmp_code == 0:          # echo request (RFC 792, RFC 1122 3.2.2.6)
+            self._out.append(build_icmp_echo(self._address_int, pk.src_int, pk.icmp_id,
+                                             pk.icmp_seq, pk.payload, reply=True,
+                                             ttl=self.settings.ttl))
+            stats["icmp_echo_replies"] += 1
+            return
+        if t in (3, 11, 12):
+            q = pk.quoted
+            if q is None or q[2] != 6 or ip_to_int(q[0]) != self._address_int:
+                stats["icmp_ignored"] += 1
+                return
+            conn = self._conns.get((q[3], ip_to_int(q[1]), q[4]))
+            if conn is None:
+                stats["icmp_ignored"] += 1
+                return
+            conn.on_icmp_error(t, pk.icmp_code, pk.icmp_mtu, q[5], now)
+            self._dirty[conn] = None
+            return
+        stats["icmp_ignored"] += 1
+
+    # ===================================================================================
+    # Callbacks from connections
+    # ===================================================================================
+
+    def _wake(self, conn: Connection) -> None:
+        self._dirty[conn] = None
+        self._ready.add(conn)
+
+    def _emit(self, packet: bytes, conn: Optional[Connection] = None) -> None:
+        self._out.append(packet)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self._stats[name] += n
+
+    def _state_changed(self, conn: Connection, old: State, new: State) -> None:
+        self._ready.add(conn)
+        self._stats["state_" + new.name.lower()] += 1
+        if new == State.CLOSED:
+            if self._conns.get(conn.key) is conn:
+                del self._conns[conn.key]
+            self._armed.pop(conn, None)
+            lst = conn.listener
+            if lst is not None:
+                lst.syn_queue.discard(conn)
+            if old == State.SYN_RECEIVED and conn.passive:
+                self._stats["half_open_dropped"] += 1
+
+    def _make_congestion(self, mss: int) -> CongestionControl:
+        cc = self.settings.congestion
+        if isinstance(cc, str):
+            try:
+                cc = CONGESTION_POLICIES[cc]
+            except KeyError:
+                raise ValueError(f"unknown congestion control {cc!r}; "
+                                 f"known: {sorted(CONGESTION_POLICIES)}") from None
+        return cc(mss)
+
+    def _arm(self, conn: Connection) -> None:
+        when = conn.deadline() if conn.state != State.CLOSED else None
+        old = self._armed.get(conn)
+        if when == old:
+            return
+        if when is None:
+            self._armed.pop(conn, None)
+            return
+        self._armed[conn] = when
+        heapq.heappush(self._timers, (when, next(self._timer_seq), conn))
+
+    def _pick_port(self, rip: int, rport: int) -> int:
+        lo, hi = self.settings.ephemeral_ports
+        span = hi - lo + 1
+        for _ in range(span):
+            port = self._next_port
+            self._next_port = lo + (port - lo + 1) % span
+            if (port, rip, rport) not in self._conns and port not in self._listeners:
+                return port
+        raise OSError(99, "no ephemeral port free for this destination")

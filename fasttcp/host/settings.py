@@ -1,0 +1,113 @@
+"""Host settings: every tunable of the stack, with its default and where it comes from."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional, Type, Union
+
+
+@dataclass
+class Settings:
+    """Keyword settings of :class:`fasttcp.Host`. Unknown names are an error.
+
+    Times are seconds, sizes bytes.
+    """
+
+    #: Link MTU; the MSS we announce is ``mtu - 40`` unless ``mss`` is set (RFC 6691).
+    mtu: int = 1500
+    #: Maximum segment size we announce and send at most; None derives it from ``mtu``.
+    mss: Optional[int] = None
+    #: First retransmission timeout, before any RTT sample (RFC 6298 2.1 says 1 s).
+    initial_rto: float = 1.0
+    #: Lower bound of the RTO. RFC 6298 2.4 says 1 s; like Linux we default to 200 ms.
+    min_rto: float = 0.2
+    #: Upper bound of the RTO (RFC 6298 2.5: at least 60 s).
+    max_rto: float = 60.0
+    #: Maximum segment lifetime; TIME-WAIT lasts 2*MSL (RFC 9293 3.4.2). Linux's TIME-WAIT
+    #: is 60 s, i.e. an MSL of 30 s.
+    msl: float = 30.0
+    #: Receive buffer per connection: the most we advertise (window scaling is used above
+    #: 64 KiB, RFC 7323).
+    rcv_buf: int = 1 << 20
+    #: Send buffer per connection: how much `send()` accepts before the peer acknowledges.
+    snd_buf: int = 1 << 20
+    #: Disable Nagle's algorithm (RFC 9293 3.7.4) when True.
+    nodelay: bool = False
+    #: Delayed-ACK timer (RFC 1122 4.2.3.2, RFC 9293 3.8.6.3): at most 0.5 s; 0 disables
+    #: delaying (every segment is acknowledged at once).
+    delayed_ack: float = 0.04
+    #: Keepalive idle time before the first probe; None disables keepalive (the default,
+    #: RFC 1122 4.2.3.6).
+    keepalive: Optional[float] = None
+    #: Seconds between keepalive probes, and unanswered probes before the connection fails.
+    keepalive_interval: float = 75.0
+    keepalive_probes: int = 9
+    #: Retransmissions of one segment before the connection fails with a timeout (Linux's
+    #: tcp_retries2), and of a SYN / SYN-ACK (tcp_syn_retries).
+    max_retries: int = 15
+    syn_retries: int = 6
+    #: Default listen backlog (completed connections waiting for accept()).
+    backlog: int = 128
+    #: Half-open (SYN-RECEIVED) connections per listener.
+    syn_backlog: int = 1024
+    #: Most connections the host holds (all states); new ones beyond it are refused.
+    max_connections: int = 65536
+    #: Most bytes held out of order per connection, and most separate holes.
+    max_ooo_holes: int = 64
+    #: Window scaling (RFC 7323); the shift is the smallest that covers rcv_buf.
+    window_scaling: bool = True
+    #: IPv4 TTL of packets we send.
+    ttl: int = 64
+    #: Congestion control policy: a name ("newreno") or a CongestionControl subclass.
+    congestion: Union[str, Type[Any]] = "newreno"
+    #: Secret for ISNs (RFC 6528); None draws a random one per host.
+    isn_secret: Optional[bytes] = None
+    #: First ephemeral port (IANA dynamic range, RFC 6335).
+    ephemeral_ports: tuple = field(default=(49152, 65535))
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "Settings":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(unknown)}; "
+                            f"known: {', '.join(sorted(names))}")
+        s = cls(**kwargs)
+        s.validate()
+        return s
+
+    @property
+    def effective_mss(self) -> int:
+        return self.mss if self.mss is not None else self.mtu - 40
+
+    def validate(self) -> None:
+        if not 68 <= self.mtu <= 65535:
+            raise ValueError("mtu must be 68..65535 (RFC 791)")
+        if not 1 <= self.effective_mss <= self.mtu - 40:
+            raise ValueError("mss must fit the mtu: at most mtu - 40")
+        if not 0 < self.min_rto <= self.initial_rto <= self.max_rto:
+            raise ValueError("need 0 < min_rto <= initial_rto <= max_rto")
+        if not 0 <= self.delayed_ack <= 0.5:
+            raise ValueError("delayed_ack must be 0..0.5 s (RFC 1122 4.2.3.2)")
+        if self.rcv_buf < self.effective_mss or self.snd_buf < self.effective_mss:
+            raise ValueError("rcv_buf and snd_buf must hold at least one segment")
+        if self.rcv_buf > (65535 << 14):
+            raise ValueError("rcv_buf larger than a scaled window can announce (RFC 7323)")
+        if self.msl < 0:
+            raise ValueError("msl must be >= 0")
+        if not 1 <= self.ttl <= 255:
+            raise ValueError("ttl must be 1..255")
+        if self.backlog < 0 or self.syn_backlog < 1:
+            raise ValueError("backlog >= 0 and syn_backlog >= 1")
+        if self.isn_secret is not None and len(self.isn_secret) != 16:
+            raise ValueError("isn_secret must be 16 bytes")
+
+    @property
+    def rcv_wscale(self) -> int:
+        """Our window-scale shift: the smallest that lets rcv_buf be announced."""
+        if not self.window_scaling:
+            return 0
+        shift = 0
+        while (65535 << shift) < self.rcv_buf and shift < 14:
+            shift += 1
+        return shift

@@ -1,0 +1,947 @@
+"""One TCP connection: the RFC 9293 state machine, user calls, timers and output.
+
+Sans-IO: every method that needs the time takes ``now``; segments come in as parsed
+:class:`fasttcp.wire.Packet` views and leave as IPv4 packets (bytes) from :meth:`_output`.
+
+Sequence numbers are kept as unbounded *offsets* from the initial sequence numbers, so the
+arithmetic below never wraps: on the send side offset 0 is our SYN (ISS), data byte ``k`` of
+the stream is offset ``1 + k``, and our FIN follows the last byte. The receive side mirrors
+this from the peer's IRS. 32-bit sequence numbers exist only at the wire boundary
+(``_snd_seq``, ``_rcv_seq`` and the conversions in :meth:`on_segment`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, List, Optional, Tuple
+
+from fasttcp.storage import Reassembler, SendRing
+from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
+                                ConnectionReset, ConnectionTimedOut, TcpError)
+from fasttcp.tcp.rtt import RttEstimator
+from fasttcp.tcp.states import State
+from fasttcp.wire import TcpOptions, build_tcp, int_to_ip
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fasttcp.host.host import Host
+
+MASK = 0xFFFFFFFF
+FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+DEFAULT_PEER_MSS = 536          # RFC 9293 3.7.1 / RFC 6691: when the SYN has no MSS option
+MAX_WSCALE = 14                 # RFC 7323 2.3
+
+
+def _sdiff(a: int, b: int) -> int:
+    """a - b for 32-bit sequence numbers, as a signed int (RFC 1982)."""
+    d = (a - b) & MASK
+    return d - 0x100000000 if d & 0x80000000 else d
+
+
+@dataclass
+class ConnectionInfo:
+    """A TCP_INFO-like snapshot (sequence variables as 32-bit wire values)."""
+
+    state: str
+    snd_una: int
+    snd_nxt: int
+    rcv_nxt: int
+    snd_wnd: int
+    rcv_wnd: int
+    mss: int
+    srtt: Optional[float]
+    rttvar: float
+    rto: float
+    cwnd: int
+    ssthresh: int
+    retransmits: int
+    bytes_sent: int
+    bytes_acked: int
+    bytes_received: int
+    snd_wscale: int
+    rcv_wscale: int
+    unacked: int
+    send_buffered: int
+    recv_buffered: int
+
+
+class Connection:
+    """A TCP connection owned by a :class:`fasttcp.Host`.
+
+    User calls: :meth:`send`, :meth:`recv`, :meth:`shutdown`, :meth:`close`, :meth:`abort`;
+    inspect :attr:`state`, :attr:`eof`, :attr:`error`, :meth:`info`.
+    """
+
+    def __init__(self, host: "Host", local: Tuple[str, int], remote: Tuple[str, int],
+                 remote_ip: int, iss: int, now: float, passive: bool) -> None:
+        s = host.settings
+        self.host = host
+        self.settings = s
+        self.local_address = local
+        self.remote_address = remote
+        self._lip = host._address_int
+        self._rip = remote_ip
+        self.key = (local[1], remote_ip, remote[1])
+        self.passive = passive
+        self.listener = None                    # set for passive opens until accepted
+        self.state = State.CLOSED
+        self.error: Optional[TcpError] = None
+        self.created_at = now
+
+        # --- send side (offsets from ISS) ---
+        self.iss = iss
+        self.snd_una = 0
+        self.snd_nxt = 0
+        self.snd_max = 0                        # highest offset sent (before go-back-N)
+        self.snd_wnd = 0                        # peer's window in bytes (scaled)
+        self.max_snd_wnd = 0
+        self.snd_wl1 = 0                        # seq / ack of the last window update
+        self.snd_wl2 = 0
+        self.fin_off: Optional[int] = None      # offset of our FIN once queued
+        self._send_ring: Optional[SendRing] = None
+        self.mss_limit = s.effective_mss        # what our MTU allows
+        self.mss = min(self.mss_limit, DEFAULT_PEER_MSS)   # effective send MSS
+        self.snd_wscale = 0
+        self.rcv_wscale = s.rcv_wscale if s.window_scaling else 0
+        self._ws_ok = False
+
+        # --- receive side (offsets from IRS) ---
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0                        # right edge we have advertised
+        self.rcv_fin_off: Optional[int] = None  # the peer's FIN, once seen
+        self._fin_received = False
+        self._reasm: Optional[Reassembler] = None
+        self.user_closed = False                # close() (not just shutdown()) was called
+
+        # --- timers and their state ---
+        self.rtt = RttEstimator(initial_rto=s.initial_rto, min_rto=s.min_rto,
+                                max_rto=s.max_rto)
+        self.cc = host._make_congestion(self.mss)
+        self.rtx_at: Optional[float] = None     # retransmission / persist timer
+        self.persist = False                    # rtx_at is the persist timer (RFC 9293 3.8.6.1)
+        self.retries = 0
+        self.delack_at: Optional[float] = None
+        self.timewait_at: Optional[float] = None
+        self.keepalive_at: Optional[float] = None
+        self.keepalive_sent = 0
+        self._rtt_off: Optional[int] = None     # the one timed segment (Karn: none if resent)
+        self._rtt_start = 0.0
+        self._syn_retransmitted = False
+        self.last_recv_at = now
+        self.last_send_at = now
+
+        # --- ACK state ---
+        self._ack_now = False                   # an ACK is owed at the next output
+        self._unacked_bytes = 0                 # in-order bytes received since our last ACK
+        self._rcv_mss = 0                       # largest segment seen: "full-sized"
+        self._pending_rtx = False               # resend the segment at SND.UNA
+        self._probe = False                     # send a zero-window probe
+        self.soft_error: Optional[Tuple[int, int]] = None   # last ICMP soft error
+
+        # --- loss recovery (RFC 5681 3.2, RFC 6582) ---
+        self.dupacks = 0
+        self.in_recovery = False
+        self.recover = 0
+
+        # --- counters ---
+        self.retransmits = 0
+        self.bytes_sent = 0
+        self.bytes_acked = 0
+        self.bytes_received = 0
+        self.segs_in = 0
+        self.segs_out = 0
+
+    # ===================================================================================
+    # User calls
+    # ===================================================================================
+
+    @property
+    def eof(self) -> bool:
+        """True once the peer's FIN was reached and everything before it was read."""
+        return self._fin_received and (self._reasm is None or self._reasm.readable == 0)
+
+    @property
+    def readable(self) -> int:
+        return self._reasm.readable if self._reasm is not None else 0
+
+    @property
+    def send_space(self) -> int:
+        """How many bytes :meth:`send` would accept now."""
+        if self.fin_off is not None or self.error is not None:
+            return 0
+        return self._ring().free
+
+    @property
+    def unsent(self) -> int:
+        return self._data_end() - max(self.snd_nxt, 1)
+
+    @property
+    def in_flight(self) -> int:
+        return self.snd_max - self.snd_una
+
+    def send(self, data) -> int:
+        """Queue bytes for sending; returns how many the send buffer took (maybe 0)."""
+        self._raise_error()
+        if self.fin_off is not None or self.state not in (
+                State.SYN_SENT, State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT):
+            raise ConnectionClosed("connection closing: send after shutdown/close")
+        n = self._ring().write(data)
+        if n:
+            self.host._wake(self)
+        return n
+
+    def recv(self, max_bytes: int = 65536) -> bytes:
+        """What is buffered now, up to max_bytes; b"" when nothing is (see :attr:`eof`)."""
+        if self._reasm is None or self._reasm.readable == 0:
+            if self.error is not None and not self._fin_received:
+                raise self.error
+            return b""
+        data = self._reasm.read(max_bytes)
+        # Receiver SWS avoidance (RFC 9293 3.8.6.2.2): announce the opened window only
+        # once it grew by min(rcv_buf / 2, MSS).
+        if self.state in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2):
+            edge = self.rcv_nxt + self._reasm.window
+            if edge - self.rcv_adv >= min(self.settings.rcv_buf // 2, self.mss_limit):
+                self._ack_now = True
+                self.host._wake(self)
+        return data
+
+    def shutdown(self) -> None:
+        """Half-close: send FIN after the queued data, keep receiving (RFC 9293 3.10.4)."""
+        st = self.state
+        if st in (State.ESTABLISHED, State.SYN_RECEIVED):
+            self._queue_fin()
+            self._set_state(State.FIN_WAIT_1)
+        elif st == State.CLOSE_WAIT:
+            self._queue_fin()
+            self._set_state(State.LAST_ACK)
+        elif st == State.SYN_SENT:
+            self._terminate(None)
+        self.host._wake(self)
+
+    def close(self) -> None:
+        """Full close. With unread received data this resets the connection instead
+        (RFC 1122 4.2.2.13), as data arriving later would."""
+        if self.state == State.CLOSED:
+            return
+        if self._reasm is not None and self._reasm.readable and self.state.synchronized:
+            self.abort()
+            return
+        self.user_closed = True
+        if self.fin_off is None:
+            self.shutdown()
+
+    def abort(self) -> None:
+        """Reset the connection (RST) and discard everything (RFC 9293 3.10.5)."""
+        if self.state == State.CLOSED:
+            return
+        if self.state.synchronized:
+            self.host._emit(self._packet(self.snd_nxt, RST, ack=False), self)
+        self._terminate(ConnectionAborted("connection aborted by this side"))
+
+    def info(self) -> ConnectionInfo:
+        return ConnectionInfo(
+            state=self.state.rfc_name,
+            snd_una=self._snd_seq(self.snd_una), snd_nxt=self._snd_seq(self.snd_nxt),
+            rcv_nxt=self._rcv_seq(self.rcv_nxt), snd_wnd=self.snd_wnd,
+            rcv_wnd=max(0, self.rcv_adv - self.rcv_nxt), mss=self.mss,
+            srtt=self.rtt.srtt, rttvar=self.rtt.rttvar, rto=self.rtt.rto,
+            cwnd=self.cc.cwnd, ssthresh=self.cc.ssthresh, retransmits=self.retransmits,
+            bytes_sent=self.bytes_sent, bytes_acked=self.bytes_acked,
+            bytes_received=self.bytes_received, snd_wscale=self.snd_wscale,
+            rcv_wscale=self.rcv_wscale if self._ws_ok else 0, unacked=self.in_flight,
+            send_buffered=len(self._send_ring) if self._send_ring is not None else 0,
+            recv_buffered=self.readable,
+        )
+
+    def __repr__(self) -> str:
+        (la, lp), (ra, rp) = self.local_address, self.remote_address
+        return f"<Connection {la}:{lp} -> {ra}:{rp} {self.state.rfc_name}>"
+
+    # ===================================================================================
+    # Opening
+    # ===================================================================================
+
+    def _open_active(self, now: float) -> None:
+        self._set_state(State.SYN_SENT)
+        self._ack_now = False
+        self.host._wake(self)
+
+    def _open_passive(self, seg, now: float) -> None:
+        """A SYN reached a listener (RFC 9293 3.10.7.2)."""
+        self.irs = seg.seq
+        self.rcv_nxt = 1
+        self._take_syn_options(seg)
+        self._update_window_from(seg, syn=True)
+        self.rcv_adv = self.rcv_nxt + self._initial_rcv_window()
+        self._set_state(State.SYN_RECEIVED)
+        self.host._wake(self)
+
+    def _take_syn_options(self, seg) -> None:
+        opts = seg.options
+        peer_mss = opts.mss if opts.mss else DEFAULT_PEER_MSS
+        self.mss = max(1, min(self.mss_limit, peer_mss))
+        self.cc.set_mss(self.mss)
+        # RFC 7323 2.2: scaling is on only when both SYNs carry the option.
+        if opts.wscale is not None and self.settings.window_scaling:
+            self._ws_ok = True
+            self.snd_wscale = min(opts.wscale, MAX_WSCALE)
+        else:
+            self._ws_ok = False
+            self.snd_wscale = 0
+            self.rcv_wscale = 0
+
+    def _initial_rcv_window(self) -> int:
+        # The window field of a SYN is never scaled (RFC 7323 2.2).
+        return min(self.settings.rcv_buf, 65535)
+
+    # ===================================================================================
+    # SEGMENT ARRIVES (RFC 9293 3.10.7)
+    # ===================================================================================
+
+    def on_segment(self, seg, now: float) -> None:
+        self.segs_in += 1
+        self.last_recv_at = now
+        if self.settings.keepalive is not None:
+            self.keepalive_sent = 0
+        st = self.state
+        if st == State.SYN_SENT:
+            self._segment_syn_sent(seg, now)
+        elif st != State.CLOSED:
+            self._segment_synchronized(seg, now)
+        if self.state != State.CLOSED:
+            self.host._wake(self)
+
+    def _segment_syn_sent(self, seg, now: float) -> None:
+        flags = seg.flag_bits
+        ack_ok = False
+        if flags & ACK:
+            d = _sdiff(seg.ack, self._snd_seq(0))
+            # SND.UNA < SEG.ACK =< SND.NXT, i.e. it acknowledges our SYN exactly.
+            if d <= 0 or d > self.snd_nxt:
+                if not flags & RST:
+                    self._emit_rst(seq=seg.ack)
+                self.host._count("drop_bad_ack")
+                return
+            ack_ok = True
+        if flags & RST:
+            if ack_ok:                   # RFC 5961 3.2: only if it acknowledges our SYN
+                self._terminate(ConnectionRefused("connection refused"))
+            return
+        if not flags & SYN:
+            return
+        self.irs = seg.seq
+        self.rcv_nxt = 1
+        self._take_syn_options(seg)
+        self.rcv_adv = self.rcv_nxt + self._initial_rcv_window()
+        if ack_ok:
+            self._ack_advance(1, now)
+            self._update_window_from(seg, syn=True)
+            self._set_state(State.ESTABLISHED)
+            self._ack_now = True
+            if self._syn_retransmitted and self.rtt.srtt is None:
+                self.rtt.on_syn_timeout_fallback()   # RFC 6298 5.7
+            if seg.payload_len:
+                self._receive_text(seg, seg.seq + 1, now)
+        else:
+            # Simultaneous open (RFC 9293 figure 8): answer SYN,ACK from SYN-RECEIVED.
+            self._update_window_from(seg, syn=True)
+            self._set_state(State.SYN_RECEIVED)
+            self.snd_nxt = 0                   # resend our SYN, now with ACK
+            self.rtx_at = None
+
+    def _segment_synchronized(self, seg, now: float) -> None:
+        flags = seg.flag_bits
+        st = self.state
+        plen = seg.payload_len
+        seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        seq_off = self.rcv_nxt + _sdiff(seg.seq, self._rcv_seq(self.rcv_nxt))
+        wnd = self.rcv_adv - self.rcv_nxt
+
+        # A retransmitted SYN while our SYN,ACK is outstanding: answer it again.
+        if st == State.SYN_RECEIVED and flags & SYN and not flags & ACK and seq_off == 0:
+            self.snd_nxt = 0
+            return
+
+        # --- first: sequence number acceptability (3.10.7.4 table) ---
+        if st == State.TIME_WAIT and flags & FIN and not flags & RST:
+            # The peer did not see our ACK of its FIN: acknowledge again, restart 2*MSL.
+            self._ack_now = True
+            self.timewait_at = now + 2 * self.settings.msl
+            return
+        if not self._acceptable(seq_off, seg_len, wnd):
+            if not flags & RST:
+                self._ack_now = True
+            self.host._count("drop_out_of_window")
+            return
+
+        # --- second: RST (with RFC 5961 3.2 blind-reset protection) ---
+        if flags & RST:
+            if seq_off != self.rcv_nxt:
+                self._ack_now = True              # challenge ACK
+                self.host._count("challenge_ack")
+                return
+            if st == State.SYN_RECEIVED:
+                if self.passive:
+                    self._terminate(None)         # back to LISTEN: just forget it
+                else:
+                    self._terminate(ConnectionRefused("connection refused"))
+            elif st in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2,
+                        State.CLOSE_WAIT):
+                self._terminate(ConnectionReset("connection reset by peer"))
+            else:
+                self._terminate(None)
+            self.host._count("rst_in")
+            return
+
+        # --- fourth: SYN in a synchronized state: challenge ACK (RFC 5961 4.2) ---
+        if flags & SYN:
+            self._ack_now = True
+            self.host._count("challenge_ack")
+            return
+
+        # --- fifth: ACK ---
+        if not flags & ACK:
+            return
+        ack_off = self.snd_una + _sdiff(seg.ack, self._snd_seq(self.snd_una))
+        if st == State.SYN_RECEIVED:
+            if self.snd_una < ack_off <= self.snd_max:
+                self._set_state(State.ESTABLISHED)
+                self._update_window_from(seg, syn=False)
+                if self.listener is not None:
+                    self.listener._established(self)
+            else:
+                self._emit_rst(seq=seg.ack)
+                return
+        if ack_off > self.snd_max:
+            self._ack_now = True                  # acknowledges something not yet sent
+            self.host._count("drop_ack_unsent")
+            return
+        if ack_off < self.snd_una - max(self.max_snd_wnd, 1):
+            self._ack_now = True                  # RFC 5961 5.2: too old to be real
+            self.host._count("challenge_ack")
+            return
+        self._process_ack(seg, ack_off, seg_len, now)
+        if self.state == State.CLOSED:
+            return
+        fin_acked = self.fin_off is not None and self.snd_una > self.fin_off
+        st = self.state
+        if st == State.FIN_WAIT_1 and fin_acked:
+            self._set_state(State.FIN_WAIT_2)
+        elif st == State.CLOSING and fin_acked:
+            self._enter_time_wait(now)
+            return
+        elif st == State.LAST_ACK and fin_acked:
+            self._terminate(None)
+            return
+        elif st == State.TIME_WAIT:
+            return
+
+        # --- seventh: segment text ---
+        st = self.state
+        if plen and st in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2):
+            if self.user_closed:
+                # Nobody will read it: reset (RFC 1122 4.2.2.13, as Linux does).
+                self._emit_rst(seq=self._snd_seq(self.snd_nxt))
+                self._terminate(ConnectionAborted("data arrived after close()"))
+                return
+            self._receive_text(seg, seg.seq, now)
+
+        # --- eighth: FIN ---
+        if (flags & FIN and self.rcv_fin_off is None
+                and st not in (State.CLOSE_WAIT, State.CLOSING, State.LAST_ACK)):
+            fin_off = seq_off + plen
+            if self.rcv_nxt <= fin_off < self.rcv_adv:   # a FIN trimmed off is not seen
+                self.rcv_fin_off = fin_off
+        self._check_fin(now)
+
+    def _acceptable(self, seq_off: int, seg_len: int, wnd: int) -> bool:
+        nxt = self.rcv_nxt
+        if seg_len == 0:
+            if wnd <= 0:
+                return seq_off == nxt
+            return nxt <= seq_off < nxt + wnd
+        if wnd <= 0:
+            return False
+        end = seq_off + seg_len - 1
+        return nxt <= seq_off < nxt + wnd or nxt <= end < nxt + wnd
+
+    def _update_window_from(self, seg, syn: bool) -> None:
+        # RFC 7323 2.2: the window field of a SYN is never scaled.
+        self.snd_wnd = seg.window if syn else seg.window << self.snd_wscale
+        self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+        self.snd_wl1 = seg.seq
+        self.snd_wl2 = seg.ack if seg.flag_bits & ACK else 0
+
+    def _process_ack(self, seg, ack_off: int, seg_len: int, now: float) -> None:
+        wnd = seg.window << self.snd_wscale
+        # Window update rule (RFC 9293 3.10.7.4, fifth check, ESTABLISHED).
+        wl1_d = _sdiff(seg.seq, self.snd_wl1)
+        window_changed = wnd != self.snd_wnd
+        if self.snd_una <= ack_off and (wl1_d > 0 or (wl1_d == 0 and
+                                                    _sdiff(seg.ack, self.snd_wl2) >= 0)):
+            was_zero = self.snd_wnd == 0
+            self.snd_wnd = wnd
+            self.max_snd_wnd = max(self.max_snd_wnd, wnd)
+            self.snd_wl1 = seg.seq
+            self.snd_wl2 = seg.ack
+            if was_zero and wnd > 0 and self.persist:
+                self.persist = False              # window opened: leave persist mode
+                self.rtx_at = now + self.rtt.rto if self.snd_max > self.snd_una else None
+
+        if ack_off > self.snd_una:
+            self._new_ack(ack_off, now)
+        elif (ack_off == self.snd_una and seg_len == 0 and not window_changed
+              and self.snd_max > self.snd_una):
+            self._dupack(now)                     # RFC 5681 section 2 "duplicate ACK"
+
+    def _new_ack(self, ack_off: int, now: float) -> None:
+        acked = ack_off - self.snd_una
+        data_acked = acked
+        if self.snd_una == 0:
+            data_acked -= 1                       # our SYN
+        if self.fin_off is not None and ack_off > self.fin_off:
+            data_acked -= 1                       # our FIN
+        self._ack_advance(ack_off, now)
+        self.bytes_acked += max(0, data_acked)
+        flight = self.snd_max - self.snd_una
+        if self.in_recovery:
+            if ack_off >= self.recover:           # full ACK (RFC 6582 3.2 step 5)
+                self.in_recovery = False
+                self.dupacks = 0
+                self.cc.on_exit_recovery(flight)
+            else:                                 # partial ACK: resend the next hole
+                self.cc.on_partial_ack(acked)
+                self._retransmit_head()
+        else:
+            self.dupacks = 0
+            self.cc.on_ack(max(0, data_acked), flight, now, self.rtt.srtt)
+
+    def _ack_advance(self, ack_off: int, now: float) -> None:
+        """SND.UNA moves to ack_off: release buffer, sample RTT, manage the RTO timer."""
+        if self._rtt_off is not None and ack_off > self._rtt_off:
+            self.rtt.sample(now - self._rtt_start)   # Karn: _rtt_off is cleared on resends
+            self._rtt_off = None
+        self.snd_una = ack_off
+        if self.snd_nxt < ack_off:
+            self.snd_nxt = ack_off
+        if self._send_ring is not None:
+            self._send_ring.release(min(ack_off, self._data_end()) - 1 if ack_off > 0 else 0)
+        self.retries = 0
+        # RFC 6298 5.2/5.3: stop the timer when all is acknowledged, else restart it.
+        if self.snd_una >= self.snd_max:
+            if not self.persist:
+                self.rtx_at = None
+        elif not self.persist:
+            self.rtx_at = now + self.rtt.rto
+        if self.host is not None:
+            self.host._wake(self)
+
+    def _dupack(self, now: float) -> None:
+        self.dupacks += 1
+        if self.in_recovery:
+            self.cc.on_dupack_in_recovery()       # RFC 5681 3.2 step 4
+            return
+        if self.dupacks == 3 and self.snd_una >= self.recover:
+            # RFC 6582 3.2 step 2: enter fast retransmit only if the ACK covers more
+            # than "recover" (avoids multiple reductions per window).
+            self.in_recovery = True
+            self.recover = self.snd_max
+            self.cc.on_enter_recovery(self.snd_max - self.snd_una, now)
+            self._retransmit_head()
+            self.host._count("fast_retransmits")
+
+    def _retransmit_head(self) -> None:
+        """Resend the first unacknowledged segment at the next output."""
+        self._pending_rtx = True
+        self._rtt_off = None                      # Karn's rule
+
+    def _receive_text(self, seg, seq: int, now: float) -> None:
+        data = seg.payload
+        seq_off = self.rcv_nxt + _sdiff(seq, self._rcv_seq(self.rcv_nxt))
+        reasm = self._reassembler()
+        # Trim to the window: before RCV.NXT is duplicate, past the advertised edge is
+        # not ours to take (RFC 9293 3.10.7.4 "seventh").
+        if seq_off < self.rcv_nxt:
+            data = data[self.rcv_nxt - seq_off:]
+            seq_off = self.rcv_nxt
+        room = self.rcv_adv - seq_off
+        if len(data) > room:
+            data = data[:max(room, 0)]
+            self.host._count("trimmed_to_window")
+        if not data:
+            self._ack_now = True
+            return
+        had_holes = reasm.holes > 0
+        in_order = seq_off == self.rcv_nxt
+        delivered = reasm.add(seq_off - 1, data)
+        self.rcv_nxt = 1 + reasm.next
+        self.bytes_received += delivered
+        n = len(data)
+        if n > self._rcv_mss:
+            self._rcv_mss = n
+        if not in_order or had_holes or delivered == 0:
+            # RFC 5681 4.2 / RFC 9293 3.8.6.3: out-of-order data, or data that fills a
+            # hole, is acknowledged at once (it drives the sender's fast retransmit).
+            self._ack_now = True
+            self.host._count("ooo_segments_in" if not in_order else "hole_fills_in")
+        else:
+            # Delayed ACK: at least every second full-sized segment (RFC 5681 4.2,
+            # RFC 1122 4.2.3.2), else within the delayed-ACK timer.
+            self._unacked_bytes += n
+            if (self.settings.delayed_ack <= 0
+                    or self._unacked_bytes >= 2 * min(self._rcv_mss, self.mss_limit)):
+                self._ack_now = True
+            elif self.delack_at is None:
+                self.delack_at = now + self.settings.delayed_ack
+
+    def _check_fin(self, now: float) -> None:
+        """Process the peer's FIN once every byte before it has arrived."""
+        if self._fin_received or self.rcv_fin_off is None or self.rcv_nxt != self.rcv_fin_off:
+            return
+        self._fin_received = True
+        self.rcv_nxt += 1
+        self._ack_now = True                      # RFC 9293: ACK the FIN at once
+        st = self.state
+        if st in (State.SYN_RECEIVED, State.ESTABLISHED):
+            self._set_state(State.CLOSE_WAIT)
+        elif st == State.FIN_WAIT_1:
+            if self.fin_off is not None and self.snd_una > self.fin_off:
+                self._enter_time_wait(now)
+            else:
+                self._set_state(State.CLOSING)
+        elif st == State.FIN_WAIT_2:
+            self._enter_time_wait(now)
+
+    def _enter_time_wait(self, now: float) -> None:
+        self._set_state(State.TIME_WAIT)
+        self.rtx_at = None
+        self.delack_at = None
+        self.keepalive_at = None
+        self.timewait_at = now + 2 * self.settings.msl
+        if self.settings.msl == 0:
+            self._ack_now = True
+
+    # ===================================================================================
+    # ICMP (RFC 1122 4.2.3.9, RFC 5927, RFC 1191)
+    # ===================================================================================
+
+    def on_icmp_error(self, icmp_type: int, code: int, mtu: int, quoted_seq: int,
+                      now: float) -> None:
+        # RFC 5927 4.1: act only on errors quoting a sequence number we have in flight.
+        off = self.snd_una + _sdiff(quoted_seq, self._snd_seq(self.snd_una))
+        if not (self.snd_una <= off < max(self.snd_max, self.snd_una + 1)):
+            self.host._count("icmp_ignored_seq")
+            return
+        if icmp_type == 3 and code == 4:
+            # Fragmentation needed (RFC 1191): shrink the MSS; never below 536 + 40 = 576
+            # bytes' worth of datagram (RFC 1191 section 3 plateau floor used by Linux: 552).
+            new_mss = max(mtu - 40, 536) if mtu else self.mss
+            if new_mss < self.mss:
+                self.mss = new_mss
+                self.mss_limit = min(self.mss_limit, new_mss)
+                self.cc.set_mss(new_mss)
+                self.snd_nxt = self.snd_una          # resend at the new size
+                self._rtt_off = None
+                self.host._count("pmtu_updates")
+                self.host._wake(self)
+            return
+        if self.state == State.SYN_SENT and icmp_type == 3 and code in (2, 3):
+            # Protocol/port unreachable to our SYN is as good as a RST (hard error).
+            self._terminate(ConnectionRefused("connection refused (ICMP unreachable)"))
+            return
+        self.soft_error = (icmp_type, code)       # reported if the connection times out
+        self.host._count("icmp_soft_errors")
+
+    # ===================================================================================
+    # Timers
+    # ===================================================================================
+
+    def deadline(self) -> Optional[float]:
+        best = None
+        for t in (self.rtx_at, self.delack_at, self.timewait_at, self.keepalive_at):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
+
+    def on_timer(self, now: float) -> None:
+        if self.timewait_at is not None and now >= self.timewait_at:
+            self._terminate(None)
+            return
+        if self.delack_at is not None and now >= self.delack_at:
+            self.delack_at = None
+            self._ack_now = True
+        if self.rtx_at is not None and now >= self.rtx_at:
+            self.rtx_at = None
+            if self.persist:
+                self._on_persist(now)
+            else:
+                self._on_rto(now)
+        if (self.keepalive_at is not None and now >= self.keepalive_at
+                and self.state != State.CLOSED):
+            self._on_keepalive(now)
+        if self.state != State.CLOSED:
+            self.host._wake(self)
+
+    def _on_rto(self, now: float) -> None:
+        if self.snd_una >= self.snd_max and self.state not in (State.SYN_SENT,
+                                                               State.SYN_RECEIVED):
+            return
+        self.retries += 1
+        limit = (self.settings.syn_retries if self.state in (State.SYN_SENT,
+                                                            State.SYN_RECEIVED)
+                 else self.settings.max_retries)
+        if self.retries > limit:
+            err = ConnectionTimedOut("connection timed out")
+            if self.state == State.SYN_RECEIVED and self.passive:
+                err = None                        # a half-open connection just goes away
+            self._terminate(err)
+            return
+        if self.state in (State.SYN_SENT, State.SYN_RECEIVED):
+            self._syn_retransmitted = True
+        # RFC 6298 5.4-5.6 and RFC 5681 eq. 4: back off, shrink cwnd, go back to SND.UNA.
+        self.rtt.backoff()
+        self.cc.on_timeout(self.snd_max - self.snd_una)
+        self.in_recovery = False
+        self.dupacks = 0
+        self.recover = self.snd_max
+        self.snd_nxt = self.snd_una
+        self._rtt_off = None
+        self.host._count("timeouts")
+
+    def _on_persist(self, now: float) -> None:
+        # A zero-window probe (RFC 9293 3.8.6.1): the byte at SND.UNA, past the window,
+        # backed off like the RTO but never giving up while the peer answers.
+        if self.snd_wnd == 0 and self._data_end() > self.snd_una:
+            self._probe = True
+            self.rtt.backoff()
+            self.host._count("window_probes")
+        else:
+            self.persist = False
+
+    def _on_keepalive(self, now: float) -> None:
+        s = self.settings
+        if self.keepalive_sent >= s.keepalive_probes:
+            self._terminate(ConnectionTimedOut("keepalive: peer not answering"))
+            return
+        if self.state in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2):
+            # RFC 1122 4.2.3.6: SEG.SEQ = SND.NXT - 1, no data.
+            self.host._emit(self._packet(self.snd_nxt - 1, ACK), self)
+            self.keepalive_sent += 1
+            self.host._count("keepalive_probes")
+        self.keepalive_at = now + s.keepalive_interval
+
+    # ===================================================================================
+    # Output
+    # ===================================================================================
+
+    def _output(self, now: float, out: List[bytes]) -> None:
+        """Append every segment this connection should send now to ``out``."""
+        st = self.state
+        if st == State.CLOSED:
+            return
+        sent_any = False
+        if st == State.SYN_SENT:
+            if self.snd_nxt == 0:
+                self._send_syn(now, out, ack=False)
+                sent_any = True
+        elif st == State.SYN_RECEIVED:
+            if self.snd_nxt == 0:
+                self._send_syn(now, out, ack=True)
+                sent_any = True
+        elif st != State.TIME_WAIT:
+            sent_any = self._output_data(now, out)
+        if self._ack_now and not sent_any:
+            out.append(self._packet(self.snd_nxt, ACK))
+            self._after_send_ack()
+            self.host._count("pure_acks_out")
+        # Keepalive (RFC 1122 4.2.3.6): the idle clock restarts with every segment received.
+        if (self.settings.keepalive is not None and self.keepalive_sent == 0
+                and st in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2)):
+            self.keepalive_at = self.last_recv_at + self.settings.keepalive
+
+    def _send_syn(self, now: float, out: List[bytes], ack: bool) -> None:
+        opts = TcpOptions(mss=self.mss_limit)
+        if self.settings.window_scaling and (not ack or self._ws_ok):
+            opts.wscale = self.settings.rcv_wscale
+        window = self._initial_rcv_window()
+        if ack:
+            self.rcv_adv = self.rcv_nxt + window
+        out.append(self._build(0, SYN | (ACK if ack else 0), window, b"", opts))
+        self.snd_nxt = 1
+        self.snd_max = max(self.snd_max, 1)
+        if self.rtx_at is None:
+            self.rtx_at = now + self.rtt.rto
+        if self.retries == 0 and self._rtt_off is None:
+            self._rtt_off = 0
+            self._rtt_start = now
+        if ack:
+            self._after_send_ack()
+        self.host._count("syn_acks_out" if ack else "syns_out")
+
+    def _output_data(self, now: float, out: List[bytes]) -> bool:
+        sent = False
+        if self._pending_rtx:                      # fast retransmit / partial ACK
+            self._pending_rtx = False
+            if self.snd_una < self.snd_max:
+                n = max(0, min(self.mss, self._data_end() - self.snd_una))
+                self._send_segment(self.snd_una, n, now, out, retransmit=True)
+                sent = True
+        if self._probe:                            # zero-window probe: one byte
+            self._probe = False
+            if self._data_end() > self.snd_una:
+                self._send_segment(self.snd_una, 1, now, out,
+                                   retransmit=self.snd_una < self.snd_max)
+                sent = True
+            self.persist = True
+            self.rtx_at = now + self.rtt.rto
+        data_end = self._data_end()
+        fin_queued = self.fin_off is not None
+        nodelay = self.settings.nodelay or fin_queued   # a FIN-carrying tail skips Nagle
+        while True:
+            nxt = self.snd_nxt
+            avail = data_end - nxt
+            if avail > 0:
+                usable = self.snd_una + min(self.snd_wnd, self.cc.cwnd) - nxt
+                if usable <= 0:
+                    if self.snd_wnd == 0 and self.rtx_at is None:
+                        self.persist = True        # nothing will elicit a window update
+                        self.rtx_at = now + self.rtt.rto
+                    break
+                n = min(self.mss, avail, usable)
+                if n < self.mss and n < avail:
+                    # Sender SWS avoidance (RFC 9293 3.8.6.2.1): a partial segment only
+                    # when it is at least half the largest window the peer offered.
+                    if n < self.max_snd_wnd // 2:
+                        break
+                elif n < self.mss and not nodelay and self.snd_max > self.snd_una:
+                    break                          # Nagle (RFC 9293 3.7.4): wait for the ACK
+                self._send_segment(nxt, n, now, out, retransmit=nxt < self.snd_max)
+                sent = True
+                continue
+            if fin_queued and nxt == self.fin_off:  # all data out: the FIN on its own
+                self._send_segment(nxt, 0, now, out, retransmit=nxt < self.snd_max)
+                sent = True
+            break
+        return sent
+
+    def _send_segment(self, off: int, n: int, now: float, out: List[bytes],
+                      retransmit: bool) -> None:
+        """Send data [off, off+n), with our FIN when it ends where the FIN sits."""
+        data = self._send_ring.peek(off - 1, n) if n else b""
+        flags = ACK
+        length = n
+        if off + n == self._data_end():
+            flags |= PSH
+            if self.fin_off is not None and off + n == self.fin_off:
+                flags |= FIN
+                length += 1
+                self.host._count("fins_out")
+        out.append(self._packet(off, flags, payload=data))
+        self._after_send_ack()
+        self._sent_range(off, length, now, retransmit)
+        if retransmit:
+            self.retransmits += 1
+            self.host._count("retransmitted_segments")
+        else:
+            self.bytes_sent += n
+
+    def _sent_range(self, off: int, n: int, now: float, retransmit: bool) -> None:
+        end = off + n
+        if end > self.snd_nxt:
+            self.snd_nxt = end
+        if end > self.snd_max:
+            if self._rtt_off is None and not retransmit:
+                self._rtt_off = off                # time this segment (one at a time)
+                self._rtt_start = now
+            self.snd_max = end
+        if retransmit and self._rtt_off is not None and off <= self._rtt_off < end:
+            self._rtt_off = None                   # Karn's rule
+        if self.rtx_at is None and not self.persist:
+            self.rtx_at = now + self.rtt.rto
+        self.last_send_at = now
+        self.segs_out += 1
+
+    def _after_send_ack(self) -> None:
+        self._ack_now = False
+        self._unacked_segs = 0
+        self.delack_at = None
+
+    def _advertised_window(self) -> int:
+        """The window field to send; moves the advertised right edge (never backwards,
+        RFC 7323 2.4; receiver SWS avoidance, RFC 9293 3.8.6.2.2)."""
+        reasm = self._reasm
+        free = reasm.window if reasm is not None else self.settings.rcv_buf
+        edge = self.rcv_nxt + free
+        if edge - self.rcv_adv >= min(self.settings.rcv_buf // 2, self.mss_limit) or \
+                self.rcv_adv <= self.rcv_nxt and free >= self.mss_limit:
+            self.rcv_adv = edge
+        wnd = max(0, self.rcv_adv - self.rcv_nxt)
+        shift = self.rcv_wscale if self._ws_ok else 0
+        field = min(wnd >> shift, 65535)
+        self.rcv_adv = max(self.rcv_adv, self.rcv_nxt + (field << shift))
+        return field
+
+    def _packet(self, off: int, flags: int, payload=b"", ack: bool = True) -> bytes:
+        if flags & ACK or ack and not flags & RST:
+            flags |= ACK
+            window = self._advertised_window()
+        else:
+            window = 0
+        return self._build(off, flags, window, payload, None)
+
+    def _build(self, off: int, flags: int, window: int, payload, options) -> bytes:
+        self.host._stats["packets_out_tcp"] += 1
+        return build_tcp(self._lip, self._rip, self.local_address[1], self.remote_address[1],
+                         self._snd_seq(off), self._rcv_seq(self.rcv_nxt) if flags & ACK else 0,
+                         flags, window, payload, options, ttl=self.settings.ttl)
+
+    def _emit_rst(self, seq: int) -> None:
+        self.host._emit(build_tcp(self._lip, self._rip, self.local_address[1],
+                                  self.remote_address[1], seq & MASK, 0, RST, 0,
+                                  ttl=self.settings.ttl), self)
+        self.host._count("rsts_out")
+
+    # ===================================================================================
+    # Helpers
+    # ===================================================================================
+
+    def _snd_seq(self, off: int) -> int:
+        return (self.iss + off) & MASK
+
+    def _rcv_seq(self, off: int) -> int:
+        return (self.irs + off) & MASK
+
+    def _ring(self) -> SendRing:
+        # Buffers are created on first use: an idle connection holds no buffer memory.
+        if self._send_ring is None:
+            self._send_ring = SendRing(self.settings.snd_buf)
+        return self._send_ring
+
+    def _reassembler(self) -> Reassembler:
+        if self._reasm is None:
+            self._reasm = Reassembler(self.settings.rcv_buf, self.settings.max_ooo_holes)
+        return self._reasm
+
+    def _data_end(self) -> int:
+        """Offset just past the last byte written by the user."""
+        return 1 + (self._send_ring.tail if self._send_ring is not None else 0)
+
+    def _queue_fin(self) -> None:
+        if self.fin_off is None:
+            self.fin_off = self._data_end()
+
+    def _set_state(self, state: State) -> None:
+        old = self.state
+        self.state = state
+        self.host._state_changed(self, old, state)
+
+    def _terminate(self, error: Optional[TcpError]) -> None:
+        """Enter CLOSED: delete the TCB (RFC 9293 3.10.7) and report ``error``."""
+        if error is not None and self.error is None:
+            self.error = error
+        self.rtx_at = self.delack_at = self.timewait_at = self.keepalive_at = None
+        self._set_state(State.CLOSED)
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
