@@ -1,2 +1,19 @@
-"""fasttcp: a user-space TCP/IP stack for Python with a typed-Cython hot path."""
+"""fasttcp: a user-space TCP/IP stack for Python with a typed-Cython hot path.
+
+The sans-IO core is :class:`Host`: feed it packets with :meth:`Host.receive`, take packets
+from :meth:`Host.transmit`, and ask :meth:`Host.poll_at` when to come back.
+"""
+from fasttcp.host.host import Host, Listener
+from fasttcp.host.settings import Settings
+from fasttcp.tcp.connection import Connection, ConnectionInfo
+from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
+                                ConnectionReset, ConnectionTimedOut, TcpError)
+from fasttcp.tcp.states import State
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "Connection", "ConnectionAborted", "ConnectionClosed", "ConnectionInfo",
+    "ConnectionRefused", "ConnectionReset", "ConnectionTimedOut", "Host", "Listener",
+    "Settings", "State", "TcpError", "__version__",
+]

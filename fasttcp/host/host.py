@@ -13,14 +13,14 @@ from typing import Any, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 from fasttcp.host.settings import Settings
 from fasttcp.tcp._isn import IsnGenerator
-from fasttcp.tcp.congestion import CongestionControl, NewReno
+from fasttcp.tcp import _fastpath
+from fasttcp.tcp.congestion import CongestionControl, resolve
 from fasttcp.tcp.connection import ACK, FIN, RST, SYN, Connection
 from fasttcp.tcp.states import State
 from fasttcp.wire import (DropReason, SegmentBatch, build_icmp_echo, build_tcp, int_to_ip,
                           ip_to_int)
 
 MASK = 0xFFFFFFFF
-CONGESTION_POLICIES = {"newreno": NewReno}
 
 
 class Listener:
@@ -97,31 +97,27 @@ class Host:
         self.now = now
         if not isinstance(packets, list):
             packets = list(packets)
-        batch = self._batch
-        batch.parse(packets)
+        # Parse the batch and run header prediction in C; the rest comes back through
+        # _slow_input one packet at a time.
+        _fastpath.receive_batch(self, self._batch, packets, now)
+
+    def _slow_input(self, pk, now: float) -> None:
         stats = self._stats
-        stats["packets_in"] += len(packets)
-        reasons = batch.reasons()
-        for i, reason in enumerate(reasons):
-            if reason:
-                stats["drop_" + DropReason(reason).name.lower()] += 1
-                continue
-            pk = batch.packet(i)
-            if pk.dst_int != self._address_int:
-                stats["drop_not_for_us"] += 1
-                continue
-            try:
-                if pk.is_tcp:
-                    self._tcp_input(pk, now)
-                elif pk.is_icmp:
-                    self._icmp_input(pk, now)
-                else:
-                    stats["drop_unsupported_protocol"] += 1
-            except Exception:                          # pragma: no cover - must not happen
-                # Nothing a peer sends may raise out of receive(): count it and go on.
-                stats["drop_internal_error"] += 1
-                if self._raise_internal:
-                    raise
+        if pk.dst_int != self._address_int:
+            stats["drop_not_for_us"] += 1
+            return
+        try:
+            if pk.is_tcp:
+                self._tcp_input(pk, now)
+            elif pk.is_icmp:
+                self._icmp_input(pk, now)
+            else:
+                stats["drop_unsupported_protocol"] += 1
+        except Exception:                          # pragma: no cover - must not happen
+            # Nothing a peer sends may raise out of receive(): count it and go on.
+            stats["drop_internal_error"] += 1
+            if self._raise_internal:
+                raise
 
     def transmit(self, now: float) -> List[bytes]:
         """Run due timers and return every packet to send now."""
@@ -322,14 +318,7 @@ class Host:
                 self._stats["half_open_dropped"] += 1
 
     def _make_congestion(self, mss: int) -> CongestionControl:
-        cc = self.settings.congestion
-        if isinstance(cc, str):
-            try:
-                cc = CONGESTION_POLICIES[cc]
-            except KeyError:
-                raise ValueError(f"unknown congestion control {cc!r}; "
-                                 f"known: {sorted(CONGESTION_POLICIES)}") from None
-        return cc(mss)
+        return resolve(self.settings.congestion)(mss)
 
     def _arm(self, conn: Connection) -> None:
         when = conn.deadline() if conn.state != State.CLOSED else None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from fasttcp.storage import Reassembler, SendRing
+from fasttcp.tcp._fastpath import Tcb
 from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
                                 ConnectionReset, ConnectionTimedOut, TcpError)
 from fasttcp.tcp.rtt import RttEstimator
@@ -63,12 +64,20 @@ class ConnectionInfo:
     recv_buffered: int
 
 
-class Connection:
+class Connection(Tcb):
     """A TCP connection owned by a :class:`fasttcp.Host`.
 
     User calls: :meth:`send`, :meth:`recv`, :meth:`shutdown`, :meth:`close`, :meth:`abort`;
     inspect :attr:`state`, :attr:`eof`, :attr:`error`, :meth:`info`.
+
+    The variables the fast path needs live in the C struct of :class:`Tcb`
+    (``_fastpath.pxd``); the rest are slots here.
     """
+
+    __slots__ = ("local_address", "remote_address", "key", "passive", "listener", "error",
+                 "created_at", "rcv_fin_off", "_fin_received", "timewait_at",
+                 "keepalive_at", "_syn_retransmitted", "_pending_rtx", "_probe",
+                 "soft_error", "__weakref__")
 
     def __init__(self, host: "Host", local: Tuple[str, int], remote: Tuple[str, int],
                  remote_ip: int, iss: int, now: float, passive: bool) -> None:
@@ -79,6 +88,12 @@ class Connection:
         self.remote_address = remote
         self._lip = host._address_int
         self._rip = remote_ip
+        self.lport = local[1]
+        self.rport = remote[1]
+        self.nodelay = s.nodelay
+        self.ttl = s.ttl
+        self.rcv_buf = s.rcv_buf
+        self.delayed_ack = s.delayed_ack
         self.key = (local[1], remote_ip, remote[1])
         self.passive = passive
         self.listener = None                    # set for passive opens until accepted
@@ -338,8 +353,9 @@ class Connection:
             self._update_window_from(seg, syn=True)
             self._set_state(State.ESTABLISHED)
             self._ack_now = True
-            if self._syn_retransmitted and self.rtt.srtt is None:
+            if self._syn_retransmitted:
                 self.rtt.on_syn_timeout_fallback()   # RFC 6298 5.7
+                self.cc.on_syn_retransmitted()       # RFC 5681 3.1: IW of one segment
             if seg.payload_len:
                 self._receive_text(seg, seg.seq + 1, now)
         else:
@@ -487,15 +503,33 @@ class Connection:
             if was_zero and wnd > 0 and self.persist:
                 self.persist = False              # window opened: leave persist mode
                 self.rtx_at = now + self.rtt.rto if self.snd_max > self.snd_una else None
+                # A probe byte the receiver refused (beyond its zero window, RFC 9293
+                # 3.8.6.1) was dropped, not lost in flight: send again from SND.UNA.
+                self.snd_nxt = self.snd_una
 
         if ack_off > self.snd_una:
             self._new_ack(ack_off, now)
         elif (ack_off == self.snd_una and seg_len == 0 and not window_changed
-              and self.snd_max > self.snd_una):
-            self._dupack(now)                     # RFC 5681 section 2 "duplicate ACK"
+              and self.snd_max > self.snd_una and wnd > 0):
+            # RFC 5681 section 2 "duplicate ACK". Not with a zero window: those ACKs answer
+            # window probes (RFC 9293 3.8.6.1), and a fast retransmit would send past it.
+            self._dupack(now)
+
+    def _fast_batch_done(self, now: float) -> None:
+        """After the fast path took segments of this connection in a batch: the RTO
+        timer (RFC 6298 5.2/5.3) and the congestion policy, once per batch."""
+        acked = self.fp_acked
+        if acked:
+            self.fp_acked = 0
+            acks, self.fp_acks = self.fp_acks, 0
+            if not self.persist:
+                self.rtx_at = None if self.snd_una >= self.snd_max else now + self.rtt.rto
+            self.cc.on_ack(acked, self.fp_flight, now, self.rtt.srtt, acks)
+        self.host._wake(self)
 
     def _new_ack(self, ack_off: int, now: float) -> None:
         acked = ack_off - self.snd_una
+        flight_before = self.snd_max - self.snd_una
         data_acked = acked
         if self.snd_una == 0:
             data_acked -= 1                       # our SYN
@@ -514,7 +548,8 @@ class Connection:
                 self._retransmit_head()
         else:
             self.dupacks = 0
-            self.cc.on_ack(max(0, data_acked), flight, now, self.rtt.srtt)
+            if data_acked > 0:
+                self.cc.on_ack(data_acked, flight_before, now, self.rtt.srtt)
 
     def _ack_advance(self, ack_off: int, now: float) -> None:
         """SND.UNA moves to ack_off: release buffer, sample RTT, manage the RTO timer."""
@@ -705,6 +740,10 @@ class Connection:
         self.dupacks = 0
         self.recover = self.snd_max
         self.snd_nxt = self.snd_una
+        if self.snd_wnd > 0 and self.state not in (State.SYN_SENT, State.SYN_RECEIVED):
+            # RFC 6298 5.4: retransmit the earliest unacknowledged segment, whatever Nagle
+            # or SWS avoidance would say about a short one (else nothing re-arms the timer).
+            self._pending_rtx = True
         self._rtt_off = None
         self.host._count("timeouts")
 
@@ -784,113 +823,24 @@ class Connection:
             self._pending_rtx = False
             if self.snd_una < self.snd_max:
                 n = max(0, min(self.mss, self._data_end() - self.snd_una))
-                self._send_segment(self.snd_una, n, now, out, retransmit=True)
+                self._send_segment(self.snd_una, n, now, out, True)
                 sent = True
         if self._probe:                            # zero-window probe: one byte
             self._probe = False
             if self._data_end() > self.snd_una:
-                self._send_segment(self.snd_una, 1, now, out,
-                                   retransmit=self.snd_una < self.snd_max)
+                self._send_segment(self.snd_una, 1, now, out, self.snd_una < self.snd_max)
                 sent = True
             self.persist = True
             self.rtx_at = now + self.rtt.rto
-        data_end = self._data_end()
-        fin_queued = self.fin_off is not None
-        nodelay = self.settings.nodelay or fin_queued   # a FIN-carrying tail skips Nagle
-        while True:
-            nxt = self.snd_nxt
-            avail = data_end - nxt
-            if avail > 0:
-                usable = self.snd_una + min(self.snd_wnd, self.cc.cwnd) - nxt
-                if usable <= 0:
-                    if self.snd_wnd == 0 and self.rtx_at is None:
-                        self.persist = True        # nothing will elicit a window update
-                        self.rtx_at = now + self.rtt.rto
-                    break
-                n = min(self.mss, avail, usable)
-                if n < self.mss and n < avail:
-                    # Sender SWS avoidance (RFC 9293 3.8.6.2.1): a partial segment only
-                    # when it is at least half the largest window the peer offered.
-                    if n < self.max_snd_wnd // 2:
-                        break
-                elif n < self.mss and not nodelay and self.snd_max > self.snd_una:
-                    break                          # Nagle (RFC 9293 3.7.4): wait for the ACK
-                self._send_segment(nxt, n, now, out, retransmit=nxt < self.snd_max)
-                sent = True
-                continue
-            if fin_queued and nxt == self.fin_off:  # all data out: the FIN on its own
-                self._send_segment(nxt, 0, now, out, retransmit=nxt < self.snd_max)
-                sent = True
-            break
-        return sent
-
-    def _send_segment(self, off: int, n: int, now: float, out: List[bytes],
-                      retransmit: bool) -> None:
-        """Send data [off, off+n), with our FIN when it ends where the FIN sits."""
-        data = self._send_ring.peek(off - 1, n) if n else b""
-        flags = ACK
-        length = n
-        if off + n == self._data_end():
-            flags |= PSH
-            if self.fin_off is not None and off + n == self.fin_off:
-                flags |= FIN
-                length += 1
-                self.host._count("fins_out")
-        out.append(self._packet(off, flags, payload=data))
-        self._after_send_ack()
-        self._sent_range(off, length, now, retransmit)
-        if retransmit:
-            self.retransmits += 1
-            self.host._count("retransmitted_segments")
-        else:
-            self.bytes_sent += n
-
-    def _sent_range(self, off: int, n: int, now: float, retransmit: bool) -> None:
-        end = off + n
-        if end > self.snd_nxt:
-            self.snd_nxt = end
-        if end > self.snd_max:
-            if self._rtt_off is None and not retransmit:
-                self._rtt_off = off                # time this segment (one at a time)
-                self._rtt_start = now
-            self.snd_max = end
-        if retransmit and self._rtt_off is not None and off <= self._rtt_off < end:
-            self._rtt_off = None                   # Karn's rule
-        if self.rtx_at is None and not self.persist:
-            self.rtx_at = now + self.rtt.rto
-        self.last_send_at = now
-        self.segs_out += 1
+        # The steady-state loop (windows, Nagle, SWS, FIN) is compiled: Tcb.output_data.
+        return self.output_data(now, out) > 0 or sent
 
     def _after_send_ack(self) -> None:
         self._ack_now = False
-        self._unacked_segs = 0
+        self._unacked_bytes = 0
         self.delack_at = None
 
-    def _advertised_window(self) -> int:
-        """The window field to send; moves the advertised right edge (never backwards,
-        RFC 7323 2.4; receiver SWS avoidance, RFC 9293 3.8.6.2.2)."""
-        reasm = self._reasm
-        free = reasm.window if reasm is not None else self.settings.rcv_buf
-        edge = self.rcv_nxt + free
-        if edge - self.rcv_adv >= min(self.settings.rcv_buf // 2, self.mss_limit) or \
-                self.rcv_adv <= self.rcv_nxt and free >= self.mss_limit:
-            self.rcv_adv = edge
-        wnd = max(0, self.rcv_adv - self.rcv_nxt)
-        shift = self.rcv_wscale if self._ws_ok else 0
-        field = min(wnd >> shift, 65535)
-        self.rcv_adv = max(self.rcv_adv, self.rcv_nxt + (field << shift))
-        return field
-
-    def _packet(self, off: int, flags: int, payload=b"", ack: bool = True) -> bytes:
-        if flags & ACK or ack and not flags & RST:
-            flags |= ACK
-            window = self._advertised_window()
-        else:
-            window = 0
-        return self._build(off, flags, window, payload, None)
-
     def _build(self, off: int, flags: int, window: int, payload, options) -> bytes:
-        self.host._stats["packets_out_tcp"] += 1
         return build_tcp(self._lip, self._rip, self.local_address[1], self.remote_address[1],
                          self._snd_seq(off), self._rcv_seq(self.rcv_nxt) if flags & ACK else 0,
                          flags, window, payload, options, ttl=self.settings.ttl)
@@ -933,6 +883,7 @@ class Connection:
     def _set_state(self, state: State) -> None:
         old = self.state
         self.state = state
+        self.st = int(state)
         self.host._state_changed(self, old, state)
 
     def _terminate(self, error: Optional[TcpError]) -> None:

@@ -1,0 +1,117 @@
+"""TCP engine throughput and cost: bulk transfer between two in-process hosts, connection
+rate, and memory per idle connection.
+
+Run: ``pytest benchmarks/bench_engine.py``. Goodput is in each benchmark's extra_info
+(``Gbit/s``: bytes moved / wall time for all the work of both ends).
+"""
+import gc
+import os
+import resource
+import tracemalloc
+
+import pytest
+
+from fasttcp import Host, State
+from fasttcp.cli.memtransfer import bulk_transfer
+
+SIZE = 16 << 20
+
+
+@pytest.mark.parametrize("mtu", [1500, 9000, 65535])
+def test_bulk_transfer(benchmark, mtu):
+    benchmark.group = "bulk transfer 16 MiB, two hosts in one process"
+    results = []
+
+    def run():
+        r = bulk_transfer(SIZE, mtu=mtu)
+        assert r.intact
+        results.append(r)
+
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    best = min(results, key=lambda r: r.wall_seconds)
+    benchmark.extra_info["Gbit/s"] = round(SIZE * 8 / benchmark.stats.stats.median / 1e9, 3)
+    benchmark.extra_info["us/packet"] = round(best.wall_seconds / best.packets * 1e6, 2)
+
+
+def _pump(a: Host, b: Host, now: float, rounds: int = 50) -> None:
+    for _ in range(rounds):
+        pa = a.transmit(now)
+        pb = b.transmit(now)
+        if not pa and not pb:
+            return
+        if pa:
+            b.receive(pa, now)
+        if pb:
+            a.receive(pb, now)
+
+
+def test_connection_rate(benchmark):
+    """Open, one request/response, close (both sides): connections per second."""
+    benchmark.group = "connections"
+    n = 500
+    secret = bytes(16)
+
+    def run():
+        client = Host("10.0.0.1", isn_secret=secret, msl=0.0)
+        server = Host("10.0.0.2", isn_secret=secret, msl=0.0)
+        lst = server.listen(80, backlog=n)
+        now = 0.0
+        for i in range(n):
+            c = client.connect(("10.0.0.2", 80))
+            _pump(client, server, now)
+            s = lst.accept()
+            c.send(b"GET / HTTP/1.1\r\n\r\n")
+            _pump(client, server, now)
+            s.recv()
+            s.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            s.close()
+            _pump(client, server, now)
+            c.recv()
+            c.close()
+            _pump(client, server, now)
+            now += 0.001
+            for h in (client, server):
+                h.transmit(now)
+        assert not server.connections()
+
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    benchmark.extra_info["connections/s"] = round(n / benchmark.stats.stats.median)
+
+
+def test_memory_per_idle_connection(benchmark):
+    """10,000 idle ESTABLISHED connections: Python heap (tracemalloc) and RSS per
+    connection, excluding buffer contents (buffers are allocated on first use)."""
+    benchmark.group = "connections"
+    n = 10_000
+    secret = bytes(16)
+    client = Host("10.0.0.1", isn_secret=secret, max_connections=4 * n)
+    server = Host("10.0.0.2", isn_secret=secret, max_connections=4 * n, syn_backlog=n,
+                  backlog=n)
+    lst = server.listen(80)
+    gc.collect()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tracemalloc.start()
+    snap0 = tracemalloc.take_snapshot()
+    conns = []
+
+    def open_all():
+        for i in range(n):
+            conns.append(client.connect(("10.0.0.2", 80)))
+            if i % 100 == 99:
+                _pump(client, server, 0.0)
+        _pump(client, server, 0.0)
+
+    benchmark.pedantic(open_all, rounds=1, iterations=1)
+    accepted = []
+    while (c := lst.accept()) is not None:
+        accepted.append(c)
+    gc.collect()
+    snap1 = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert len(accepted) == n
+    assert all(c.state == State.ESTABLISHED for c in conns)
+    heap = sum(s.size_diff for s in snap1.compare_to(snap0, "filename"))
+    # Both ends of each connection live in this process: halve for one connection.
+    benchmark.extra_info["bytes/connection (tracemalloc)"] = round(heap / (2 * n))
+    benchmark.extra_info["bytes/connection (RSS)"] = round((rss1 - rss0) * 1024 / (2 * n))

@@ -1,0 +1,119 @@
+"""Wire-layer throughput: checksum, batch parse, build — each beside a reference measured
+in the same run (a pure-Python checksum, scapy's parser, a bytes copy of the same buffer).
+
+Run: ``pytest benchmarks/bench_wire.py`` (figures per call; GB/s and ns/packet are in each
+benchmark's ``extra_info`` and printed by ``python benchmarks/report.py``).
+"""
+import os
+
+import pytest
+
+from fasttcp.wire import (SegmentBatch, TcpOptions, build_tcp, checksum,
+                          checksum_implementation, select_checksum_implementation)
+
+SIZES = [64, 1500, 65536]
+RNG = os.urandom
+
+
+def py_checksum(data: bytes) -> int:
+    """The straightforward RFC 1071 loop, as a Python programmer would write it."""
+    if len(data) % 2:
+        data += b"\0"
+    s = 0
+    for i in range(0, len(data), 2):
+        s += (data[i] << 8) | data[i + 1]
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def _record(benchmark, nbytes: int = 0, packets: int = 0) -> None:
+    mean = benchmark.stats.stats.median   # robust to the shared machine's noise
+    if nbytes:
+        benchmark.extra_info["GB/s"] = round(nbytes / mean / 1e9, 2)
+    if packets:
+        benchmark.extra_info["ns/packet"] = round(mean / packets * 1e9, 1)
+    benchmark.extra_info["checksum_kernel"] = checksum_implementation()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_checksum_fasttcp(benchmark, size):
+    buf = RNG(size)
+    benchmark.group = f"checksum {size} B"
+    benchmark(checksum, buf)
+    _record(benchmark, nbytes=size)
+
+
+@pytest.mark.parametrize("kernel", ["portable", "adc", "avx2"])
+def test_checksum_kernels_64k(benchmark, kernel):
+    buf = RNG(65536)
+    benchmark.group = "checksum 65536 B"
+    benchmark.name = f"checksum kernel {kernel}"
+    used = select_checksum_implementation(kernel)
+    try:
+        benchmark(checksum, buf)
+    finally:
+        select_checksum_implementation("best")
+    benchmark.extra_info["kernel"] = used
+    _record(benchmark, nbytes=65536)
+
+
+@pytest.mark.parametrize("size", [64, 1500])
+def test_checksum_pure_python_reference(benchmark, size):
+    buf = RNG(size)
+    benchmark.group = f"checksum {size} B"
+    assert py_checksum(buf) == checksum(buf)
+    benchmark(py_checksum, buf)
+    _record(benchmark, nbytes=size)
+
+
+def test_copy_64k_reference(benchmark):
+    """memcpy of the same 64 KiB through bytes(): the 'memory speed' yardstick."""
+    src = bytearray(RNG(65536))
+    benchmark.group = "checksum 65536 B"
+    benchmark(bytes, src)
+    _record(benchmark, nbytes=65536)
+
+
+def _data_packets(n: int) -> list:
+    opts = TcpOptions(timestamps=(123456, 654321))
+    return [build_tcp("10.0.0.1", "10.0.0.2", 40000, 80, 1000 + 1448 * i, 77, 0x18, 512,
+                      RNG(1448), opts) for i in range(n)]
+
+
+def test_batch_parse_64x1500(benchmark):
+    packets = _data_packets(64)
+    assert all(len(p) == 1500 for p in packets)
+    batch = SegmentBatch(64)
+    benchmark.group = "parse 64 x 1500 B"
+    assert benchmark(batch.parse, packets) == 64
+    _record(benchmark, nbytes=64 * 1500, packets=64)
+
+
+def test_batch_parse_64x1500_no_checksum(benchmark):
+    """The same with checksums verified by the NIC/TUN offload (flag PARSE_NO_*_CSUM)."""
+    packets = _data_packets(64)
+    batch = SegmentBatch(64)
+    benchmark.group = "parse 64 x 1500 B"
+    assert benchmark(batch.parse, packets, 3) == 64
+    _record(benchmark, nbytes=64 * 1500, packets=64)
+
+
+def test_scapy_parse_reference(benchmark):
+    scapy = pytest.importorskip("scapy.all")
+    packets = _data_packets(8)
+    benchmark.group = "parse 64 x 1500 B"
+
+    def parse_all():
+        for p in packets:
+            scapy.IP(p).getlayer(scapy.TCP).seq
+    benchmark(parse_all)
+    _record(benchmark, packets=8)
+
+
+def test_build_data_segment_with_options(benchmark):
+    payload = RNG(1448)
+    opts = TcpOptions(timestamps=(1, 2), sack=[(100, 200)])
+    benchmark.group = "build 1500 B segment"
+    benchmark(build_tcp, "10.0.0.1", "10.0.0.2", 40000, 80, 1000, 77, 0x18, 512, payload, opts)
+    _record(benchmark, packets=1)

@@ -1,0 +1,5 @@
+import sys
+
+from fasttcp.cli.main import main
+
+sys.exit(main())

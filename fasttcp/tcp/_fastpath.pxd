@@ -1,0 +1,61 @@
+# The transmission control block (RFC 9293 3.3.1) as a C struct behind a Python class, and
+# the per-batch fast path that works on it.
+#
+# `fasttcp.tcp.connection.Connection` subclasses Tcb: the Python state machine reads and
+# writes these fields as ordinary attributes, while the fast path here touches them as C
+# variables. Send/receive positions are unbounded 64-bit offsets from ISS/IRS (see
+# connection.py); 32-bit sequence numbers exist only at the wire.
+from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
+
+from fasttcp.storage._reasm cimport Reassembler
+from fasttcp.storage._ring cimport SendRing
+from fasttcp.wire._wire cimport SegDesc, TcpOut
+
+cdef class Tcb:
+    cdef public object host
+    cdef public object settings
+    cdef public object state            # fasttcp.State (for Python)
+    cdef public int st                  # the same as an int (for C)
+    cdef public uint32_t _lip, _rip
+    cdef public uint16_t lport, rport
+    cdef public uint32_t iss, irs
+    # send side
+    cdef public uint64_t snd_una, snd_nxt, snd_max, snd_wnd, max_snd_wnd
+    cdef public uint32_t snd_wl1, snd_wl2
+    cdef public object fin_off          # offset of our FIN once queued, else None
+    cdef public SendRing _send_ring
+    cdef public int mss, mss_limit, snd_wscale, rcv_wscale
+    cdef public bint _ws_ok
+    cdef public bint nodelay
+    cdef public int ttl
+    # receive side
+    cdef public uint64_t rcv_nxt, rcv_adv
+    cdef public Reassembler _reasm
+    cdef public bint user_closed
+    cdef public int rcv_buf
+    # ACK state
+    cdef public bint _ack_now
+    cdef public int64_t _unacked_bytes
+    cdef public int _rcv_mss
+    cdef public double delayed_ack
+    # loss recovery / timers (timers are Optional[float] for the Python side)
+    cdef public bint in_recovery, persist
+    cdef public int dupacks, retries, keepalive_sent
+    cdef public uint64_t recover
+    cdef public object rtx_at, delack_at
+    cdef public object _rtt_off
+    cdef public double _rtt_start, last_recv_at, last_send_at
+    cdef public object cc, rtt
+    # counters
+    cdef public uint64_t bytes_sent, bytes_acked, bytes_received, segs_in, segs_out
+    cdef public uint64_t retransmits
+    # per-batch accumulators of the fast path
+    cdef public uint64_t fp_acked
+    cdef public uint64_t fp_flight
+    cdef public int fp_acks
+    cdef public bint fp_touched
+
+    cdef uint16_t advertised_window(self) noexcept
+    cdef bytes build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n, bint from_ring)
+    cdef int send_range(self, uint64_t off, uint64_t n, double now, list out,
+                        bint retransmit) except -1

@@ -1,0 +1,318 @@
+# cython: language_level=3
+"""The TCP fast path: header prediction over a whole received batch, and segment output.
+
+Receive (`receive_batch`): every packet of the batch is parsed in C; a segment for an
+ESTABLISHED connection that carries the next expected in-order data and/or a plain
+cumulative ACK (the common case of a bulk transfer, "header prediction" after Van Jacobson
+and RFC 1323 appendix) is taken entirely here: payload into the reassembly ring, SND.UNA
+forward, send ring released, ACK owed. Everything else — handshakes, FIN, RST, options,
+out-of-order data, duplicate ACKs, loss recovery — goes to the Python state machine in
+`connection.py`. The congestion policy and the RTO timer are then updated once per
+connection per batch, not per segment.
+
+Send (`Tcb.output_data`): the steady-state loop that cuts the send ring into segments
+(window, cwnd, Nagle, sender SWS avoidance) and builds each packet straight from the ring.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memset
+
+from fasttcp.storage._reasm cimport Reassembler
+from fasttcp.storage._ring cimport SendRing
+from fasttcp.wire._wire cimport (DROP_REASON_COUNT, IPPROTO_TCP, OPT_TS, SegDesc, SegmentBatch,
+                                 TH_ACK, TH_CWR, TH_ECE, TH_FIN, TH_PSH, TH_RST, TH_SYN,
+                                 TH_URG, TcpOut, build_tcp_into, seq_diff)
+
+from fasttcp.wire.types import DropReason
+
+cdef enum:
+    ST_ESTABLISHED = 4          # fasttcp.tcp.states.State.ESTABLISHED
+
+COMPILED = True
+DROP_COUNTER_NAMES = ["drop_" + DropReason(i).name.lower() for i in range(DROP_REASON_COUNT)]
+
+
+cdef class Tcb:
+    """C fields of a connection; see _fastpath.pxd. Subclassed by Connection."""
+
+    cdef uint16_t advertised_window(self) noexcept:
+        """The window field to send, moving the advertised right edge: never backwards
+        (RFC 7323 2.4), and only by min(rcv_buf / 2, MSS) at a time (receiver SWS
+        avoidance, RFC 9293 3.8.6.2.2)."""
+        cdef int64_t free = self._reasm.window_c() if self._reasm is not None else self.rcv_buf
+        cdef uint64_t edge = self.rcv_nxt + <uint64_t>(free if free > 0 else 0)
+        cdef uint64_t thresh = self.rcv_buf // 2
+        cdef uint64_t wnd, adv2
+        cdef int shift
+        if thresh > <uint64_t>self.mss_limit:
+            thresh = self.mss_limit
+        if edge > self.rcv_adv and (edge - self.rcv_adv >= thresh or
+                                    (self.rcv_adv <= self.rcv_nxt and free >= self.mss_limit)):
+            self.rcv_adv = edge
+        wnd = self.rcv_adv - self.rcv_nxt if self.rcv_adv > self.rcv_nxt else 0
+        shift = self.rcv_wscale if self._ws_ok else 0
+        wnd >>= shift
+        if wnd > 65535:
+            wnd = 65535
+        adv2 = self.rcv_nxt + (wnd << shift)
+        if adv2 > self.rcv_adv:
+            self.rcv_adv = adv2
+        return <uint16_t>wnd
+
+    cdef bytes build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n,
+                     bint from_ring):
+        """An IPv4+TCP packet for send offset `off` carrying n bytes from the send ring."""
+        cdef TcpOut t
+        cdef Py_ssize_t total = 40 + n
+        cdef bytes pkt = PyBytes_FromStringAndSize(NULL, total)
+        cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(pkt)
+        memset(&t, 0, sizeof(t))
+        t.src = self._lip
+        t.dst = self._rip
+        t.sport = self.lport
+        t.dport = self.rport
+        t.seq = <uint32_t>(self.iss + off)
+        t.ack = <uint32_t>(self.irs + self.rcv_nxt) if flags & TH_ACK else 0
+        t.flags = flags
+        t.window = window
+        t.ttl = self.ttl
+        t.df = True
+        if n and from_ring:
+            self._send_ring.copy_out(off - 1, p + 40, n)
+        build_tcp_into(p, total, &t, p + 40, n)
+        return pkt
+
+    # --- Python-visible helpers used by the slow path ---
+
+    def _advertised_window(self) -> int:
+        return self.advertised_window()
+
+    def _packet(self, uint64_t off, int flags, bint ack=True) -> bytes:
+        """A segment without data (pure ACK, keepalive, RST) at send offset `off`."""
+        cdef uint16_t window = 0
+        if flags & TH_ACK or (ack and not flags & TH_RST):
+            flags |= TH_ACK
+            window = self.advertised_window()
+        return self.build(off, flags, window, 0, False)
+
+    def _send_segment(self, uint64_t off, uint64_t n, double now, list out,
+                      bint retransmit) -> None:
+        self.send_range(off, n, now, out, retransmit)
+
+    cdef int send_range(self, uint64_t off, uint64_t n, double now, list out,
+                        bint retransmit) except -1:
+        """Send data [off, off+n), with our FIN when it ends where the FIN sits."""
+        cdef uint64_t data_end = 1 + (self._send_ring.tail if self._send_ring is not None else 0)
+        cdef int flags = TH_ACK
+        cdef uint64_t length = n, end
+        if off + n == data_end:
+            flags |= TH_PSH
+            if self.fin_off is not None and off + n == <uint64_t>self.fin_off:
+                flags |= TH_FIN
+                length += 1
+                self.host._count("fins_out")
+        out.append(self.build(off, flags, self.advertised_window(), n, True))
+        # Every segment carries the ACK: nothing is owed any more.
+        self._ack_now = False
+        self._unacked_bytes = 0
+        self.delack_at = None
+        end = off + length
+        if end > self.snd_nxt:
+            self.snd_nxt = end
+        if end > self.snd_max:
+            if self._rtt_off is None and not retransmit:
+                self._rtt_off = off                # time this segment (one at a time)
+                self._rtt_start = now
+            self.snd_max = end
+        if retransmit and self._rtt_off is not None and off <= self._rtt_off < end:
+            self._rtt_off = None                   # Karn's rule
+        if self.rtx_at is None and not self.persist:
+            self.rtx_at = now + self.rtt.rto
+        self.last_send_at = now
+        self.segs_out += 1
+        if retransmit:
+            self.retransmits += 1
+            self.host._count("retransmitted_segments")
+        else:
+            self.bytes_sent += n
+        return 0
+
+    def output_data(self, double now, list out) -> int:
+        """Cut new data from the send ring into segments as the windows allow; returns
+        how many segments were sent."""
+        cdef uint64_t data_end = 1 + (self._send_ring.tail if self._send_ring is not None else 0)
+        cdef bint fin_queued = self.fin_off is not None
+        cdef uint64_t fin_off = self.fin_off if fin_queued else 0
+        cdef bint nodelay = self.nodelay or fin_queued   # a FIN-carrying tail skips Nagle
+        cdef object cwnd_obj = self.cc.cwnd
+        cdef uint64_t cwnd = cwnd_obj if cwnd_obj > 0 else 0
+        cdef uint64_t nxt, avail, usable, wnd, n, mss = self.mss
+        cdef int sent = 0
+        while True:
+            nxt = self.snd_nxt
+            avail = data_end - nxt if data_end > nxt else 0
+            if avail > 0:
+                wnd = self.snd_wnd if self.snd_wnd < cwnd else cwnd
+                usable = self.snd_una + wnd - nxt if self.snd_una + wnd > nxt else 0
+                if usable == 0:
+                    if self.snd_wnd == 0 and self.rtx_at is None:
+                        self.persist = True        # nothing will elicit a window update
+                        self.rtx_at = now + self.rtt.rto
+                    break
+                n = mss
+                if avail < n:
+                    n = avail
+                if usable < n:
+                    n = usable
+                if n < mss and n < avail:
+                    # Sender SWS avoidance (RFC 9293 3.8.6.2.1): a partial segment only
+                    # when it is at least half the largest window the peer offered.
+                    if n < self.max_snd_wnd // 2:
+                        break
+                elif n < mss and not nodelay and self.snd_max > self.snd_una:
+                    break                          # Nagle (RFC 9293 3.7.4): wait for the ACK
+                self.send_range(nxt, n, now, out, nxt < self.snd_max)
+                sent += 1
+                continue
+            if fin_queued and nxt == fin_off:      # all data out: the FIN on its own
+                self.send_range(nxt, 0, now, out, nxt < self.snd_max)
+                sent += 1
+            break
+        return sent
+
+
+cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, double now) except -1:
+    """Header prediction. Returns 1 when the segment was fully handled here, 0 when the
+    slow path must see it (nothing was changed then)."""
+    cdef uint32_t plen = d.payload_len
+    cdef int32_t ad
+    cdef uint64_t ack_off, wnd
+    cdef Reassembler reasm
+    cdef Py_ssize_t delivered
+    cdef uint64_t full
+    if (d.flags & (TH_SYN | TH_FIN | TH_RST | TH_URG | TH_ACK | TH_ECE | TH_CWR)) != TH_ACK:
+        return 0
+    if d.opt_present or c.in_recovery or c.persist:
+        return 0
+    if d.seq != <uint32_t>(c.irs + c.rcv_nxt):
+        return 0
+    ad = seq_diff(d.ack, <uint32_t>(c.iss + c.snd_una))
+    if ad < 0 or <uint64_t>ad > c.snd_max - c.snd_una:
+        return 0
+    if plen == 0 and ad == 0:
+        return 0                                   # maybe a duplicate ACK: slow path counts
+    reasm = c._reasm
+    if plen:
+        if reasm is None or reasm.nruns or c.user_closed:
+            return 0
+        if c.rcv_adv <= c.rcv_nxt or plen > c.rcv_adv - c.rcv_nxt:
+            return 0
+    wnd = (<uint64_t>d.window) << c.snd_wscale
+    if c.snd_wnd == 0 and wnd:
+        return 0                                   # the window reopens: persist logic
+    # --- predicted: commit ---
+    c.segs_in += 1
+    c.last_recv_at = now
+    c.keepalive_sent = 0
+    # Window update (RFC 9293 3.10.7.4 fifth check): in order and not older than SND.UNA.
+    c.snd_wnd = wnd
+    if wnd > c.max_snd_wnd:
+        c.max_snd_wnd = wnd
+    c.snd_wl1 = d.seq
+    c.snd_wl2 = d.ack
+    if ad > 0:
+        ack_off = c.snd_una + <uint64_t>ad
+        if c.fp_acked == 0:
+            c.fp_flight = c.snd_max - c.snd_una
+        if c._rtt_off is not None and ack_off > <uint64_t>c._rtt_off:
+            c.rtt.sample(now - c._rtt_start)       # Karn: _rtt_off is cleared on resends
+            c._rtt_off = None
+        c.snd_una = ack_off
+        if c.snd_nxt < ack_off:
+            c.snd_nxt = ack_off
+        c._send_ring.release_c(ack_off - 1)
+        c.fp_acked += <uint64_t>ad
+        c.fp_acks += 1
+        c.bytes_acked += <uint64_t>ad
+        c.retries = 0
+        c.dupacks = 0
+    if plen:
+        delivered = reasm.add_c(c.rcv_nxt - 1, base + d.payload_off, plen)
+        c.rcv_nxt += <uint64_t>delivered
+        c.bytes_received += <uint64_t>delivered
+        if <int>plen > c._rcv_mss:
+            c._rcv_mss = plen
+        c._unacked_bytes += plen
+        # Delayed ACK: at least every second full-sized segment (RFC 5681 4.2), else the
+        # timer; the ACK itself leaves once per batch at transmit().
+        full = c._rcv_mss if c._rcv_mss < c.mss_limit else c.mss_limit
+        if c.delayed_ack <= 0 or <uint64_t>c._unacked_bytes >= 2 * full:
+            c._ack_now = True
+        elif c.delack_at is None:
+            c.delack_at = now + c.delayed_ack
+    return 1
+
+
+def receive_batch(object host, SegmentBatch batch, list packets, double now) -> None:
+    """Parse and process one received batch for `host` (see Host.receive)."""
+    cdef Py_ssize_t i, n
+    cdef SegDesc* d
+    cdef uint32_t addr = host._address_int
+    cdef dict conns = host._conns
+    cdef list touched = []
+    cdef Tcb c = None
+    cdef object obj
+    cdef bint have_last = False
+    cdef uint16_t last_dport = 0, last_sport = 0
+    cdef uint32_t last_src = 0
+    cdef uint64_t drops[DROP_REASON_COUNT]
+    cdef uint64_t fast = 0, dropped = 0
+    memset(drops, 0, sizeof(drops))
+    batch.parse(packets, 0)
+    n = batch.count
+    for i in range(n):
+        d = &batch.descs[i]
+        if d.reason:
+            drops[d.reason] += 1
+            dropped += 1
+            continue
+        if d.proto == IPPROTO_TCP and d.dst == addr:
+            if not (have_last and d.dport == last_dport and d.src == last_src
+                    and d.sport == last_sport):
+                obj = conns.get((d.dport, d.src, d.sport))
+                c = <Tcb>obj if obj is not None else None
+                have_last = True
+                last_dport, last_src, last_sport = d.dport, d.src, d.sport
+            if c is not None and c.st == ST_ESTABLISHED and fast_segment(c, d, batch.bases[i], now):
+                fast += 1
+                if not c.fp_touched:
+                    c.fp_touched = True
+                    touched.append(c)
+                continue
+        # The slow path sees state the fast path already committed; its per-batch work
+        # (congestion policy, timers) is finished first so the order of events holds.
+        if touched:
+            _finish(touched, now)
+            touched = []
+        have_last = False
+        host._slow_input(batch.packet(i), now)
+    if touched:
+        _finish(touched, now)
+    stats = host._stats
+    stats["packets_in"] += n
+    if fast:
+        stats["segments_in"] += fast
+        stats["fast_path_segments"] += fast
+    if dropped:
+        for i in range(DROP_REASON_COUNT):
+            if drops[i]:
+                stats[DROP_COUNTER_NAMES[i]] += drops[i]
+
+
+cdef int _finish(list touched, double now) except -1:
+    cdef Tcb c
+    for obj in touched:
+        c = <Tcb>obj
+        c.fp_touched = False
+        c._fast_batch_done(now)
+    return 0
