@@ -169,8 +169,12 @@ class Host:
         self._listeners[port] = lst
         return lst
 
-    def connect(self, remote: Tuple[str, int], local_port: Optional[int] = None) -> Connection:
-        """Open a connection (active open); the SYN leaves at the next :meth:`transmit`."""
+    def connect(self, remote: Tuple[str, int], local_port: Optional[int] = None,
+                now: Optional[float] = None) -> Connection:
+        """Open a connection (active open); the SYN leaves at the next :meth:`transmit`.
+        ``now`` (default: the time of the last receive/transmit) feeds the ISN clock."""
+        if now is not None:
+            self.now = now
         rip_s, rport = remote
         rip = ip_to_int(rip_s)
         if not 0 < rport < 65536:

@@ -106,7 +106,8 @@ cdef class Tcb:
         cdef int flags = TH_ACK
         cdef uint64_t length = n, end
         if off + n == data_end:
-            flags |= TH_PSH
+            if n:
+                flags |= TH_PSH                    # the last data of the buffer
             if self.fin_off is not None and off + n == <uint64_t>self.fin_off:
                 flags |= TH_FIN
                 length += 1
@@ -169,8 +170,9 @@ cdef class Tcb:
                     # when it is at least half the largest window the peer offered.
                     if n < self.max_snd_wnd // 2:
                         break
-                elif n < mss and not nodelay and self.snd_max > self.snd_una:
-                    break                          # Nagle (RFC 9293 3.7.4): wait for the ACK
+                elif (n < mss and not nodelay and nxt >= self.snd_max
+                      and self.snd_max > self.snd_una):
+                    break                          # Nagle (RFC 9293 3.7.4) holds new data only
                 self.send_range(nxt, n, now, out, nxt < self.snd_max)
                 sent += 1
                 continue

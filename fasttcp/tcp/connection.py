@@ -250,7 +250,8 @@ class Connection(Tcb):
         if self.state == State.CLOSED:
             return
         if self.state.synchronized:
-            self.host._emit(self._packet(self.snd_nxt, RST, ack=False), self)
+            # RFC 9293 3.10.5: <SEQ=SND.NXT>, the highest sent (snd_nxt may be rewound).
+            self.host._emit(self._packet(self.snd_max, RST, ack=False), self)
         self._terminate(ConnectionAborted("connection aborted by this side"))
 
     def info(self) -> ConnectionInfo:
@@ -457,7 +458,7 @@ class Connection(Tcb):
         if plen and st in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2):
             if self.user_closed:
                 # Nobody will read it: reset (RFC 1122 4.2.2.13, as Linux does).
-                self._emit_rst(seq=self._snd_seq(self.snd_nxt))
+                self._emit_rst(seq=self._snd_seq(self.snd_max))
                 self._terminate(ConnectionAborted("data arrived after close()"))
                 return
             self._receive_text(seg, seg.seq, now)
@@ -764,7 +765,7 @@ class Connection(Tcb):
             return
         if self.state in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2):
             # RFC 1122 4.2.3.6: SEG.SEQ = SND.NXT - 1, no data.
-            self.host._emit(self._packet(self.snd_nxt - 1, ACK), self)
+            self.host._emit(self._packet(self.snd_max - 1, ACK), self)
             self.keepalive_sent += 1
             self.host._count("keepalive_probes")
         self.keepalive_at = now + s.keepalive_interval
@@ -790,7 +791,10 @@ class Connection(Tcb):
         elif st != State.TIME_WAIT:
             sent_any = self._output_data(now, out)
         if self._ack_now and not sent_any:
-            out.append(self._packet(self.snd_nxt, ACK))
+            # <SEQ=SND.NXT> of RFC 9293 3.10.7.4 is the highest sequence sent (snd_max):
+            # after a go-back-N rewind snd_nxt can lie below the peer's RCV.NXT, and an ACK
+            # it finds unacceptable is answered by an ACK, forever (both sides rewound).
+            out.append(self._packet(self.snd_max, ACK))
             self._after_send_ack()
             self.host._count("pure_acks_out")
         # Keepalive (RFC 1122 4.2.3.6): the idle clock restarts with every segment received.

@@ -1,0 +1,224 @@
+"""Test harness for the sans-IO TCP engine: virtual time, packet capture, compact segments.
+
+Two ways to drive a :class:`fasttcp.Host`:
+
+* :class:`ManualPeer`: one host and a peer that the test plays by hand. The test builds each
+  segment (:meth:`ManualPeer.send`), the host answers, and every packet the host transmits
+  is captured with its time as a :class:`Seg`. Timers run only when the test moves the clock
+  (:meth:`ManualPeer.advance`, :meth:`ManualPeer.next_timer`).
+* :class:`Net`: two hosts joined by a wire with a fixed one-way latency and an optional drop
+  filter, run in virtual time by :meth:`Net.run` until a condition holds or nothing is due.
+
+Segments compare as compact tuples: ``seg.t`` is ``(flags, seq, ack, win, len)`` and
+``seg.ts`` adds the options, ``(flags, seq, ack, win, len, opts)``. Flags are spelled as
+scapy and tcpdump do (``"S"``, ``"SA"``, ``"A"``, ``"PA"``, ``"FA"``, ``"FPA"``, ``"R"``,
+``"RA"``). Every loop here is bounded.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
+
+from fasttcp import Host
+from fasttcp.wire import Packet, TcpFlags, TcpOptions, build_tcp, parse
+
+MASK = 0xFFFFFFFF
+HOST_IP = "10.0.0.1"
+PEER_IP = "10.0.0.2"
+SECRET = bytes(16)
+
+
+def seq(x: int) -> int:
+    """A 32-bit sequence number (for expected values computed as ``isn + k``)."""
+    return x & MASK
+
+
+@dataclass(frozen=True)
+class Seg:
+    """One captured TCP segment (or the parse of any packet; ``pkt`` keeps the view)."""
+
+    time: float
+    flags: str
+    seq: int
+    ack: int
+    win: int
+    data: bytes
+    opts: TcpOptions
+    sport: int
+    dport: int
+    pkt: Packet
+
+    @classmethod
+    def of(cls, raw: bytes, time: float) -> "Seg":
+        p = parse(raw)
+        if not p.is_tcp:
+            return cls(time, "ICMP", 0, 0, 0, b"", TcpOptions(), 0, 0, p)
+        return cls(time, TcpFlags(p.flag_bits).letters(), p.seq, p.ack, p.window,
+                   bytes(p.payload), p.options, p.sport, p.dport, p)
+
+    @property
+    def t(self) -> Tuple[str, int, int, int, int]:
+        return (self.flags, self.seq, self.ack, self.win, len(self.data))
+
+    @property
+    def ts(self) -> tuple:
+        return self.t + (self.opts,)
+
+    def __repr__(self) -> str:
+        o = f" {self.opts!r}" if self.opts else ""
+        return (f"<{self.time:g} {self.sport}>{self.dport} {self.flags} seq={self.seq} "
+                f"ack={self.ack} win={self.win} len={len(self.data)}{o}>")
+
+
+def flag_bits(letters: str) -> int:
+    """``"FA"`` -> FIN|ACK, in the letters of :meth:`TcpFlags.letters`."""
+    bits = 0
+    for ch in letters:
+        bits |= 1 << "FSRPAUEC".index(ch)
+    return bits
+
+
+def tuples(segs: List[Seg]) -> List[tuple]:
+    return [s.t for s in segs]
+
+
+def opts(mss: Optional[int] = None, wscale: Optional[int] = None) -> TcpOptions:
+    return TcpOptions(mss=mss, wscale=wscale)
+
+
+class ManualPeer:
+    """One host under test and a hand-played peer ``PEER_IP:port``.
+
+    ``now`` is the virtual clock; ``log`` holds everything the host ever transmitted.
+    """
+
+    def __init__(self, host: Optional[Host] = None, port: int = 40000,
+                 host_port: int = 80, now: float = 0.0, **settings) -> None:
+        if host is None:
+            settings.setdefault("isn_secret", SECRET)
+            host = Host(HOST_IP, **settings)
+        host._raise_internal = True          # an internal error must fail the test
+        self.host = host
+        self.port = port
+        self.host_port = host_port
+        self.now = now
+        self.log: List[Seg] = []
+        # The host reads the time only from receive/transmit (connect() uses the last one,
+        # e.g. for its RFC 6528 ISN): start its clock at ours.
+        host.receive([], now)
+
+    # --- clock and capture -------------------------------------------------------------
+    def tick(self, at: Optional[float] = None) -> List[Seg]:
+        """Move the clock to ``at`` (not backwards) and collect what the host sends."""
+        if at is not None:
+            assert at >= self.now, (at, self.now)
+            self.now = at
+        segs = [Seg.of(p, self.now) for p in self.host.transmit(self.now)]
+        self.log.extend(segs)
+        return segs
+
+    def next_timer(self, limit: float = 1e6) -> Tuple[Optional[float], List[Seg]]:
+        """Jump to the host's next timer (if before ``limit``) and run it."""
+        t = self.host.poll_at()
+        if t is None or t > limit:
+            return None, []
+        return t, self.tick(max(t, self.now))
+
+    def advance(self, until: float, max_steps: int = 10000) -> List[Seg]:
+        """Run every timer due up to ``until``, then set the clock to ``until``."""
+        out: List[Seg] = []
+        for _ in range(max_steps):
+            t = self.host.poll_at()
+            if t is None or t > until:
+                break
+            out.extend(self.tick(max(t, self.now)))
+        else:
+            raise AssertionError("advance(): timer loop did not settle")
+        out.extend(self.tick(until))
+        return out
+
+    # --- injection ---------------------------------------------------------------------
+    def packet(self, flags: str, seq: int, ack: int = 0, win: int = 65535, data: bytes = b"",
+               opts: Optional[TcpOptions] = None, sport: Optional[int] = None,
+               dport: Optional[int] = None) -> bytes:
+        bits = flag_bits(flags)
+        return build_tcp(PEER_IP, HOST_IP, sport or self.port, dport or self.host_port,
+                         seq & MASK, ack & MASK, bits, win, data, opts)
+
+    def send(self, flags: str, seq: int, ack: int = 0, win: int = 65535, data: bytes = b"",
+             opts: Optional[TcpOptions] = None, at: Optional[float] = None,
+             **kw) -> List[Seg]:
+        """Inject one segment at time ``at`` (default: now); return the host's answer."""
+        return self.inject([self.packet(flags, seq, ack, win, data, opts, **kw)], at)
+
+    def inject(self, packets: List[bytes], at: Optional[float] = None) -> List[Seg]:
+        if at is not None:
+            assert at >= self.now
+            # Timers due before the arrival run first, as they would in real time.
+            pre = self.advance(at) if self.host.poll_at() is not None else self.tick(at)
+            assert not pre, f"host sent {pre} before the injected packet at {at}"
+        self.host.receive(packets, self.now)
+        return self.tick()
+
+
+class Net:
+    """Two hosts on a wire with a one-way ``latency`` (seconds), run in virtual time.
+
+    ``drop(seg, sender)`` returning True loses that packet. ``log`` records every packet
+    sent as ``(sender_name, Seg)``, with ``Seg.time`` the send time.
+    """
+
+    def __init__(self, a: Host, b: Host, latency: float = 0.001, now: float = 0.0,
+                 drop: Optional[Callable[[Seg, str], bool]] = None) -> None:
+        a._raise_internal = b._raise_internal = True
+        self.hosts = {"a": a, "b": b}
+        self.latency = latency
+        self.now = now
+        self.drop = drop
+        self.log: List[Tuple[str, Seg]] = []
+        self._wire: List[Tuple[float, int, str, bytes]] = []
+        self._n = itertools.count()
+        for h in (a, b):                      # start the hosts' clocks (see ManualPeer)
+            h.receive([], now)
+
+    def _flush(self) -> None:
+        for name, host in self.hosts.items():
+            for raw in host.transmit(self.now):
+                seg = Seg.of(raw, self.now)
+                self.log.append((name, seg))
+                if self.drop is not None and self.drop(seg, name):
+                    continue
+                dst = "b" if name == "a" else "a"
+                heapq.heappush(self._wire, (self.now + self.latency, next(self._n), dst, raw))
+
+    def next_event(self) -> Optional[float]:
+        times = [t for t in (h.poll_at() for h in self.hosts.values()) if t is not None]
+        if self._wire:
+            times.append(self._wire[0][0])
+        return min(times) if times else None
+
+    def run(self, until: Optional[Callable[[], bool]] = None, deadline: float = 1e6,
+            max_steps: int = 200000) -> float:
+        """Step events until ``until()`` holds, nothing is due, or ``deadline``; returns now."""
+        self._flush()
+        for _ in range(max_steps):
+            if until is not None and until():
+                return self.now
+            t = self.next_event()
+            if t is None or t > deadline:
+                return self.now
+            self.now = max(self.now, t)
+            arrivals = {"a": [], "b": []}
+            while self._wire and self._wire[0][0] <= self.now:
+                _, _, dst, raw = heapq.heappop(self._wire)
+                arrivals[dst].append(raw)
+            for name, pkts in arrivals.items():
+                if pkts:
+                    self.hosts[name].receive(pkts, self.now)
+            self._flush()
+        raise AssertionError("Net.run(): step limit reached")
+
+    def sent_by(self, name: str) -> List[Seg]:
+        return [s for n, s in self.log if n == name]

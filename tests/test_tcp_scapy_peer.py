@@ -1,0 +1,217 @@
+"""fasttcp against segments built and parsed by scapy: an independent implementation of the
+IPv4/TCP header formats (fields, options, checksums) plays the peer.
+
+No network: scapy packets go to ``host.receive`` as bytes (``raw(IP()/TCP())``) and what
+``host.transmit`` returns is parsed by scapy, checksums recomputed by scapy.
+"""
+from __future__ import annotations
+
+import pytest
+
+scapy_all = pytest.importorskip("scapy.all")
+
+from scapy.all import ICMP, IP, TCP, Raw, raw  # noqa: E402
+
+from fasttcp import Host, State  # noqa: E402
+from tcp_harness import HOST_IP, PEER_IP, SECRET  # noqa: E402
+
+PEER_PORT, HOST_PORT = 43210, 8080
+PEER_ISN = 0x7FFFFFF0
+
+
+class ScapyPeer:
+    """A host driven in virtual time; the test speaks to it with scapy packets."""
+
+    def __init__(self, **settings) -> None:
+        settings.setdefault("isn_secret", SECRET)
+        self.host = Host(HOST_IP, **settings)
+        self.host._raise_internal = True
+        self.now = 0.0
+
+    def send(self, pkt, at: float) -> list:
+        self.now = at
+        self.host.receive([raw(pkt)], at)
+        return self.collect(at)
+
+    def collect(self, at: float) -> list:
+        self.now = at
+        return [checked(IP(p)) for p in self.host.transmit(at)]
+
+    def next_timer(self) -> tuple:
+        t = self.host.poll_at()
+        assert t is not None
+        return t, self.collect(t)
+
+
+def checked(pkt):
+    """The scapy view of a packet we sent, after checking both checksums the scapy way."""
+    copy = pkt.copy()
+    del copy.chksum
+    if TCP in copy:
+        del copy[TCP].chksum
+    elif ICMP in copy:
+        del copy[ICMP].chksum
+    again = IP(raw(copy))
+    assert again.chksum == pkt.chksum, "IPv4 header checksum"
+    if TCP in pkt:
+        assert again[TCP].chksum == pkt[TCP].chksum, "TCP checksum"
+    if ICMP in pkt:
+        assert again[ICMP].chksum == pkt[ICMP].chksum, "ICMP checksum"
+    return pkt
+
+
+def ip() -> IP:
+    return IP(src=PEER_IP, dst=HOST_IP, ttl=64)
+
+
+def tcp(flags: str, seq: int, ack: int = 0, window: int = 29200, **kw) -> TCP:
+    return TCP(sport=PEER_PORT, dport=HOST_PORT, flags=flags, seq=seq & 0xFFFFFFFF,
+               ack=ack & 0xFFFFFFFF, window=window, **kw)
+
+
+def tcp_options(seg) -> dict:
+    return {k: v for k, v in seg[TCP].options if k not in ("NOP", "EOL")}
+
+
+def test_full_connection_against_scapy():
+    peer = ScapyPeer()
+    lst = peer.host.listen(HOST_PORT)
+
+    # --- SYN with the options a Linux client sends (SACK and timestamps we do not use).
+    syn = ip() / tcp("S", PEER_ISN, window=64240,
+                     options=[("MSS", 1400), ("SAckOK", b""), ("Timestamp", (12345, 0)),
+                              ("NOP", None), ("WScale", 3)])
+    sa, = peer.send(syn, at=0.0)
+    assert (sa.src, sa.dst, sa.ttl, sa.proto, sa.flags) == (HOST_IP, PEER_IP, 64, 6, "DF")
+    assert sa.len == len(raw(sa)) and sa.ihl == 5
+    t = sa[TCP]
+    assert (t.sport, t.dport, str(t.flags)) == (HOST_PORT, PEER_PORT, "SA")
+    assert t.ack == PEER_ISN + 1 and t.window == 65535 and t.urgptr == 0 and t.reserved == 0
+    assert tcp_options(sa) == {"MSS": 1460, "WScale": 5}     # 1 MiB rcv_buf => shift 5
+    assert t.dataofs == 7 and len(raw(t)) == 28                # MSS 4 + NOP + WS 3
+    iss = t.seq
+
+    # --- ACK completes the handshake; the peer's window (229 << 3) is scaled from now on.
+    assert peer.send(ip() / tcp("A", PEER_ISN + 1, iss + 1, window=229), at=0.05) == []
+    conn = lst.accept()
+    assert conn.state == State.ESTABLISHED
+    info = conn.info()
+    assert (info.mss, info.snd_wnd, info.snd_wscale) == (1400, 229 << 3, 3)
+
+    # --- Data from scapy: acknowledged after the delayed-ACK timer (40 ms).
+    msg = b"GET / HTTP/1.0\r\n\r\n"
+    assert peer.send(ip() / tcp("PA", PEER_ISN + 1, iss + 1) / Raw(msg), at=0.1) == []
+    when, (ack,) = peer.next_timer()
+    assert when == pytest.approx(0.14)
+    a = ack[TCP]
+    assert (str(a.flags), a.seq, a.ack) == ("A", iss + 1, PEER_ISN + 1 + len(msg))
+    assert a.window == ((1 << 20) - len(msg)) >> 5 and Raw not in ack
+    assert conn.recv() == msg
+
+    # --- Data from fasttcp, parsed by scapy: MSS-sized; Nagle holds the short tail until
+    # the first segment is ACKed; PSH on the last.
+    body = bytes(range(256)) * 10                            # 2560 bytes
+    conn.send(body)
+    rcv = PEER_ISN + 1 + len(msg)
+    first, = peer.collect(0.2)
+    f = first[TCP]
+    assert (str(f.flags), f.seq, f.ack, len(first[Raw].load)) == ("A", iss + 1, rcv, 1400)
+    second, = peer.send(ip() / tcp("A", rcv, f.seq + len(f.payload), window=229), at=0.25)
+    s2 = second[TCP]
+    assert (str(s2.flags), s2.seq, len(second[Raw].load)) == ("PA", iss + 1401, 1160)
+    assert first[Raw].load + second[Raw].load == body
+    assert peer.send(ip() / tcp("A", rcv, s2.seq + len(s2.payload), window=229),
+                     at=0.26) == []
+    assert conn.info().unacked == 0
+
+    # --- The peer closes: its FIN is ACKed at once; we close; it ACKs our FIN.
+    ack, = peer.send(ip() / tcp("FA", rcv, iss + 1 + len(body)), at=0.3)
+    assert (str(ack[TCP].flags), ack[TCP].seq, ack[TCP].ack) == ("A", iss + 1 + len(body),
+                                                                 rcv + 1)
+    assert conn.state == State.CLOSE_WAIT and conn.eof
+    conn.close()
+    fin, = peer.collect(0.35)
+    f = fin[TCP]
+    assert "F" in str(f.flags) and "A" in str(f.flags) and Raw not in fin
+    assert (f.seq, f.ack) == (iss + 1 + len(body), rcv + 1)
+    assert conn.state == State.LAST_ACK
+    assert peer.send(ip() / tcp("A", rcv + 1, f.seq + 1), at=0.4) == []
+    assert conn.state == State.CLOSED and peer.host.connections() == []
+
+
+def test_we_connect_to_scapy_and_close_first():
+    peer = ScapyPeer(msl=1.0, delayed_ack=0)
+    conn = peer.host.connect((PEER_IP, PEER_PORT), local_port=HOST_PORT)
+    syn, = peer.collect(0.0)
+    s = syn[TCP]
+    assert str(s.flags) == "S" and s.ack == 0 and s.window == 65535
+    assert tcp_options(syn) == {"MSS": 1460, "WScale": 5}
+    # SYN,ACK without window scaling: neither side scales.
+    ack, = peer.send(ip() / tcp("SA", PEER_ISN, s.seq + 1, window=5000,
+                                options=[("MSS", 536)]), at=0.01)
+    assert (str(ack[TCP].flags), ack[TCP].seq, ack[TCP].ack, ack[TCP].window) == \
+        ("A", s.seq + 1, PEER_ISN + 1, 65535)
+    assert conn.info().mss == 536 and conn.info().snd_wnd == 5000
+    conn.send(b"x" * 1000)
+    segs = peer.collect(0.02)
+    assert [len(p[Raw].load) for p in segs] == [536]          # Nagle holds the 464 tail
+    ack, = peer.send(ip() / tcp("A", PEER_ISN + 1, s.seq + 537, window=5000), at=0.03)
+    assert (ack[TCP].seq, len(ack[Raw].load)) == (s.seq + 537, 464)
+    conn.close()
+    fin, = peer.collect(0.04)                                  # the FIN is not held
+    f = fin[TCP]
+    assert (str(f.flags), f.seq, f.ack) == ("FA", s.seq + 1001, PEER_ISN + 1)
+    assert conn.state == State.FIN_WAIT_1
+    assert peer.send(ip() / tcp("A", PEER_ISN + 1, s.seq + 1002, window=5000), at=0.05) == []
+    assert conn.state == State.FIN_WAIT_2
+    ack, = peer.send(ip() / tcp("FA", PEER_ISN + 1, s.seq + 1002, window=5000), at=0.06)
+    assert (str(ack[TCP].flags), ack[TCP].seq, ack[TCP].ack) == ("A", s.seq + 1002,
+                                                                 PEER_ISN + 2)
+    assert conn.state == State.TIME_WAIT
+    when, out = peer.next_timer()
+    assert when == pytest.approx(2.06) and out == []
+    assert conn.state == State.CLOSED and peer.host.connections() == []
+
+
+def test_scapy_corrupted_segments_are_dropped_and_counted():
+    peer = ScapyPeer()
+    peer.host.listen(HOST_PORT)
+    bad = ip() / tcp("S", PEER_ISN, chksum=0x1234)
+    assert peer.send(bad, at=0.0) == []
+    assert peer.host.stats()["drop_bad_tcp_checksum"] == 1
+    bad_ip = ip() / tcp("S", PEER_ISN)
+    bad_ip.chksum = 0x4321
+    assert peer.send(bad_ip, at=0.0) == []
+    assert peer.host.stats()["drop_bad_ip_checksum"] == 1
+    assert peer.host.connections() == []
+
+
+def test_scapy_syn_with_ip_options_is_answered():
+    """An IPv4 header with options (IHL 6) in front of the SYN."""
+    from scapy.layers.inet import IPOption_NOP
+    peer = ScapyPeer()
+    peer.host.listen(HOST_PORT)
+    syn = IP(src=PEER_IP, dst=HOST_IP, options=[IPOption_NOP()] * 4) / tcp("S", PEER_ISN)
+    assert IP(raw(syn)).ihl == 6
+    sa, = peer.send(syn, at=0.0)
+    assert str(sa[TCP].flags) == "SA" and sa[TCP].ack == PEER_ISN + 1
+
+
+def test_scapy_rst_for_closed_port():
+    peer = ScapyPeer()
+    rst, = peer.send(ip() / tcp("S", PEER_ISN, options=[("MSS", 1400)]), at=0.0)
+    r = rst[TCP]
+    assert (str(r.flags), r.seq, r.ack, r.window) == ("RA", 0, PEER_ISN + 1, 0)
+    assert (r.sport, r.dport) == (HOST_PORT, PEER_PORT)
+    rst, = peer.send(ip() / tcp("A", 5, 0xDEADBEEF), at=0.0)
+    assert (str(rst[TCP].flags), rst[TCP].seq) == ("R", 0xDEADBEEF)
+
+
+def test_scapy_ping():
+    peer = ScapyPeer()
+    req = IP(src=PEER_IP, dst=HOST_IP) / ICMP(type=8, id=0x77, seq=3) / Raw(b"abcdefgh" * 8)
+    rep, = peer.send(req, at=0.0)
+    assert (rep.src, rep.dst) == (HOST_IP, PEER_IP)
+    i = rep[ICMP]
+    assert (i.type, i.code, i.id, i.seq) == (0, 0, 0x77, 3)
+    assert rep[Raw].load == b"abcdefgh" * 8
