@@ -374,10 +374,19 @@ class Connection(Tcb):
         seq_off = self.rcv_nxt + _sdiff(seg.seq, self._rcv_seq(self.rcv_nxt))
         wnd = self.rcv_adv - self.rcv_nxt
 
-        # A retransmitted SYN while our SYN,ACK is outstanding: answer it again.
-        if st == State.SYN_RECEIVED and flags & SYN and not flags & ACK and seq_off == 0:
-            self.snd_nxt = 0
-            return
+        if st == State.SYN_RECEIVED and flags & SYN and seq_off == 0 and not flags & RST:
+            if not flags & ACK:
+                # A retransmitted SYN while our SYN,ACK is outstanding: answer it again.
+                self.snd_nxt = 0
+                return
+            # Simultaneous open (RFC 9293 figure 8, line 6): the peer's SYN,ACK carries the
+            # SYN we already acknowledged and acknowledges ours: the handshake is complete.
+            ack_off = _sdiff(seg.ack, self._snd_seq(0))
+            if 0 < ack_off <= self.snd_max:
+                self._set_state(State.ESTABLISHED)
+                self._ack_advance(ack_off, now)
+                self._update_window_from(seg, syn=True)
+                return
 
         # --- first: sequence number acceptability (3.10.7.4 table) ---
         if st == State.TIME_WAIT and flags & FIN and not flags & RST:
