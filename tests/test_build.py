@@ -3,7 +3,13 @@ import importlib
 
 import pytest
 
-COMPILED_MODULES = ["fasttcp.wire._wire"]
+COMPILED_MODULES = [
+    "fasttcp.wire._wire",
+    "fasttcp.storage._ring",
+    "fasttcp.storage._reasm",
+    "fasttcp.tcp._isn",
+    "fasttcp.tcp._fastpath",
+]
 
 
 @pytest.mark.parametrize("name", COMPILED_MODULES)

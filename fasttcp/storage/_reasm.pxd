@@ -1,0 +1,46 @@
+# C-level interface of the receive-side assembler (out-of-order store + receive buffer).
+cimport cython
+from libc.stdint cimport uint64_t
+
+
+@cython.final
+cdef class Reassembler:
+    # One ring covers the receive window [read_pos, read_pos + max_bytes): every byte is
+    # written once, at its final place, whether it arrives in order or not.
+    cdef unsigned char* buf
+    cdef uint64_t mask
+    # Out-of-order runs as [start0, end0, start1, end1, ...]: ascending, disjoint and not
+    # touching (a gap between any two), every start > next. At most max_holes of them.
+    cdef uint64_t* runs
+    cdef readonly Py_ssize_t nruns
+    cdef readonly Py_ssize_t max_bytes
+    cdef readonly Py_ssize_t max_holes
+    cdef readonly uint64_t read_pos      # bytes the user consumed
+    cdef readonly uint64_t next          # end of the contiguous data (RCV.NXT as an offset)
+    cdef readonly uint64_t held_ooo      # bytes held in the out-of-order runs
+    # statistics
+    cdef readonly uint64_t dup_bytes         # already received: before `next` or in a run
+    cdef readonly uint64_t trimmed_bytes     # beyond the window edge read_pos + max_bytes
+    cdef readonly uint64_t dropped_segments  # refused: would exceed max_holes runs
+    cdef readonly uint64_t dropped_bytes     # in-window bytes of those segments
+
+    # Store a segment; returns the bytes that became contiguous by this call.
+    cdef Py_ssize_t add_c(self, uint64_t offset, const unsigned char* data, Py_ssize_t n) noexcept nogil
+    # Consume up to n contiguous bytes into dst; returns the count.
+    cdef Py_ssize_t read_into(self, unsigned char* dst, Py_ssize_t n) noexcept nogil
+    # Copy up to n contiguous bytes without consuming them.
+    cdef Py_ssize_t peek_into(self, unsigned char* dst, Py_ssize_t n) noexcept nogil
+    # Pointer to the first contiguous bytes and how many follow before the ring wraps.
+    cdef Py_ssize_t readable_chunk(self, const unsigned char** p) noexcept nogil
+    # Consume n bytes (clamped to readable) after reading them through readable_chunk.
+    cdef void consume(self, Py_ssize_t n) noexcept nogil
+    # Index of the out-of-order run holding `offset`, or -1.
+    cdef Py_ssize_t run_index(self, uint64_t offset) noexcept nogil
+
+    cdef inline Py_ssize_t readable_c(self) noexcept nogil:
+        return <Py_ssize_t>(self.next - self.read_pos)
+
+    cdef inline Py_ssize_t window_c(self) noexcept nogil:
+        """Space the engine may advertise: the window's right edge stays read_pos +
+        max_bytes, so it never moves left (RFC 9293 section 3.8.6)."""
+        return self.max_bytes - <Py_ssize_t>(self.next - self.read_pos)
