@@ -12,6 +12,7 @@ from collections import Counter, deque
 from typing import Any, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 from fasttcp.host.settings import Settings
+from fasttcp.storage import Reassembler, SendRing
 from fasttcp.tcp._isn import IsnGenerator
 from fasttcp.tcp import _fastpath
 from fasttcp.tcp.congestion import CongestionControl, resolve
@@ -85,6 +86,8 @@ class Host:
         self._ready: Set[Any] = set()                  # user-visible changes since last poll
         self._out: List[bytes] = []                    # packets emitted outside _output
         self._stats: Counter = Counter()
+        self._ring_pool: List[SendRing] = []
+        self._reasm_pool: List[Reassembler] = []
         self._next_port = self.settings.ephemeral_ports[0] + self._address_int % 1024
         self.now = 0.0
 
@@ -314,12 +317,40 @@ class Host:
         if new == State.CLOSED:
             if self._conns.get(conn.key) is conn:
                 del self._conns[conn.key]
+            self._recycle(conn)
             self._armed.pop(conn, None)
             lst = conn.listener
             if lst is not None:
                 lst.syn_queue.discard(conn)
             if old == State.SYN_RECEIVED and conn.passive:
                 self._stats["half_open_dropped"] += 1
+
+    # Buffers of closed connections are kept for new ones: allocating and freeing 1 MiB
+    # rings per connection costs more than the whole handshake.
+    _POOL_MAX = 64
+
+    def _take_ring(self) -> SendRing:
+        if self._ring_pool:
+            return self._ring_pool.pop()
+        return SendRing(self.settings.snd_buf)
+
+    def _take_reassembler(self) -> Reassembler:
+        if self._reasm_pool:
+            return self._reasm_pool.pop()
+        return Reassembler(self.settings.rcv_buf, self.settings.max_ooo_holes)
+
+    def _recycle(self, conn: Connection) -> None:
+        ring = conn._send_ring
+        if ring is not None and len(self._ring_pool) < self._POOL_MAX:
+            conn._send_ring = None
+            ring.reset()
+            self._ring_pool.append(ring)
+        reasm = conn._reasm
+        # Unread data stays readable after CLOSED: only an empty assembler is recycled.
+        if reasm is not None and reasm.readable == 0 and len(self._reasm_pool) < self._POOL_MAX:
+            conn._reasm = None
+            reasm.reset()
+            self._reasm_pool.append(reasm)
 
     def _make_congestion(self, mss: int) -> CongestionControl:
         return resolve(self.settings.congestion)(mss)

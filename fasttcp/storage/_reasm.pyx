@@ -270,6 +270,18 @@ cdef class Reassembler:
             return None
         return (self.runs[2 * r], self.runs[2 * r + 1])
 
+    def reset(self) -> None:
+        """Empty the assembler for a new stream starting at offset 0, keeping the
+        allocation (for recycling by the host)."""
+        self.nruns = 0
+        self.read_pos = 0
+        self.next = 0
+        self.held_ooo = 0
+        self.dup_bytes = 0
+        self.trimmed_bytes = 0
+        self.dropped_segments = 0
+        self.dropped_bytes = 0
+
     def resize(self, max_bytes: int) -> None:
         """Change max_bytes. Every held byte must stay inside the new window (ValueError
         otherwise). Shrinking moves the window's right edge left, which RFC 9293 section

@@ -141,6 +141,12 @@ cdef class SendRing:
         an offset at or before `head` does nothing."""
         self.release_c(<uint64_t>upto_offset)
 
+    def reset(self) -> None:
+        """Forget every byte and start a new stream at offset 0, keeping the allocation
+        (a host recycles rings of closed connections instead of freeing them)."""
+        self.head = 0
+        self.tail = 0
+
     def resize(self, new_capacity: int) -> None:
         """Change the capacity; shrinking below the bytes held raises ValueError."""
         cdef Py_ssize_t cap = _check_capacity(new_capacity)

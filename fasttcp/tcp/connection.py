@@ -877,12 +877,12 @@ class Connection(Tcb):
     def _ring(self) -> SendRing:
         # Buffers are created on first use: an idle connection holds no buffer memory.
         if self._send_ring is None:
-            self._send_ring = SendRing(self.settings.snd_buf)
+            self._send_ring = self.host._take_ring()
         return self._send_ring
 
     def _reassembler(self) -> Reassembler:
         if self._reasm is None:
-            self._reasm = Reassembler(self.settings.rcv_buf, self.settings.max_ooo_holes)
+            self._reasm = self.host._take_reassembler()
         return self._reasm
 
     def _data_end(self) -> int:

@@ -47,14 +47,18 @@ cdef uint16_t checksum_finish(uint64_t partial) noexcept nogil:
 
 
 cdef inline int _get_buffer(object obj, Py_buffer* view, const unsigned char** base,
-                            Py_ssize_t* n) except -1:
+                            Py_ssize_t* n, bint pin=False) except -1:
     """Borrow obj's bytes: fast for bytes/bytearray, the buffer protocol for the rest.
-    Returns 1 when `view` must be released."""
+    Returns 1 when `view` must be released.
+
+    `pin`: the pointer must outlive Python code (other threads, or the caller's later
+    calls). A bytearray then goes through the buffer protocol too, which makes resizing it
+    raise BufferError instead of freeing the memory under us."""
     if PyBytes_CheckExact(obj):
         base[0] = <const unsigned char*>PyBytes_AS_STRING(obj)
         n[0] = PyBytes_GET_SIZE(obj)
         return 0
-    if PyByteArray_Check(obj):
+    if not pin and PyByteArray_Check(obj):
         base[0] = <const unsigned char*>PyByteArray_AS_STRING(obj)
         n[0] = PyByteArray_GET_SIZE(obj)
         return 0
@@ -70,7 +74,7 @@ def checksum(data) -> int:
     cdef Py_buffer view
     cdef const unsigned char* p
     cdef Py_ssize_t n
-    cdef int held = _get_buffer(data, &view, &p, &n)
+    cdef int held = _get_buffer(data, &view, &p, &n, True)    # summed without the GIL
     cdef uint64_t s
     with nogil:
         s = ft_csum_partial(p, <size_t>n, 0)
@@ -584,8 +588,9 @@ def build_icmp(src, dst, int icmp_type, int code, uint32_t rest=0, data=b"", int
 def build_icmp_echo(src, dst, int ident, int seq, data=b"", bint reply=False,
                     int ttl=64) -> bytes:
     """An echo request (or reply, RFC 792) with identifier, sequence number and data."""
-    return build_icmp(src, dst, 0 if reply else 8, 0, ((ident & 0xFFFF) << 16) | (seq & 0xFFFF),
-                      data, ttl=ttl)
+    # In uint32_t: as C ints, an identifier >= 0x8000 shifted left by 16 went negative.
+    cdef uint32_t rest = (<uint32_t>(ident & 0xFFFF) << 16) | <uint32_t>(seq & 0xFFFF)
+    return build_icmp(src, dst, 0 if reply else 8, 0, rest, data, ttl=ttl)
 
 
 def build_icmp_unreachable(src, dst, int code, original, int mtu=0, int ttl=64) -> bytes:
@@ -837,8 +842,9 @@ def parse(packet, *, bint verify_checksums=True) -> Packet:
 cdef class SegmentBatch:
     """Descriptors for a whole batch of packets, parsed in one call without copying.
 
-    Reusable: `parse()` overwrites the previous batch. The packets list is kept alive while
-    the descriptors point into it.
+    Reusable: `parse()` overwrites the previous batch. The batch holds its own references
+    to the packets (and buffer exports of non-bytes ones) while the descriptors point into
+    them, so the caller may reuse its list at once.
     """
 
     def __cinit__(self, Py_ssize_t capacity=64):
@@ -899,16 +905,19 @@ cdef class SegmentBatch:
         cdef Py_ssize_t ln
         self._release()
         self._reserve(n)
-        self.packets = packets
+        # Our own references: the caller may clear or refill its list (a link reusing its
+        # receive list) while the descriptors still point into the packets.
+        self.packets = packets[:]
         self.count = n
         for i in range(n):
-            obj = <object>PyList_GET_ITEM(packets, i)
+            obj = <object>PyList_GET_ITEM(self.packets, i)
             if PyBytes_CheckExact(obj):
                 base = <const unsigned char*>PyBytes_AS_STRING(obj)
                 ln = PyBytes_GET_SIZE(obj)
             else:
                 try:
-                    self.held[i] = _get_buffer(obj, &self.views[i], &base, &ln)
+                    # Pinned: a bytearray resized later must not free what we point at.
+                    self.held[i] = _get_buffer(obj, &self.views[i], &base, &ln, True)
                 except (TypeError, ValueError, BufferError):
                     self.bases[i] = NULL
                     self.descs[i].reason = DROP_NOT_BUFFER
