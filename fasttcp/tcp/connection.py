@@ -211,6 +211,20 @@ class Connection(Tcb):
                 raise self.error
             return b""
         data = self._reasm.read(max_bytes)
+        self._after_read()
+        return data
+
+    def recv_into(self, buffer) -> int:
+        """Like :meth:`recv`, into a writable buffer (no allocation); returns the count."""
+        if self._reasm is None or self._reasm.readable == 0:
+            if self.error is not None and not self._fin_received:
+                raise self.error
+            return 0
+        n = self._reasm.readinto(buffer)
+        self._after_read()
+        return n
+
+    def _after_read(self) -> None:
         # Receiver SWS avoidance (RFC 9293 3.8.6.2.2): announce the opened window only
         # once it grew by min(rcv_buf / 2, MSS).
         if self.state in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2):
@@ -218,7 +232,6 @@ class Connection(Tcb):
             if edge - self.rcv_adv >= min(self.settings.rcv_buf // 2, self.mss_limit):
                 self._ack_now = True
                 self.host._wake(self)
-        return data
 
     def shutdown(self) -> None:
         """Half-close: send FIN after the queued data, keep receiving (RFC 9293 3.10.4)."""
