@@ -98,6 +98,10 @@ class ManualPeer:
                  host_port: int = 80, now: float = 0.0, **settings) -> None:
         if host is None:
             settings.setdefault("isn_secret", SECRET)
+            # The RFC 9293 scenarios assert the classic segment shapes; timestamps and SACK
+            # (RFC 7323 / 2018) have their own tests in test_tcp_options.py.
+            settings.setdefault("timestamps", False)
+            settings.setdefault("sack", False)
             host = Host(HOST_IP, **settings)
         host._raise_internal = True          # an internal error must fail the test
         self.host = host

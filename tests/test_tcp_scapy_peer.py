@@ -24,6 +24,8 @@ class ScapyPeer:
 
     def __init__(self, **settings) -> None:
         settings.setdefault("isn_secret", SECRET)
+        settings.setdefault("timestamps", False)
+        settings.setdefault("sack", False)
         self.host = Host(HOST_IP, **settings)
         self.host._raise_internal = True
         self.now = 0.0

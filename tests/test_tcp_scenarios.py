@@ -208,8 +208,8 @@ def test_syn_ack_retransmitted_then_half_open_dropped():
 def test_simultaneous_open():
     """RFC 9293 figure 8: each side's SYN,ACK reaches the other in SYN-RECEIVED and completes
     the handshake there (as in Linux); no further ACK is needed."""
-    a = Host(HOST_IP, isn_secret=SECRET)
-    b = Host(PEER_IP, isn_secret=SECRET)
+    a = Host(HOST_IP, isn_secret=SECRET, timestamps=False, sack=False)
+    b = Host(PEER_IP, isn_secret=SECRET, timestamps=False, sack=False)
     ca = a.connect((PEER_IP, 5000), local_port=6000)
     cb = b.connect((HOST_IP, 6000), local_port=5000)
     net = Net(a, b, latency=0.01)
@@ -306,8 +306,8 @@ def test_simultaneous_close_goes_through_closing():
 
 
 def test_simultaneous_close_between_two_hosts():
-    a = Host(HOST_IP, isn_secret=SECRET, msl=0.5)
-    b = Host(PEER_IP, isn_secret=SECRET, msl=0.5)
+    a = Host(HOST_IP, isn_secret=SECRET, timestamps=False, sack=False, msl=0.5)
+    b = Host(PEER_IP, isn_secret=SECRET, timestamps=False, sack=False, msl=0.5)
     lst = b.listen(80)
     ca = a.connect((PEER_IP, 80))
     net = Net(a, b, latency=0.01)
@@ -952,8 +952,8 @@ def test_sequence_numbers_wrap_both_directions():
 def test_two_hosts_transfer_across_wrap():
     """Two hosts, the client's ISS 1000 below 2**32, 100 KB each way through Net."""
     t0 = _time_for_iss(0xFFFFFC18, 80, 40000)
-    a = Host(HOST_IP, isn_secret=SECRET)
-    b = Host(PEER_IP, isn_secret=SECRET)
+    a = Host(HOST_IP, isn_secret=SECRET, timestamps=False, sack=False)
+    b = Host(PEER_IP, isn_secret=SECRET, timestamps=False, sack=False)
     net = Net(a, b, latency=0.005, now=t0)                  # sets both hosts' clocks
     lst = b.listen(40000)
     ca = a.connect((PEER_IP, 40000), local_port=80)

@@ -56,6 +56,10 @@ class Settings:
     max_ooo_holes: int = 64
     #: Window scaling (RFC 7323); the shift is the smallest that covers rcv_buf.
     window_scaling: bool = True
+    #: TCP timestamps (RFC 7323): RTT samples from every ACK and PAWS.
+    timestamps: bool = True
+    #: Selective acknowledgments (RFC 2018) with RFC 6675 loss recovery.
+    sack: bool = True
     #: IPv4 TTL of packets we send.
     ttl: int = 64
     #: Congestion control policy: a name ("newreno") or a CongestionControl subclass.

@@ -46,6 +46,14 @@ cdef class Tcb:
     cdef public object _rtt_off
     cdef public double _rtt_start, last_recv_at, last_send_at
     cdef public object cc, rtt
+    # timestamps (RFC 7323) and SACK (RFC 2018)
+    cdef public bint ts_ok              # both SYNs carried timestamps
+    cdef public uint32_t ts_recent      # TS.Recent
+    cdef public uint32_t ts_offset      # per-connection random offset of our TS clock
+    cdef public uint64_t last_ack_sent  # Last.ACK.sent, as a receive offset
+    cdef public uint32_t fp_tsecr       # TSecr of the last ACK the fast path took
+    cdef public bint sack_ok            # both SYNs carried SACK-permitted
+    cdef public uint64_t last_ooo_off   # receive offset of the latest out-of-order segment
     # counters
     cdef public uint64_t bytes_sent, bytes_acked, bytes_received, segs_in, segs_out
     cdef public uint64_t retransmits
@@ -56,6 +64,8 @@ cdef class Tcb:
     cdef public bint fp_touched
 
     cdef uint16_t advertised_window(self) noexcept
-    cdef bytes build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n, bint from_ring)
+    cdef bytes build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n,
+                     bint from_ring, double now)
+    cdef int add_sack_blocks(self, TcpOut* t) noexcept
     cdef int send_range(self, uint64_t off, uint64_t n, double now, list out,
                         bint retransmit) except -1

@@ -19,9 +19,10 @@ from libc.string cimport memset
 
 from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.storage._ring cimport SendRing
-from fasttcp.wire._wire cimport (DROP_REASON_COUNT, IPPROTO_TCP, OPT_TS, SegDesc, SegmentBatch,
-                                 TH_ACK, TH_CWR, TH_ECE, TH_FIN, TH_PSH, TH_RST, TH_SYN,
-                                 TH_URG, TcpOut, build_tcp_into, seq_diff)
+from fasttcp.wire._wire cimport (DROP_REASON_COUNT, IPPROTO_TCP, OPT_SACK, OPT_TS, SegDesc,
+                                 SegmentBatch, TH_ACK, TH_CWR, TH_ECE, TH_FIN, TH_PSH, TH_RST,
+                                 TH_SYN, TH_URG, TcpOut, build_tcp_into, seq_diff, seq_ge,
+                                 seq_le, seq_lt, tcp_options_len)
 
 from fasttcp.wire.types import DropReason
 
@@ -59,14 +60,52 @@ cdef class Tcb:
             self.rcv_adv = adv2
         return <uint16_t>wnd
 
+    cdef int add_sack_blocks(self, TcpOut* t) noexcept:
+        """SACK blocks for an ACK (RFC 2018 section 4): first the block holding the latest
+        out-of-order segment, then the others, highest first; the builder keeps what fits."""
+        cdef Reassembler r = self._reasm
+        cdef Py_ssize_t first = -1, i, k = 0
+        cdef uint32_t base = self.irs + 1       # receive offset 1 is the reassembler's 0
+        if r is None or r.nruns == 0:
+            return 0
+        if self.last_ooo_off:
+            first = r.run_index(self.last_ooo_off - 1)
+        if first >= 0:
+            t.sack[0] = <uint32_t>(base + r.runs[2 * first])
+            t.sack[1] = <uint32_t>(base + r.runs[2 * first + 1])
+            k = 1
+        i = r.nruns - 1
+        while i >= 0 and k < 4:
+            if i != first:
+                t.sack[2 * k] = <uint32_t>(base + r.runs[2 * i])
+                t.sack[2 * k + 1] = <uint32_t>(base + r.runs[2 * i + 1])
+                k += 1
+            i -= 1
+        t.nsack = k
+        t.opt_present |= OPT_SACK
+        return k
+
     cdef bytes build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n,
-                     bint from_ring):
-        """An IPv4+TCP packet for send offset `off` carrying n bytes from the send ring."""
+                     bint from_ring, double now):
+        """An IPv4+TCP packet for send offset `off` carrying n bytes from the send ring,
+        with the timestamp and SACK options the connection negotiated."""
         cdef TcpOut t
-        cdef Py_ssize_t total = 40 + n
-        cdef bytes pkt = PyBytes_FromStringAndSize(NULL, total)
-        cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(pkt)
+        cdef Py_ssize_t total, olen
+        cdef bytes pkt
+        cdef unsigned char* p
         memset(&t, 0, sizeof(t))
+        if self.ts_ok and not flags & TH_RST:
+            # RFC 7323 3.2: TSval from our clock (ms, randomly offset per connection,
+            # 5.4), TSecr = TS.Recent on segments with ACK.
+            t.opt_present = OPT_TS
+            t.tsval = <uint32_t>(<int64_t>(now * 1000.0)) + self.ts_offset
+            t.tsecr = self.ts_recent if flags & TH_ACK else 0
+        if self.sack_ok and flags & TH_ACK and not flags & TH_RST:
+            self.add_sack_blocks(&t)
+        olen = tcp_options_len(&t)
+        total = 40 + olen + n
+        pkt = PyBytes_FromStringAndSize(NULL, total)
+        p = <unsigned char*>PyBytes_AS_STRING(pkt)
         t.src = self._lip
         t.dst = self._rip
         t.sport = self.lport
@@ -77,9 +116,11 @@ cdef class Tcb:
         t.window = window
         t.ttl = self.ttl
         t.df = True
+        if flags & TH_ACK:
+            self.last_ack_sent = self.rcv_nxt
         if n and from_ring:
-            self._send_ring.copy_out(off - 1, p + 40, n)
-        build_tcp_into(p, total, &t, p + 40, n)
+            self._send_ring.copy_out(off - 1, p + 40 + olen, n)
+        build_tcp_into(p, total, &t, p + 40 + olen, n)
         return pkt
 
     # --- Python-visible helpers used by the slow path ---
@@ -93,7 +134,11 @@ cdef class Tcb:
         if flags & TH_ACK or (ack and not flags & TH_RST):
             flags |= TH_ACK
             window = self.advertised_window()
-        return self.build(off, flags, window, 0, False)
+        return self.build(off, flags, window, 0, False, self.host.now)
+
+    def ts_now(self, double now) -> int:
+        """Our TSval for time `now`."""
+        return <uint32_t>(<uint32_t>(<int64_t>(now * 1000.0)) + self.ts_offset)
 
     def _send_segment(self, uint64_t off, uint64_t n, double now, list out,
                       bint retransmit) -> None:
@@ -112,7 +157,7 @@ cdef class Tcb:
                 flags |= TH_FIN
                 length += 1
                 self.host._count("fins_out")
-        out.append(self.build(off, flags, self.advertised_window(), n, True))
+        out.append(self.build(off, flags, self.advertised_window(), n, True, now))
         # Every segment carries the ACK: nothing is owed any more.
         self._ack_now = False
         self._unacked_bytes = 0
@@ -121,7 +166,7 @@ cdef class Tcb:
         if end > self.snd_nxt:
             self.snd_nxt = end
         if end > self.snd_max:
-            if self._rtt_off is None and not retransmit:
+            if self._rtt_off is None and not retransmit and not self.ts_ok:
                 self._rtt_off = off                # time this segment (one at a time)
                 self._rtt_start = now
             self.snd_max = end
@@ -194,8 +239,16 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
     cdef uint64_t full
     if (d.flags & (TH_SYN | TH_FIN | TH_RST | TH_URG | TH_ACK | TH_ECE | TH_CWR)) != TH_ACK:
         return 0
-    if d.opt_present or c.in_recovery or c.persist:
+    if c.in_recovery or c.persist:
         return 0
+    if d.opt_present:
+        # Only the timestamps option rides the fast path, and only once negotiated.
+        if d.opt_present != OPT_TS or not c.ts_ok:
+            return 0
+        if seq_lt(d.tsval, c.ts_recent):
+            return 0                               # PAWS (RFC 7323 5.3 R1): slow path drops
+    elif c.ts_ok:
+        return 0                                   # RFC 7323 3.2: the slow path drops it
     if d.seq != <uint32_t>(c.irs + c.rcv_nxt):
         return 0
     ad = seq_diff(d.ack, <uint32_t>(c.iss + c.snd_una))
@@ -213,6 +266,8 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
     if c.snd_wnd == 0 and wnd:
         return 0                                   # the window reopens: persist logic
     # --- predicted: commit ---
+    if d.opt_present and seq_le(d.seq, <uint32_t>(c.irs + c.last_ack_sent)):
+        c.ts_recent = d.tsval                      # RFC 7323 4.3 (R3); TSval >= TS.Recent
     c.segs_in += 1
     c.last_recv_at = now
     c.keepalive_sent = 0
@@ -235,6 +290,8 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
         c._send_ring.release_c(ack_off - 1)
         c.fp_acked += <uint64_t>ad
         c.fp_acks += 1
+        if d.opt_present:
+            c.fp_tsecr = d.tsecr
         c.bytes_acked += <uint64_t>ad
         c.retries = 0
         c.dupacks = 0

@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MASK = 0xFFFFFFFF
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+OPT_TS, OPT_SACK = 0x08, 0x10
+TS_OPTION_SPACE = 12            # NOP NOP + the 10-byte timestamps option, on every segment
 DEFAULT_PEER_MSS = 536          # RFC 9293 3.7.1 / RFC 6691: when the SYN has no MSS option
 MAX_WSCALE = 14                 # RFC 7323 2.3
 
@@ -77,7 +79,7 @@ class Connection(Tcb):
     __slots__ = ("local_address", "remote_address", "key", "passive", "listener", "error",
                  "created_at", "rcv_fin_off", "_fin_received", "timewait_at",
                  "keepalive_at", "_syn_retransmitted", "_pending_rtx", "_probe",
-                 "soft_error", "__weakref__")
+                 "soft_error", "_ts_next_sample", "__weakref__")
 
     def __init__(self, host: "Host", local: Tuple[str, int], remote: Tuple[str, int],
                  remote_ip: int, iss: int, now: float, passive: bool) -> None:
@@ -151,6 +153,12 @@ class Connection(Tcb):
         self._pending_rtx = False               # resend the segment at SND.UNA
         self._probe = False                     # send a zero-window probe
         self.soft_error: Optional[Tuple[int, int]] = None   # last ICMP soft error
+        self._ts_next_sample = 0.0
+        # RFC 7323 5.4: a per-connection random offset of the timestamp clock, from a keyed
+        # hash distinct from the ISN's (so TSval reveals nothing about the ISN).
+        self.ts_offset = host._isn.mac(b"tsoffset" + self.key[0].to_bytes(2, "big")
+                                       + remote_ip.to_bytes(4, "big")
+                                       + self.key[2].to_bytes(2, "big")) & MASK
 
         # --- loss recovery (RFC 5681 3.2, RFC 6582) ---
         self.dupacks = 0
@@ -307,8 +315,16 @@ class Connection(Tcb):
 
     def _take_syn_options(self, seg) -> None:
         opts = seg.options
+        s = self.settings
+        # RFC 7323 3.2: timestamps are on only when both SYNs carry them; RFC 2018 likewise
+        # for SACK.
+        self.ts_ok = s.timestamps and opts.timestamps is not None
+        if self.ts_ok:
+            self.ts_recent = opts.timestamps[0]
+        self.sack_ok = s.sack and opts.sack_permitted
         peer_mss = opts.mss if opts.mss else DEFAULT_PEER_MSS
-        self.mss = max(1, min(self.mss_limit, peer_mss))
+        # The option space a segment always carries comes out of the MSS (RFC 6691).
+        self.mss = max(1, min(self.mss_limit, peer_mss) - (TS_OPTION_SPACE if self.ts_ok else 0))
         self.cc.set_mss(self.mss)
         # RFC 7323 2.2: scaling is on only when both SYNs carry the option.
         if opts.wscale is not None and self.settings.window_scaling:
@@ -401,6 +417,17 @@ class Connection(Tcb):
                 self._update_window_from(seg, syn=True)
                 return
 
+        # --- PAWS (RFC 7323 5.3 R1), before the sequence number test ---
+        has_ts = seg.opt_bits & OPT_TS
+        if self.ts_ok and not flags & RST:
+            if not has_ts:
+                self.host._count("drop_missing_timestamp")    # RFC 7323 3.2
+                return
+            if _sdiff(seg.tsval, self.ts_recent) < 0:
+                self._ack_now = True
+                self.host._count("drop_paws")
+                return
+
         # --- first: sequence number acceptability (3.10.7.4 table) ---
         if st == State.TIME_WAIT and flags & FIN and not flags & RST:
             # The peer did not see our ACK of its FIN: acknowledge again, restart 2*MSL.
@@ -412,6 +439,11 @@ class Connection(Tcb):
                 self._ack_now = True
             self.host._count("drop_out_of_window")
             return
+
+        # RFC 7323 4.3 (R3): TS.Recent follows the segment at the left edge of our last ACK.
+        if has_ts and self.ts_ok and _sdiff(seg.seq, self._rcv_seq(self.last_ack_sent)) <= 0 \
+                and _sdiff(seg.tsval, self.ts_recent) >= 0:
+            self.ts_recent = seg.tsval
 
         # --- second: RST (with RFC 5961 3.2 blind-reset protection) ---
         if flags & RST:
@@ -531,6 +563,8 @@ class Connection(Tcb):
                 self.snd_nxt = self.snd_una
 
         if ack_off > self.snd_una:
+            if self.ts_ok and seg.tsecr:
+                self._ts_sample(seg.tsecr, now)
             self._new_ack(ack_off, now)
         elif (ack_off == self.snd_una and seg_len == 0 and not window_changed
               and self.snd_max > self.snd_una and wnd > 0):
@@ -548,7 +582,21 @@ class Connection(Tcb):
             if not self.persist:
                 self.rtx_at = None if self.snd_una >= self.snd_max else now + self.rtt.rto
             self.cc.on_ack(acked, self.fp_flight, now, self.rtt.srtt, acks)
+            if self.fp_tsecr:
+                self._ts_sample(self.fp_tsecr, now)
+                self.fp_tsecr = 0
         self.host._wake(self)
+
+    def _ts_sample(self, tsecr: int, now: float) -> None:
+        """An RTT sample from an echoed timestamp (RFC 7323 4.1): valid for retransmitted
+        data too, so Karn's rule is not needed; one per RTT (RFC 7323 appendix G)."""
+        if now < self._ts_next_sample:
+            return
+        rtt_ms = (self.ts_now(now) - tsecr) & MASK
+        if rtt_ms >= 0x80000000:
+            return                                # an echo from the future: ignore
+        self.rtt.sample(rtt_ms / 1000.0)
+        self._ts_next_sample = now + (self.rtt.srtt or 0.0)
 
     def _new_ack(self, ack_off: int, now: float) -> None:
         acked = ack_off - self.snd_una
@@ -825,9 +873,16 @@ class Connection(Tcb):
             self.keepalive_at = self.last_recv_at + self.settings.keepalive
 
     def _send_syn(self, now: float, out: List[bytes], ack: bool) -> None:
+        s = self.settings
         opts = TcpOptions(mss=self.mss_limit)
-        if self.settings.window_scaling and (not ack or self._ws_ok):
-            opts.wscale = self.settings.rcv_wscale
+        if s.window_scaling and (not ack or self._ws_ok):
+            opts.wscale = s.rcv_wscale
+        if s.sack and (not ack or self.sack_ok):
+            opts.sack_permitted = True
+        if s.timestamps and (not ack or self.ts_ok):
+            opts.timestamps = (self.ts_now(now), self.ts_recent if ack else 0)
+        if ack:
+            self.last_ack_sent = self.rcv_nxt
         window = self._initial_rcv_window()
         if ack:
             self.rcv_adv = self.rcv_nxt + window

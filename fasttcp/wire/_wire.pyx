@@ -706,6 +706,28 @@ cdef class Packet:
         return self.d.payload_len
 
     @property
+    def opt_bits(self) -> int:
+        """Which options are present, as OPT_* bits (MSS 1, WSCALE 2, SACK_PERM 4, TS 8,
+        SACK 16): a cheap test before building `options`."""
+        self._need_tcp()
+        return self.d.opt_present
+
+    @property
+    def tsval(self) -> int:
+        self._need_tcp()
+        return self.d.tsval
+
+    @property
+    def tsecr(self) -> int:
+        self._need_tcp()
+        return self.d.tsecr
+
+    @property
+    def sack_blocks(self) -> list:
+        self._need_tcp()
+        return [(self.d.sack[2 * i], self.d.sack[2 * i + 1]) for i in range(self.d.nsack)]
+
+    @property
     def reserved(self) -> int:
         self._need_tcp()
         return self.d.reserved
@@ -813,7 +835,11 @@ cdef class Packet:
 
 def parse(packet, *, bint verify_checksums=True) -> Packet:
     """Parse and validate one IPv4 packet. Raises :class:`MalformedPacket` (with a
-    :class:`DropReason`) for anything the stack would drop, and nothing else."""
+    :class:`DropReason`) for anything the stack would drop, and nothing else.
+
+    ``verify_checksums=False`` skips the IPv4 header and TCP checksums (for packets a NIC
+    or TUN offload has verified); ICMP checksums, which no offload covers, are always
+    checked."""
     cdef Py_buffer view
     cdef const unsigned char* p
     cdef Py_ssize_t n
