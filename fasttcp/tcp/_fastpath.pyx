@@ -191,7 +191,7 @@ cdef class Tcb:
         cdef uint64_t fin_off = self.fin_off if fin_queued else 0
         cdef bint nodelay = self.nodelay or fin_queued   # a FIN-carrying tail skips Nagle
         cdef object cwnd_obj = self.cc.cwnd
-        cdef uint64_t cwnd = cwnd_obj if cwnd_obj > 0 else 0
+        cdef uint64_t cwnd = (cwnd_obj if cwnd_obj > 0 else 0) + self.cwnd_bonus
         cdef uint64_t nxt, avail, usable, wnd, n, mss = self.mss
         cdef int sent = 0
         while True:
@@ -295,6 +295,7 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
         c.bytes_acked += <uint64_t>ad
         c.retries = 0
         c.dupacks = 0
+        c.cwnd_bonus = 0
     if plen:
         delivered = reasm.add_c(c.rcv_nxt - 1, base + d.payload_off, plen)
         c.rcv_nxt += <uint64_t>delivered
