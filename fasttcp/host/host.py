@@ -87,6 +87,8 @@ class Host:
         self._out: List[bytes] = []                    # packets emitted outside _output
         self._stats: Counter = Counter()
         self._ring_pool: List[SendRing] = []
+        self._challenge_tokens = float(self.settings.challenge_ack_limit)
+        self._challenge_time = 0.0
         self._reasm_pool: List[Reassembler] = []
         self._next_port = self.settings.ephemeral_ports[0] + self._address_int % 1024
         self.now = 0.0
@@ -300,6 +302,20 @@ class Host:
     # ===================================================================================
     # Callbacks from connections
     # ===================================================================================
+
+    def _challenge_ack_allowed(self, now: float) -> bool:
+        """Token bucket for challenge ACKs (RFC 5961 section 7): at most
+        ``challenge_ack_limit`` per second over the whole host."""
+        limit = self.settings.challenge_ack_limit
+        if limit <= 0:
+            return True
+        self._challenge_tokens = min(float(limit), self._challenge_tokens
+                                     + (now - self._challenge_time) * limit)
+        self._challenge_time = now
+        if self._challenge_tokens >= 1.0:
+            self._challenge_tokens -= 1.0
+            return True
+        return False
 
     def _wake(self, conn: Connection) -> None:
         self._dirty[conn] = None

@@ -60,6 +60,8 @@ class Settings:
     timestamps: bool = True
     #: Selective acknowledgments (RFC 2018) with RFC 6675 loss recovery.
     sack: bool = True
+    #: Challenge ACKs (RFC 5961) per second for the whole host; 0 = unlimited.
+    challenge_ack_limit: int = 1000
     #: IPv4 TTL of packets we send.
     ttl: int = 64
     #: Congestion control policy: a name ("newreno") or a CongestionControl subclass.

@@ -456,8 +456,7 @@ class Connection(Tcb):
         # --- second: RST (with RFC 5961 3.2 blind-reset protection) ---
         if flags & RST:
             if seq_off != self.rcv_nxt:
-                self._ack_now = True              # challenge ACK
-                self.host._count("challenge_ack")
+                self._challenge_ack(now)          # in window but not exact (RFC 5961 3.2)
                 return
             if st == State.SYN_RECEIVED:
                 if self.passive:
@@ -474,8 +473,7 @@ class Connection(Tcb):
 
         # --- fourth: SYN in a synchronized state: challenge ACK (RFC 5961 4.2) ---
         if flags & SYN:
-            self._ack_now = True
-            self.host._count("challenge_ack")
+            self._challenge_ack(now)
             return
 
         # --- fifth: ACK ---
@@ -491,13 +489,15 @@ class Connection(Tcb):
             else:
                 self._emit_rst(seq=seg.ack)
                 return
+        # RFC 5961 5.2: acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.NXT]; anything
+        # else is dropped and answered with a (rate-limited) challenge ACK.
         if ack_off > self.snd_max:
-            self._ack_now = True                  # acknowledges something not yet sent
             self.host._count("drop_ack_unsent")
+            self._challenge_ack(now)
             return
         if ack_off < self.snd_una - max(self.max_snd_wnd, 1):
-            self._ack_now = True                  # RFC 5961 5.2: too old to be real
-            self.host._count("challenge_ack")
+            self.host._count("drop_ack_too_old")
+            self._challenge_ack(now)
             return
         self._process_ack(seg, ack_off, seg_len, now)
         if self.state == State.CLOSED:
@@ -532,6 +532,14 @@ class Connection(Tcb):
             if self.rcv_nxt <= fin_off < self.rcv_adv:   # a FIN trimmed off is not seen
                 self.rcv_fin_off = fin_off
         self._check_fin(now)
+
+    def _challenge_ack(self, now: float) -> None:
+        """A challenge ACK (RFC 5961 3.2, 4.2, 5.2), within the host's rate limit (7)."""
+        if self.host._challenge_ack_allowed(now):
+            self._ack_now = True
+            self.host._count("challenge_acks_out")
+        else:
+            self.host._count("challenge_acks_suppressed")
 
     def _acceptable(self, seq_off: int, seg_len: int, wnd: int) -> bool:
         nxt = self.rcv_nxt
