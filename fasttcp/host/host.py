@@ -15,11 +15,12 @@ from fasttcp.host.settings import Settings
 from fasttcp.storage import Reassembler, SendRing
 from fasttcp.tcp._isn import IsnGenerator
 from fasttcp.tcp import _fastpath
+from fasttcp.tcp._cookies import SynCookies, encode_options
 from fasttcp.tcp.congestion import CongestionControl, resolve
 from fasttcp.tcp.connection import ACK, FIN, RST, SYN, Connection
 from fasttcp.tcp.states import State
-from fasttcp.wire import (DropReason, SegmentBatch, build_icmp_echo, build_tcp, int_to_ip,
-                          ip_to_int)
+from fasttcp.wire import (DropReason, SegmentBatch, TcpOptions, build_icmp_echo, build_tcp,
+                          int_to_ip, ip_to_int)
 
 MASK = 0xFFFFFFFF
 
@@ -34,6 +35,7 @@ class Listener:
         self.syn_queue: Set[Connection] = set()       # SYN-RECEIVED
         self.accept_queue: Deque[Connection] = deque()
         self.closed = False
+        self.cookies_until = -1.0     # SYN cookies were sent recently: validate ACKs
 
     def accept(self) -> Optional[Connection]:
         """The next established connection, or None when none is waiting."""
@@ -78,6 +80,7 @@ class Host:
         self._conns: Dict[Tuple[int, int, int], Connection] = {}
         self._listeners: Dict[int, Listener] = {}
         self._isn = IsnGenerator(self.settings.isn_secret)
+        self._cookies = SynCookies(self._isn)
         self._batch = SegmentBatch(256)
         self._timers: List[Tuple[float, int, Connection]] = []
         self._timer_seq = itertools.count()
@@ -242,6 +245,8 @@ class Host:
         if flags & RST:
             return
         if flags & ACK:
+            if not flags & SYN and lst.cookies_until >= now and self._cookie_ack(lst, pk, now):
+                return
             self._reset_for(pk, flags)            # RFC 9293 3.10.7.2: <SEQ=SEG.ACK><CTL=RST>
             return
         if not flags & SYN:
@@ -249,8 +254,15 @@ class Host:
         if flags & FIN:
             stats["drop_syn_fin"] += 1
             return
-        if len(lst.accept_queue) >= lst.backlog or len(lst.syn_queue) >= self.settings.syn_backlog:
+        if len(lst.accept_queue) >= lst.backlog:
             stats["drop_listen_overflow"] += 1    # the peer retransmits its SYN
+            return
+        cookies = self.settings.syn_cookies
+        if cookies == "always" or len(lst.syn_queue) >= self.settings.syn_backlog:
+            if cookies:
+                self._send_cookie(lst, pk, now)   # RFC 4987 3.6: no state for this SYN
+            else:
+                stats["drop_syn_queue_full"] += 1
             return
         if len(self._conns) >= self.settings.max_connections:
             stats["drop_max_connections"] += 1
@@ -264,6 +276,56 @@ class Host:
         lst.syn_queue.add(conn)
         conn._open_passive(pk, now)
         stats["passive_opens"] += 1
+
+    def _send_cookie(self, lst: Listener, pk, now: float) -> None:
+        """Answer a SYN with a SYN cookie SYN-ACK (see fasttcp/tcp/_cookies.pyx)."""
+        s = self.settings
+        opts = pk.options
+        rip = pk.src_int
+        peer_mss = opts.mss or 536
+        cookie, mss = self._cookies.make(self._address_int, pk.dport, rip, pk.sport, pk.seq,
+                                         min(peer_mss, s.effective_mss), now)
+        reply = TcpOptions(mss=s.effective_mss)
+        wscale = s.rcv_wscale if (s.window_scaling and opts.wscale is not None) else -1
+        sack = bool(s.sack and opts.sack_permitted)
+        if s.timestamps and opts.timestamps is not None:
+            # The options the cookie cannot hold ride in our TSval's low bits.
+            offset = Connection.ts_offset_for(self, pk.dport, rip, pk.sport)
+            clock = ((int(now * 1000) + offset) & MASK) & ~0x1F
+            reply.timestamps = (clock | encode_options(wscale, sack), opts.timestamps[0])
+            if wscale >= 0:
+                reply.wscale = wscale
+            reply.sack_permitted = sack
+        self._out.append(build_tcp(self._address_int, rip, pk.dport, pk.sport, cookie,
+                                   (pk.seq + 1) & MASK, SYN | ACK, min(s.rcv_buf, 65535),
+                                   options=reply, ttl=s.ttl))
+        lst.cookies_until = now + 2 * self._cookies.period
+        self._stats["syn_cookies_sent"] += 1
+
+    def _cookie_ack(self, lst: Listener, pk, now: float) -> bool:
+        """An ACK that may complete a cookie handshake: validate and build the
+        connection (RFC 4987 3.6). Returns False when it is no valid cookie."""
+        rip = pk.src_int
+        client_isn = (pk.seq - 1) & MASK
+        cookie = (pk.ack - 1) & MASK
+        mss = self._cookies.check(self._address_int, pk.dport, rip, pk.sport, client_isn,
+                                  cookie, now)
+        if not mss:
+            self._stats["syn_cookies_failed"] += 1
+            return False
+        if len(self._conns) >= self.settings.max_connections:
+            self._stats["drop_max_connections"] += 1
+            return True
+        conn = Connection(self, (self.address, pk.dport), (int_to_ip(rip), pk.sport), rip,
+                          cookie, now, passive=True)
+        self._conns[conn.key] = conn
+        conn._open_from_cookie(pk, mss, now)
+        lst._established(conn)
+        self._stats["syn_cookies_validated"] += 1
+        self._stats["passive_opens"] += 1
+        if pk.payload_len or pk.flag_bits & FIN:
+            conn.on_segment(pk, now)              # data riding on the handshake's ACK
+        return True
 
     def _reset_for(self, pk, flags: int) -> None:
         """A RST answering a segment that has no connection (RFC 9293 3.10.7.1)."""

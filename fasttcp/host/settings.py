@@ -60,6 +60,9 @@ class Settings:
     timestamps: bool = True
     #: Selective acknowledgments (RFC 2018) with RFC 6675 loss recovery.
     sack: bool = True
+    #: SYN cookies (RFC 4987 3.6) when a listener's SYN queue is full: True, False, or
+    #: "always" (every SYN answered with a cookie, no half-open state at all).
+    syn_cookies: Union[bool, str] = True
     #: Challenge ACKs (RFC 5961) per second for the whole host; 0 = unlimited.
     challenge_ack_limit: int = 1000
     #: IPv4 TTL of packets we send.

@@ -164,9 +164,7 @@ class Connection(Tcb):
         self._sack_recovery = False               # the current recovery is RFC 6675's
         # RFC 7323 5.4: a per-connection random offset of the timestamp clock, from a keyed
         # hash distinct from the ISN's (so TSval reveals nothing about the ISN).
-        self.ts_offset = host._isn.mac(b"tsoffset" + self.key[0].to_bytes(2, "big")
-                                       + remote_ip.to_bytes(4, "big")
-                                       + self.key[2].to_bytes(2, "big")) & MASK
+        self.ts_offset = Connection.ts_offset_for(host, self.key[0], remote_ip, self.key[2])
 
         # --- loss recovery (RFC 5681 3.2, RFC 6582) ---
         self.dupacks = 0
@@ -319,6 +317,39 @@ class Connection(Tcb):
         self._update_window_from(seg, syn=True)
         self.rcv_adv = self.rcv_nxt + self._initial_rcv_window()
         self._set_state(State.SYN_RECEIVED)
+        self.host._wake(self)
+
+    @staticmethod
+    def ts_offset_for(host: "Host", lport: int, rip: int, rport: int) -> int:
+        return host._isn.mac(b"tsoffset" + lport.to_bytes(2, "big") + rip.to_bytes(4, "big")
+                             + rport.to_bytes(2, "big")) & MASK
+
+    def _open_from_cookie(self, seg, mss: int, now: float) -> None:
+        """Rebuild the TCB from a validated SYN cookie's ACK (RFC 4987 3.6): our SYN
+        (ISS = the cookie) is acknowledged, the peer's ISN is SEG.SEQ - 1."""
+        from fasttcp.tcp._cookies import decode_options
+        s = self.settings
+        self.irs = (seg.seq - 1) & MASK
+        self.rcv_nxt = 1
+        self.snd_una = self.snd_nxt = self.snd_max = 1
+        wscale, sack = -1, False
+        if seg.opt_bits & OPT_TS and s.timestamps:
+            wscale, sack = decode_options(seg.tsecr)
+            self.ts_ok = True
+            self.ts_recent = seg.tsval
+        self.sack_ok = sack and s.sack
+        if wscale >= 0 and s.window_scaling:
+            self._ws_ok = True
+            self.snd_wscale = min(wscale, MAX_WSCALE)
+        else:
+            self._ws_ok = False
+            self.snd_wscale = self.rcv_wscale = 0
+        self.mss = max(1, min(self.mss_limit, mss) - (TS_OPTION_SPACE if self.ts_ok else 0))
+        self.cc.set_mss(self.mss)
+        self.rcv_adv = self.rcv_nxt + self._initial_rcv_window()   # as our SYN-ACK said
+        self.last_ack_sent = self.rcv_nxt
+        self._update_window_from(seg, syn=False)
+        self._set_state(State.ESTABLISHED)
         self.host._wake(self)
 
     def _take_syn_options(self, seg) -> None:

@@ -1,0 +1,358 @@
+"""Run a sans-IO :class:`fasttcp.Host` on an asyncio event loop.
+
+The :class:`Driver` owns the three calls the host needs (DESIGN.md, "Sans-IO host"):
+
+- input: for a file-descriptor link, ``loop.add_reader(link.fileno())`` reads batches with
+  ``recv_batch`` (at most ``max_batches`` per callback, so one busy link cannot starve the
+  loop); for a :class:`~fasttcp.aio.packet_io.PacketIO`, a task awaits ``recv()`` and yields
+  to the loop every ``max_batches`` batches. Every batch goes to ``host.receive(batch,
+  loop.time())``.
+- after every batch, timer and user call: ``host.pop_ready()`` is dispatched to the
+  registered transports/servers, then ``host.transmit(now)`` goes out on the link. User
+  calls (write, close...) only mark the driver dirty: one ``call_soon`` flush per loop turn
+  serves all of them, so many small writes leave as full segments.
+- timers: one ``loop.call_at(host.poll_at())``, re-armed after every service.
+- output backpressure: when ``send_batch`` writes fewer packets than given (EAGAIN), the
+  rest is kept (at most ``max_pending`` packets; beyond that they are dropped like a full
+  device queue) and ``loop.add_writer`` finishes the job.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional
+
+from fasttcp.host.host import Host
+
+__all__ = ["Driver"]
+
+log = logging.getLogger("fasttcp.aio")
+
+#: Dispatch rounds (pop_ready -> callbacks -> transmit) per service before yielding.
+_MAX_ROUNDS = 8
+
+
+class Driver:
+    """Drives ``host`` over ``link`` on the running event loop (see the module docstring).
+
+    ``link`` is either a file-descriptor link (``recv_batch`` / ``send_batch`` / ``fileno``,
+    e.g. a TUN link or :class:`~fasttcp.aio.packet_io.DatagramSocketLink`) or a
+    :class:`~fasttcp.aio.packet_io.PacketIO`. Objects registered with :meth:`register` (keyed
+    by the host's Connection or Listener) get ``_on_ready()`` when the host reports them.
+    """
+
+    def __init__(self, host: Host, link: Any, *, loop: Optional[asyncio.AbstractEventLoop] = None,
+                 batch_size: int = 256, max_batches: int = 16, max_pending: int = 8192) -> None:
+        self.host = host
+        self.link = link
+        self._loop = loop
+        self.batch_size = batch_size
+        self.max_batches = max_batches
+        self.max_pending = max_pending
+        if hasattr(link, "recv_batch") and hasattr(link, "send_batch"):
+            try:
+                self._fd: Optional[int] = link.fileno()
+            except (OSError, ValueError, AttributeError) as e:  # io.UnsupportedOperation too
+                raise TypeError(f"{type(link).__name__} has no file descriptor for the event "
+                                f"loop; in one process use QueuePacketIO") from e
+            self._io = None
+        elif hasattr(link, "recv") and hasattr(link, "send"):
+            self._fd = None
+            self._io = link
+        else:
+            raise TypeError("link must be a fd link (recv_batch/send_batch/fileno) or a "
+                            "PacketIO (async recv()/send(packets))")
+        self._handlers: Dict[Any, Any] = {}
+        self._started = False
+        self._closed = False
+        self._servicing = False
+        self._flush_handle: Optional[asyncio.Handle] = None
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer_when: Optional[float] = None
+        self._carry: Optional[set] = None          # readiness popped but not dispatched yet
+        self._pump: Optional[asyncio.Task] = None
+        self._pending: Deque[bytes] = deque()      # packets the link did not take yet
+        self._send_busy = False                    # waiting for writable fd / awaitable send
+        self.stats: Dict[str, int] = {"batches_in": 0, "packets_in": 0, "packets_out": 0,
+                                      "send_deferred": 0, "send_dropped": 0,
+                                      "callback_errors": 0}
+
+    # ===================================================================================
+    # Life cycle
+    # ===================================================================================
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def start(self) -> None:
+        """Attach to the event loop (idempotent). Needs the loop (or a running one)."""
+        if self._started:
+            return
+        if self._closed:
+            raise RuntimeError("driver is closed")
+        loop = self.loop
+        self._started = True
+        if self._fd is not None:
+            loop.add_reader(self._fd, self._on_readable)
+        else:
+            self._pump = loop.create_task(self._pump_io(), name="fasttcp-packet-io")
+        self._service()
+
+    def _ensure_started(self) -> None:
+        if not self._started:
+            self.start()
+
+    def close(self) -> None:
+        """Detach from the loop: stop reading, cancel the timer. Sends what is queued now
+        (best effort); packets the link has not taken are dropped."""
+        if self._closed:
+            return
+        if self._started:
+            try:
+                self._service()                    # let last RSTs / FINs out
+            except Exception:                      # pragma: no cover - best effort
+                log.exception("fasttcp: final flush failed")
+        self._closed = True
+        loop = self._loop
+        if self._fd is not None and self._started and loop is not None:
+            loop.remove_reader(self._fd)
+            if self._send_busy:
+                loop.remove_writer(self._fd)
+        if self._pump is not None:
+            self._pump.cancel()
+        for h in (self._timer, self._flush_handle):
+            if h is not None:
+                h.cancel()
+        self._timer = self._flush_handle = None
+        self._pending.clear()
+        self._handlers.clear()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ===================================================================================
+    # Registration and user-call kicks
+    # ===================================================================================
+
+    def register(self, key: Any, handler: Any) -> None:
+        """Route host readiness of ``key`` (a Connection or Listener) to ``handler._on_ready``."""
+        self._handlers[key] = handler
+
+    def unregister(self, key: Any) -> None:
+        self._handlers.pop(key, None)
+
+    def kick(self) -> None:
+        """User code changed engine state: flush once, soon (many calls coalesce)."""
+        if self._servicing or self._flush_handle is not None or self._closed:
+            return
+        self._flush_handle = self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if not self._closed:
+            self._service()
+
+    # ===================================================================================
+    # Input
+    # ===================================================================================
+
+    def _on_readable(self) -> None:
+        host = self.host
+        loop = self.loop
+        recv_batch = self.link.recv_batch
+        for _ in range(self.max_batches):
+            try:
+                batch = recv_batch(self.batch_size)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                log.error("fasttcp: link read failed: %r", e)
+                break
+            if not batch:
+                break
+            self.stats["batches_in"] += 1
+            self.stats["packets_in"] += len(batch)
+            host.receive(batch, loop.time())
+            self._service()
+            if self._closed:
+                return
+
+    async def _pump_io(self) -> None:
+        io = self._io
+        host = self.host
+        loop = self.loop
+        n = 0
+        while not self._closed:
+            try:
+                batch = await io.recv()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.error("fasttcp: packet source failed, driver stops reading: %r", e)
+                return
+            if not batch:
+                continue
+            if type(batch) is not list:
+                batch = list(batch)
+            self.stats["batches_in"] += 1
+            self.stats["packets_in"] += len(batch)
+            host.receive(batch, loop.time())
+            self._service()
+            n += 1
+            if n >= self.max_batches:
+                # recv() need not suspend when data is waiting: let the loop breathe.
+                n = 0
+                await asyncio.sleep(0)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        # A timer callback can run a hair before its deadline (clock resolution): never
+        # let the host see a time before the one it asked for.
+        when = self._timer_when
+        now = self.loop.time()
+        self._service(now if when is None or now >= when else when)
+
+    # ===================================================================================
+    # Service: dispatch readiness, transmit, re-arm the timer
+    # ===================================================================================
+
+    def _service(self, now: Optional[float] = None) -> None:
+        host = self.host
+        if now is None:
+            now = self.loop.time()
+        self._servicing = True
+        try:
+            ready = host.pop_ready()
+            if self._carry:
+                ready |= self._carry
+                self._carry = None
+            for _ in range(_MAX_ROUNDS):
+                if ready:
+                    self._dispatch(ready)
+                    if self._closed:              # a callback closed the stack
+                        return
+                out = host.transmit(now)
+                if out:
+                    self._send(out)
+                ready = host.pop_ready()
+                if not ready:
+                    break
+            else:
+                self._carry = ready               # more to do: continue next loop turn
+        finally:
+            self._servicing = False
+        if self._carry:
+            self.kick()
+        self._arm_timer()
+
+    def _dispatch(self, ready: Any) -> None:
+        handlers = self._handlers
+        for obj in ready:
+            h = handlers.get(obj)
+            if h is None:
+                continue
+            try:
+                h._on_ready()
+            except Exception as e:                 # a protocol callback raised
+                self.stats["callback_errors"] += 1
+                self.loop.call_exception_handler({
+                    "message": "fasttcp: exception in a protocol or transport callback",
+                    "exception": e, "handler": h})
+
+    def _arm_timer(self) -> None:
+        if self._closed:
+            return
+        when = self.host.poll_at()
+        t = self._timer
+        if when is None:
+            if t is not None:
+                t.cancel()
+                self._timer = None
+                self._timer_when = None
+            return
+        if t is not None:
+            # A deadline that moved later (every ACK pushes the RTO) keeps the armed
+            # timer: waking early is harmless and cheaper than a new heap entry each time.
+            if t.when() <= when:
+                return
+            t.cancel()
+        self._timer = self.loop.call_at(when, self._on_timer)
+        self._timer_when = when
+
+    # ===================================================================================
+    # Output
+    # ===================================================================================
+
+    def _send(self, packets: List[bytes]) -> None:
+        if self._closed:
+            return
+        self.stats["packets_out"] += len(packets)
+        if self._send_busy or self._pending:
+            self._defer(packets)
+            return
+        self._write(packets)
+
+    def _defer(self, packets: Any) -> None:
+        room = self.max_pending - len(self._pending)
+        if room < len(packets):
+            self.stats["send_dropped"] += len(packets) - max(room, 0)
+            packets = list(packets)[:max(room, 0)]
+        self._pending.extend(packets)
+        self.stats["send_deferred"] += len(packets)
+
+    def _write(self, packets: List[bytes]) -> None:
+        """Hand ``packets`` to the link; keep what it does not take."""
+        if self._fd is not None:
+            try:
+                n = self.link.send_batch(packets)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as e:
+                log.error("fasttcp: link write failed, %d packets lost: %r", len(packets), e)
+                return
+            if n is None or n >= len(packets):
+                return
+            self._defer(packets[n:])
+            self._send_busy = True
+            self.loop.add_writer(self._fd, self._on_writable)
+            return
+        try:
+            r = self._io.send(packets)
+        except Exception as e:
+            log.error("fasttcp: packet sink failed, %d packets lost: %r", len(packets), e)
+            return
+        if r is not None and inspect.isawaitable(r):
+            self._send_busy = True
+            fut = asyncio.ensure_future(r)
+            fut.add_done_callback(self._io_send_done)
+
+    def _on_writable(self) -> None:
+        self.loop.remove_writer(self._fd)
+        self._send_busy = False
+        self._drain_pending()
+
+    def _io_send_done(self, fut: asyncio.Future) -> None:
+        self._send_busy = False
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("fasttcp: packet sink failed: %r", fut.exception())
+        if not self._closed:
+            self._drain_pending()
+
+    def _drain_pending(self) -> None:
+        if not self._pending:
+            return
+        packets = list(self._pending)
+        self._pending.clear()
+        self._write(packets)
+
+    # ===================================================================================
+
+    def __repr__(self) -> str:
+        kind = f"fd={self._fd}" if self._fd is not None else type(self._io).__name__
+        return f"<{type(self).__name__} {self.host.address} {kind} handlers={len(self._handlers)}>"

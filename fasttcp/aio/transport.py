@@ -1,0 +1,501 @@
+"""asyncio transports and servers over fasttcp connections.
+
+:class:`TcpTransport` implements the whole :class:`asyncio.Transport` contract on a
+:class:`fasttcp.Connection`, so any asyncio Protocol runs unchanged. Writes the engine's send
+buffer does not take yet wait in the transport (``get_write_buffer_size``) and are fed as
+send space opens; above the high-water mark the protocol gets ``pause_writing()``, below
+the low-water mark ``resume_writing()``. ``pause_reading()`` stops delivery: the engine's
+receive buffer fills and its window closes, which is the peer's flow control.
+
+:class:`Server` is the :class:`asyncio.AbstractServer` of a listening port.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Deque, Iterable, List, Optional, Set, Tuple
+
+from fasttcp.tcp.states import State
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fasttcp.aio.driver import Driver
+    from fasttcp.tcp.connection import Connection
+
+__all__ = ["Server", "TcpTransport"]
+
+log = logging.getLogger("fasttcp.aio")
+
+#: Most bytes handed to data_received() per call.
+READ_CHUNK = 256 * 1024
+#: asyncio's default write-buffer limits.
+DEFAULT_HIGH_WATER = 64 * 1024
+
+
+class TcpTransport(asyncio.Transport):
+    """An :class:`asyncio.Transport` over one fasttcp connection.
+
+    Extra info: ``peername``, ``sockname`` (``(ip, port)`` tuples), ``fasttcp_connection``
+    (the :class:`fasttcp.Connection`), ``fasttcp_stack`` (the driver); ``socket`` is None.
+
+    ``connection_lost(exc)`` gets None after :meth:`close` / :meth:`abort` or an orderly end,
+    and the connection's error otherwise: ConnectionResetError (peer RST), TimeoutError
+    (retransmissions or keepalive ran out).
+    """
+
+    def __init__(self, stack: "Driver", conn: "Connection", protocol: asyncio.BaseProtocol,
+                 server: Optional["Server"] = None) -> None:
+        super().__init__(extra={
+            "peername": tuple(conn.remote_address),
+            "sockname": tuple(conn.local_address),
+            "fasttcp_connection": conn,
+            "fasttcp_stack": stack,
+            "socket": None,
+        })
+        self._stack = stack
+        self._loop = stack.loop
+        self._conn = conn
+        self._protocol = protocol
+        self._server = server
+        self._wbuf: Deque[memoryview] = deque()
+        self._wsize = 0
+        self._high = DEFAULT_HIGH_WATER
+        self._low = DEFAULT_HIGH_WATER // 4
+        self._protocol_paused = False
+        self._paused = False               # pause_reading()
+        self._closing = False              # close() or abort() called, or connection lost
+        self._eof_requested = False        # write_eof() called
+        self._shut = False                 # ... and the engine was told (FIN queued)
+        self._eof_delivered = False
+        self._lost = False                 # connection_lost scheduled
+        self._dropped_writes = 0
+        if server is not None:
+            server._attach(self)
+        stack.register(conn, self)
+
+    def _start(self) -> None:
+        """connection_made, then whatever the connection already has (data, EOF, error)."""
+        self._protocol.connection_made(self)
+        self._on_ready()
+        self._stack.kick()
+
+    # ===================================================================================
+    # Engine events (called by the driver)
+    # ===================================================================================
+
+    def _on_ready(self) -> None:
+        if self._lost:
+            return
+        conn = self._conn
+        if not self._paused and not self._closing:
+            proto = self._protocol
+            try:
+                while conn.readable:
+                    data = conn.recv(READ_CHUNK)
+                    if not data:
+                        break
+                    proto.data_received(data)                 # type: ignore[attr-defined]
+                    if self._paused or self._closing:
+                        break
+                if (conn.eof and not self._eof_delivered and not self._paused
+                        and not self._closing):
+                    self._eof_delivered = True
+                    # asyncio contract: a false value closes the transport, a true value
+                    # keeps it half-open (the protocol closes it later).
+                    if not proto.eof_received():              # type: ignore[attr-defined]
+                        self.close()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                # As asyncio's own transports do: report, reset, connection_lost(exc).
+                self._loop.call_exception_handler({
+                    "message": "fasttcp: protocol.data_received() or eof_received() failed",
+                    "exception": exc, "transport": self, "protocol": proto})
+                self._fatal(exc)
+                return
+        if self._lost:
+            return
+        self._feed()
+        if self._lost or conn.state != State.CLOSED:
+            return
+        if conn.error is not None:
+            self._force_close(conn.error)
+        elif self._closing or (not self._paused and (self._eof_delivered or not conn.eof)):
+            # An orderly end in both directions (and everything delivered).
+            self._force_close(None)
+
+    def _feed(self) -> None:
+        """Move buffered writes into the engine's send buffer as far as it has room."""
+        wbuf = self._wbuf
+        if wbuf:
+            conn = self._conn
+            try:
+                while wbuf and conn.send_space > 0:
+                    chunk = wbuf[0]
+                    n = conn.send(chunk)
+                    if n <= 0:
+                        break
+                    self._wsize -= n
+                    if n < len(chunk):
+                        wbuf[0] = chunk[n:]
+                        break
+                    wbuf.popleft()
+            except OSError as exc:
+                self._fatal(exc)
+                return
+            self._maybe_resume_protocol()
+        if not wbuf:
+            if self._eof_requested and not self._shut:
+                self._shut = True
+                self._conn.shutdown()
+                self._stack.kick()
+            if self._closing and not self._lost:
+                self._finish_close()
+
+    # ===================================================================================
+    # asyncio.WriteTransport
+    # ===================================================================================
+
+    def write(self, data: Any) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data argument must be a bytes-like object, "
+                            f"not {type(data).__name__!r}")
+        if self._eof_requested:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if self._closing:
+            # Like asyncio: writes after close/abort/loss are dropped (warned past a few).
+            self._dropped_writes += 1
+            if self._dropped_writes == 5:
+                log.warning("fasttcp: write() on a closed transport (data dropped)")
+            return
+        if type(data) is not bytes:
+            data = bytes(data)       # the caller may reuse its buffer once write returns
+        if not data:
+            return
+        n = 0
+        if not self._wbuf:
+            try:
+                n = self._conn.send(data)
+            except OSError as exc:
+                self._fatal(exc)
+                return
+            if n:
+                self._stack.kick()
+            if n == len(data):
+                return
+        self._wbuf.append(memoryview(data)[n:])
+        self._wsize += len(data) - n
+        self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data: Iterable[Any]) -> None:
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        """Half-close: FIN after everything written so far; reading goes on."""
+        if self._eof_requested or self._closing:
+            return
+        self._eof_requested = True
+        if not self._wbuf:
+            self._shut = True
+            self._conn.shutdown()
+            self._stack.kick()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes written but not yet taken by the engine's send buffer."""
+        return self._wsize
+
+    def get_write_buffer_limits(self) -> Tuple[int, int]:
+        return (self._low, self._high)
+
+    def set_write_buffer_limits(self, high: Optional[int] = None,
+                                low: Optional[int] = None) -> None:
+        if high is None:
+            high = DEFAULT_HIGH_WATER if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high, self._low = high, low
+        self._maybe_pause_protocol()
+
+    def _maybe_pause_protocol(self) -> None:
+        if self._wsize <= self._high or self._protocol_paused:
+            return
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()                    # type: ignore[attr-defined]
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler({
+                "message": "protocol.pause_writing() failed", "exception": exc,
+                "transport": self, "protocol": self._protocol})
+
+    def _maybe_resume_protocol(self) -> None:
+        if not self._protocol_paused or self._wsize > self._low:
+            return
+        self._protocol_paused = False
+        try:
+            self._protocol.resume_writing()                   # type: ignore[attr-defined]
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler({
+                "message": "protocol.resume_writing() failed", "exception": exc,
+                "transport": self, "protocol": self._protocol})
+
+    # ===================================================================================
+    # asyncio.ReadTransport
+    # ===================================================================================
+
+    def is_reading(self) -> bool:
+        return not self._paused and not self._closing
+
+    def pause_reading(self) -> None:
+        """Stop data_received(); the engine buffers, then its window closes."""
+        if self._closing or self._paused:
+            return
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        self._loop.call_soon(self._resume_delivery)
+
+    def _resume_delivery(self) -> None:
+        self._on_ready()
+        self._stack.kick()          # recv() may have opened the window: announce it
+
+    # ===================================================================================
+    # asyncio.BaseTransport
+    # ===================================================================================
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        """Close after the buffered writes went to the engine; FIN follows them.
+        As with a kernel socket, closing with received data unread resets the connection."""
+        if self._closing:
+            return
+        self._closing = True
+        if not self._wbuf:
+            self._finish_close()
+
+    def abort(self) -> None:
+        """Reset the connection (RST) now; buffered writes are discarded."""
+        if self._lost:
+            return
+        self._wbuf.clear()
+        self._wsize = 0
+        self._conn.abort()
+        self._stack.kick()
+        self._force_close(None)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+    # ===================================================================================
+    # Ending
+    # ===================================================================================
+
+    def _finish_close(self) -> None:
+        self._conn.close()
+        self._stack.kick()
+        self._force_close(None)
+
+    def _fatal(self, exc: BaseException) -> None:
+        conn = self._conn
+        if conn.error is not None:
+            exc = conn.error
+        elif conn.state != State.CLOSED:
+            conn.abort()
+            self._stack.kick()
+        self._force_close(exc)
+
+    def _force_close(self, exc: Optional[BaseException]) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._closing = True
+        self._wbuf.clear()
+        self._wsize = 0
+        self._stack.unregister(self._conn)
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: Optional[BaseException]) -> None:
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            server, self._server = self._server, None
+            if server is not None:
+                server._detach(self)
+
+    def __repr__(self) -> str:
+        (la, lp), (ra, rp) = self._conn.local_address, self._conn.remote_address
+        st = "closed" if self._lost else "closing" if self._closing else "open"
+        return (f"<TcpTransport {la}:{lp} -> {ra}:{rp} {st} "
+                f"{self._conn.state.rfc_name} wbuf={self._wsize}>")
+
+
+class _Connector:
+    """Waits for an active open to finish (the driver calls _on_ready)."""
+
+    def __init__(self, conn: "Connection", fut: asyncio.Future) -> None:
+        self.conn = conn
+        self.fut = fut
+
+    def _on_ready(self) -> None:
+        if self.fut.done():
+            return
+        st = self.conn.state
+        if st == State.CLOSED:
+            self.fut.set_exception(self.conn.error
+                                   or ConnectionRefusedError("connection refused"))
+        elif st not in (State.SYN_SENT, State.SYN_RECEIVED):
+            self.fut.set_result(None)
+
+
+class Server(asyncio.AbstractServer):
+    """A listening port serving a protocol factory, like :class:`asyncio.Server`.
+
+    :meth:`wait_closed` returns once the server is closed and every connection it accepted
+    has been lost (Python 3.12 semantics). ``sockets`` is empty: there are none.
+    """
+
+    def __init__(self, stack: "Driver", protocol_factory: Callable[[], asyncio.BaseProtocol],
+                 port: int, backlog: Optional[int] = None) -> None:
+        self._stack = stack
+        self._loop = stack.loop
+        self._factory = protocol_factory
+        self.port = port
+        self._backlog = backlog
+        self.listener = None
+        self._transports: Set[TcpTransport] = set()
+        self._waiters: List[asyncio.Future] = []
+        self._serving_forever_fut: Optional[asyncio.Future] = None
+        self._closed = False
+
+    # --- accepting ---
+
+    def _start_listening(self) -> None:
+        if self.listener is not None or self._closed:
+            return
+        self.listener = self._stack.host.listen(self.port, self._backlog)
+        self._stack.register(self.listener, self)
+
+    def _on_ready(self) -> None:
+        lst = self.listener
+        if lst is None or self._closed:
+            return
+        while True:
+            conn = lst.accept()
+            if conn is None:
+                return
+            try:
+                protocol = self._factory()
+            except Exception as exc:
+                conn.abort()
+                self._loop.call_exception_handler({
+                    "message": "fasttcp: protocol factory failed", "exception": exc,
+                    "server": self})
+                continue
+            transport = TcpTransport(self._stack, conn, protocol, server=self)
+            try:
+                transport._start()
+            except Exception as exc:
+                transport.abort()
+                self._loop.call_exception_handler({
+                    "message": "fasttcp: connection_made failed", "exception": exc,
+                    "transport": transport, "protocol": protocol})
+
+    def _attach(self, transport: TcpTransport) -> None:
+        self._transports.add(transport)
+
+    def _detach(self, transport: TcpTransport) -> None:
+        self._transports.discard(transport)
+        self._wakeup()
+
+    def _wakeup(self) -> None:
+        if not self._closed or self._transports:
+            return
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    # --- asyncio.AbstractServer ---
+
+    def close(self) -> None:
+        """Stop listening (connections not yet accepted are reset); accepted ones go on."""
+        if self._closed:
+            return
+        self._closed = True
+        lst, self.listener = self.listener, None
+        if lst is not None:
+            self._stack.unregister(lst)
+            lst.close()
+            self._stack.kick()
+        fut = self._serving_forever_fut
+        if fut is not None and not fut.done():
+            fut.cancel()
+        self._wakeup()
+
+    def close_clients(self) -> None:
+        for t in list(self._transports):
+            t.close()
+
+    def abort_clients(self) -> None:
+        for t in list(self._transports):
+            t.abort()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return self.listener is not None and not self._closed
+
+    @property
+    def sockets(self) -> Tuple[()]:
+        return ()
+
+    async def start_serving(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"server {self!r} is closed")
+        self._start_listening()
+
+    async def serve_forever(self) -> None:
+        if self._serving_forever_fut is not None:
+            raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
+        if self._closed:
+            raise RuntimeError(f"server {self!r} is closed")
+        self._start_listening()
+        self._serving_forever_fut = self._loop.create_future()
+        try:
+            await self._serving_forever_fut
+        except asyncio.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._serving_forever_fut = None
+
+    async def wait_closed(self) -> None:
+        if self._closed and not self._transports:
+            return
+        w = self._loop.create_future()
+        self._waiters.append(w)
+        await w
+
+    def __repr__(self) -> str:
+        st = "serving" if self.is_serving() else "closed" if self._closed else "idle"
+        return f"<fasttcp Server :{self.port} {st} connections={len(self._transports)}>"
