@@ -115,3 +115,15 @@ def test_memory_per_idle_connection(benchmark):
     # Both ends of each connection live in this process: halve for one connection.
     benchmark.extra_info["bytes/connection (tracemalloc)"] = round(heap / (2 * n))
     benchmark.extra_info["bytes/connection (RSS)"] = round((rss1 - rss0) * 1024 / (2 * n))
+
+
+def test_syn_cookie_rate(benchmark):
+    """SYN cookies made and validated per second in C (goal >= 1,000,000/s)."""
+    from fasttcp.tcp._cookies import SynCookies
+    from fasttcp.tcp._isn import IsnGenerator
+
+    cookies = SynCookies(IsnGenerator(bytes(16)))
+    n = 200_000
+    benchmark.group = "syn cookies"
+    assert benchmark(cookies.bench_check, n, 100.0) == n
+    benchmark.extra_info["cookies made+validated/s"] = round(n / benchmark.stats.stats.median)
