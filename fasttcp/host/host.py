@@ -92,6 +92,7 @@ class Host:
         self._ring_pool: List[SendRing] = []
         self._challenge_tokens = float(self.settings.challenge_ack_limit)
         self._challenge_time = 0.0
+        self._time_wait_count = 0
         self._reasm_pool: List[Reassembler] = []
         self._next_port = self.settings.ephemeral_ports[0] + self._address_int % 1024
         self.now = 0.0
@@ -207,6 +208,7 @@ class Host:
         """Counters: packets in/out, segments by kind, retransmits, drops by reason."""
         d = dict(self._stats)
         d["connections"] = len(self._conns)
+        d["time_wait"] = self._time_wait_count
         d["listeners"] = len(self._listeners)
         return d
 
@@ -391,6 +393,10 @@ class Host:
 
     def _state_changed(self, conn: Connection, old: State, new: State) -> None:
         self._ready.add(conn)
+        if new == State.TIME_WAIT:
+            self._time_wait_count += 1
+        elif old == State.TIME_WAIT:
+            self._time_wait_count -= 1
         self._stats["state_" + new.name.lower()] += 1
         if new == State.CLOSED:
             if self._conns.get(conn.key) is conn:

@@ -52,7 +52,10 @@ class Settings:
     syn_backlog: int = 1024
     #: Most connections the host holds (all states); new ones beyond it are refused.
     max_connections: int = 65536
-    #: Most bytes held out of order per connection, and most separate holes.
+    #: Most connections held in TIME-WAIT; beyond it a closing connection skips TIME-WAIT
+    #: (counted as ``time_wait_overflow``), as Linux's tcp_max_tw_buckets does.
+    max_time_wait: int = 16384
+    #: Most separate out-of-order holes per connection (the bytes are bounded by rcv_buf).
     max_ooo_holes: int = 64
     #: Window scaling (RFC 7323); the shift is the smallest that covers rcv_buf.
     window_scaling: bool = True

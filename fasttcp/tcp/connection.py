@@ -935,6 +935,12 @@ class Connection(Tcb):
             self._enter_time_wait(now)
 
     def _enter_time_wait(self, now: float) -> None:
+        if self.host._time_wait_count >= self.settings.max_time_wait:
+            self.host._count("time_wait_overflow")
+            self._ack_now = True
+            self.host._emit(self._packet(self.snd_nxt, ACK), self)   # still ACK their FIN
+            self._terminate(None)
+            return
         self._set_state(State.TIME_WAIT)
         self.rtx_at = None
         self.delack_at = None
