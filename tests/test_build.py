@@ -9,6 +9,8 @@ COMPILED_MODULES = [
     "fasttcp.storage._reasm",
     "fasttcp.tcp._isn",
     "fasttcp.tcp._fastpath",
+    "fasttcp.tcp._cookies",
+    "fasttcp.link._tunio",
 ]
 
 

@@ -101,14 +101,18 @@ class Host:
     # The sans-IO driver API
     # ===================================================================================
 
-    def receive(self, packets: Iterable[Any], now: float) -> None:
-        """Ingest a batch of IPv4 packets that arrived at time ``now`` (seconds)."""
+    def receive(self, packets: Iterable[Any], now: float, parse_flags: int = 0) -> None:
+        """Ingest a batch of IPv4 packets that arrived at time ``now`` (seconds).
+
+        ``parse_flags`` (a link's ``parse_flags``): 1 when the link already verified the
+        TCP checksums (TUN offload: partial checksums from the local kernel), 2 for the
+        IPv4 header checksums."""
         self.now = now
         if not isinstance(packets, list):
             packets = list(packets)
         # Parse the batch and run header prediction in C; the rest comes back through
         # _slow_input one packet at a time.
-        _fastpath.receive_batch(self, self._batch, packets, now)
+        _fastpath.receive_batch(self, self._batch, packets, now, parse_flags)
 
     def _slow_input(self, pk, now: float) -> None:
         stats = self._stats

@@ -313,7 +313,8 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
     return 1
 
 
-def receive_batch(object host, SegmentBatch batch, list packets, double now) -> None:
+def receive_batch(object host, SegmentBatch batch, list packets, double now,
+                  int parse_flags=0) -> None:
     """Parse and process one received batch for `host` (see Host.receive)."""
     cdef Py_ssize_t i, n
     cdef SegDesc* d
@@ -328,7 +329,7 @@ def receive_batch(object host, SegmentBatch batch, list packets, double now) -> 
     cdef uint64_t drops[DROP_REASON_COUNT]
     cdef uint64_t fast = 0, dropped = 0
     memset(drops, 0, sizeof(drops))
-    batch.parse(packets, 0)
+    batch.parse(packets, parse_flags)
     n = batch.count
     for i in range(n):
         d = &batch.descs[i]

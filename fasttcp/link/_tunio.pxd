@@ -1,0 +1,69 @@
+# C-level layout of the batched TUN reader/writer (see _tunio.pyx).
+from libc.stdint cimport uint8_t, uint16_t, uint64_t
+from cpython.buffer cimport Py_buffer
+
+
+# The 10-byte header that precedes every frame on an IFF_VNET_HDR fd (virtio 1.0 spec,
+# section 5.1.6 "struct virtio_net_hdr"; little-endian once TUNSETVNETLE is set).
+ctypedef struct VnetHdr:
+    uint8_t flags           # VNET_F_*
+    uint8_t gso_type        # VNET_GSO_*
+    uint16_t hdr_len        # headers to copy when segmenting (not to be trusted on input)
+    uint16_t gso_size       # payload bytes per segment (the MSS)
+    uint16_t csum_start     # where checksumming starts (the TCP header)
+    uint16_t csum_offset    # where the result goes, from csum_start
+
+
+cdef enum:
+    VNET_HDR_LEN = 10
+    VNET_F_NEEDS_CSUM = 1   # checksum field holds the pseudo-header sum only
+    VNET_F_DATA_VALID = 2   # the kernel verified the checksum
+    VNET_GSO_NONE = 0
+    VNET_GSO_TCPV4 = 1
+    VNET_GSO_ECN = 0x80
+
+    # per-packet receive flags (TunIO.last_rx_flags)
+    RX_CSUM_PARTIAL = 1     # kernel-made, TCP checksum field = pseudo-header sum only
+    RX_CSUM_VALID = 2       # transport checksum verified (by the kernel or by the link)
+    RX_GSO = 4              # a super-packet: several MSS-sized segments in one
+
+    PARSE_NO_TCP_CSUM = 1   # as in fasttcp.wire: SegmentBatch.parse flag
+
+    # The largest frame one TUN read returns: an skb is at most 64 KiB (the IPv4 total
+    # length is 16 bits) plus the virtio header; rounded up to keep frames 64-byte aligned.
+    TUN_MAX_FRAME = 65536 + 64
+
+
+cdef class TunIO:
+    cdef int fd
+    cdef bint vnet                  # every read/write carries a VnetHdr
+    cdef readonly Py_ssize_t batch  # default and largest recv_batch(max)
+    cdef readonly Py_ssize_t frame  # the largest frame one read() may return
+    cdef public bint complete_checksums
+    cdef object arena               # _Arena: the receive buffer (kept alive by views)
+    cdef unsigned char* buf         # arena memory
+    cdef Py_ssize_t buf_size
+    cdef object arena_view          # memoryview over the arena, for copy=False
+    cdef Py_ssize_t* offs           # per received packet: offset, length, RX_* flags
+    cdef Py_ssize_t* lens
+    cdef uint8_t* rflags
+    cdef Py_ssize_t last_count
+    # send side scratch, grown to the largest batch seen
+    cdef const unsigned char** tx_ptr
+    cdef Py_ssize_t* tx_len
+    cdef Py_buffer* tx_views
+    cdef uint8_t* tx_held
+    cdef Py_ssize_t tx_cap
+    cdef int rx_errno
+    cdef readonly int last_tx_errno
+    # counters
+    cdef readonly uint64_t rx_packets, rx_bytes, rx_gso_packets, rx_non_ipv4, rx_errors
+    cdef readonly uint64_t rx_csum_errors, rx_calls
+    cdef readonly uint64_t tx_packets, tx_bytes, tx_gso_packets, tx_dropped, tx_errors
+    cdef readonly uint64_t tx_calls, tx_blocked
+
+    cdef Py_ssize_t _read_loop(self, Py_ssize_t maxn) noexcept nogil
+    cdef bint _accept_frame(self, unsigned char* pkt, Py_ssize_t plen,
+                            const unsigned char* hdr, uint8_t* fl) noexcept nogil
+    cdef Py_ssize_t _write_loop(self, Py_ssize_t n, int gso) noexcept nogil
+    cdef int _reserve_tx(self, Py_ssize_t n) except -1

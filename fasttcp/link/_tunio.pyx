@@ -1,0 +1,466 @@
+"""Batched, non-blocking reads and writes on a TUN file descriptor.
+
+One ``recv_batch`` call reads frames with read() in a C loop, with the GIL released, until
+the queue is empty (EAGAIN) or the batch is full; one ``send_batch`` call writes a whole
+list with writev() the same way. Python objects are made only before and after the loop.
+Device setup (TUNSETIFF, offload flags, addresses) lives in ``tun.py``; this module only
+moves bytes.
+
+With ``vnet=True`` (IFF_VNET_HDR) every frame carries a 10-byte virtio_net_hdr (see
+_tunio.pxd). What the kernel may send us then, and what we do with it:
+
+- ``NEEDS_CSUM``: a locally generated packet whose TCP checksum field holds only the
+  pseudo-header sum (CHECKSUM_PARTIAL). It never crossed a wire, so it is delivered as is,
+  flagged ``RX_CSUM_PARTIAL`` - or its checksum is filled in when ``complete_checksums``.
+- ``DATA_VALID``: the kernel verified the checksum; flagged ``RX_CSUM_VALID``.
+- neither: e.g. a forwarded TCP packet; the link verifies its TCP checksum itself (and
+  drops it, counting ``rx_csum_errors``, when wrong), so that in vnet mode *every* TCP
+  packet handed up may be parsed with ``PARSE_NO_TCP_CSUM``.
+- ``gso_type != NONE``: a TSO super-packet of up to 64 KiB, delivered whole as one packet,
+  flagged ``RX_GSO``.
+"""
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF
+from libc.errno cimport EAGAIN, EINTR, errno
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memset
+from posix.unistd cimport read
+
+import os
+
+COMPILED = True
+
+cdef extern from "<errno.h>" nogil:
+    int EWOULDBLOCK
+
+cdef extern from "<sys/uio.h>" nogil:
+    cdef struct iovec:
+        void* iov_base
+        size_t iov_len
+    ssize_t writev(int fd, const iovec* iov, int iovcnt)
+
+
+# Public constants for Python callers.
+HDR_LEN = VNET_HDR_LEN
+RX_FLAG_CSUM_PARTIAL = RX_CSUM_PARTIAL
+RX_FLAG_CSUM_VALID = RX_CSUM_VALID
+RX_FLAG_GSO = RX_GSO
+
+# ============================================================================================
+# Internet checksum (RFC 1071)
+# ============================================================================================
+# The wire layer's C checksum (AVX2 / add-with-carry / portable, picked at import), included
+# by path so this module needs no extra include directory. Sums are in native byte order:
+# the folded result stored natively is the network-order field (RFC 1071 section 2(B)).
+
+cdef extern from "../wire/_csum.h" nogil:
+    uint64_t ft_csum_partial(const unsigned char* p, size_t n, uint64_t acc)
+    uint16_t ft_csum_fold(uint64_t s)
+    void ft_csum_select(int force)
+
+ft_csum_select(0)
+
+
+cdef inline uint64_t csum_add(const unsigned char* p, Py_ssize_t n, uint64_t acc) noexcept nogil:
+    return ft_csum_partial(p, <size_t>n, acc)
+
+
+cdef inline uint16_t csum_fold(uint64_t acc) noexcept nogil:
+    return ft_csum_fold(acc)
+
+
+cdef inline uint64_t pseudo_sum(const unsigned char* ip, uint32_t l4_len) noexcept nogil:
+    """Sum of the IPv4 pseudo-header (RFC 9293 section 3.1) of the packet at ``ip``."""
+    cdef unsigned char tail[4]
+    cdef uint32_t w
+    cdef uint64_t acc = csum_add(ip + 12, 8, 0)     # source and destination address
+    tail[0] = 0
+    tail[1] = ip[9]                                # protocol
+    tail[2] = (l4_len >> 8) & 0xFF
+    tail[3] = l4_len & 0xFF
+    memcpy(&w, tail, 4)
+    return acc + w
+
+
+cdef inline uint16_t le16(const unsigned char* p) noexcept nogil:
+    return <uint16_t>(p[0] | (p[1] << 8))
+
+
+cdef inline void put_le16(unsigned char* p, uint16_t v) noexcept nogil:
+    p[0] = v & 0xFF
+    p[1] = v >> 8
+
+
+cdef inline bint tcp_span(const unsigned char* pkt, Py_ssize_t plen, Py_ssize_t* ihl,
+                          Py_ssize_t* tot) noexcept nogil:
+    """True for an unfragmented IPv4/TCP packet whose headers fit: the same conditions
+    the wire parser needs before it looks at the TCP checksum."""
+    if plen < 20 or (pkt[0] >> 4) != 4 or pkt[9] != 6:
+        return False
+    ihl[0] = (pkt[0] & 0x0F) * 4
+    tot[0] = (pkt[2] << 8) | pkt[3]
+    if ihl[0] < 20 or tot[0] > plen or tot[0] < ihl[0] + 20:
+        return False
+    if ((pkt[6] & 0x3F) << 8 | pkt[7]) != 0:       # MF set or a fragment offset
+        return False
+    return True
+
+
+cdef class _Arena:
+    """A fixed block of memory that exports itself as a writable buffer."""
+    cdef unsigned char* mem
+    cdef Py_ssize_t size
+
+    def __cinit__(self, Py_ssize_t size):
+        self.mem = <unsigned char*>malloc(size)
+        if self.mem == NULL:
+            raise MemoryError()
+        self.size = size
+
+    def __dealloc__(self):
+        free(self.mem)
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        PyBuffer_FillInfo(view, self, self.mem, self.size, 0, flags)
+
+    def __releasebuffer__(self, Py_buffer* view):
+        pass
+
+
+# ============================================================================================
+# TunIO
+# ============================================================================================
+
+cdef class TunIO:
+    """Batched I/O on an open, non-blocking TUN fd (the caller owns and closes the fd).
+
+    ``recv_batch(max)`` returns a list of IPv4 packets; per-packet ``RX_*`` flags of the
+    last batch are in :attr:`last_rx_flags`, and :attr:`parse_flags` says how the batch
+    may be parsed. ``send_batch(packets, gso=0)`` writes a list and returns how many
+    packets were written; the rest were dropped (``tx_dropped``).
+    """
+
+    def __cinit__(self, int fd, bint vnet, Py_ssize_t batch=64, bint complete_checksums=False):
+        if fd < 0:
+            raise ValueError("fd must be an open file descriptor")
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        self.fd = fd
+        self.vnet = vnet
+        self.batch = batch
+        self.complete_checksums = complete_checksums
+        self.frame = TUN_MAX_FRAME
+        # Frames are packed back to back (64-byte aligned), so a batch of small packets
+        # touches little memory; the arena still holds `batch` frames of the largest size.
+        self.buf_size = batch * TUN_MAX_FRAME
+        self.arena = _Arena(self.buf_size)
+        self.buf = (<_Arena>self.arena).mem
+        self.arena_view = memoryview(self.arena)
+        self.offs = <Py_ssize_t*>malloc(batch * sizeof(Py_ssize_t))
+        self.lens = <Py_ssize_t*>malloc(batch * sizeof(Py_ssize_t))
+        self.rflags = <uint8_t*>malloc(batch)
+        if self.offs == NULL or self.lens == NULL or self.rflags == NULL:
+            raise MemoryError()
+        self._reserve_tx(batch)
+
+    def __dealloc__(self):
+        free(self.offs)
+        free(self.lens)
+        free(self.rflags)
+        free(self.tx_ptr)
+        free(self.tx_len)
+        free(self.tx_views)
+        free(self.tx_held)
+
+    cdef int _reserve_tx(self, Py_ssize_t n) except -1:
+        if n <= self.tx_cap:
+            return 0
+        ptr = <const unsigned char**>realloc(self.tx_ptr, n * sizeof(unsigned char*))
+        if ptr == NULL:
+            raise MemoryError()
+        self.tx_ptr = ptr
+        ln = <Py_ssize_t*>realloc(self.tx_len, n * sizeof(Py_ssize_t))
+        if ln == NULL:
+            raise MemoryError()
+        self.tx_len = ln
+        views = <Py_buffer*>realloc(self.tx_views, n * sizeof(Py_buffer))
+        if views == NULL:
+            raise MemoryError()
+        self.tx_views = views
+        held = <uint8_t*>realloc(self.tx_held, n)
+        if held == NULL:
+            raise MemoryError()
+        self.tx_held = held
+        memset(self.tx_held, 0, n)
+        self.tx_cap = n
+        return 0
+
+    # ----------------------------------------------------------------------------------
+    # receive
+    # ----------------------------------------------------------------------------------
+
+    @property
+    def vnet_hdr(self) -> bool:
+        """Whether every frame carries a virtio_net_hdr (IFF_VNET_HDR)."""
+        return self.vnet
+
+    @property
+    def parse_flags(self) -> int:
+        """Flags for ``SegmentBatch.parse`` valid for every batch from this link:
+        ``PARSE_NO_TCP_CSUM`` in vnet mode (each TCP packet was verified by the kernel or
+        by the link, or is a kernel-made partial-checksum packet), else 0."""
+        return PARSE_NO_TCP_CSUM if self.vnet else 0
+
+    @property
+    def last_rx_flags(self) -> bytes:
+        """One byte of ``RX_*`` flags per packet of the last ``recv_batch`` result."""
+        return PyBytes_FromStringAndSize(<char*>self.rflags, self.last_count)
+
+    cdef bint _accept_frame(self, unsigned char* pkt, Py_ssize_t plen,
+                            const unsigned char* hdr, uint8_t* fl) noexcept nogil:
+        """Classify one received packet; False to drop it (counted)."""
+        cdef Py_ssize_t cs, co, ihl, tot
+        cdef uint16_t r
+        fl[0] = 0
+        if plen < 20 or (pkt[0] >> 4) != 4:
+            # IPv6 router solicitations and the like: the stack is IPv4 only.
+            self.rx_non_ipv4 += 1
+            return False
+        if hdr == NULL:
+            return True
+        if hdr[1] != VNET_GSO_NONE:
+            fl[0] |= RX_GSO
+            self.rx_gso_packets += 1
+        if hdr[0] & VNET_F_NEEDS_CSUM:
+            cs = le16(hdr + 6)
+            co = le16(hdr + 8)
+            if cs + co + 2 > plen:
+                self.rx_errors += 1
+                return False
+            if self.complete_checksums:
+                # What the NIC would do (CHECKSUM_PARTIAL): sum from csum_start to the
+                # end, over the pseudo-header sum already in the field, and store it.
+                r = ~csum_fold(csum_add(pkt + cs, plen - cs, 0))
+                memcpy(pkt + cs + co, &r, 2)
+                fl[0] |= RX_CSUM_VALID
+            else:
+                fl[0] |= RX_CSUM_PARTIAL
+        elif hdr[0] & VNET_F_DATA_VALID:
+            fl[0] |= RX_CSUM_VALID
+        elif tcp_span(pkt, plen, &ihl, &tot):
+            # Not vouched for by the kernel: verify here, so the whole batch can skip it.
+            if csum_fold(csum_add(pkt + ihl, tot - ihl, pseudo_sum(pkt, tot - ihl))) != 0xFFFF:
+                self.rx_csum_errors += 1
+                return False
+            fl[0] |= RX_CSUM_VALID
+        return True
+
+    cdef Py_ssize_t _read_loop(self, Py_ssize_t maxn) noexcept nogil:
+        cdef Py_ssize_t off = 0, cnt = 0, hl = VNET_HDR_LEN if self.vnet else 0
+        cdef Py_ssize_t n
+        cdef unsigned char* frame
+        cdef int e
+        self.rx_errno = 0
+        while cnt < maxn and self.buf_size - off >= TUN_MAX_FRAME:
+            frame = self.buf + off
+            n = read(self.fd, frame, TUN_MAX_FRAME)
+            if n < 0:
+                e = errno
+                if e == EINTR:
+                    continue
+                if e != EAGAIN and e != EWOULDBLOCK:
+                    self.rx_errno = e
+                break
+            if n == 0:
+                break                     # end of file: not a TUN fd (tests use sockets)
+            if n < hl:
+                self.rx_errors += 1
+                continue
+            if not self._accept_frame(frame + hl, n - hl, frame if hl else NULL,
+                                      &self.rflags[cnt]):
+                continue
+            self.offs[cnt] = off + hl
+            self.lens[cnt] = n - hl
+            self.rx_bytes += n - hl
+            cnt += 1
+            off += (n + 63) & ~(<Py_ssize_t>63)
+        self.rx_packets += cnt
+        return cnt
+
+    def recv_batch(self, Py_ssize_t max=-1, bint copy=True) -> list:   # noqa: A002
+        """Read up to ``max`` (default and at most ``batch``) packets without blocking.
+
+        Returns ``bytes`` objects, or with ``copy=False`` memoryviews into the link's
+        receive arena that stay valid only until the next ``recv_batch`` call. An empty
+        list means nothing was waiting. Raises ``OSError`` for a read error (other than
+        EAGAIN) when no packet came before it.
+        """
+        cdef Py_ssize_t cnt, i, maxn = self.batch if max < 0 or max > self.batch else max
+        cdef list out
+        cdef object item
+        if self.fd < 0:
+            raise ValueError("recv_batch on a closed TUN link")
+        with nogil:
+            cnt = self._read_loop(maxn)
+        self.last_count = cnt
+        self.rx_calls += 1
+        if cnt == 0 and self.rx_errno:
+            e = self.rx_errno
+            raise OSError(e, os.strerror(e))
+        out = PyList_New(cnt)
+        for i in range(cnt):
+            if copy:
+                item = PyBytes_FromStringAndSize(<char*>self.buf + self.offs[i], self.lens[i])
+            else:
+                item = self.arena_view[self.offs[i]:self.offs[i] + self.lens[i]]
+            Py_INCREF(item)
+            PyList_SET_ITEM(out, i, item)
+        return out
+
+    # ----------------------------------------------------------------------------------
+    # send
+    # ----------------------------------------------------------------------------------
+
+    cdef Py_ssize_t _write_loop(self, Py_ssize_t n, int gso) noexcept nogil:
+        cdef unsigned char hdr[VNET_HDR_LEN]
+        cdef unsigned char head[128]      # IPv4 (<= 60) + TCP (<= 60) headers of a GSO packet
+        cdef iovec iov[3]
+        cdef Py_ssize_t i, written = 0, ihl, tot, hl, plen
+        cdef ssize_t r
+        cdef int cnt, e
+        cdef uint16_t ps
+        cdef const unsigned char* p
+        cdef bint is_gso
+        for i in range(n):
+            p = self.tx_ptr[i]
+            plen = self.tx_len[i]
+            is_gso = False
+            if self.vnet:
+                memset(hdr, 0, VNET_HDR_LEN)
+                if gso > 0 and tcp_span(p, plen, &ihl, &tot) and tot == plen:
+                    hl = ihl + (p[ihl + 12] >> 4) * 4
+                    if hl >= ihl + 20 and hl <= tot and tot - hl > gso:
+                        is_gso = True
+                if is_gso:
+                    # A TCP super-segment for the kernel to cut into `gso`-byte segments
+                    # (or take whole, for local delivery). The checksum is left to the
+                    # kernel: the field must hold the pseudo-header sum (CHECKSUM_PARTIAL).
+                    hdr[0] = VNET_F_NEEDS_CSUM
+                    hdr[1] = VNET_GSO_TCPV4
+                    put_le16(hdr + 2, <uint16_t>hl)
+                    put_le16(hdr + 4, <uint16_t>gso)
+                    put_le16(hdr + 6, <uint16_t>ihl)
+                    put_le16(hdr + 8, 16)
+                    memcpy(head, p, hl)
+                    ps = csum_fold(pseudo_sum(head, tot - ihl))
+                    memcpy(head + ihl + 16, &ps, 2)
+                    iov[0].iov_base = hdr
+                    iov[0].iov_len = VNET_HDR_LEN
+                    iov[1].iov_base = head
+                    iov[1].iov_len = hl
+                    iov[2].iov_base = <void*>(p + hl)
+                    iov[2].iov_len = plen - hl
+                    cnt = 3
+                else:
+                    iov[0].iov_base = hdr
+                    iov[0].iov_len = VNET_HDR_LEN
+                    iov[1].iov_base = <void*>p
+                    iov[1].iov_len = plen
+                    cnt = 2
+            else:
+                iov[0].iov_base = <void*>p
+                iov[0].iov_len = plen
+                cnt = 1
+            while True:
+                r = writev(self.fd, iov, cnt)
+                if r >= 0 or errno != EINTR:
+                    break
+            if r < 0:
+                e = errno
+                if e == EAGAIN or e == EWOULDBLOCK:
+                    # Full: the rest of the batch is dropped; TCP will retransmit.
+                    self.tx_blocked += 1
+                    self.tx_dropped += n - i
+                    break
+                # Refused (malformed packet, device gone): drop this one, go on.
+                self.last_tx_errno = e
+                self.tx_errors += 1
+                self.tx_dropped += 1
+                continue
+            written += 1
+            self.tx_bytes += plen
+            if is_gso:
+                self.tx_gso_packets += 1
+        self.tx_packets += written
+        return written
+
+    def send_batch(self, packets, int gso=0) -> int:
+        """Write every packet (bytes-like IPv4); returns how many were written.
+
+        Packets not written (queue full: EAGAIN; or refused by the kernel) are counted in
+        ``tx_dropped``. With ``gso`` > 0 on a vnet link, a TCP packet carrying more than
+        ``gso`` payload bytes goes out as one TSO super-segment (``gso_type=TCPV4``,
+        ``gso_size=gso``) that the kernel segments or delivers whole; its TCP checksum
+        need not be valid (the link stores the pseudo-header sum the kernel expects).
+        """
+        cdef Py_ssize_t n, i, written
+        cdef object obj
+        if self.fd < 0:
+            raise ValueError("send_batch on a closed TUN link")
+        if not 0 <= gso <= 65535:
+            raise ValueError("gso must be 0..65535")
+        if gso and not self.vnet:
+            raise ValueError("gso needs a link opened with offloads (IFF_VNET_HDR)")
+        if type(packets) is not list:
+            packets = list(packets)
+        n = PyList_GET_SIZE(packets)
+        if n == 0:
+            return 0
+        self._reserve_tx(n)
+        self.tx_calls += 1
+        try:
+            for i in range(n):
+                obj = <object>PyList_GET_ITEM(packets, i)
+                if PyBytes_CheckExact(obj):
+                    self.tx_ptr[i] = <const unsigned char*>PyBytes_AS_STRING(obj)
+                    self.tx_len[i] = PyBytes_GET_SIZE(obj)
+                else:
+                    PyObject_GetBuffer(obj, &self.tx_views[i], PyBUF_SIMPLE)
+                    self.tx_held[i] = 1
+                    self.tx_ptr[i] = <const unsigned char*>self.tx_views[i].buf
+                    self.tx_len[i] = self.tx_views[i].len
+            with nogil:
+                written = self._write_loop(n, gso)
+        finally:
+            for i in range(n):
+                if self.tx_held[i]:
+                    PyBuffer_Release(&self.tx_views[i])
+                    self.tx_held[i] = 0
+        return written
+
+    # ----------------------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        if self.fd < 0:
+            raise ValueError("closed TUN link")
+        return self.fd
+
+    def detach(self) -> int:
+        """Forget the fd (the caller closes it); later calls raise ValueError."""
+        fd, self.fd = self.fd, -1
+        return fd
+
+    def stats(self) -> dict:
+        return {
+            "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
+            "rx_gso_packets": self.rx_gso_packets, "rx_non_ipv4": self.rx_non_ipv4,
+            "rx_errors": self.rx_errors, "rx_csum_errors": self.rx_csum_errors,
+            "rx_calls": self.rx_calls,
+            "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes,
+            "tx_gso_packets": self.tx_gso_packets, "tx_dropped": self.tx_dropped,
+            "tx_errors": self.tx_errors, "tx_blocked": self.tx_blocked,
+            "tx_calls": self.tx_calls,
+        }

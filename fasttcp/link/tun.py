@@ -1,0 +1,501 @@
+"""TunLink: a Linux TUN device as a fasttcp link (batched, non-blocking, with offloads).
+
+Layout of one link, e.g. ``TunLink("ftun0", "10.77.0.2", 24, netns="lab")``::
+
+    kernel stack (netns "lab")                       fasttcp Host
+    10.77.0.1/24 on ftun0  <-- /dev/net/tun fd -->   answers on 10.77.0.2
+
+The kernel's side of the device gets the first host address of the network (10.77.0.1);
+fasttcp's own address (10.77.0.2) is *not* configured on the device: the connected route of
+the /24 sends every packet for it into the TUN device, where fasttcp reads it.
+
+Setup: the device is made with ``TUNSETIFF(IFF_TUN | IFF_NO_PI [| IFF_VNET_HDR])`` on a
+non-blocking fd opened while the calling thread is inside the target namespace (the device
+is born where the fd was opened; the fd keeps working from anywhere). pyroute2 then sets the
+MTU, txqueuelen, the kernel-side address and brings it up. The device is not persistent: it
+disappears when the fd is closed (``close()``, which also checks it is gone).
+
+Offloads (``offload=True``, the default): IFF_VNET_HDR plus ``TUNSETOFFLOAD(TUN_F_CSUM |
+TUN_F_TSO4 | TUN_F_TSO6)``, falling back to CSUM only and then to none when the kernel
+refuses. The kernel then hands over TCP super-packets of up to 64 KiB and leaves TCP
+checksums partial (the field holds only the pseudo-header sum). The contract with the host:
+
+- ``recv_batch()`` returns IPv4 packets; super-packets are delivered whole, as one packet.
+- ``link.parse_flags`` is the ``SegmentBatch.parse`` flag valid for *every* batch of this
+  link: ``PARSE_NO_TCP_CSUM`` when offloads are on (every TCP packet was verified by the
+  kernel or by the link, or was made by the local kernel with a partial checksum), else 0.
+  The host must pass it when parsing (``batch.parse(packets, link.parse_flags)``).
+- ``link.last_rx_flags`` has one byte of ``RX_FLAG_*`` bits per packet of the last batch
+  (CSUM_PARTIAL, CSUM_VALID, GSO) for anyone who needs the detail.
+- ``complete_checksums=True`` fills in partial checksums in C as the packets are read, so
+  they are ordinary valid packets (for a host that always verifies, or a pcap capture) at
+  the cost of one pass over the bytes.
+
+Offload flags belong to the device and outlive the fd, so they are always set explicitly
+(to 0 when offloads are off).
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import os
+import select
+import struct
+from typing import Any, Iterable, Optional
+
+from fasttcp.link import netns as _ns
+from fasttcp.link._tunio import (
+    HDR_LEN,
+    RX_FLAG_CSUM_PARTIAL,
+    RX_FLAG_CSUM_VALID,
+    RX_FLAG_GSO,
+    TunIO,
+)
+
+__all__ = ["TunLink", "TUN_F_CSUM", "TUN_F_TSO4", "TUN_F_TSO6", "RX_FLAG_CSUM_PARTIAL",
+           "RX_FLAG_CSUM_VALID", "RX_FLAG_GSO", "tun_available"]
+
+TUN_PATH = "/dev/net/tun"
+
+# <linux/if_tun.h>
+TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
+TUNSETVNETLE = 0x400454DC
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+IFF_TUN_EXCL = 0x8000
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+IFNAMSIZ = 16                      # including the terminating NUL
+
+# Offload sets to try, best first (TSO without CSUM is EINVAL).
+_OFFLOAD_CHOICES = (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6, TUN_F_CSUM, 0)
+
+
+def tun_available() -> Optional[str]:
+    """None when TUN links can be made here, else the reason why not."""
+    if not os.path.exists(TUN_PATH):
+        return f"{TUN_PATH} does not exist (no tun module, or not given to this container)"
+    if not _has_cap(12):
+        return "CAP_NET_ADMIN is needed to create TUN devices"
+    try:
+        import pyroute2  # noqa: F401
+    except ImportError:
+        return "pyroute2 is not installed"
+    return None
+
+
+def _has_cap(bit: int) -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> bit & 1)
+    except OSError:                                            # pragma: no cover
+        pass
+    return os.geteuid() == 0
+
+
+def _check_name(name: str) -> bytes:
+    """A Linux interface name: 1..15 bytes, no '/', ':' or whitespace, not '.' or '..'."""
+    if not isinstance(name, str):
+        raise TypeError("interface name must be a str")
+    raw = name.encode("ascii", "strict") if name.isascii() else None
+    if raw is None:
+        raise ValueError(f"interface name {name!r} must be ASCII")
+    if not raw:
+        raise ValueError("interface name must not be empty")
+    if len(raw) >= IFNAMSIZ:
+        raise ValueError(f"interface name {name!r} is too long ({len(raw)} bytes; "
+                         f"Linux allows at most {IFNAMSIZ - 1})")
+    if name in (".", "..") or any(c in name for c in "/: \t\n\0"):
+        raise ValueError(f"invalid interface name {name!r}")
+    return raw
+
+
+def _iproute(netns: Optional[str]):
+    from pyroute2 import IPRoute
+    if netns is None:
+        return IPRoute()
+    return IPRoute(netns=netns, flags=0)        # flags=0: never create it behind our back
+
+
+def _netlink_error(e: Exception, what: str) -> OSError:
+    code = getattr(e, "code", 0) or errno.EIO
+    return OSError(code, f"{what}: {os.strerror(code)}")
+
+
+class TunLink:
+    """A TUN device as a fasttcp link; see the module docstring.
+
+    ``address`` is fasttcp's address; the kernel side of the device gets
+    ``kernel_address`` (default: the first host address of ``address/prefix``). With
+    ``netns`` the device lives in that named network namespace, created if missing (and
+    then removed again by :meth:`close` unless ``keep_netns``).
+
+    Raises ``ValueError`` (bad name, address, prefix, MTU), ``FileNotFoundError`` (no
+    /dev/net/tun), ``PermissionError`` (no CAP_NET_ADMIN) and ``FileExistsError`` (the
+    interface name is taken).
+
+    One reader and one writer at a time: ``recv_batch`` reuses one receive arena and both
+    calls release the GIL while they run. Writes never block (a full queue drops).
+    """
+
+    def __init__(self, name: str = "ftun0", address: str = "10.77.0.2", prefix: int = 24,
+                 mtu: int = 1500, netns: Optional[str] = None, offload: bool = True,
+                 txqueuelen: int = 5000, batch: int = 64, *,
+                 kernel_address: Optional[str] = None, complete_checksums: bool = False,
+                 keep_netns: bool = False) -> None:
+        raw = _check_name(name)
+        addr, kaddr, net = self._check_addresses(address, prefix, kernel_address)
+        if not 68 <= int(mtu) <= 65535:                    # RFC 791: every host takes 68
+            raise ValueError(f"MTU {mtu} out of range 68..65535")
+        if not 0 <= int(txqueuelen) <= 1 << 20:
+            raise ValueError(f"txqueuelen {txqueuelen} out of range")
+        if int(batch) < 1:
+            raise ValueError("batch must be at least 1")
+        if netns is not None:
+            _ns.validate_netns_name(netns)
+        self._init_state(name, netns, batch)
+        self.address: Optional[str] = str(addr)
+        self.kernel_address: Optional[str] = str(kaddr)
+        self.prefix: Optional[int] = net.prefixlen
+        self.mtu = int(mtu)
+        self.txqueuelen = int(txqueuelen)
+        self.owned = True
+        self.keep_netns = keep_netns
+        _require_tun()
+        fd = -1
+        try:
+            if netns is not None:
+                self._created_netns = _ns.create_netns(netns, exist_ok=True)
+            fd, vnet, flags = _open_tun(raw, netns, offload, exclusive=True)
+            self._configure(name, netns)
+            self._io = TunIO(fd, vnet, int(batch), complete_checksums)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)                  # a non-persistent device dies with its fd
+            if self._created_netns:
+                _ns.remove_netns(netns)
+                self._created_netns = False
+            raise
+        self.offload_flags = flags
+        self._fd = fd
+
+    @classmethod
+    def attach(cls, name: str, netns: Optional[str] = None, *, address: Optional[str] = None,
+               offload: bool = True, batch: int = 64,
+               complete_checksums: bool = False) -> "TunLink":
+        """Open an existing (persistent, unused) TUN device; :meth:`close` leaves it in place.
+
+        ``address`` is fasttcp's address on it, if known; ``kernel_address``, ``prefix``,
+        ``mtu`` and ``txqueuelen`` are read from the device. The offload flags are set
+        explicitly, as for a new device.
+        """
+        raw = _check_name(name)
+        if netns is not None:
+            _ns.validate_netns_name(netns)
+            if not _ns.netns_exists(netns):
+                raise FileNotFoundError(f"no network namespace {netns!r}")
+        if address is not None:
+            address = str(ipaddress.IPv4Address(address))
+        _require_tun()
+        self = cls.__new__(cls)
+        self._init_state(name, netns, batch)
+        self.owned = False
+        self.keep_netns = True
+        info = self._read_device(name, netns)
+        if info is None:
+            raise FileNotFoundError(f"no interface {name!r}"
+                                    + (f" in network namespace {netns!r}" if netns else ""))
+        self.mtu, self.txqueuelen, self.kernel_address, self.prefix = info
+        self.address = address
+        fd, vnet, flags = _open_tun(raw, netns, offload, exclusive=False)
+        try:
+            self._io = TunIO(fd, vnet, int(batch), complete_checksums)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.offload_flags = flags
+        self._fd = fd
+        return self
+
+    # ------------------------------------------------------------------------------------
+    # setup helpers
+    # ------------------------------------------------------------------------------------
+
+    def _init_state(self, name: str, netns: Optional[str], batch: int) -> None:
+        self.name = name
+        self.netns = netns
+        self.batch = int(batch)
+        self._io: Any = None
+        self._fd = -1
+        self._created_netns = False
+        self.offload_flags = 0
+
+    @staticmethod
+    def _check_addresses(address: str, prefix: int, kernel_address: Optional[str]):
+        try:
+            addr = ipaddress.IPv4Address(address)
+        except (ipaddress.AddressValueError, ValueError, TypeError) as e:
+            raise ValueError(f"invalid IPv4 address {address!r}") from e
+        if not isinstance(prefix, int) or not 1 <= prefix <= 30:
+            raise ValueError(f"prefix length {prefix!r} must be 1..30 (room for two hosts)")
+        net = ipaddress.IPv4Network(f"{addr}/{prefix}", strict=False)
+        if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
+            raise ValueError(f"{addr} cannot be a host address")
+        if addr in (net.network_address, net.broadcast_address):
+            raise ValueError(f"{addr} is the network or broadcast address of {net}")
+        if kernel_address is None:
+            kaddr = net.network_address + 1
+        else:
+            try:
+                kaddr = ipaddress.IPv4Address(kernel_address)
+            except (ipaddress.AddressValueError, ValueError, TypeError) as e:
+                raise ValueError(f"invalid IPv4 address {kernel_address!r}") from e
+            if kaddr not in net or kaddr in (net.network_address, net.broadcast_address):
+                raise ValueError(f"kernel address {kaddr} is not a host address of {net}")
+        if kaddr == addr:
+            raise ValueError(f"{addr} is the kernel's address on the device ({net}): "
+                             "pick another address for fasttcp")
+        return addr, kaddr, net
+
+    def _configure(self, name: str, netns: Optional[str]) -> None:
+        try:
+            with _iproute(netns) as ipr:
+                idx = ipr.link_lookup(ifname=name)
+                if not idx:
+                    raise FileNotFoundError(f"TUN device {name!r} vanished during setup")
+                idx = idx[0]
+                try:
+                    # No IPv6 link-local address: the kernel would send router and
+                    # multicast-listener solicitations into a link that only speaks IPv4.
+                    ipr.link("set", index=idx, IFLA_AF_SPEC={"attrs": [["AF_INET6", {
+                        "attrs": [["IFLA_INET6_ADDR_GEN_MODE", 1]]}]]})
+                except Exception:                              # pragma: no cover
+                    pass                                       # IPv6 disabled: fine
+                ipr.link("set", index=idx, mtu=self.mtu, txqlen=self.txqueuelen)
+                ipr.addr("add", index=idx, address=self.kernel_address,
+                         prefixlen=self.prefix)
+                ipr.link("set", index=idx, state="up")
+                self.ifindex = idx
+        except OSError:
+            raise
+        except Exception as e:                     # pyroute2's NetlinkError is no OSError
+            raise _netlink_error(e, f"configuring {name}") from e
+
+    @staticmethod
+    def _read_device(name: str, netns: Optional[str]):
+        with _iproute(netns) as ipr:
+            idx = ipr.link_lookup(ifname=name)
+            if not idx:
+                return None
+            link = ipr.get_links(idx[0])[0]
+            kaddr = prefix = None
+            for a in ipr.get_addr(index=idx[0], family=2):
+                kaddr, prefix = a.get_attr("IFA_ADDRESS"), a["prefixlen"]
+                break
+            return (link.get_attr("IFLA_MTU"), link.get_attr("IFLA_TXQLEN"), kaddr, prefix)
+
+    # ------------------------------------------------------------------------------------
+    # the link interface
+    # ------------------------------------------------------------------------------------
+
+    def recv_batch(self, max: Optional[int] = None, copy: bool = True) -> list:  # noqa: A002
+        """Up to ``max`` (default and at most ``batch``) packets that are waiting; never
+        blocks. With ``copy=False`` the packets are memoryviews into the link's receive
+        arena, valid only until the next ``recv_batch`` call."""
+        io = self._io
+        if io is None:
+            raise ValueError("recv_batch on a closed TunLink")
+        return io.recv_batch(-1 if max is None else max, copy)
+
+    def send_batch(self, packets: Iterable[Any], gso: int = 0) -> int:
+        """Write the packets; returns how many were written (the rest count as dropped).
+
+        ``gso`` > 0 (offload links only): a TCP packet carrying more than ``gso`` bytes is
+        handed to the kernel as one TSO super-segment of ``gso``-byte segments."""
+        io = self._io
+        if io is None:
+            raise ValueError("send_batch on a closed TunLink")
+        return io.send_batch(packets, gso)
+
+    def fileno(self) -> int:
+        if self._io is None:
+            raise ValueError("closed TunLink")
+        return self._fd
+
+    def wait_readable(self, timeout: Optional[float]) -> bool:
+        """Block until a packet is waiting or ``timeout`` seconds pass (None: forever).
+        For simple loops; an event loop should watch :meth:`fileno` instead."""
+        p = select.poll()
+        p.register(self.fileno(), select.POLLIN)
+        ms = -1 if timeout is None else max(0, int(timeout * 1000))
+        return bool(p.poll(ms))
+
+    @property
+    def offload(self) -> bool:
+        """True when the kernel accepted segmentation offload (TSO)."""
+        return bool(self.offload_flags & TUN_F_TSO4)
+
+    @property
+    def vnet_hdr(self) -> bool:
+        return self._io is not None and self._io.vnet_hdr
+
+    @property
+    def parse_flags(self) -> int:
+        """Pass to ``SegmentBatch.parse`` for packets from this link (module docstring)."""
+        return self._io.parse_flags if self._io is not None else 0
+
+    @property
+    def last_rx_flags(self) -> bytes:
+        """``RX_FLAG_*`` bits per packet of the last ``recv_batch`` result."""
+        return self._io.last_rx_flags if self._io is not None else b""
+
+    @property
+    def complete_checksums(self) -> bool:
+        return bool(self._io is not None and self._io.complete_checksums)
+
+    @property
+    def closed(self) -> bool:
+        return self._io is None
+
+    def stats(self) -> dict:
+        """Counters: rx/tx packets, bytes, GSO packets, drops and errors."""
+        return self._io.stats() if self._io is not None else {}
+
+    # ------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the fd; a device this link created goes with it (checked with pyroute2),
+        and so does a namespace it created (unless ``keep_netns``). A link that is only
+        garbage-collected closes its fd (so its device goes) but leaves such a namespace."""
+        io = self._io
+        if io is None:
+            return
+        self._io = None
+        io.detach()
+        os.close(self._fd)
+        self._fd = -1
+        if self._created_netns and not self.keep_netns:
+            _ns.remove_netns(self.netns)       # takes the device with it
+            self._created_netns = False
+            return
+        if self.owned:
+            try:
+                with _iproute(self.netns) as ipr:
+                    idx = ipr.link_lookup(ifname=self.name)
+                    if idx:                   # made persistent by someone: delete it
+                        ipr.link("del", index=idx[0])
+            except FileNotFoundError:
+                pass                          # the namespace itself is gone
+
+    def __enter__(self) -> "TunLink":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Last resort: closing the fd removes a non-persistent device.
+        if getattr(self, "_io", None) is not None and self._fd >= 0:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+
+    def __repr__(self) -> str:
+        where = f" netns={self.netns}" if self.netns else ""
+        state = "closed" if self._io is None else f"fd={self._fd}"
+        return (f"<TunLink {self.name}{where} {self.address} kernel={self.kernel_address}"
+                f"/{self.prefix} mtu={self.mtu} offload=0x{self.offload_flags:x} {state}>")
+
+
+# ------------------------------------------------------------------------------------------
+# fd setup
+# ------------------------------------------------------------------------------------------
+
+def _require_tun() -> None:
+    if not os.path.exists(TUN_PATH):
+        raise FileNotFoundError(errno.ENOENT, f"{TUN_PATH} does not exist: load the tun "
+                                "module or give the container the device", TUN_PATH)
+
+
+def _open_tun(raw: bytes, netns: Optional[str], offload: bool, exclusive: bool):
+    """Open /dev/net/tun inside ``netns`` and bind it to device ``raw``.
+
+    Returns (fd, vnet_hdr, offload_flags). The fd is non-blocking and close-on-exec.
+    """
+    name = raw.decode()
+    with _ns.entered(netns):
+        try:
+            fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(errno.ENOENT, f"{TUN_PATH} does not exist", TUN_PATH) from e
+        except PermissionError as e:
+            raise PermissionError(errno.EACCES, f"cannot open {TUN_PATH}: needs root or "
+                                  "CAP_NET_ADMIN", TUN_PATH) from e
+        try:
+            base = IFF_TUN | IFF_NO_PI | (IFF_TUN_EXCL if exclusive else 0)
+            vnet = False
+            if offload:
+                try:
+                    _setiff(fd, raw, base | IFF_VNET_HDR)
+                    vnet = True
+                except OSError as e:
+                    if e.errno != errno.EINVAL:
+                        raise _iff_error(e, name, exclusive) from e
+            if not vnet:
+                try:
+                    _setiff(fd, raw, base)
+                except OSError as e:
+                    raise _iff_error(e, name, exclusive) from e
+            flags = _set_offload(fd, vnet)
+        except BaseException:
+            os.close(fd)
+            raise
+    return fd, vnet, flags
+
+
+def _setiff(fd: int, raw: bytes, flags: int) -> None:
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", raw, flags))
+
+
+def _iff_error(e: OSError, name: str, exclusive: bool) -> OSError:
+    if e.errno == errno.EPERM:
+        return PermissionError(errno.EPERM, f"cannot create TUN device {name!r}: "
+                               "needs CAP_NET_ADMIN")
+    if e.errno in (errno.EBUSY, errno.EEXIST) and exclusive:
+        return FileExistsError(errno.EEXIST, f"interface name {name!r} is already taken")
+    if e.errno == errno.EBUSY:
+        return OSError(errno.EBUSY, f"TUN device {name!r} is in use by another process")
+    if e.errno == errno.EINVAL and not exclusive:
+        return OSError(errno.EINVAL, f"{name!r} is not a TUN device (or has other flags)")
+    return OSError(e.errno, f"TUNSETIFF {name!r}: {os.strerror(e.errno)}")
+
+
+def _set_offload(fd: int, vnet: bool) -> int:
+    """Set the device's offload flags explicitly (they outlive the fd); the best set the
+    kernel accepts when ``vnet``, else 0."""
+    if vnet:
+        # Our header layout: 10 bytes, little-endian (virtio 1.0). Both are device state
+        # too. TUNSETVNETLE is refused by kernels without cross-endian support, where the
+        # header is in native order - little-endian on the machines we run on.
+        fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", HDR_LEN))
+        try:
+            fcntl.ioctl(fd, TUNSETVNETLE, struct.pack("i", 1))
+        except OSError:
+            if struct.pack("=H", 1) != struct.pack("<H", 1):   # pragma: no cover
+                raise
+    for flags in (_OFFLOAD_CHOICES if vnet else (0,)):
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, flags)       # the argument is the value itself
+            return flags
+        except OSError as e:
+            if e.errno != errno.EINVAL or flags == 0:
+                raise
+    return 0                                                   # pragma: no cover
