@@ -68,6 +68,9 @@ class Settings:
     syn_cookies: Union[bool, str] = True
     #: Challenge ACKs (RFC 5961) per second for the whole host; 0 = unlimited.
     challenge_ack_limit: int = 1000
+    #: Largest TCP super-segment (bytes) handed to a link with segmentation offload (a
+    #: TunLink with offload cuts it into MTU-sized packets); 0 sends MSS-sized packets.
+    gso_max: int = 0
     #: IPv4 TTL of packets we send.
     ttl: int = 64
     #: Congestion control policy: a name ("newreno") or a CongestionControl subclass.

@@ -328,7 +328,7 @@ cdef class TunIO:
         cdef unsigned char hdr[VNET_HDR_LEN]
         cdef unsigned char head[128]      # IPv4 (<= 60) + TCP (<= 60) headers of a GSO packet
         cdef iovec iov[3]
-        cdef Py_ssize_t i, written = 0, ihl, tot, hl, plen
+        cdef Py_ssize_t i, written = 0, ihl, tot, hl, plen, g
         cdef ssize_t r
         cdef int cnt, e
         cdef uint16_t ps
@@ -340,9 +340,11 @@ cdef class TunIO:
             is_gso = False
             if self.vnet:
                 memset(hdr, 0, VNET_HDR_LEN)
-                if gso > 0 and tcp_span(p, plen, &ihl, &tot) and tot == plen:
+                if gso != 0 and tcp_span(p, plen, &ihl, &tot) and tot == plen:
                     hl = ihl + (p[ihl + 12] >> 4) * 4
-                    if hl >= ihl + 20 and hl <= tot and tot - hl > gso:
+                    # gso < 0: segments fill an MTU of -gso bytes whatever the headers are
+                    g = gso if gso > 0 else -gso - hl
+                    if hl >= ihl + 20 and hl <= tot and g > 0 and tot - hl > g:
                         is_gso = True
                 if is_gso:
                     # A TCP super-segment for the kernel to cut into `gso`-byte segments
@@ -351,7 +353,7 @@ cdef class TunIO:
                     hdr[0] = VNET_F_NEEDS_CSUM
                     hdr[1] = VNET_GSO_TCPV4
                     put_le16(hdr + 2, <uint16_t>hl)
-                    put_le16(hdr + 4, <uint16_t>gso)
+                    put_le16(hdr + 4, <uint16_t>g)
                     put_le16(hdr + 6, <uint16_t>ihl)
                     put_le16(hdr + 8, 16)
                     memcpy(head, p, hl)
@@ -410,8 +412,8 @@ cdef class TunIO:
         cdef object obj
         if self.fd < 0:
             raise ValueError("send_batch on a closed TUN link")
-        if not 0 <= gso <= 65535:
-            raise ValueError("gso must be 0..65535")
+        if not -65535 <= gso <= 65535:
+            raise ValueError("gso must be -65535..65535")
         if gso and not self.vnet:
             raise ValueError("gso needs a link opened with offloads (IFF_VNET_HDR)")
         if type(packets) is not list:

@@ -314,14 +314,18 @@ class TunLink:
             raise ValueError("recv_batch on a closed TunLink")
         return io.recv_batch(-1 if max is None else max, copy)
 
-    def send_batch(self, packets: Iterable[Any], gso: int = 0) -> int:
+    def send_batch(self, packets: Iterable[Any], gso: Optional[int] = None) -> int:
         """Write the packets; returns how many were written (the rest count as dropped).
 
         ``gso`` > 0 (offload links only): a TCP packet carrying more than ``gso`` bytes is
-        handed to the kernel as one TSO super-segment of ``gso``-byte segments."""
+        handed to the kernel as one TSO super-segment of ``gso``-byte segments. The default
+        (None) on an offload link cuts each super-segment into packets that fill the
+        link's MTU (gso = MTU - its headers), which is what a Host with ``gso_max`` sends."""
         io = self._io
         if io is None:
             raise ValueError("send_batch on a closed TunLink")
+        if gso is None:
+            gso = -self.mtu if self.offload else 0
         return io.send_batch(packets, gso)
 
     def fileno(self) -> int:

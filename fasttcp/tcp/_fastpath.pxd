@@ -47,6 +47,7 @@ cdef class Tcb:
     cdef public double _rtt_start, last_recv_at, last_send_at
     cdef public object cc, rtt
     cdef public uint64_t cwnd_bonus     # limited transmit (RFC 3042): dupacks * SMSS
+    cdef public uint32_t gso_max        # largest super-segment for a TSO link; 0 = off
     # timestamps (RFC 7323) and SACK (RFC 2018)
     cdef public bint ts_ok              # both SYNs carried timestamps
     cdef public uint32_t ts_recent      # TS.Recent

@@ -118,6 +118,8 @@ cdef class Tcb:
         t.df = True
         if flags & TH_ACK:
             self.last_ack_sent = self.rcv_nxt
+        if n > self.mss:
+            t.no_tcp_csum = True                   # a super-segment: the TSO link sums it
         if n and from_ring:
             self._send_ring.copy_out(off - 1, p + 40 + olen, n)
         build_tcp_into(p, total, &t, p + 40 + olen, n)
@@ -193,7 +195,12 @@ cdef class Tcb:
         cdef object cwnd_obj = self.cc.cwnd
         cdef uint64_t cwnd = (cwnd_obj if cwnd_obj > 0 else 0) + self.cwnd_bonus
         cdef uint64_t nxt, avail, usable, wnd, n, mss = self.mss
+        cdef uint64_t seg_max = mss
         cdef int sent = 0
+        if self.gso_max > mss:
+            # TSO: one super-segment carries as many MSS-sized segments as fit 64 KiB; the
+            # link (kernel) cuts it, so the wire sees ordinary segments.
+            seg_max = (self.gso_max // mss) * mss
         while True:
             nxt = self.snd_nxt
             avail = data_end - nxt if data_end > nxt else 0
@@ -205,7 +212,7 @@ cdef class Tcb:
                         self.persist = True        # nothing will elicit a window update
                         self.rtx_at = now + self.rtt.rto
                     break
-                n = mss
+                n = seg_max
                 if avail < n:
                     n = avail
                 if usable < n:

@@ -276,6 +276,10 @@ ALGORITHMS: Dict[str, Type[CongestionControl]] = {
     NewReno.name: NewReno,
 }
 
+# CUBIC (RFC 9438) lives in cubic.py and adds itself to ALGORITHMS when imported. A plain
+# ``import`` (not ``from ... import``) also works when cubic.py happens to be imported first.
+import fasttcp.tcp.cubic  # noqa: E402,F401  (registers "cubic")
+
 
 def resolve(spec: Union[str, Type[CongestionControl]]) -> Type[CongestionControl]:
     """The policy class for a name in :data:`ALGORITHMS` or a CongestionControl subclass."""

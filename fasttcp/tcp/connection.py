@@ -346,6 +346,7 @@ class Connection(Tcb):
             self.snd_wscale = self.rcv_wscale = 0
         self.mss = max(1, min(self.mss_limit, mss) - (TS_OPTION_SPACE if self.ts_ok else 0))
         self.cc.set_mss(self.mss)
+        self._set_gso()
         self.rcv_adv = self.rcv_nxt + self._initial_rcv_window()   # as our SYN-ACK said
         self.last_ack_sent = self.rcv_nxt
         self._update_window_from(seg, syn=False)
@@ -365,6 +366,7 @@ class Connection(Tcb):
         # The option space a segment always carries comes out of the MSS (RFC 6691).
         self.mss = max(1, min(self.mss_limit, peer_mss) - (TS_OPTION_SPACE if self.ts_ok else 0))
         self.cc.set_mss(self.mss)
+        self._set_gso()
         # RFC 7323 2.2: scaling is on only when both SYNs carry the option.
         if opts.wscale is not None and self.settings.window_scaling:
             self._ws_ok = True
@@ -373,6 +375,13 @@ class Connection(Tcb):
             self._ws_ok = False
             self.snd_wscale = 0
             self.rcv_wscale = 0
+
+    def _set_gso(self) -> None:
+        """Super-segments only when our segments fill the link MTU: the TSO link cuts
+        them by its MTU, so a peer with a smaller MSS gets ordinary segments."""
+        s = self.settings
+        full = self.mss + (TS_OPTION_SPACE if self.ts_ok else 0) + 40 == s.mtu
+        self.gso_max = min(s.gso_max, 65535 - 100) if full and s.gso_max > self.mss else 0
 
     def _initial_rcv_window(self) -> int:
         # The window field of a SYN is never scaled (RFC 7323 2.2).
@@ -966,6 +975,7 @@ class Connection(Tcb):
             new_mss = max(mtu - 40, 536) if mtu else self.mss
             if new_mss < self.mss:
                 self.mss = new_mss
+                self.gso_max = 0
                 self.mss_limit = min(self.mss_limit, new_mss)
                 self.cc.set_mss(new_mss)
                 self.snd_nxt = self.snd_una          # resend at the new size

@@ -163,6 +163,7 @@ ctypedef struct TcpOut:
     uint32_t tsecr
     uint8_t nsack
     uint32_t sack[8]
+    bint no_tcp_csum        # leave the TCP checksum 0 (a TSO link fills it in)
 
 # --- C-level functions (exported through the module's C API) --------------------------------
 cdef uint16_t checksum_finish(uint64_t partial) noexcept nogil

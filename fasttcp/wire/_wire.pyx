@@ -436,6 +436,8 @@ cdef Py_ssize_t build_tcp_into(unsigned char* out, Py_ssize_t cap, const TcpOut*
     _write_tcp_options(th + 20, t)
     if plen and payload != th + doff:
         memcpy(th + doff, payload, plen)
+    if t.no_tcp_csum:
+        return total
     s = ft_pseudo_sum_mem(ft_load32(out + 12), ft_load32(out + 16), IPPROTO_TCP,
                           <uint32_t>(doff + plen))
     c = checksum_finish(ft_csum_partial(th, doff + plen, s))

@@ -86,8 +86,9 @@ class TcpOptions:
         self.mss = mss
         self.wscale = wscale
         self.sack_permitted = sack_permitted
-        self.timestamps = timestamps
-        self.sack = tuple(sack)
+        # Tuples whatever sequences were given, so that equality and hashing work.
+        self.timestamps = None if timestamps is None else tuple(timestamps)
+        self.sack = tuple(tuple(block) for block in sack)
 
     def _key(self) -> tuple:
         return (self.mss, self.wscale, self.sack_permitted, self.timestamps, self.sack)
