@@ -11,6 +11,7 @@ COMPILED_MODULES = [
     "fasttcp.tcp._fastpath",
     "fasttcp.tcp._cookies",
     "fasttcp.link._tunio",
+    "fasttcp.host._frag",
 ]
 
 

@@ -19,8 +19,9 @@ from fasttcp.tcp._cookies import SynCookies, encode_options
 from fasttcp.tcp.congestion import CongestionControl, resolve
 from fasttcp.tcp.connection import ACK, FIN, RST, SYN, Connection
 from fasttcp.tcp.states import State
-from fasttcp.wire import (DropReason, SegmentBatch, TcpOptions, build_icmp_echo, build_tcp,
-                          int_to_ip, ip_to_int)
+from fasttcp.host._frag import FragmentReassembler
+from fasttcp.wire import (DropReason, MalformedPacket, SegmentBatch, TcpOptions,
+                          build_icmp_echo, build_tcp, int_to_ip, ip_to_int, parse)
 
 MASK = 0xFFFFFFFF
 
@@ -81,6 +82,8 @@ class Host:
         self._listeners: Dict[int, Listener] = {}
         self._isn = IsnGenerator(self.settings.isn_secret)
         self._cookies = SynCookies(self._isn)
+        s = self.settings
+        self._frags = FragmentReassembler(s.frag_max_bytes, s.frag_max_datagrams, s.frag_timeout)
         self._batch = SegmentBatch(256)
         self._timers: List[Tuple[float, int, Connection]] = []
         self._timer_seq = itertools.count()
@@ -113,6 +116,21 @@ class Host:
         # Parse the batch and run header prediction in C; the rest comes back through
         # _slow_input one packet at a time.
         _fastpath.receive_batch(self, self._batch, packets, now, parse_flags)
+
+    def _fragment(self, packet, now: float) -> None:
+        """An IPv4 fragment: reassemble (RFC 791, bounded; overlaps discard the datagram)
+        and process the datagram once complete."""
+        self._stats["fragments_in"] += 1
+        whole = self._frags.add(bytes(packet), now)
+        if whole is None:
+            return
+        self._stats["datagrams_reassembled"] += 1
+        try:
+            pk = parse(whole)
+        except MalformedPacket as e:
+            self._stats["drop_" + e.reason.name.lower()] += 1
+            return
+        self._slow_input(pk, now)
 
     def _slow_input(self, pk, now: float) -> None:
         stats = self._stats
@@ -213,6 +231,9 @@ class Host:
         d = dict(self._stats)
         d["connections"] = len(self._conns)
         d["time_wait"] = self._time_wait_count
+        for k, v in self._frags.stats().items():
+            if v:
+                d["reasm_" + k] = v
         d["listeners"] = len(self._listeners)
         return d
 

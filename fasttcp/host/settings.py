@@ -66,6 +66,12 @@ class Settings:
     #: SYN cookies (RFC 4987 3.6) when a listener's SYN queue is full: True, False, or
     #: "always" (every SYN answered with a cookie, no half-open state at all).
     syn_cookies: Union[bool, str] = True
+    #: IPv4 reassembly (RFC 791): most bytes held in fragments, most datagrams in
+    #: progress, and how long an incomplete datagram is kept (RFC 1122 3.3.2: 60-120 s
+    #: recommended; 30 s like Linux's ipfrag_time).
+    frag_max_bytes: int = 1 << 20
+    frag_max_datagrams: int = 64
+    frag_timeout: float = 30.0
     #: Challenge ACKs (RFC 5961) per second for the whole host; 0 = unlimited.
     challenge_ack_limit: int = 1000
     #: Largest TCP super-segment (bytes) handed to a link with segmentation offload (a
@@ -73,8 +79,9 @@ class Settings:
     gso_max: int = 0
     #: IPv4 TTL of packets we send.
     ttl: int = 64
-    #: Congestion control policy: a name ("newreno") or a CongestionControl subclass.
-    congestion: Union[str, Type[Any]] = "newreno"
+    #: Congestion control policy: a name ("cubic", RFC 9438; "newreno", RFC 5681 + 6582)
+    #: or a CongestionControl subclass.
+    congestion: Union[str, Type[Any]] = "cubic"
     #: Secret for ISNs (RFC 6528); None draws a random one per host.
     isn_secret: Optional[bytes] = None
     #: First ephemeral port (IANA dynamic range, RFC 6335).

@@ -19,7 +19,7 @@ from libc.string cimport memset
 
 from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.storage._ring cimport SendRing
-from fasttcp.wire._wire cimport (DROP_REASON_COUNT, IPPROTO_TCP, OPT_SACK, OPT_TS, SegDesc,
+from fasttcp.wire._wire cimport (DROP_FRAGMENT, DROP_REASON_COUNT, IPPROTO_TCP, OPT_SACK, OPT_TS, SegDesc,
                                  SegmentBatch, TH_ACK, TH_CWR, TH_ECE, TH_FIN, TH_PSH, TH_RST,
                                  TH_SYN, TH_URG, TcpOut, build_tcp_into, seq_diff, seq_ge,
                                  seq_le, seq_lt, tcp_options_len)
@@ -341,6 +341,14 @@ def receive_batch(object host, SegmentBatch batch, list packets, double now,
     for i in range(n):
         d = &batch.descs[i]
         if d.reason:
+            if d.reason == DROP_FRAGMENT:
+                # IPv4 reassembly (Python call, rare): a whole datagram comes back.
+                if touched:
+                    _finish(touched, now)
+                    touched = []
+                have_last = False
+                host._fragment(packets[i], now)
+                continue
             drops[d.reason] += 1
             dropped += 1
             continue

@@ -1136,6 +1136,10 @@ class Connection(Tcb):
 
     def _output_data(self, now: float, out: List[bytes]) -> bool:
         sent = False
+        if (self.snd_una == self.snd_max and self.snd_nxt == self.snd_una
+                and now - self.last_send_at > self.rtt.rto and self.unsent > 0):
+            # RFC 5681 4.1: restart from the restart window after an idle period > RTO.
+            self.cc.on_idle(now - self.last_send_at, self.rtt.rto)
         if self._pending_rtx:                      # fast retransmit / partial ACK
             self._pending_rtx = False
             if self.snd_una < self.snd_max:
