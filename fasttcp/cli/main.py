@@ -1,40 +1,99 @@
-"""The ``fasttcp`` command (also ``python -m fasttcp``)."""
+"""The ``fasttcp`` command (also ``python -m fasttcp``).
+
+  fasttcp demo                 the kernel's TCP downloads from fasttcp over TUN, explained
+  fasttcp serve {echo,discard,http} [--netns NS] [--tun NAME] [--address ADDR] [--port P]
+                               [--root DIR | --size BYTES]
+  fasttcp stats [--tun NAME | --control PATH]
+"""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from typing import List, Optional
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from fasttcp.cli.memtransfer import bulk_transfer
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().rstrip("ib").rstrip("b") if text[-1:].lower() == "b" else text.lower()
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)
 
-    size = args.size
-    print(f"fasttcp demo: {size / 2**20:.0f} MiB from a fasttcp client host (10.0.0.1) to a "
-          f"fasttcp server host (10.0.0.2), MTU {args.mtu}, both stacks in this process")
-    print("(the TUN demo against the kernel's own TCP arrives with the TUN link)")
-    r = bulk_transfer(size, mtu=args.mtu, log=lambda m: print("  " + m))
-    print(f"  transfer: {r.nbytes} bytes, sha256 {'matches' if r.intact else 'DIFFERS'}, "
-          f"{r.packets} packets")
-    print(f"  goodput: {r.gbit_per_s:.3f} Gbit/s of wall time "
-          f"({r.wall_seconds * 1000:.0f} ms for both stacks' work)")
-    ci = r.client_info
-    print(f"  client info: state={ci.state} mss={ci.mss} cwnd={ci.cwnd} "
-          f"ssthresh={ci.ssthresh} srtt={ci.srtt} rto={ci.rto} retransmits={ci.retransmits} "
-          f"bytes_acked={ci.bytes_acked}")
-    si = r.server_info
-    print(f"  server info: state={si.state} bytes_received={si.bytes_received} "
-          f"rcv_wscale={si.rcv_wscale}")
-    return 0 if r.intact else 1
+
+def _demo(args: argparse.Namespace) -> int:
+    from fasttcp.cli.demo import run_demo
+
+    return run_demo(args.size, args.mtu, not args.no_offload, args.memory)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from fasttcp.cli.serve import serve
+    from fasttcp.link.tun import tun_available
+
+    reason = tun_available()
+    if reason is not None:
+        print(f"fasttcp serve needs a TUN device: {reason}", file=sys.stderr)
+        return 2
+    return serve(args.service, netns=args.netns, tun=args.tun, address=args.address,
+                 port=args.port, root=args.root, size=args.size, offload=not args.no_offload,
+                 mtu=args.mtu, control=args.control, duration=args.duration)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from fasttcp.cli.serve import read_control, render
+    from fasttcp.cli.servers import control_path
+
+    path = args.control or control_path(args.tun)
+    try:
+        data = read_control(path)
+    except OSError as e:
+        print(f"no fasttcp server answers on {path}: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        import json
+        print(json.dumps(data, indent=2))
+    else:
+        print(render(data))
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="fasttcp", description=__doc__)
+    parser = argparse.ArgumentParser(prog="fasttcp", description="A user-space TCP/IP stack: "
+                                     "demo, serve and inspect.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run a transfer and show what happened")
-    demo.add_argument("--size", type=int, default=64 << 20, help="bytes to move (64 MiB)")
+
+    demo = sub.add_parser("demo", help="the kernel's TCP downloads a file from fasttcp over "
+                          "TUN in a private namespace (in memory without root)")
+    demo.add_argument("--size", type=_size, default=64 << 20, help="bytes (default 64M)")
     demo.add_argument("--mtu", type=int, default=1500)
+    demo.add_argument("--no-offload", action="store_true", help="no checksum/TSO offload")
+    demo.add_argument("--memory", action="store_true", help="two fasttcp hosts in memory")
     demo.set_defaults(func=_demo)
+
+    serve = sub.add_parser("serve", help="serve echo, discard or HTTP on a TUN device")
+    serve.add_argument("service", choices=["echo", "discard", "http"])
+    serve.add_argument("--netns", help="network namespace for the TUN (created if missing)")
+    serve.add_argument("--tun", default="ftun0", help="TUN device name (default ftun0)")
+    serve.add_argument("--address", default="10.77.0.2",
+                       help="fasttcp's address; the kernel takes the first of its /24")
+    serve.add_argument("--port", type=int, help="default: 7 echo, 9 discard, 80 http")
+    group = serve.add_mutually_exclusive_group()
+    group.add_argument("--root", help="http: serve files from this directory")
+    group.add_argument("--size", type=_size, default=64 << 20,
+                       help="http: serve generated bytes of this size at every path")
+    serve.add_argument("--mtu", type=int, default=1500)
+    serve.add_argument("--no-offload", action="store_true")
+    serve.add_argument("--control", help="control socket path (default: per TUN name)")
+    serve.add_argument("--duration", type=float, help="stop after this many seconds")
+    serve.set_defaults(func=_serve)
+
+    stats = sub.add_parser("stats", help="counters and connections of a running server")
+    stats.add_argument("--tun", default="ftun0")
+    stats.add_argument("--control", help="control socket path")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=_stats)
+
     args = parser.parse_args(argv)
     return args.func(args)
 
