@@ -20,6 +20,10 @@ from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionR
                                 ConnectionReset, ConnectionTimedOut, TcpError)
 from fasttcp.tcp.rtt import RttEstimator
 from fasttcp.tcp.states import State
+
+# States as module constants: an Enum member lookup costs ~100 ns on the slow path.
+(CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT,
+ CLOSING, LAST_ACK, TIME_WAIT) = State      # in RFC 9293 order, as State defines them
 from fasttcp.wire import TcpOptions, build_tcp, int_to_ip
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -100,7 +104,7 @@ class Connection(Tcb):
         self.key = (local[1], remote_ip, remote[1])
         self.passive = passive
         self.listener = None                    # set for passive opens until accepted
-        self.state = State.CLOSED
+        self.state = CLOSED
         self.error: Optional[TcpError] = None
         self.created_at = now
 
@@ -211,7 +215,7 @@ class Connection(Tcb):
         """Queue bytes for sending; returns how many the send buffer took (maybe 0)."""
         self._raise_error()
         if self.fin_off is not None or self.state not in (
-                State.SYN_SENT, State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT):
+                SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT):
             raise ConnectionClosed("connection closing: send after shutdown/close")
         n = self._ring().write(data)
         if n:
@@ -241,7 +245,7 @@ class Connection(Tcb):
     def _after_read(self) -> None:
         # Receiver SWS avoidance (RFC 9293 3.8.6.2.2): announce the opened window only
         # once it grew by min(rcv_buf / 2, MSS).
-        if self.state in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2):
+        if self.state in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2):
             edge = self.rcv_nxt + self._reasm.window
             if edge - self.rcv_adv >= min(self.settings.rcv_buf // 2, self.mss_limit):
                 self._ack_now = True
@@ -250,20 +254,20 @@ class Connection(Tcb):
     def shutdown(self) -> None:
         """Half-close: send FIN after the queued data, keep receiving (RFC 9293 3.10.4)."""
         st = self.state
-        if st in (State.ESTABLISHED, State.SYN_RECEIVED):
+        if st in (ESTABLISHED, SYN_RECEIVED):
             self._queue_fin()
-            self._set_state(State.FIN_WAIT_1)
-        elif st == State.CLOSE_WAIT:
+            self._set_state(FIN_WAIT_1)
+        elif st == CLOSE_WAIT:
             self._queue_fin()
-            self._set_state(State.LAST_ACK)
-        elif st == State.SYN_SENT:
+            self._set_state(LAST_ACK)
+        elif st == SYN_SENT:
             self._terminate(None)
         self.host._wake(self)
 
     def close(self) -> None:
         """Full close. With unread received data this resets the connection instead
         (RFC 1122 4.2.2.13), as data arriving later would."""
-        if self.state == State.CLOSED:
+        if self.state == CLOSED:
             return
         if self._reasm is not None and self._reasm.readable and self.state.synchronized:
             self.abort()
@@ -274,7 +278,7 @@ class Connection(Tcb):
 
     def abort(self) -> None:
         """Reset the connection (RST) and discard everything (RFC 9293 3.10.5)."""
-        if self.state == State.CLOSED:
+        if self.state == CLOSED:
             return
         if self.state.synchronized:
             # RFC 9293 3.10.5: <SEQ=SND.NXT>, the highest sent (snd_nxt may be rewound).
@@ -305,7 +309,7 @@ class Connection(Tcb):
     # ===================================================================================
 
     def _open_active(self, now: float) -> None:
-        self._set_state(State.SYN_SENT)
+        self._set_state(SYN_SENT)
         self._ack_now = False
         self.host._wake(self)
 
@@ -316,7 +320,7 @@ class Connection(Tcb):
         self._take_syn_options(seg)
         self._update_window_from(seg, syn=True)
         self.rcv_adv = self.rcv_nxt + self._initial_rcv_window()
-        self._set_state(State.SYN_RECEIVED)
+        self._set_state(SYN_RECEIVED)
         self.host._wake(self)
 
     @staticmethod
@@ -350,7 +354,7 @@ class Connection(Tcb):
         self.rcv_adv = self.rcv_nxt + self._initial_rcv_window()   # as our SYN-ACK said
         self.last_ack_sent = self.rcv_nxt
         self._update_window_from(seg, syn=False)
-        self._set_state(State.ESTABLISHED)
+        self._set_state(ESTABLISHED)
         self.host._wake(self)
 
     def _take_syn_options(self, seg) -> None:
@@ -397,11 +401,11 @@ class Connection(Tcb):
         if self.settings.keepalive is not None:
             self.keepalive_sent = 0
         st = self.state
-        if st == State.SYN_SENT:
+        if st == SYN_SENT:
             self._segment_syn_sent(seg, now)
-        elif st != State.CLOSED:
+        elif st != CLOSED:
             self._segment_synchronized(seg, now)
-        if self.state != State.CLOSED:
+        if self.state != CLOSED:
             self.host._wake(self)
 
     def _segment_syn_sent(self, seg, now: float) -> None:
@@ -429,7 +433,7 @@ class Connection(Tcb):
         if ack_ok:
             self._ack_advance(1, now)
             self._update_window_from(seg, syn=True)
-            self._set_state(State.ESTABLISHED)
+            self._set_state(ESTABLISHED)
             self._ack_now = True
             if self._syn_retransmitted:
                 self.rtt.on_syn_timeout_fallback()   # RFC 6298 5.7
@@ -439,7 +443,7 @@ class Connection(Tcb):
         else:
             # Simultaneous open (RFC 9293 figure 8): answer SYN,ACK from SYN-RECEIVED.
             self._update_window_from(seg, syn=True)
-            self._set_state(State.SYN_RECEIVED)
+            self._set_state(SYN_RECEIVED)
             self.snd_nxt = 0                   # resend our SYN, now with ACK
             self.rtx_at = None
 
@@ -451,7 +455,7 @@ class Connection(Tcb):
         seq_off = self.rcv_nxt + _sdiff(seg.seq, self._rcv_seq(self.rcv_nxt))
         wnd = self.rcv_adv - self.rcv_nxt
 
-        if st == State.SYN_RECEIVED and flags & SYN and seq_off == 0 and not flags & RST:
+        if st == SYN_RECEIVED and flags & SYN and seq_off == 0 and not flags & RST:
             if not flags & ACK:
                 # A retransmitted SYN while our SYN,ACK is outstanding: answer it again.
                 self.snd_nxt = 0
@@ -460,7 +464,7 @@ class Connection(Tcb):
             # SYN we already acknowledged and acknowledges ours: the handshake is complete.
             ack_off = _sdiff(seg.ack, self._snd_seq(0))
             if 0 < ack_off <= self.snd_max:
-                self._set_state(State.ESTABLISHED)
+                self._set_state(ESTABLISHED)
                 self._ack_advance(ack_off, now)
                 self._update_window_from(seg, syn=True)
                 return
@@ -477,34 +481,34 @@ class Connection(Tcb):
                 return
 
         # --- first: sequence number acceptability (3.10.7.4 table) ---
-        if st == State.TIME_WAIT and flags & FIN and not flags & RST:
+        if st == TIME_WAIT and flags & FIN and not flags & RST:
             # The peer did not see our ACK of its FIN: acknowledge again, restart 2*MSL.
             self._ack_now = True
             self.timewait_at = now + 2 * self.settings.msl
             return
         if not self._acceptable(seq_off, seg_len, wnd):
+            if flags & SYN and not flags & RST:
+                # RFC 5961 4.2: a SYN gets a challenge ACK "irrespective of the sequence
+                # number", so it is rate-limited (section 7) like the in-window ones.
+                self._challenge_ack(now)
+                return
             if not flags & RST:
                 self._ack_now = True
             self.host._count("drop_out_of_window")
             return
-
-        # RFC 7323 4.3 (R3): TS.Recent follows the segment at the left edge of our last ACK.
-        if has_ts and self.ts_ok and _sdiff(seg.seq, self._rcv_seq(self.last_ack_sent)) <= 0 \
-                and _sdiff(seg.tsval, self.ts_recent) >= 0:
-            self.ts_recent = seg.tsval
 
         # --- second: RST (with RFC 5961 3.2 blind-reset protection) ---
         if flags & RST:
             if seq_off != self.rcv_nxt:
                 self._challenge_ack(now)          # in window but not exact (RFC 5961 3.2)
                 return
-            if st == State.SYN_RECEIVED:
+            if st == SYN_RECEIVED:
                 if self.passive:
                     self._terminate(None)         # back to LISTEN: just forget it
                 else:
                     self._terminate(ConnectionRefused("connection refused"))
-            elif st in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2,
-                        State.CLOSE_WAIT):
+            elif st in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2,
+                        CLOSE_WAIT):
                 self._terminate(ConnectionReset("connection reset by peer"))
             else:
                 self._terminate(None)
@@ -520,9 +524,9 @@ class Connection(Tcb):
         if not flags & ACK:
             return
         ack_off = self.snd_una + _sdiff(seg.ack, self._snd_seq(self.snd_una))
-        if st == State.SYN_RECEIVED:
+        if st == SYN_RECEIVED:
             if self.snd_una < ack_off <= self.snd_max:
-                self._set_state(State.ESTABLISHED)
+                self._set_state(ESTABLISHED)
                 self._update_window_from(seg, syn=False)
                 if self.listener is not None:
                     self.listener._established(self)
@@ -539,25 +543,32 @@ class Connection(Tcb):
             self.host._count("drop_ack_too_old")
             self._challenge_ack(now)
             return
+        # RFC 7323 4.3 (R3): TS.Recent follows the segment at the left edge of our last ACK.
+        # Only now, after the RST, SYN and RFC 5961 ACK checks: a forged in-window segment
+        # that gets a challenge ACK must not move TS.Recent, or later genuine segments
+        # would all fail PAWS (as Linux, tcp_replace_ts_recent after ACK validation).
+        if has_ts and self.ts_ok and _sdiff(seg.seq, self._rcv_seq(self.last_ack_sent)) <= 0 \
+                and _sdiff(seg.tsval, self.ts_recent) >= 0:
+            self.ts_recent = seg.tsval
         self._process_ack(seg, ack_off, seg_len, now)
-        if self.state == State.CLOSED:
+        if self.state == CLOSED:
             return
         fin_acked = self.fin_off is not None and self.snd_una > self.fin_off
         st = self.state
-        if st == State.FIN_WAIT_1 and fin_acked:
-            self._set_state(State.FIN_WAIT_2)
-        elif st == State.CLOSING and fin_acked:
+        if st == FIN_WAIT_1 and fin_acked:
+            self._set_state(FIN_WAIT_2)
+        elif st == CLOSING and fin_acked:
             self._enter_time_wait(now)
             return
-        elif st == State.LAST_ACK and fin_acked:
+        elif st == LAST_ACK and fin_acked:
             self._terminate(None)
             return
-        elif st == State.TIME_WAIT:
+        elif st == TIME_WAIT:
             return
 
         # --- seventh: segment text ---
         st = self.state
-        if plen and st in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2):
+        if plen and st in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2):
             if self.user_closed:
                 # Nobody will read it: reset (RFC 1122 4.2.2.13, as Linux does).
                 self._emit_rst(seq=self._snd_seq(self.snd_max))
@@ -567,7 +578,7 @@ class Connection(Tcb):
 
         # --- eighth: FIN ---
         if (flags & FIN and self.rcv_fin_off is None
-                and st not in (State.CLOSE_WAIT, State.CLOSING, State.LAST_ACK)):
+                and st not in (CLOSE_WAIT, CLOSING, LAST_ACK)):
             fin_off = seq_off + plen
             if self.rcv_nxt <= fin_off < self.rcv_adv:   # a FIN trimmed off is not seen
                 self.rcv_fin_off = fin_off
@@ -666,6 +677,8 @@ class Connection(Tcb):
             return                                # an echo from the future: ignore
         self.rtt.sample(rtt_ms / 1000.0)
         self._ts_next_sample = now + (self.rtt.srtt or 0.0)
+        # The same ACK must not also end the timed SYN: one sample per RTT (RFC 7323 4.1).
+        self._rtt_off = None
 
     def _new_ack(self, ack_off: int, now: float) -> None:
         acked = ack_off - self.snd_una
@@ -903,6 +916,12 @@ class Connection(Tcb):
         had_holes = reasm.holes > 0
         in_order = seq_off == self.rcv_nxt
         if not in_order:
+            if self._ack_now:
+                # RFC 5681 4.2: a duplicate ACK for every out-of-order segment, also within
+                # one batch: a coalesced ACK hides the duplicates a sender counts.
+                self.host._emit(self._packet(self.snd_max, ACK), self)
+                self._after_send_ack()
+                self.host._count("pure_acks_out")
             self.last_ooo_off = seq_off           # its block goes first in our SACK option
         delivered = reasm.add(seq_off - 1, data)
         self.rcv_nxt = 1 + reasm.next
@@ -933,14 +952,14 @@ class Connection(Tcb):
         self.rcv_nxt += 1
         self._ack_now = True                      # RFC 9293: ACK the FIN at once
         st = self.state
-        if st in (State.SYN_RECEIVED, State.ESTABLISHED):
-            self._set_state(State.CLOSE_WAIT)
-        elif st == State.FIN_WAIT_1:
+        if st in (SYN_RECEIVED, ESTABLISHED):
+            self._set_state(CLOSE_WAIT)
+        elif st == FIN_WAIT_1:
             if self.fin_off is not None and self.snd_una > self.fin_off:
                 self._enter_time_wait(now)
             else:
-                self._set_state(State.CLOSING)
-        elif st == State.FIN_WAIT_2:
+                self._set_state(CLOSING)
+        elif st == FIN_WAIT_2:
             self._enter_time_wait(now)
 
     def _enter_time_wait(self, now: float) -> None:
@@ -950,7 +969,7 @@ class Connection(Tcb):
             self.host._emit(self._packet(self.snd_nxt, ACK), self)   # still ACK their FIN
             self._terminate(None)
             return
-        self._set_state(State.TIME_WAIT)
+        self._set_state(TIME_WAIT)
         self.rtx_at = None
         self.delack_at = None
         self.keepalive_at = None
@@ -983,7 +1002,7 @@ class Connection(Tcb):
                 self.host._count("pmtu_updates")
                 self.host._wake(self)
             return
-        if self.state == State.SYN_SENT and icmp_type == 3 and code in (2, 3):
+        if self.state == SYN_SENT and icmp_type == 3 and code in (2, 3):
             # Protocol/port unreachable to our SYN is as good as a RST (hard error).
             self._terminate(ConnectionRefused("connection refused (ICMP unreachable)"))
             return
@@ -1015,26 +1034,26 @@ class Connection(Tcb):
             else:
                 self._on_rto(now)
         if (self.keepalive_at is not None and now >= self.keepalive_at
-                and self.state != State.CLOSED):
+                and self.state != CLOSED):
             self._on_keepalive(now)
-        if self.state != State.CLOSED:
+        if self.state != CLOSED:
             self.host._wake(self)
 
     def _on_rto(self, now: float) -> None:
-        if self.snd_una >= self.snd_max and self.state not in (State.SYN_SENT,
-                                                               State.SYN_RECEIVED):
+        if self.snd_una >= self.snd_max and self.state not in (SYN_SENT,
+                                                               SYN_RECEIVED):
             return
         self.retries += 1
-        limit = (self.settings.syn_retries if self.state in (State.SYN_SENT,
-                                                            State.SYN_RECEIVED)
+        limit = (self.settings.syn_retries if self.state in (SYN_SENT,
+                                                            SYN_RECEIVED)
                  else self.settings.max_retries)
         if self.retries > limit:
             err = ConnectionTimedOut("connection timed out")
-            if self.state == State.SYN_RECEIVED and self.passive:
+            if self.state == SYN_RECEIVED and self.passive:
                 err = None                        # a half-open connection just goes away
             self._terminate(err)
             return
-        if self.state in (State.SYN_SENT, State.SYN_RECEIVED):
+        if self.state in (SYN_SENT, SYN_RECEIVED):
             self._syn_retransmitted = True
         # RFC 6298 5.4-5.6 and RFC 5681 eq. 4: back off, shrink cwnd, go back to SND.UNA.
         self.rtt.backoff()
@@ -1047,7 +1066,7 @@ class Connection(Tcb):
         self.recover = self.snd_max
         self.sacked = []                          # RFC 2018 section 8: the receiver may renege
         self.snd_nxt = self.snd_una
-        if self.snd_wnd > 0 and self.state not in (State.SYN_SENT, State.SYN_RECEIVED):
+        if self.snd_wnd > 0 and self.state not in (SYN_SENT, SYN_RECEIVED):
             # RFC 6298 5.4: retransmit the earliest unacknowledged segment, whatever Nagle
             # or SWS avoidance would say about a short one (else nothing re-arms the timer).
             self._pending_rtx = True
@@ -1069,7 +1088,7 @@ class Connection(Tcb):
         if self.keepalive_sent >= s.keepalive_probes:
             self._terminate(ConnectionTimedOut("keepalive: peer not answering"))
             return
-        if self.state in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2):
+        if self.state in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_2):
             # RFC 1122 4.2.3.6: SEG.SEQ = SND.NXT - 1, no data.
             self.host._emit(self._packet(self.snd_max - 1, ACK), self)
             self.keepalive_sent += 1
@@ -1083,18 +1102,18 @@ class Connection(Tcb):
     def _output(self, now: float, out: List[bytes]) -> None:
         """Append every segment this connection should send now to ``out``."""
         st = self.state
-        if st == State.CLOSED:
+        if st == CLOSED:
             return
         sent_any = False
-        if st == State.SYN_SENT:
+        if st == SYN_SENT:
             if self.snd_nxt == 0:
                 self._send_syn(now, out, ack=False)
                 sent_any = True
-        elif st == State.SYN_RECEIVED:
+        elif st == SYN_RECEIVED:
             if self.snd_nxt == 0:
                 self._send_syn(now, out, ack=True)
                 sent_any = True
-        elif st != State.TIME_WAIT:
+        elif st != TIME_WAIT:
             sent_any = self._output_data(now, out)
         if self._ack_now and not sent_any:
             # <SEQ=SND.NXT> of RFC 9293 3.10.7.4 is the highest sequence sent (snd_max):
@@ -1105,7 +1124,7 @@ class Connection(Tcb):
             self.host._count("pure_acks_out")
         # Keepalive (RFC 1122 4.2.3.6): the idle clock restarts with every segment received.
         if (self.settings.keepalive is not None and self.keepalive_sent == 0
-                and st in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2)):
+                and st in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_2)):
             self.keepalive_at = self.last_recv_at + self.settings.keepalive
 
     def _send_syn(self, now: float, out: List[bytes], ack: bool) -> None:
@@ -1214,7 +1233,7 @@ class Connection(Tcb):
         if error is not None and self.error is None:
             self.error = error
         self.rtx_at = self.delack_at = self.timewait_at = self.keepalive_at = None
-        self._set_state(State.CLOSED)
+        self._set_state(CLOSED)
 
     def _raise_error(self) -> None:
         if self.error is not None:

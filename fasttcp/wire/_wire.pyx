@@ -714,15 +714,19 @@ cdef class Packet:
         self._need_tcp()
         return self.d.opt_present
 
+    # The parser writes tsval/tsecr only when the option is there; a batch reuses its
+    # descriptors, so without the check a packet would show the previous one's values.
     @property
     def tsval(self) -> int:
+        """TSval of the timestamps option (RFC 7323 3.2), 0 when there is none."""
         self._need_tcp()
-        return self.d.tsval
+        return self.d.tsval if self.d.opt_present & OPT_TS else 0
 
     @property
     def tsecr(self) -> int:
+        """TSecr of the timestamps option, 0 when there is none."""
         self._need_tcp()
-        return self.d.tsecr
+        return self.d.tsecr if self.d.opt_present & OPT_TS else 0
 
     @property
     def sack_blocks(self) -> list:
