@@ -76,8 +76,11 @@ def checksum(data) -> int:
     cdef Py_ssize_t n
     cdef int held = _get_buffer(data, &view, &p, &n, True)    # summed without the GIL
     cdef uint64_t s
-    with nogil:
-        s = ft_csum_partial(p, <size_t>n, 0)
+    if n < 32768:
+        s = ft_csum_partial(p, <size_t>n, 0)     # dropping the GIL costs more than this
+    else:
+        with nogil:
+            s = ft_csum_partial(p, <size_t>n, 0)
     if held:
         PyBuffer_Release(&view)
     return ntohs(checksum_finish(s))
