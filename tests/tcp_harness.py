@@ -226,3 +226,101 @@ class Net:
 
     def sent_by(self, name: str) -> List[Seg]:
         return [s for n, s in self.log if n == name]
+
+
+# ==========================================================================================
+# Timestamps and SACK (test_tcp_options.py, test_tcp_attacks.py)
+# ==========================================================================================
+
+TS_IRS = 5_000_000          # the peer's ISN in ts_passive_open
+TS_PEER0 = 100              # the peer's first TSval there (tests send larger ones)
+
+
+class TsConn:
+    """An established connection with a hand-played peer that may use timestamps.
+
+    ``s(k)`` / ``r(k)`` are the sequence numbers of our / the peer's stream offset ``k``
+    (0 is the SYN); ``tsv(now)`` is our TSval at ``now`` (RFC 7323 5.4: a 1 ms clock plus
+    the connection's random offset).
+    """
+
+    def __init__(self, p: ManualPeer, c, iss: int, irs: int) -> None:
+        self.p, self.c, self.iss, self.irs = p, c, iss, irs
+
+    def s(self, k: int) -> int:
+        return seq(self.iss + k)
+
+    def r(self, k: int) -> int:
+        return seq(self.irs + k)
+
+    def tsv(self, now: float) -> int:
+        return (int(now * 1000) + self.c.ts_offset) & MASK
+
+    def echo(self) -> int:
+        """The TSecr a real peer would send: the last TSval it received from us."""
+        for s in reversed(self.p.log):
+            if s.opts.timestamps is not None:
+                return s.opts.timestamps[0]
+        return 0
+
+    def send(self, flags: str, k: int, tsval: Optional[int], data: bytes = b"",
+             at: Optional[float] = None, ack: int = 1, sack=(), win: int = 65535) -> List[Seg]:
+        """The peer sends from its offset ``k``, acknowledging our offset ``ack``, with a
+        timestamps option ``(tsval, echo())`` unless ``tsval`` is None."""
+        o = None if tsval is None else TcpOptions(timestamps=(tsval, self.echo()), sack=sack)
+        return self.p.send(flags, self.r(k), self.s(ack), win, data=data, opts=o, at=at)
+
+
+def ts_passive_open(peer_ts0: int = TS_PEER0, irs: int = TS_IRS, **settings) -> TsConn:
+    """The peer (MSS 1460, window scale 0, SACK-permitted, TSval ``peer_ts0``) opens to a
+    listening host with timestamps and SACK on unless ``settings`` say otherwise; the
+    peer's ACK arrives 50 ms after the SYN,ACK. Returns the established connection."""
+    settings.setdefault("timestamps", True)
+    settings.setdefault("sack", True)
+    p = ManualPeer(**settings)
+    lst = p.host.listen(p.host_port)
+    sa, = p.send("S", irs, 0, 65535, opts=TcpOptions(mss=1460, wscale=0, sack_permitted=True,
+                                                    timestamps=(peer_ts0, 0)))
+    assert sa.flags == "SA"
+    c, = p.host.connections()
+    ctx = TsConn(p, c, sa.seq, irs)
+    assert ctx.send("A", 1, peer_ts0 + 1 if c.ts_ok else None, at=0.05) == []
+    assert lst.accept() is c and c.state.name == "ESTABLISHED"
+    return ctx
+
+
+def two_hosts(latency: float, drop: Optional[Callable[[Seg, str], bool]] = None,
+              **settings) -> Tuple[Net, object, object]:
+    """Host a (10.0.0.1) connects to b (10.0.0.2):80 over a :class:`Net`; returns
+    ``(net, client_conn, server_conn)``, both ESTABLISHED."""
+    a = Host("10.0.0.1", isn_secret=bytes(16), **settings)
+    b = Host("10.0.0.2", isn_secret=bytes(range(16)), **settings)
+    net = Net(a, b, latency=latency, drop=drop)
+    lst = b.listen(80)
+    ca = a.connect(("10.0.0.2", 80))
+    net.run(lambda: len(lst) > 0, max_steps=1000)
+    cb = lst.accept()
+    assert cb is not None and ca.state.name == cb.state.name == "ESTABLISHED"
+    return net, ca, cb
+
+
+def transfer(net: Net, src, dst, data: bytes, deadline: float = 600.0,
+             max_steps: int = 500000, step: Optional[Callable[[], None]] = None) -> float:
+    """Send ``data`` from connection ``src`` to ``dst`` over ``net`` until all of it was read
+    and acknowledged; asserts it arrived intact and returns the virtual time it took.
+    ``step()``, if given, runs before every event (e.g. to inject packets)."""
+    got = bytearray()
+    sent = [0]
+    t0 = net.now
+
+    def done() -> bool:
+        if step is not None:
+            step()
+        if sent[0] < len(data):
+            sent[0] += src.send(memoryview(data)[sent[0]:])
+        got.extend(dst.recv(1 << 20))
+        return len(got) == len(data) and src.in_flight == 0
+
+    net.run(done, deadline=deadline, max_steps=max_steps)
+    assert len(got) == len(data) and bytes(got) == data
+    return net.now - t0

@@ -22,6 +22,7 @@ from fasttcp.tcp.states import State
 
 # States as module constants: an Enum member lookup costs ~100 ns on the slow path.
 CLOSED, SYN_RECEIVED, TIME_WAIT = State.CLOSED, State.SYN_RECEIVED, State.TIME_WAIT
+_STATE_COUNTERS = {s: "state_" + s.name.lower() for s in State}
 from fasttcp.host._frag import FragmentReassembler
 from fasttcp.wire import (DropReason, MalformedPacket, SegmentBatch, TcpOptions,
                           build_icmp_echo, build_tcp, int_to_ip, ip_to_int, parse)
@@ -422,11 +423,11 @@ class Host:
 
     def _state_changed(self, conn: Connection, old: State, new: State) -> None:
         self._ready.add(conn)
+        self._stats[_STATE_COUNTERS[new]] += 1
         if new == TIME_WAIT:
             self._time_wait_count += 1
         elif old == TIME_WAIT:
             self._time_wait_count -= 1
-        self._stats["state_" + new.name.lower()] += 1
         if new == CLOSED:
             if self._conns.get(conn.key) is conn:
                 del self._conns[conn.key]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Optional, Type, Union
 
@@ -124,7 +125,7 @@ class Settings:
         if self.isn_secret is not None and len(self.isn_secret) != 16:
             raise ValueError("isn_secret must be 16 bytes")
 
-    @property
+    @functools.cached_property
     def rcv_wscale(self) -> int:
         """Our window-scale shift: the smallest that lets rcv_buf be announced."""
         if not self.window_scaling:
