@@ -78,19 +78,31 @@ class CongestionControl(abc.ABC):
         """The third duplicate ACK arrived and the engine fast-retransmits (RFC 5681 3.2
         steps 2-3, RFC 6582 3.2 step 3). ``flight_size`` is the data outstanding."""
 
-    @abc.abstractmethod
-    def on_dupack_in_recovery(self) -> None:
-        """A further duplicate ACK during fast recovery (RFC 5681 3.2 step 4)."""
+    # The engine's fast recovery without SACK is NewReno's (RFC 5681 3.2, RFC 6582) for
+    # every policy, so its window arithmetic lives here; a policy extends it as needed.
 
-    @abc.abstractmethod
+    def on_dupack_in_recovery(self) -> None:
+        """A further duplicate ACK during fast recovery (RFC 5681 3.2 step 4 / RFC 6582
+        3.2 step 4): cwnd += SMSS, a segment has left the network."""
+        self._set_cwnd(self.cwnd + self.mss)
+
     def on_partial_ack(self, acked: int) -> None:
         """An ACK during fast recovery acknowledged ``acked`` new bytes but not all data up
-        to ``recover`` (RFC 6582 3.2 step 5, partial acknowledgment)."""
+        to ``recover`` (RFC 6582 3.2 step 5, partial acknowledgment): "deflate the congestion
+        window by the amount of new data acknowledged ... If the partial ACK acknowledges at
+        least one SMSS of new data, then add back SMSS bytes". Never below one SMSS."""
+        self._timeout_pending = False
+        cwnd = self.cwnd - acked
+        if acked >= self.mss:
+            cwnd += self.mss
+        self._set_cwnd(max(cwnd, self.mss))
 
-    @abc.abstractmethod
     def on_exit_recovery(self, flight_size: int) -> None:
         """A full ACK ended fast recovery (RFC 6582 3.2 step 5); ``flight_size`` is what is
-        outstanding after it."""
+        outstanding after it. Option (1): cwnd = min(ssthresh, max(FlightSize, SMSS) + SMSS),
+        which avoids the burst option (2), cwnd = ssthresh, can cause."""
+        self._timeout_pending = False
+        self._set_cwnd(min(self.ssthresh, max(flight_size, self.mss) + self.mss))
 
     @abc.abstractmethod
     def on_timeout(self, flight_size: int) -> None:
@@ -232,28 +244,8 @@ class NewReno(CongestionControl):
         self.bytes_acked = 0
         self._slow_start_after_rto = False
 
-    def on_dupack_in_recovery(self) -> None:
-        # RFC 5681 3.2 step 4 / RFC 6582 3.2 step 4: cwnd += SMSS per further duplicate ACK.
-        self._set_cwnd(self.cwnd + self.mss)
-
-    def on_partial_ack(self, acked: int) -> None:
-        # RFC 6582 3.2 step 5, partial acknowledgment: "deflate the congestion window by the
-        # amount of new data acknowledged by the Cumulative Acknowledgment field. If the
-        # partial ACK acknowledges at least one SMSS of new data, then add back SMSS bytes".
-        # (Our addition: cwnd never drops below one SMSS.)
-        self._timeout_pending = False
-        cwnd = self.cwnd - acked
-        if acked >= self.mss:
-            cwnd += self.mss
-        self._set_cwnd(max(cwnd, self.mss))
-
     def on_exit_recovery(self, flight_size: int) -> None:
-        # RFC 6582 3.2 step 5, full acknowledgment, option (1):
-        #   cwnd = min(ssthresh, max(FlightSize, SMSS) + SMSS)
-        # which avoids the burst that option (2), cwnd = ssthresh, can cause when little is
-        # outstanding.
-        self._timeout_pending = False
-        self._set_cwnd(min(self.ssthresh, max(flight_size, self.mss) + self.mss))
+        super().on_exit_recovery(flight_size)
         self.bytes_acked = 0
 
     def on_timeout(self, flight_size: int) -> None:

@@ -289,25 +289,13 @@ class Cubic(CongestionControl):
         self._set_cwnd(self.ssthresh + 3 * self.mss)
         self.region = "recovery"
 
-    def on_dupack_in_recovery(self) -> None:
-        # RFC 5681 3.2 step 4: each further duplicate ACK is a segment that left.
-        self._set_cwnd(self.cwnd + self.mss)
-
-    def on_partial_ack(self, acked: int) -> None:
-        # RFC 6582 3.2 step 5, partial acknowledgment: deflate by the amount acknowledged,
-        # add back one SMSS if at least one SMSS was acknowledged; never below one SMSS.
-        self._timeout_pending = False
-        cwnd = self.cwnd - acked
-        if acked >= self.mss:
-            cwnd += self.mss
-        self._set_cwnd(max(cwnd, self.mss))
+    # on_dupack_in_recovery / on_partial_ack: the base class's NewReno recovery arithmetic.
 
     def on_exit_recovery(self, flight_size: int) -> None:
-        # RFC 6582 3.2 step 5, full acknowledgment, option (1). The CA stage that follows
-        # starts a new epoch at its first ACK (t_epoch was cleared on entry).
-        self._timeout_pending = False
+        # RFC 6582 3.2 step 5, full acknowledgment, option (1) (the base class). The CA stage
+        # that follows starts a new epoch at its first ACK (t_epoch was cleared on entry).
+        super().on_exit_recovery(flight_size)
         self._in_recovery = False
-        self._set_cwnd(min(self.ssthresh, max(flight_size, self.mss) + self.mss))
         self._carry = 0.0
         self.t_epoch = None
 
