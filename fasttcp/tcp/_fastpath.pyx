@@ -221,6 +221,13 @@ cdef class Tcb:
                     # Sender SWS avoidance (RFC 9293 3.8.6.2.1): a partial segment only
                     # when it is at least half the largest window the peer offered.
                     if n < self.max_snd_wnd // 2:
+                        if self.snd_max == self.snd_una and self.rtx_at is None:
+                            # Nothing in flight will bring the window update that lets
+                            # this go (the last one may be lost): probe for it as for a
+                            # zero window (RFC 1122 4.2.3.4's override timeout, RFC 9293
+                            # 3.8.6.1), or both ends wait for ever.
+                            self.persist = True
+                            self.rtx_at = now + self.rtt.rto
                         break
                 elif (n < mss and not nodelay and nxt >= self.snd_max
                       and self.snd_max > self.snd_una):

@@ -622,7 +622,7 @@ class Connection(Tcb):
             self.max_snd_wnd = max(self.max_snd_wnd, wnd)
             self.snd_wl1 = seg.seq
             self.snd_wl2 = seg.ack
-            if was_zero and wnd > 0 and self.persist:
+            if wnd > 0 and self.persist:
                 self.persist = False              # window opened: leave persist mode
                 self.rtx_at = now + self.rtt.rto if self.snd_max > self.snd_una else None
                 # A probe byte the receiver refused (beyond its zero window, RFC 9293
@@ -1075,13 +1075,19 @@ class Connection(Tcb):
 
     def _on_persist(self, now: float) -> None:
         # A zero-window probe (RFC 9293 3.8.6.1): the byte at SND.UNA, past the window,
-        # backed off like the RTO but never giving up while the peer answers.
-        if self.snd_wnd == 0 and self._data_end() > self.snd_una:
+        # backed off like the RTO but never giving up while the peer answers. Also when
+        # sender SWS avoidance holds data with nothing in flight (output_data): then the
+        # byte fits the window and its ACK brings the window we may have missed.
+        if self._data_end() > self.snd_una:
             self._probe = True
             self.rtt.backoff()
             self.host._count("window_probes")
         else:
             self.persist = False
+            if self.snd_max > self.snd_una:
+                # A FIN went out while persisting (send_range arms no RTO then): it needs
+                # its retransmission timer (RFC 6298 5.1).
+                self.rtx_at = now + self.rtt.rto
 
     def _on_keepalive(self, now: float) -> None:
         s = self.settings
