@@ -266,8 +266,10 @@ def test_without_privileges_permission_error(netns):
         "sys.exit(3)\n"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    # cwd "/": a child started in the repository would import the source tree (python -c
+    # puts the working directory first on sys.path), not the installed, compiled package.
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=60, env=env)
+                       timeout=60, env=env, cwd="/")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "CAP_NET_ADMIN" in r.stdout
 
