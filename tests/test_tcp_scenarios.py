@@ -376,7 +376,11 @@ def test_fin_retransmitted_with_backoff():
     got = p.advance(8.5)
     assert [(s.time, s.t) for s in got] == [(2.0, fin.t), (4.0, fin.t), (8.0, fin.t)]
     assert p.send("A", ctx.r(1), ctx.s(2), 65535, at=8.6) == []
-    assert c.state == State.FIN_WAIT_2 and p.host.poll_at() is None
+    # close()d: FIN-WAIT-2 waits at most 2*MSL for the peer's FIN (as tcp_fin_timeout).
+    assert c.state == State.FIN_WAIT_2
+    assert p.host.poll_at() == pytest.approx(8.6 + 2 * 30.0)
+    p.advance(8.6 + 60.0)
+    assert c.state == State.CLOSED and p.host.connections() == []
 
 
 # ============================================================================================

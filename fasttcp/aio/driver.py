@@ -34,6 +34,15 @@ log = logging.getLogger("fasttcp.aio")
 _MAX_ROUNDS = 8
 
 
+def _takes_copy_flag(recv_batch: Any) -> bool:
+    """Whether a link's ``recv_batch`` has the ``copy`` flag (TunLink: ``copy=False``
+    returns views into its arena, valid until the next call)."""
+    try:
+        return "copy" in inspect.signature(recv_batch).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class Driver:
     """Drives ``host`` over ``link`` on the running event loop (see the module docstring).
 
@@ -58,9 +67,11 @@ class Driver:
                 raise TypeError(f"{type(link).__name__} has no file descriptor for the event "
                                 f"loop; in one process use QueuePacketIO") from e
             self._io = None
+            self._recv_views = _takes_copy_flag(link.recv_batch)
         elif hasattr(link, "recv") and hasattr(link, "send"):
             self._fd = None
             self._io = link
+            self._recv_views = False
         else:
             raise TypeError("link must be a fd link (recv_batch/send_batch/fileno) or a "
                             "PacketIO (async recv()/send(packets))")
@@ -168,9 +179,15 @@ class Driver:
         recv_batch = self.link.recv_batch
         # A TUN link with checksum offload says its TCP checksums are already verified.
         parse_flags = getattr(self.link, "parse_flags", 0)
+        views = self._recv_views
         for _ in range(self.max_batches):
             try:
-                batch = recv_batch(self.batch_size)
+                # Views into the link's receive arena when it offers them: the host copies
+                # what it keeps before receive() returns, and the next read comes after.
+                # That saves a copy and a 64 KB allocation per TSO super-packet (whose
+                # malloc/free churn at the heap top made glibc trim and refault pages).
+                batch = recv_batch(self.batch_size, copy=False) if views else \
+                    recv_batch(self.batch_size)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:

@@ -205,7 +205,9 @@ class Connection(Tcb):
 
     @property
     def unsent(self) -> int:
-        return self._data_end() - max(self.snd_nxt, 1)
+        # Never negative: snd_nxt passes the data end by our FIN, and a closed
+        # connection's send ring is recycled (_data_end() is 1 then).
+        return max(0, self._data_end() - max(self.snd_nxt, 1))
 
     @property
     def in_flight(self) -> int:
@@ -275,6 +277,15 @@ class Connection(Tcb):
         self.user_closed = True
         if self.fin_off is None:
             self.shutdown()
+        elif self.state == FIN_WAIT_2:
+            self._orphan_timeout(self.host.now)
+
+    def _orphan_timeout(self, now: float) -> None:
+        """A fully closed connection in FIN-WAIT-2 waits for the peer's FIN at most 2*MSL
+        (like Linux's tcp_fin_timeout): nobody can read or close it any more, and a peer
+        that never closes would otherwise hold it for ever. The TIME-WAIT timer serves."""
+        self.timewait_at = now + 2 * self.settings.msl
+        self.host._count("fin_wait_2_orphans")
 
     def abort(self) -> None:
         """Reset the connection (RST) and discard everything (RFC 9293 3.10.5)."""
@@ -557,6 +568,8 @@ class Connection(Tcb):
         st = self.state
         if st == FIN_WAIT_1 and fin_acked:
             self._set_state(FIN_WAIT_2)
+            if self.user_closed:
+                self._orphan_timeout(now)
         elif st == CLOSING and fin_acked:
             self._enter_time_wait(now)
             return

@@ -1,0 +1,285 @@
+"""Helpers for running fasttcp against the Linux kernel's TCP: a TUN link in a private
+network namespace, a veth pair between two namespaces (the kernel-to-kernel baseline), and
+small kernel-side programs that run inside a namespace.
+
+Used by ``tests/test_interop.py`` and ``benchmarks/bench_tun.py``. Every namespace is made
+by :func:`netns_util.temp_netns` (unique name, removed on exit even after a failure); the
+only addresses in play are 10.77.x.0/24 inside those namespaces.
+
+Run as a script, this file is the kernel side of a benchmark or test in a namespace of its
+own process (no GIL shared with the fasttcp event loop)::
+
+    python interop_util.py --netns NS send   --connect IP:PORT --bytes N
+    python interop_util.py --netns NS get    --connect IP:PORT --bytes N   # HTTP GET
+    python interop_util.py --netns NS sink   --listen IP:PORT --count K    # discard server
+    python interop_util.py --netns NS source --listen IP:PORT --count K --bytes N  # HTTP
+    python interop_util.py --netns NS exec -- PROGRAM ARGS...              # e.g. curl
+
+``send`` and ``get`` print one JSON line: ``{"bytes": ..., "seconds": ...}`` with the time
+from just before ``connect()`` to the peer's EOF (so every byte was delivered). The
+servers print ``ready`` once listening and stop after ``--count`` connections.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+from contextlib import contextmanager
+from typing import Any, Awaitable, Iterator, List, Optional, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:                     # benchmarks import us from tests/
+    sys.path.insert(0, HERE)
+
+KERNEL = "10.77.0.1"       # the kernel's address on the TUN device
+US = "10.77.0.2"           # fasttcp's address
+VETH_A, VETH_B = "10.77.1.1", "10.77.1.2"
+CHUNK = 1 << 20
+#: The fixed first line of an HTTP response from :func:`serve_source`.
+HTTP_OK = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+
+
+# ==========================================================================================
+# Namespaces, links, hosts (test-process side)
+# ==========================================================================================
+
+def skip_reason() -> Optional[str]:
+    from netns_util import tun_unavailable
+    return tun_unavailable()
+
+
+@contextmanager
+def tun_netns(offload: bool = True, mtu: int = 1500, **link_kw: Any) -> Iterator[Tuple[str, Any]]:
+    """A private namespace with a TUN link in it: yields ``(netns, link)``; the kernel is
+    KERNEL/24 on the device, fasttcp is US. Link and namespace are gone afterwards.
+
+    pyroute2's sync API cannot run inside a running event loop: call this outside
+    ``asyncio.run``."""
+    from netns_util import temp_netns, unique_ifname
+
+    from fasttcp.link.tun import TunLink
+
+    with temp_netns() as ns:
+        link = TunLink(unique_ifname("fti"), address=US, prefix=24, mtu=mtu, netns=ns,
+                       offload=offload, **link_kw)
+        try:
+            yield ns, link
+        finally:
+            link.close()
+
+
+def make_host(link: Any, **settings: Any) -> Any:
+    """A fasttcp Host on US that fits ``link`` (MTU, TSO super-segments if offloaded)."""
+    from fasttcp import Host
+
+    settings.setdefault("mtu", link.mtu)
+    settings.setdefault("gso_max", 65000 if link.offload else 0)
+    return Host(US, **settings)
+
+
+@contextmanager
+def veth_netns(mtu: int = 1500) -> Iterator[Tuple[str, str]]:
+    """Two namespaces joined by a veth pair (pyroute2): yields ``(ns_a, ns_b)``; ns_a has
+    VETH_A/24, ns_b has VETH_B/24. Both are removed afterwards (the pair goes with them)."""
+    from netns_util import temp_netns
+    from pyroute2 import IPRoute
+
+    with temp_netns() as a, temp_netns() as b:
+        with IPRoute(netns=a, flags=0) as ipr:
+            ipr.link("add", ifname="veth-a", kind="veth",
+                     peer={"ifname": "veth-b", "net_ns_fd": b})
+            idx = ipr.link_lookup(ifname="veth-a")[0]
+            ipr.link("set", index=idx, mtu=mtu)
+            ipr.addr("add", index=idx, address=VETH_A, prefixlen=24)
+            ipr.link("set", index=idx, state="up")
+        with IPRoute(netns=b, flags=0) as ipr:
+            idx = ipr.link_lookup(ifname="veth-b")[0]
+            ipr.link("set", index=idx, mtu=mtu)
+            ipr.addr("add", index=idx, address=VETH_B, prefixlen=24)
+            ipr.link("set", index=idx, state="up")
+        yield a, b
+
+
+def run_async(coro: Awaitable[Any], timeout: float = 60.0) -> Any:
+    """``asyncio.run`` with an overall time limit (no test can hang on the loop)."""
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coro, timeout)
+    return asyncio.run(bounded())
+
+
+def script_cmd(netns: str, *args: str) -> List[str]:
+    """argv that runs this file as the kernel side inside ``netns``."""
+    return [sys.executable, os.path.abspath(__file__), "--netns", netns, *args]
+
+
+def sha256_file(path: str) -> Tuple[int, str]:
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            n += len(chunk)
+    return n, h.hexdigest()
+
+
+# ==========================================================================================
+# Kernel-side socket work (blocking; run in a thread or in the script below)
+# ==========================================================================================
+
+def recv_to_eof(sock: socket.socket, hasher: Any = None, limit: int = 1 << 34) -> int:
+    """Read until EOF; returns the byte count (optionally hashing). Bounded by ``limit``."""
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    total = 0
+    while total <= limit:
+        n = sock.recv_into(buf)
+        if not n:
+            return total
+        if hasher is not None:
+            hasher.update(view[:n])
+        total += n
+    raise AssertionError(f"more than {limit} bytes received")
+
+
+def send_blocks(sock: socket.socket, size: int, block: Optional[bytes] = None) -> None:
+    """Send ``size`` bytes: ``block`` repeated (default: zeros), 1 MiB per sendall."""
+    view = memoryview(block if block is not None else bytes(CHUNK))
+    left = size
+    while left:
+        n = min(left, len(view))
+        sock.sendall(view[:n])
+        left -= n
+
+
+def read_http_head(sock: socket.socket, limit: int = 1 << 16) -> Tuple[bytes, bytes]:
+    """Read up to the end of an HTTP head: ``(head, bytes already read past it)``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"EOF inside the HTTP head: {data[:200]!r}")
+        data += chunk
+        if len(data) > limit:
+            raise ValueError("HTTP head too long")
+    head, rest = data.split(b"\r\n\r\n", 1)
+    return head, rest
+
+
+def client_send(addr: Tuple[str, int], size: int) -> dict:
+    """Connect, send ``size`` bytes, half-close, wait for the peer's EOF."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(60)
+    try:
+        t0 = time.perf_counter()
+        s.connect(addr)
+        send_blocks(s, size)
+        s.shutdown(socket.SHUT_WR)
+        recv_to_eof(s, limit=1 << 20)
+        return {"bytes": size, "seconds": time.perf_counter() - t0}
+    finally:
+        s.close()
+
+
+def client_get(addr: Tuple[str, int], size: int) -> dict:
+    """HTTP GET; read the body to EOF; checks its length is ``size``."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(60)
+    try:
+        t0 = time.perf_counter()
+        s.connect(addr)
+        s.sendall(f"GET /bench HTTP/1.1\r\nHost: {addr[0]}\r\nConnection: close\r\n\r\n"
+                  .encode())
+        head, rest = read_http_head(s)
+        got = len(rest) + recv_to_eof(s, limit=size)
+        dt = time.perf_counter() - t0
+        if not head.startswith(b"HTTP/1.1 200") or got != size:
+            raise RuntimeError(f"bad response: {head[:100]!r}, {got} of {size} bytes")
+        return {"bytes": got, "seconds": dt}
+    finally:
+        s.close()
+
+
+def serve_sink(addr: Tuple[str, int], count: int) -> None:
+    """Accept ``count`` connections one after another; read each to EOF, then close."""
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(addr)
+    ls.listen(16)
+    ls.settimeout(120)
+    print("ready", flush=True)
+    for _ in range(count):
+        c, _peer = ls.accept()
+        c.settimeout(60)
+        try:
+            recv_to_eof(c)
+        finally:
+            c.close()
+    ls.close()
+
+
+def serve_source(addr: Tuple[str, int], count: int, size: int) -> None:
+    """Accept ``count`` connections; answer each HTTP request with ``size`` bytes."""
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(addr)
+    ls.listen(16)
+    ls.settimeout(120)
+    print("ready", flush=True)
+    for _ in range(count):
+        c, _peer = ls.accept()
+        c.settimeout(60)
+        try:
+            read_http_head(c)
+            c.sendall(HTTP_OK % size)
+            send_blocks(c, size)
+        finally:
+            c.close()
+    ls.close()
+
+
+def _hostport(text: str) -> Tuple[str, int]:
+    h, p = text.rsplit(":", 1)
+    return h, int(p)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--netns", required=True)
+    sub = ap.add_subparsers(dest="mode", required=True)
+    for mode in ("send", "get"):
+        p = sub.add_parser(mode)
+        p.add_argument("--connect", type=_hostport, required=True)
+        p.add_argument("--bytes", type=int, required=True)
+    for mode in ("sink", "source"):
+        p = sub.add_parser(mode)
+        p.add_argument("--listen", type=_hostport, required=True)
+        p.add_argument("--count", type=int, default=1)
+        p.add_argument("--bytes", type=int, default=0)
+    p = sub.add_parser("exec")
+    p.add_argument("argv", nargs=argparse.REMAINDER)
+    args = ap.parse_args(argv)
+
+    from pyroute2 import netns as pnetns
+    pnetns.setns(args.netns, flags=0)      # the whole (single-threaded) process moves
+
+    if args.mode == "exec":
+        argv_ = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        os.execv(argv_[0], argv_)
+    if args.mode == "send":
+        print(json.dumps(client_send(args.connect, args.bytes)), flush=True)
+    elif args.mode == "get":
+        print(json.dumps(client_get(args.connect, args.bytes)), flush=True)
+    elif args.mode == "sink":
+        serve_sink(args.listen, args.count)
+    elif args.mode == "source":
+        serve_source(args.listen, args.count, args.bytes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
