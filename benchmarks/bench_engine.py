@@ -26,10 +26,13 @@ def test_bulk_transfer(benchmark, mtu):
         assert r.intact
         results.append(r)
 
-    benchmark.pedantic(run, rounds=3, iterations=1)
-    best = min(results, key=lambda r: r.wall_seconds)
-    benchmark.extra_info["Gbit/s"] = round(SIZE * 8 / benchmark.stats.stats.median / 1e9, 3)
-    benchmark.extra_info["us/packet"] = round(best.wall_seconds / best.packets * 1e6, 2)
+    benchmark.pedantic(run, rounds=5, iterations=1)
+    # The transfer's own clock (from connect to both ends closed): the round's total also
+    # holds making the 16 MiB payload, which is not the stack's work.
+    walls = sorted(r.wall_seconds for r in results)
+    median = walls[len(walls) // 2]
+    benchmark.extra_info["Gbit/s"] = round(SIZE * 8 / median / 1e9, 3)
+    benchmark.extra_info["us/packet"] = round(median / results[0].packets * 1e6, 2)
 
 
 def _pump(a: Host, b: Host, now: float, rounds: int = 50) -> None:

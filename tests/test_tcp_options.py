@@ -25,6 +25,7 @@ from scapy.layers.inet import IP, TCP
 
 from fasttcp import ConnectionReset, Host, State
 from fasttcp.link import FaultConfig, NetSim
+from fasttcp.link.transfer import netsim_transfer
 from fasttcp.wire import TcpOptions
 from tcp_harness import (MASK, PEER_IP, TS_IRS, TS_PEER0, ManualPeer, Net, Seg, TsConn, seq,
                          transfer, ts_passive_open, two_hosts)
@@ -496,55 +497,13 @@ def lossy_run(seed: int, options: bool, congestion: str = "newreno",
     """``size`` bytes one way through NetSim: 100 Mbit/s, 10 ms each way, 5% loss both
     ways; the client closes once its data is queued, the server when it reads EOF.
     Returns the figures; asserts completeness and byte-exactness."""
-    settings = dict(timestamps=options, sack=options, congestion=congestion, msl=0.25)
-    client = Host("10.0.0.1", isn_secret=bytes(16), **settings)
-    server = Host("10.0.0.2", isn_secret=bytes(range(16)), **settings)
-    for h in (client, server):
-        h._raise_internal = True
-    # transmit_all: the apps below act between steps (NetSim's caveat).
-    sim = NetSim(transmit_all=True)
-    cfg = FaultConfig(loss=0.05, delay=0.01, rate=100e6, seed=seed)
-    sim.connect(client, server, cfg, cfg)
-    data = random.Random(seed).randbytes(size)
-    listener = server.listen(80)
-    conn = client.connect(("10.0.0.2", 80))
-    digest = hashlib.sha256()
-    st = {"sent": 0, "got": 0, "srv": None, "closed": False, "t_done": None}
-
-    def done() -> bool:
-        if st["srv"] is None:
-            st["srv"] = listener.accept()
-        if st["sent"] < size:
-            st["sent"] += conn.send(memoryview(data)[st["sent"]:st["sent"] + (1 << 20)])
-        elif not st["closed"] and conn.state == State.ESTABLISHED:
-            conn.close()
-            st["closed"] = True
-        srv = st["srv"]
-        if srv is not None:
-            for _ in range(64):
-                chunk = srv.recv(1 << 20)
-                if not chunk:
-                    break
-                digest.update(chunk)
-                st["got"] += len(chunk)
-            if st["got"] == size and st["t_done"] is None:
-                st["t_done"] = sim.now
-            if srv.eof and srv.state == State.CLOSE_WAIT:
-                srv.close()
-        return (srv is not None and srv.state == State.CLOSED
-                and conn.state in (State.TIME_WAIT, State.CLOSED))
-
-    sim.run(until=600.0, stop=done, max_steps=2_000_000)
-    assert st["got"] == size and digest.digest() == hashlib.sha256(data).digest()
-    assert st["srv"].state == State.CLOSED and conn.state in (State.TIME_WAIT, State.CLOSED)
-    assert conn.error is None and st["srv"].error is None
-    cs = client.stats()
-    assert not cs.get("drop_internal_error") and not server.stats().get("drop_internal_error")
-    lost = sim.stats()["lost"]
-    return dict(seed=seed, options=options, congestion=congestion, time=st["t_done"],
-                rtx=cs.get("retransmitted_segments", 0), timeouts=cs.get("timeouts", 0),
-                recoveries=cs.get("sack_recoveries", 0) + cs.get("fast_retransmits", 0),
-                lost=lost, segments=cs.get("packets_out", 0))
+    r = netsim_transfer(size, loss=0.05, delay=0.01, rate=100e6, seed=seed,
+                        timestamps=options, sack=options, congestion=congestion)
+    assert r["intact"] and r["closed"]
+    assert r["errors"] == (None, None) and not r["internal_errors"]
+    return dict(seed=seed, options=options, congestion=congestion, time=r["time"],
+                rtx=r["rtx"], timeouts=r["timeouts"], recoveries=r["recoveries"],
+                lost=r["lost"], segments=r["segments"])
 
 
 LOSSY_SEEDS = (1, 2, 3, 4, 5)

@@ -936,7 +936,11 @@ class Connection(Tcb):
                 self._after_send_ack()
                 self.host._count("pure_acks_out")
             self.last_ooo_off = seq_off           # its block goes first in our SACK option
+        refused = reasm.dropped_segments
         delivered = reasm.add(seq_off - 1, data)
+        if reasm.dropped_segments != refused:
+            # More holes than max_ooo_holes: the segment is not kept (the peer resends it).
+            self.host._count("drop_ooo_hole_limit")
         self.rcv_nxt = 1 + reasm.next
         self.bytes_received += delivered
         n = len(data)
