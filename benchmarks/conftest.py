@@ -6,3 +6,4 @@ import sys
 import fasttcp.wire._wire as _wire
 
 assert _wire.__file__.endswith(".so"), f"fasttcp is not compiled: {_wire.__file__}"
+
