@@ -1,7 +1,8 @@
 """asyncio transports and servers over fasttcp connections.
 
 :class:`TcpTransport` implements the whole :class:`asyncio.Transport` contract on a
-:class:`fasttcp.Connection`, so any asyncio Protocol runs unchanged. Writes the engine's send
+:class:`fasttcp.Connection`, so any asyncio Protocol runs unchanged (an
+:class:`asyncio.BufferedProtocol` gets the data copied straight into its buffer). Writes the engine's send
 buffer does not take yet wait in the transport (``get_write_buffer_size``) and are fed as
 send space opens; above the high-water mark the protocol gets ``pause_writing()``, below
 the low-water mark ``resume_writing()``. ``pause_reading()`` stops delivery: the engine's
@@ -56,6 +57,7 @@ class TcpTransport(asyncio.Transport):
         self._loop = stack.loop
         self._conn = conn
         self._protocol = protocol
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
         self._server = server
         self._wbuf: Deque[memoryview] = deque()
         self._wsize = 0
@@ -90,13 +92,16 @@ class TcpTransport(asyncio.Transport):
         if not self._paused and not self._closing:
             proto = self._protocol
             try:
-                while conn.readable:
-                    data = conn.recv(READ_CHUNK)
-                    if not data:
-                        break
-                    proto.data_received(data)                 # type: ignore[attr-defined]
-                    if self._paused or self._closing:
-                        break
+                if self._buffered:
+                    self._deliver_buffered(proto)
+                else:
+                    while conn.readable:
+                        data = conn.recv(READ_CHUNK)
+                        if not data:
+                            break
+                        proto.data_received(data)             # type: ignore[attr-defined]
+                        if self._paused or self._closing:
+                            break
                 if (conn.eof and not self._eof_delivered and not self._paused
                         and not self._closing):
                     self._eof_delivered = True
@@ -123,6 +128,24 @@ class TcpTransport(asyncio.Transport):
         elif self._closing or (not self._paused and (self._eof_delivered or not conn.eof)):
             # An orderly end in both directions (and everything delivered).
             self._force_close(None)
+
+    def _deliver_buffered(self, proto: Any) -> None:
+        """asyncio.BufferedProtocol: the engine copies straight into the protocol's buffer
+        (get_buffer / buffer_updated), with no bytes object in between."""
+        conn = self._conn
+        while True:
+            n = conn.readable
+            if n <= 0:
+                return
+            buf = proto.get_buffer(n)
+            if not len(buf):
+                raise RuntimeError("get_buffer() returned an empty buffer")
+            k = conn.recv_into(buf)
+            if not k:
+                return
+            proto.buffer_updated(k)
+            if self._paused or self._closing:
+                return
 
     def _feed(self) -> None:
         """Move buffered writes into the engine's send buffer as far as it has room."""
@@ -298,6 +321,7 @@ class TcpTransport(asyncio.Transport):
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._protocol
