@@ -9,6 +9,8 @@ import os
 import tracemalloc
 
 import pytest
+
+from fasttcp.link import exchange
 from benchutil import median_seconds
 
 from fasttcp import Host, State
@@ -36,18 +38,6 @@ def test_bulk_transfer(benchmark, mtu):
     benchmark.extra_info["us/packet"] = round(median / results[0].packets * 1e6, 2)
 
 
-def _pump(a: Host, b: Host, now: float, rounds: int = 50) -> None:
-    for _ in range(rounds):
-        pa = a.transmit(now)
-        pb = b.transmit(now)
-        if not pa and not pb:
-            return
-        if pa:
-            b.receive(pa, now)
-        if pb:
-            a.receive(pb, now)
-
-
 def test_connection_rate(benchmark):
     """Open, one request/response, close (both sides): connections per second."""
     benchmark.group = "connections"
@@ -61,17 +51,17 @@ def test_connection_rate(benchmark):
         now = 0.0
         for i in range(n):
             c = client.connect(("10.0.0.2", 80))
-            _pump(client, server, now)
+            exchange(client, server, now)
             s = lst.accept()
             c.send(b"GET / HTTP/1.1\r\n\r\n")
-            _pump(client, server, now)
+            exchange(client, server, now)
             s.recv()
             s.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
             s.close()
-            _pump(client, server, now)
+            exchange(client, server, now)
             c.recv()
             c.close()
-            _pump(client, server, now)
+            exchange(client, server, now)
             now += 0.001
             for h in (client, server):
                 h.transmit(now)
@@ -92,8 +82,8 @@ def _open_idle(n: int):
     for i in range(n):
         conns.append(client.connect(("10.0.0.2", 80)))
         if i % 100 == 99:
-            _pump(client, server, 0.0)
-    _pump(client, server, 0.0)
+            exchange(client, server, 0.0)
+    exchange(client, server, 0.0)
     accepted = []
     while (c := lst.accept()) is not None:
         accepted.append(c)

@@ -1,20 +1,10 @@
 """Resource limits are enforced and counted when they bite."""
 from fasttcp import Host, State
+from fasttcp.link import exchange
 from fasttcp.wire import TcpOptions, build_tcp, parse
 
 SERVER, CLIENT = "10.0.0.2", "10.0.0.1"
 SYN, ACK = 0x02, 0x10
-
-
-def _pump(a, b, now, rounds=50):
-    for _ in range(rounds):
-        pa, pb = a.transmit(now), b.transmit(now)
-        if not pa and not pb:
-            return
-        if pa:
-            b.receive(pa, now)
-        if pb:
-            a.receive(pb, now)
 
 
 def test_accept_queue_overflow_drops_syns_and_counts_them():
@@ -68,7 +58,7 @@ def test_out_of_order_hole_limit_is_counted_and_memory_bounded():
     client, server = Host(CLIENT, max_ooo_holes=2), Host(SERVER, max_ooo_holes=2)
     lst = server.listen(80)
     c = client.connect((SERVER, 80), now=0.0)
-    _pump(client, server, 0.0)
+    exchange(client, server, 0.0)
     s = lst.accept()
     c.send(b"x" * 20 * 1448)
     out = client.transmit(0.1)
@@ -80,9 +70,9 @@ def test_out_of_order_hole_limit_is_counted_and_memory_bounded():
     assert s._reasm.holes <= 2
     # the rest arrives; the sender's retransmissions fill what was refused
     server.receive(data[0::2], 0.2)
-    _pump(client, server, 2.0, rounds=200)
+    exchange(client, server, 2.0, max_rounds=200)
     for t in (3.0, 5.0, 9.0):
-        _pump(client, server, t, rounds=200)
+        exchange(client, server, t, max_rounds=200)
     assert s.recv(1 << 20) == b"x" * 20 * 1448
 
 
@@ -92,12 +82,12 @@ def test_time_wait_table_limit():
     conns = []
     for i in range(3):
         c = client.connect((SERVER, 80), now=0.0)
-        _pump(client, server, 0.0)
+        exchange(client, server, 0.0)
         s = lst.accept()
         c.close()                               # the client closes first: it gets TIME-WAIT
-        _pump(client, server, 0.0)
+        exchange(client, server, 0.0)
         s.close()
-        _pump(client, server, 0.0)
+        exchange(client, server, 0.0)
         conns.append(c)
     st = client.stats()
     assert st["time_wait"] == 1 and st["time_wait_overflow"] == 2

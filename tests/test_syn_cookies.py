@@ -4,6 +4,8 @@ import tracemalloc
 
 import pytest
 
+from fasttcp.link import exchange
+
 from fasttcp import Host, State
 from fasttcp.tcp._cookies import MSS_VALUES, SynCookies, decode_options, encode_options
 from fasttcp.tcp._isn import IsnGenerator
@@ -11,17 +13,6 @@ from fasttcp.wire import TcpOptions, build_tcp, parse
 
 SERVER, CLIENT = "10.0.0.2", "10.0.0.1"
 SYN, ACK, RST = 0x02, 0x10, 0x04
-
-
-def pump(a: Host, b: Host, now: float, rounds: int = 50) -> None:
-    for _ in range(rounds):
-        pa, pb = a.transmit(now), b.transmit(now)
-        if not pa and not pb:
-            return
-        if pa:
-            b.receive(pa, now)
-        if pb:
-            a.receive(pb, now)
 
 
 # --- the cookie itself ------------------------------------------------------------------
@@ -89,12 +80,12 @@ def test_cookie_with_timestamps_keeps_window_scale_and_sack():
     server = Host(SERVER, isn_secret=bytes(16), syn_cookies="always")
     lst = server.listen(80)
     conn = client.connect((SERVER, 80))
-    pump(client, server, 0.0)
+    exchange(client, server, 0.0)
     srv = lst.accept()
     assert srv is not None and server.stats()["syn_cookies_validated"] == 1
     assert srv.ts_ok and srv.sack_ok and srv.info().snd_wscale == conn.info().rcv_wscale
     conn.send(b"x" * 100_000)
-    pump(client, server, 0.1, rounds=200)
+    exchange(client, server, 0.1, max_rounds=200)
     assert len(srv.recv(1 << 20)) == 100_000
 
 

@@ -17,7 +17,7 @@ For real peers:
 - :mod:`fasttcp.link.netns` - create, enter and remove network namespaces.
 """
 from fasttcp.link.faults import FaultConfig, FaultStats, FaultyLink
-from fasttcp.link.memory import MemoryLink
+from fasttcp.link.memory import MemoryLink, exchange
 from fasttcp.link.netsim import NetSim, SimulationDidNotConverge
 from fasttcp.link.tun import TunLink, tun_available
 from fasttcp.link.pcap import (
@@ -32,5 +32,5 @@ from fasttcp.link.pcap import (
 __all__ = [
     "FaultConfig", "FaultStats", "FaultyLink", "LINKTYPE_IPV4", "LINKTYPE_RAW",
     "MemoryLink", "NetSim", "PcapLink", "PcapWriter", "RecordingHost",
-    "SimulationDidNotConverge", "TunLink", "read_pcap", "tun_available",
+    "SimulationDidNotConverge", "TunLink", "exchange", "read_pcap", "tun_available",
 ]

@@ -10,7 +10,7 @@ import io
 from collections import deque
 from typing import Iterable, Optional
 
-__all__ = ["MemoryLink"]
+__all__ = ["MemoryLink", "exchange"]
 
 
 class MemoryLink:
@@ -111,3 +111,19 @@ class MemoryLink:
     def __repr__(self) -> str:
         return (f"<MemoryLink pending={len(self._rx)} tx={self.tx_packets} "
                 f"rx={self.rx_packets} drops={self.tx_dropped}/{self.rx_dropped}>")
+
+
+def exchange(a, b, now: float, max_rounds: int = 50) -> int:
+    """Wire two sans-IO hosts back to back at one instant: hand each one's output to the
+    other until both are quiet (or ``max_rounds``). Returns the packets moved."""
+    moved = 0
+    for _ in range(max_rounds):
+        pa, pb = a.transmit(now), b.transmit(now)
+        if not pa and not pb:
+            break
+        moved += len(pa) + len(pb)
+        if pa:
+            b.receive(pa, now)
+        if pb:
+            a.receive(pb, now)
+    return moved
