@@ -1,6 +1,3 @@
-import os
-import sys
-
 # Benchmarks import the installed package like the tests do; nothing to add here except
 # a clear failure when the compiled extensions are missing.
 import fasttcp.wire._wire as _wire

@@ -2,8 +2,6 @@
 import random
 import tracemalloc
 
-import pytest
-
 from fasttcp.link import exchange
 
 from fasttcp import Host, State

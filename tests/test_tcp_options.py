@@ -14,7 +14,6 @@ Conventions: the host is 10.0.0.1:80, the peer 10.0.0.2:40000; ``iss`` is the ho
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import random
 import sys
@@ -23,8 +22,7 @@ from typing import Dict, List, Tuple
 import pytest
 from scapy.layers.inet import IP, TCP
 
-from fasttcp import ConnectionReset, Host, State
-from fasttcp.link import FaultConfig, NetSim
+from fasttcp import ConnectionReset, State
 from fasttcp.link.transfer import netsim_transfer
 from fasttcp.wire import TcpOptions
 from tcp_harness import (MASK, PEER_IP, TS_IRS, TS_PEER0, ManualPeer, Net, Seg, TsConn, seq,

@@ -13,7 +13,7 @@ import shutil
 import socket
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from fasttcp.aio import FastTcpStack
 from fasttcp.cli.servers import HttpServer, generated_body
@@ -102,48 +102,45 @@ async def _curl_client(ns: str, curl: str, size: int) -> Dict[str, Any]:
 
 
 async def tun_demo(link: TunLink, ns: str, size: int, mtu: int) -> int:
-    accepted: List[Any] = []
     finished: List[str] = []
-    if True:
-        host = Host(ADDRESS, mtu=mtu, gso_max=65000 if link.offload else 0)
-        http = HttpServer(size=size)
+    host = Host(ADDRESS, mtu=mtu, gso_max=65000 if link.offload else 0)
+    http = HttpServer(size=size)
 
-        async def handler(reader, writer):
-            conn = writer.get_extra_info("fasttcp_connection")
-            accepted.append(conn)
-            print(f"  handshake: {conn.remote_address[0]}:{conn.remote_address[1]} -> "
-                  f"{ADDRESS}:80 established; {_info_line(conn)}")
-            t0 = time.perf_counter()
-            await http(reader, writer)
-            finished.append(f"  server: response sent and connection closed in "
-                            f"{(time.perf_counter() - t0) * 1000:.0f} ms; {_info_line(conn)}")
+    async def handler(reader, writer):
+        conn = writer.get_extra_info("fasttcp_connection")
+        print(f"  handshake: {conn.remote_address[0]}:{conn.remote_address[1]} -> "
+              f"{ADDRESS}:80 established; {_info_line(conn)}")
+        t0 = time.perf_counter()
+        await http(reader, writer)
+        finished.append(f"  server: response sent and connection closed in "
+                        f"{(time.perf_counter() - t0) * 1000:.0f} ms; {_info_line(conn)}")
 
-        async with FastTcpStack(host, link) as stack:
-            server = await stack.start_server(handler, 80)
-            curl = shutil.which("curl")
-            result = await (_curl_client(ns, curl, size) if curl
-                            else _python_client(ns, "/file", size))
-            for _ in range(100):                   # let the close handshake finish
-                if finished:
-                    break
-                await asyncio.sleep(0.01)
-            server.close()
-        expected = hashlib.sha256(generated_body(size)).hexdigest()
-        ok = result["bytes"] == size and result["sha256"] == expected
-        xfer = result["time_total"] - result["time_connect"]
-        print(f"  client: {result['client']} received {result['bytes']} bytes, sha256 "
-              f"{'matches' if ok else 'DIFFERS'}")
-        for line in finished:
-            print(line)
-        print(f"  goodput: {size * 8 / xfer / 1e9:.2f} Gbit/s ({xfer * 1000:.0f} ms after the "
-              f"handshake, which took {result['time_connect'] * 1e6:.0f} us)")
-        st = host.stats()
-        print(f"  host: {st.get('packets_in', 0)} packets in ({st.get('fast_path_segments', 0)} "
-              f"on the fast path), {st.get('packets_out', 0)} out, "
-              f"{st.get('retransmitted_segments', 0)} retransmitted; link: "
-              f"{link.stats().get('rx_gso_packets', 0)} TSO super-packets in, "
-              f"{link.stats().get('tx_gso_packets', 0)} out")
-        return 0 if ok else 1
+    async with FastTcpStack(host, link) as stack:
+        server = await stack.start_server(handler, 80)
+        curl = shutil.which("curl")
+        result = await (_curl_client(ns, curl, size) if curl
+                        else _python_client(ns, "/file", size))
+        for _ in range(100):                   # let the close handshake finish
+            if finished:
+                break
+            await asyncio.sleep(0.01)
+        server.close()
+    expected = hashlib.sha256(generated_body(size)).hexdigest()
+    ok = result["bytes"] == size and result["sha256"] == expected
+    xfer = result["time_total"] - result["time_connect"]
+    print(f"  client: {result['client']} received {result['bytes']} bytes, sha256 "
+          f"{'matches' if ok else 'DIFFERS'}")
+    for line in finished:
+        print(line)
+    print(f"  goodput: {size * 8 / xfer / 1e9:.2f} Gbit/s ({xfer * 1000:.0f} ms after the "
+          f"handshake, which took {result['time_connect'] * 1e6:.0f} us)")
+    st = host.stats()
+    print(f"  host: {st.get('packets_in', 0)} packets in ({st.get('fast_path_segments', 0)} "
+          f"on the fast path), {st.get('packets_out', 0)} out, "
+          f"{st.get('retransmitted_segments', 0)} retransmitted; link: "
+          f"{link.stats().get('rx_gso_packets', 0)} TSO super-packets in, "
+          f"{link.stats().get('tx_gso_packets', 0)} out")
+    return 0 if ok else 1
 
 
 def memory_demo(size: int, mtu: int) -> int:

@@ -24,7 +24,7 @@ from fasttcp.tcp.states import State
 CLOSED, SYN_RECEIVED, TIME_WAIT = State.CLOSED, State.SYN_RECEIVED, State.TIME_WAIT
 _STATE_COUNTERS = {s: "state_" + s.name.lower() for s in State}
 from fasttcp.host._frag import FragmentReassembler
-from fasttcp.wire import (DropReason, MalformedPacket, SegmentBatch, TcpOptions,
+from fasttcp.wire import (MalformedPacket, SegmentBatch, TcpOptions,
                           build_icmp_echo, build_tcp, int_to_ip, ip_to_int, parse)
 
 MASK = 0xFFFFFFFF
