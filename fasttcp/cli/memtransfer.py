@@ -7,11 +7,11 @@ stacks' work per segment.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
+from fasttcp.cli.servers import generated_body
 from fasttcp.host.host import Host
 from fasttcp.tcp.connection import ConnectionInfo
 from fasttcp.tcp.states import State
@@ -35,13 +35,6 @@ class TransferResult:
         return self.nbytes * 8 / self.wall_seconds / 1e9
 
 
-def pattern(nbytes: int) -> bytes:
-    """Deterministic non-repeating-ish payload (so a misplaced segment cannot go unseen)."""
-    block = hashlib.sha256(b"fasttcp").digest() * 2048           # 64 KiB
-    reps = nbytes // len(block) + 1
-    return (block * reps)[:nbytes]
-
-
 def bulk_transfer(nbytes: int, mtu: int = 1500, *, log: Optional[Callable[[str], None]] = None,
                   max_steps: int = 10_000_000, **settings) -> TransferResult:
     """Send ``nbytes`` from a client to a server host, close both ways, and check the bytes."""
@@ -50,7 +43,7 @@ def bulk_transfer(nbytes: int, mtu: int = 1500, *, log: Optional[Callable[[str],
     server = Host("10.0.0.2", mtu=mtu, **settings)
     listener = server.listen(80)
     conn = client.connect(("10.0.0.2", 80))
-    data = pattern(nbytes)
+    data = generated_body(nbytes)
     view = memoryview(data)
     sink = bytearray(nbytes)                  # the receiving app's buffer (recv_into)
     sink_view = memoryview(sink)
