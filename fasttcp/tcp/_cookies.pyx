@@ -13,6 +13,7 @@ and come back in the ACK's TSecr; without timestamps the connection goes without
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from fasttcp.tcp._isn cimport IsnGenerator
+from fasttcp.wire._wire cimport wr16, wr32
 
 COMPILED = True
 PERIOD = 64.0
@@ -25,13 +26,6 @@ MSS_VALUES = [MSS_TABLE[i] for i in range(8)]
 # Low TSval bits: window scale (0..14, 15 = none) and SACK-permitted.
 OPT_WSCALE_NONE = 15
 OPT_SACK_BIT = 0x10
-
-
-cdef inline void _put32(unsigned char* p, uint32_t v) noexcept nogil:
-    p[0] = v >> 24
-    p[1] = (v >> 16) & 0xFF
-    p[2] = (v >> 8) & 0xFF
-    p[3] = v & 0xFF
 
 
 cdef class SynCookies:
@@ -47,14 +41,12 @@ cdef class SynCookies:
     cdef inline uint32_t _mac(self, uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport,
                               uint32_t client_isn, uint32_t count, uint32_t idx) noexcept nogil:
         cdef unsigned char buf[21]
-        _put32(buf, lip)
-        buf[4] = lport >> 8
-        buf[5] = lport & 0xFF
-        _put32(buf + 6, rip)
-        buf[10] = rport >> 8
-        buf[11] = rport & 0xFF
-        _put32(buf + 12, client_isn)
-        _put32(buf + 16, count)
+        wr32(buf, lip)
+        wr16(buf + 4, lport)
+        wr32(buf + 6, rip)
+        wr16(buf + 10, rport)
+        wr32(buf + 12, client_isn)
+        wr32(buf + 16, count)
         buf[20] = <unsigned char>idx
         return <uint32_t>(self.gen.mac_c(buf, 21) & 0xFFFFFF)
 

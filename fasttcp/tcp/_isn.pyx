@@ -17,6 +17,8 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.math cimport fmod, isfinite
 from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 
+from fasttcp.wire._wire cimport wr16, wr32     # network byte order
+
 cdef extern from "_siphash.h" nogil:
     uint64_t ft_siphash24(uint64_t k0, uint64_t k1, const unsigned char* p, size_t n)
     uint64_t ft_sip_load64le(const unsigned char* p)
@@ -69,18 +71,6 @@ def siphash24(key: bytes, data: bytes) -> int:
     return _hash_obj(k0, k1, data)
 
 
-cdef inline void _put16(unsigned char* p, uint16_t v) noexcept nogil:
-    p[0] = v >> 8
-    p[1] = v & 0xff
-
-
-cdef inline void _put32(unsigned char* p, uint32_t v) noexcept nogil:
-    p[0] = v >> 24
-    p[1] = (v >> 16) & 0xff
-    p[2] = (v >> 8) & 0xff
-    p[3] = v & 0xff
-
-
 cdef class IsnGenerator:
     """RFC 6528 ISN generator; also a keyed MAC for SYN cookies.
 
@@ -99,10 +89,10 @@ cdef class IsnGenerator:
         cdef unsigned char t[12]
         cdef double ticks
         cdef uint32_t m = 0
-        _put32(t, lip)
-        _put16(t + 4, lport)
-        _put32(t + 6, rip)
-        _put16(t + 10, rport)
+        wr32(t, lip)
+        wr16(t + 4, lport)
+        wr32(t + 6, rip)
+        wr16(t + 10, rport)
         if isfinite(now):
             # int(now * 250000) mod 2**32, as Python computes it, for any finite now: fmod is
             # exact and keeps the sign, so truncating its result keeps the residue.
