@@ -28,14 +28,14 @@ Hostile input, after RFC 5722 (written for IPv6, applied here to IPv4 too):
 Time comes only from the ``now`` arguments. Datagrams expire in the order they were
 created, which is the order of ``now`` as long as the caller's clock does not go backwards.
 """
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport PyBuffer_Release
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free as c_free, realloc
 from libc.string cimport memcpy, memmove
 
-from fasttcp.wire._wire cimport (checksum_finish, ft_csum_fold, ft_csum_partial, rd16, rd32,
-                                 wr16)
+from fasttcp.wire._wire cimport (checksum_finish, ft_csum_fold, ft_csum_partial, get_buffer,
+                                 rd16, rd32, wr16)
 
 COMPILED = True
 
@@ -254,18 +254,17 @@ cdef class FragmentReassembler:
         cdef Py_ssize_t n
         self.fragments_in += 1
         self.expire(now)
-        if isinstance(packet, bytes):
-            return self._add(<const unsigned char*>PyBytes_AS_STRING(packet),
-                             PyBytes_GET_SIZE(packet), now)
+        cdef int held
         try:
-            PyObject_GetBuffer(packet, &view, PyBUF_SIMPLE)
+            held = get_buffer(packet, &view, &buf, &n)
         except Exception:                   # not a bytes-like object
             self.bad += 1
             return None
         try:
-            return self._add(<const unsigned char*>view.buf, view.len, now)
+            return self._add(buf, n, now)
         finally:
-            PyBuffer_Release(&view)
+            if held:
+                PyBuffer_Release(&view)
 
     cdef object _add(self, const unsigned char* buf, Py_ssize_t n, double now):
         cdef FragHdr h

@@ -19,8 +19,8 @@ _tunio.pxd). What the kernel may send us then, and what we do with it:
 - ``gso_type != NONE``: a TSO super-packet of up to 64 KiB, delivered whole as one packet,
   flagged ``RX_GSO``.
 """
-from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_FillInfo, PyBuffer_Release
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF
 from libc.errno cimport EAGAIN, EINTR, errno
@@ -28,6 +28,8 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 from posix.unistd cimport read
+
+from fasttcp.wire._wire cimport get_buffer
 
 import os
 
@@ -426,14 +428,9 @@ cdef class TunIO:
         try:
             for i in range(n):
                 obj = <object>PyList_GET_ITEM(packets, i)
-                if PyBytes_CheckExact(obj):
-                    self.tx_ptr[i] = <const unsigned char*>PyBytes_AS_STRING(obj)
-                    self.tx_len[i] = PyBytes_GET_SIZE(obj)
-                else:
-                    PyObject_GetBuffer(obj, &self.tx_views[i], PyBUF_SIMPLE)
-                    self.tx_held[i] = 1
-                    self.tx_ptr[i] = <const unsigned char*>self.tx_views[i].buf
-                    self.tx_len[i] = self.tx_views[i].len
+                # pinned: the write loop reads the bytes without the GIL
+                self.tx_held[i] = get_buffer(obj, &self.tx_views[i], &self.tx_ptr[i],
+                                             &self.tx_len[i], True)
             with nogil:
                 written = self._write_loop(n, gso)
         finally:

@@ -18,8 +18,9 @@ from libc.stdint cimport uint64_t
 from libc.stdlib cimport free as c_free, malloc
 from libc.string cimport memmove
 
-from fasttcp.storage._ring cimport (RING_MAX_CAPACITY, get_read_buffer, ring_alloc_size,
-                                    ring_get, ring_move, ring_put)
+from fasttcp.storage._ring cimport (RING_MAX_CAPACITY, ring_alloc_size, ring_get, ring_move,
+                                    ring_put)
+from fasttcp.wire._wire cimport get_buffer
 
 COMPILED = True
 
@@ -209,7 +210,7 @@ cdef class Reassembler:
         cdef const unsigned char* p
         cdef Py_ssize_t n
         cdef uint64_t off = offset
-        cdef int held = get_read_buffer(data, &view, &p, &n)
+        cdef int held = get_buffer(data, &view, &p, &n)
         cdef Py_ssize_t r = self.add_c(off, p, n)
         if held:
             PyBuffer_Release(&view)

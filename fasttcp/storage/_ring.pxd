@@ -4,9 +4,6 @@
 # `buf[off & mask]` with a power-of-two allocation, so no head/tail index ever needs
 # renormalising and a wrap is one extra memcpy.
 cimport cython
-from cpython.buffer cimport Py_buffer, PyBUF_SIMPLE, PyObject_GetBuffer
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Check, PyByteArray_GET_SIZE
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
 
@@ -60,23 +57,6 @@ cdef inline void ring_move(const unsigned char* old, uint64_t old_mask, unsigned
         ring_put(new, new_mask, off, old + pos, chunk)
         off += chunk
         n -= chunk
-
-
-cdef inline int get_read_buffer(object obj, Py_buffer* view, const unsigned char** base,
-                                Py_ssize_t* n) except -1:
-    """Borrow obj's bytes without copying. Returns 1 when `view` must be released."""
-    if PyBytes_CheckExact(obj):
-        base[0] = <const unsigned char*>PyBytes_AS_STRING(obj)
-        n[0] = PyBytes_GET_SIZE(obj)
-        return 0
-    if PyByteArray_Check(obj):
-        base[0] = <const unsigned char*>PyByteArray_AS_STRING(obj)
-        n[0] = PyByteArray_GET_SIZE(obj)
-        return 0
-    PyObject_GetBuffer(obj, view, PyBUF_SIMPLE)
-    base[0] = <const unsigned char*>view.buf
-    n[0] = view.len
-    return 1
 
 
 @cython.final

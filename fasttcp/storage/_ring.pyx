@@ -11,6 +11,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free as c_free, malloc
 
+from fasttcp.wire._wire cimport get_buffer
+
 COMPILED = True
 
 
@@ -102,7 +104,7 @@ cdef class SendRing:
         cdef Py_buffer view
         cdef const unsigned char* p
         cdef Py_ssize_t n
-        cdef int held = get_read_buffer(data, &view, &p, &n)
+        cdef int held = get_buffer(data, &view, &p, &n)
         try:
             return self.write_c(p, n)
         finally:

@@ -13,11 +13,11 @@ replays) or to keep ISNs monotonic across a restart of the host.
 """
 import os
 
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport PyBuffer_Release
 from libc.math cimport fmod, isfinite
 from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 
-from fasttcp.wire._wire cimport wr16, wr32     # network byte order
+from fasttcp.wire._wire cimport get_buffer, wr16, wr32
 
 cdef extern from "_siphash.h" nogil:
     uint64_t ft_siphash24(uint64_t k0, uint64_t k1, const unsigned char* p, size_t n)
@@ -42,13 +42,16 @@ cdef inline void _load_key(const unsigned char* key, uint64_t* k0, uint64_t* k1)
 cdef uint64_t _hash_obj(uint64_t k0, uint64_t k1, object data) except? 0:
     """SipHash-2-4 of any bytes-like object."""
     cdef Py_buffer view
+    cdef const unsigned char* p
+    cdef Py_ssize_t n
     cdef uint64_t h
-    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    cdef int held = get_buffer(data, &view, &p, &n, True)     # hashed without the GIL
     try:
         with nogil:
-            h = ft_siphash24(k0, k1, <const unsigned char*>view.buf, <size_t>view.len)
+            h = ft_siphash24(k0, k1, p, <size_t>n)
     finally:
-        PyBuffer_Release(&view)
+        if held:
+            PyBuffer_Release(&view)
     return h
 
 

@@ -2,7 +2,9 @@
 # parse and build. Other Cython modules `cimport` this; nothing here touches Python objects
 # except the SegmentBatch container.
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
-from cpython.buffer cimport Py_buffer
+from cpython.buffer cimport Py_buffer, PyBUF_SIMPLE, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Check, PyByteArray_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 
 cdef extern from "_csum.h" nogil:
     uint64_t ft_csum_partial(const unsigned char* p, size_t n, uint64_t acc)
@@ -11,6 +13,29 @@ cdef extern from "_csum.h" nogil:
     uint64_t ft_pseudo_sum_mem(uint32_t src_mem, uint32_t dst_mem, uint8_t proto, uint32_t length)
     uint16_t ft_load16(const unsigned char* p)
     uint32_t ft_load32(const unsigned char* p)
+
+# --- borrowing the bytes of any bytes-like object (every compiled module uses this) ------
+cdef inline int get_buffer(object obj, Py_buffer* view, const unsigned char** base,
+                           Py_ssize_t* n, bint pin=False) except -1:
+    """Borrow obj's bytes: fast for bytes/bytearray, the buffer protocol for the rest.
+    Returns 1 when `view` must be released.
+
+    `pin`: the pointer must outlive Python code (other threads, or the caller's later
+    calls). A bytearray then goes through the buffer protocol too, which makes resizing it
+    raise BufferError instead of freeing the memory under us."""
+    if PyBytes_CheckExact(obj):
+        base[0] = <const unsigned char*>PyBytes_AS_STRING(obj)
+        n[0] = PyBytes_GET_SIZE(obj)
+        return 0
+    if not pin and PyByteArray_Check(obj):
+        base[0] = <const unsigned char*>PyByteArray_AS_STRING(obj)
+        n[0] = PyByteArray_GET_SIZE(obj)
+        return 0
+    PyObject_GetBuffer(obj, view, PyBUF_SIMPLE)
+    base[0] = <const unsigned char*>view.buf
+    n[0] = view.len
+    return 1
+
 
 # --- sequence-number arithmetic modulo 2**32 (RFC 9293 section 3.4; RFC 1982) -------------
 cdef inline bint seq_lt(uint32_t a, uint32_t b) noexcept nogil:

@@ -46,35 +46,13 @@ cdef uint16_t checksum_finish(uint64_t partial) noexcept nogil:
     return <uint16_t>~ft_csum_fold(partial)
 
 
-cdef inline int _get_buffer(object obj, Py_buffer* view, const unsigned char** base,
-                            Py_ssize_t* n, bint pin=False) except -1:
-    """Borrow obj's bytes: fast for bytes/bytearray, the buffer protocol for the rest.
-    Returns 1 when `view` must be released.
-
-    `pin`: the pointer must outlive Python code (other threads, or the caller's later
-    calls). A bytearray then goes through the buffer protocol too, which makes resizing it
-    raise BufferError instead of freeing the memory under us."""
-    if PyBytes_CheckExact(obj):
-        base[0] = <const unsigned char*>PyBytes_AS_STRING(obj)
-        n[0] = PyBytes_GET_SIZE(obj)
-        return 0
-    if not pin and PyByteArray_Check(obj):
-        base[0] = <const unsigned char*>PyByteArray_AS_STRING(obj)
-        n[0] = PyByteArray_GET_SIZE(obj)
-        return 0
-    PyObject_GetBuffer(obj, view, PyBUF_SIMPLE)
-    base[0] = <const unsigned char*>view.buf
-    n[0] = view.len
-    return 1
-
-
 def checksum(data) -> int:
     """RFC 1071 checksum of a bytes-like object: the value of the checksum field (the one's
     complement of the one's complement sum), as ``scapy.utils.checksum`` returns it."""
     cdef Py_buffer view
     cdef const unsigned char* p
     cdef Py_ssize_t n
-    cdef int held = _get_buffer(data, &view, &p, &n, True)    # summed without the GIL
+    cdef int held = get_buffer(data, &view, &p, &n, True)    # summed without the GIL
     cdef uint64_t s
     if n < 32768:
         s = ft_csum_partial(p, <size_t>n, 0)     # dropping the GIL costs more than this
@@ -91,7 +69,7 @@ def ones_sum(data, int initial=0) -> int:
     cdef Py_buffer view
     cdef const unsigned char* p
     cdef Py_ssize_t n
-    cdef int held = _get_buffer(data, &view, &p, &n)
+    cdef int held = get_buffer(data, &view, &p, &n)
     cdef uint64_t s = ft_csum_partial(p, <size_t>n, htons(<uint16_t>initial))
     if held:
         PyBuffer_Release(&view)
@@ -121,7 +99,7 @@ def pseudo_header_checksum(src, dst, int proto, segment) -> int:
     cdef Py_buffer view
     cdef const unsigned char* p
     cdef Py_ssize_t n
-    cdef int held = _get_buffer(segment, &view, &p, &n)
+    cdef int held = get_buffer(segment, &view, &p, &n)
     cdef uint64_t s = ft_pseudo_sum_mem(htonl(s_ip), htonl(d_ip), <uint8_t>proto, <uint32_t>n)
     s = ft_csum_partial(p, <size_t>n, s)
     if held:
@@ -540,7 +518,7 @@ def build_tcp(src, dst, int sport, int dport, uint32_t seq, uint32_t ack=0, int 
     t.ip_id = ip_id
     t.df = df
     _fill_options(&t, options)
-    cdef int held = _get_buffer(payload, &view, &p, &plen)
+    cdef int held = get_buffer(payload, &view, &p, &plen)
     try:
         total = 40 + tcp_options_len(&t) + plen
         if total > 65535:
@@ -562,7 +540,7 @@ def build_ipv4(src, dst, int proto, payload=b"", int ttl=64, int ip_id=0, int to
     cdef uint32_t s_ip = _addr(src), d_ip = _addr(dst)
     if not (0 < ttl < 256):
         raise ValueError("TTL must be 1..255")
-    cdef int held = _get_buffer(payload, &view, &p, &plen)
+    cdef int held = get_buffer(payload, &view, &p, &plen)
     try:
         if plen + 20 > 65535:
             raise ValueError("packet longer than 65535 bytes")
@@ -856,7 +834,7 @@ def parse(packet, *, bint verify_checksums=True) -> Packet:
     cdef Packet pk = Packet.__new__(Packet)
     cdef int flags = 0 if verify_checksums else (PARSE_NO_TCP_CSUM | PARSE_NO_IP_CSUM)
     try:
-        held = _get_buffer(packet, &view, &p, &n)
+        held = get_buffer(packet, &view, &p, &n)
     except (TypeError, ValueError, BufferError):
         raise MalformedPacket(DropReason.NOT_BUFFER) from None
     try:
@@ -952,7 +930,7 @@ cdef class SegmentBatch:
             else:
                 try:
                     # Pinned: a bytearray resized later must not free what we point at.
-                    self.held[i] = _get_buffer(obj, &self.views[i], &base, &ln, True)
+                    self.held[i] = get_buffer(obj, &self.views[i], &base, &ln, True)
                 except (TypeError, ValueError, BufferError):
                     self.bases[i] = NULL
                     self.descs[i].reason = DROP_NOT_BUFFER
