@@ -204,8 +204,9 @@ def client_get(addr: Tuple[str, int], size: int) -> dict:
         s.close()
 
 
-def serve_sink(addr: Tuple[str, int], count: int) -> None:
-    """Accept ``count`` connections one after another; read each to EOF, then close."""
+def _serve(addr: Tuple[str, int], count: int, handle) -> None:
+    """Accept ``count`` connections one after another, run ``handle(conn)`` on each, close
+    it; prints "ready" once listening."""
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind(addr)
@@ -216,30 +217,24 @@ def serve_sink(addr: Tuple[str, int], count: int) -> None:
         c, _peer = ls.accept()
         c.settimeout(60)
         try:
-            recv_to_eof(c)
+            handle(c)
         finally:
             c.close()
     ls.close()
+
+
+def serve_sink(addr: Tuple[str, int], count: int) -> None:
+    """Accept ``count`` connections one after another; read each to EOF, then close."""
+    _serve(addr, count, recv_to_eof)
 
 
 def serve_source(addr: Tuple[str, int], count: int, size: int) -> None:
     """Accept ``count`` connections; answer each HTTP request with ``size`` bytes."""
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(addr)
-    ls.listen(16)
-    ls.settimeout(120)
-    print("ready", flush=True)
-    for _ in range(count):
-        c, _peer = ls.accept()
-        c.settimeout(60)
-        try:
-            read_http_head(c)
-            c.sendall(HTTP_OK % size)
-            send_blocks(c, size)
-        finally:
-            c.close()
-    ls.close()
+    def answer(c: socket.socket) -> None:
+        read_http_head(c)
+        c.sendall(HTTP_OK % size)
+        send_blocks(c, size)
+    _serve(addr, count, answer)
 
 
 def _hostport(text: str) -> Tuple[str, int]:

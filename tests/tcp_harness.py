@@ -232,26 +232,30 @@ class Net:
 # Timestamps and SACK (test_tcp_options.py, test_tcp_attacks.py)
 # ==========================================================================================
 
-TS_IRS = 5_000_000          # the peer's ISN in ts_passive_open
-TS_PEER0 = 100              # the peer's first TSval there (tests send larger ones)
-
-
-class TsConn:
-    """An established connection with a hand-played peer that may use timestamps.
-
-    ``s(k)`` / ``r(k)`` are the sequence numbers of our / the peer's stream offset ``k``
-    (0 is the SYN); ``tsv(now)`` is our TSval at ``now`` (RFC 7323 5.4: a 1 ms clock plus
-    the connection's random offset).
-    """
+class Ctx:
+    """An established connection with a manual peer: p (peer), c (connection), iss, irs."""
 
     def __init__(self, p: ManualPeer, c, iss: int, irs: int) -> None:
         self.p, self.c, self.iss, self.irs = p, c, iss, irs
 
     def s(self, k: int) -> int:
+        """Our sequence number for stream offset k (k=0 is the SYN)."""
         return seq(self.iss + k)
 
     def r(self, k: int) -> int:
+        """The peer's sequence number for its stream offset k."""
         return seq(self.irs + k)
+
+
+TS_IRS = 5_000_000          # the peer's ISN in ts_passive_open
+TS_PEER0 = 100              # the peer's first TSval there (tests send larger ones)
+
+
+class TsConn(Ctx):
+    """An established connection with a hand-played peer that may use timestamps;
+    ``tsv(now)`` is our TSval at ``now`` (RFC 7323 5.4: a 1 ms clock plus the connection's
+    random offset).
+    """
 
     def tsv(self, now: float) -> int:
         return (int(now * 1000) + self.c.ts_offset) & MASK

@@ -15,7 +15,8 @@ import pytest
 from fasttcp import (ConnectionAborted, ConnectionClosed, ConnectionRefused, ConnectionReset,
                      ConnectionTimedOut, Host, State)
 from fasttcp.wire import build_icmp_echo, build_icmp_unreachable
-from tcp_harness import (HOST_IP, MASK, PEER_IP, SECRET, ManualPeer, Net, Seg, opts, seq, tuples)
+from tcp_harness import (HOST_IP, MASK, PEER_IP, SECRET, Ctx, ManualPeer, Net, Seg, opts, seq,
+                         tuples)
 
 IRS = 1_000_000          # the peer's ISN unless a test says otherwise
 BIG = 1 << 20            # the default rcv_buf: window scale 5 (65535 << 4 < 2**20)
@@ -29,21 +30,6 @@ def wnd(unread: int) -> int:
     """Our window field (shift 5) with ``unread`` bytes received since the handshake: the
     right edge stays put (RFC 7323 2.4) and the field rounds down."""
     return (BIG - unread) >> 5
-
-
-class Ctx:
-    """An established connection with a manual peer: p (peer), c (connection), iss, irs."""
-
-    def __init__(self, p: ManualPeer, c, iss: int, irs: int) -> None:
-        self.p, self.c, self.iss, self.irs = p, c, iss, irs
-
-    def s(self, k: int) -> int:
-        """Our sequence number for stream offset k (k=0 is the SYN)."""
-        return seq(self.iss + k)
-
-    def r(self, k: int) -> int:
-        """The peer's sequence number for its stream offset k."""
-        return seq(self.irs + k)
 
 
 def active_open(peer_win: int = 65535, peer_opts=opts(1000, 0), irs: int = IRS,
