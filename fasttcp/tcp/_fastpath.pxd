@@ -20,6 +20,7 @@ cdef class Tcb:
     cdef public uint16_t lport, rport
     cdef public uint32_t iss, irs
     # send side
+    # snd_max: the highest offset sent (snd_nxt goes back below it to retransmit)
     cdef public uint64_t snd_una, snd_nxt, snd_max, snd_wnd, max_snd_wnd
     cdef public uint32_t snd_wl1, snd_wl2
     cdef public object fin_off          # offset of our FIN once queued, else None
@@ -29,7 +30,7 @@ cdef class Tcb:
     cdef public bint nodelay
     cdef public int ttl
     # receive side
-    cdef public uint64_t rcv_nxt, rcv_adv
+    cdef public uint64_t rcv_nxt, rcv_adv   # rcv_adv: the right edge we have advertised
     cdef public Reassembler _reasm
     cdef public bint user_closed
     cdef public int rcv_buf
@@ -43,7 +44,7 @@ cdef class Tcb:
     cdef public int dupacks, retries, keepalive_sent
     cdef public uint64_t recover
     cdef public object rtx_at, delack_at
-    cdef public object _rtt_off
+    cdef public object _rtt_off         # the one timed segment (Karn: cleared on resends)
     cdef public double _rtt_start, last_recv_at, last_send_at
     cdef public object cc, rtt
     cdef public uint64_t cwnd_bonus     # limited transmit (RFC 3042): dupacks * SMSS

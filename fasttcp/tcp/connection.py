@@ -89,6 +89,8 @@ class Connection(Tcb):
     def __init__(self, host: "Host", local: Tuple[str, int], remote: Tuple[str, int],
                  remote_ip: int, iss: int, now: float, passive: bool) -> None:
         s = host.settings
+        # The Tcb's C fields (sequence variables, windows, counters, timers...) start at
+        # 0 / False / None; only what starts otherwise is set here.
         self.host = host
         self.settings = s
         self.local_address = local
@@ -110,51 +112,26 @@ class Connection(Tcb):
 
         # --- send side (offsets from ISS) ---
         self.iss = iss
-        self.snd_una = 0
-        self.snd_nxt = 0
-        self.snd_max = 0                        # highest offset sent (before go-back-N)
-        self.snd_wnd = 0                        # peer's window in bytes (scaled)
-        self.max_snd_wnd = 0
-        self.snd_wl1 = 0                        # seq / ack of the last window update
-        self.snd_wl2 = 0
         self.fin_off: Optional[int] = None      # offset of our FIN once queued
-        self._send_ring: Optional[SendRing] = None
         self.mss_limit = s.effective_mss        # what our MTU allows
         self.mss = min(self.mss_limit, DEFAULT_PEER_MSS)   # effective send MSS
-        self.snd_wscale = 0
         self.rcv_wscale = s.rcv_wscale if s.window_scaling else 0
-        self._ws_ok = False
 
         # --- receive side (offsets from IRS) ---
-        self.irs = 0
-        self.rcv_nxt = 0
-        self.rcv_adv = 0                        # right edge we have advertised
         self.rcv_fin_off: Optional[int] = None  # the peer's FIN, once seen
         self._fin_received = False
-        self._reasm: Optional[Reassembler] = None
-        self.user_closed = False                # close() (not just shutdown()) was called
 
         # --- timers and their state ---
         self.rtt = RttEstimator(initial_rto=s.initial_rto, min_rto=s.min_rto,
                                 max_rto=s.max_rto)
         self.cc = host._make_congestion(self.mss)
-        self.rtx_at: Optional[float] = None     # retransmission / persist timer
-        self.persist = False                    # rtx_at is the persist timer (RFC 9293 3.8.6.1)
-        self.retries = 0
-        self.delack_at: Optional[float] = None
         self.timewait_at: Optional[float] = None
         self.keepalive_at: Optional[float] = None
-        self.keepalive_sent = 0
-        self._rtt_off: Optional[int] = None     # the one timed segment (Karn: none if resent)
-        self._rtt_start = 0.0
         self._syn_retransmitted = False
         self.last_recv_at = now
         self.last_send_at = now
 
-        # --- ACK state ---
-        self._ack_now = False                   # an ACK is owed at the next output
-        self._unacked_bytes = 0                 # in-order bytes received since our last ACK
-        self._rcv_mss = 0                       # largest segment seen: "full-sized"
+        # --- ACK state, loss recovery ---
         self._pending_rtx = False               # resend the segment at SND.UNA
         self._probe = False                     # send a zero-window probe
         self.soft_error: Optional[Tuple[int, int]] = None   # last ICMP soft error
@@ -169,19 +146,6 @@ class Connection(Tcb):
         # RFC 7323 5.4: a per-connection random offset of the timestamp clock, from a keyed
         # hash distinct from the ISN's (so TSval reveals nothing about the ISN).
         self.ts_offset = Connection.ts_offset_for(host, self.key[0], remote_ip, self.key[2])
-
-        # --- loss recovery (RFC 5681 3.2, RFC 6582) ---
-        self.dupacks = 0
-        self.in_recovery = False
-        self.recover = 0
-
-        # --- counters ---
-        self.retransmits = 0
-        self.bytes_sent = 0
-        self.bytes_acked = 0
-        self.bytes_received = 0
-        self.segs_in = 0
-        self.segs_out = 0
 
     # ===================================================================================
     # User calls
