@@ -32,6 +32,7 @@ from fasttcp.wire import (
     parse,
     parse_batch,
 )
+from test_wire_oracle import scapy_options   # the oracle's reading of scapy's options
 
 FUZZ = settings(max_examples=1500, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -229,21 +230,7 @@ def scapy_agrees(data: bytes) -> None:
     assert (pk.sport, pk.dport, pk.seq, pk.ack, pk.window, pk.urgent) == (
         t.sport, t.dport, t.seq, t.ack, t.window, t.urgptr)
     assert pk.data_offset == t.dataofs * 4 and int(pk.flags) == int(t.flags) & 0xFF
-    want = dict(mss=None, wscale=None, sack_permitted=False, timestamps=None, sack=())
-    for name, value in t.options:
-        if name == "EOL":
-            break
-        if name == "MSS":
-            want["mss"] = value
-        elif name == "WScale":
-            want["wscale"] = value
-        elif name == "SAckOK":
-            want["sack_permitted"] = True
-        elif name == "Timestamp":
-            want["timestamps"] = tuple(value)
-        elif name == "SAck":
-            want["sack"] = tuple(zip(value[0::2], value[1::2]))
-    assert pk.options == TcpOptions(**want)
+    assert pk.options == scapy_options(t.options)
 
 
 # --- tests ----------------------------------------------------------------------------------
