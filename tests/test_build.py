@@ -12,6 +12,8 @@ COMPILED_MODULES = [
     "fasttcp.tcp._cookies",
     "fasttcp.link._tunio",
     "fasttcp.host._frag",
+    "fasttcp.tcp.connection",
+    "fasttcp.host.host",
 ]
 
 

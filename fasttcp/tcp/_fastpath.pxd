@@ -21,7 +21,7 @@ cdef class Tcb:
     cdef public uint32_t iss, irs
     # send side
     # snd_max: the highest offset sent (snd_nxt goes back below it to retransmit)
-    cdef public uint64_t snd_una, snd_nxt, snd_max, snd_wnd, max_snd_wnd
+    cdef public int64_t snd_una, snd_nxt, snd_max, snd_wnd, max_snd_wnd
     cdef public uint32_t snd_wl1, snd_wl2
     cdef public object fin_off          # offset of our FIN once queued, else None
     cdef public SendRing _send_ring
@@ -30,7 +30,7 @@ cdef class Tcb:
     cdef public bint nodelay
     cdef public int ttl
     # receive side
-    cdef public uint64_t rcv_nxt, rcv_adv   # rcv_adv: the right edge we have advertised
+    cdef public int64_t rcv_nxt, rcv_adv   # rcv_adv: the right edge we have advertised
     cdef public Reassembler _reasm
     cdef public bint user_closed
     cdef public int rcv_buf
@@ -42,27 +42,27 @@ cdef class Tcb:
     # loss recovery / timers (timers are Optional[float] for the Python side)
     cdef public bint in_recovery, persist
     cdef public int dupacks, retries, keepalive_sent
-    cdef public uint64_t recover
+    cdef public int64_t recover
     cdef public object rtx_at, delack_at
     cdef public object _rtt_off         # the one timed segment (Karn: cleared on resends)
     cdef public double _rtt_start, last_recv_at, last_send_at
     cdef public object cc, rtt
-    cdef public uint64_t cwnd_bonus     # limited transmit (RFC 3042): dupacks * SMSS
+    cdef public int64_t cwnd_bonus     # limited transmit (RFC 3042): dupacks * SMSS
     cdef public uint32_t gso_max        # largest super-segment for a TSO link; 0 = off
     # timestamps (RFC 7323) and SACK (RFC 2018)
     cdef public bint ts_ok              # both SYNs carried timestamps
     cdef public uint32_t ts_recent      # TS.Recent
     cdef public uint32_t ts_offset      # per-connection random offset of our TS clock
-    cdef public uint64_t last_ack_sent  # Last.ACK.sent, as a receive offset
+    cdef public int64_t last_ack_sent  # Last.ACK.sent, as a receive offset
     cdef public uint32_t fp_tsecr       # TSecr of the last ACK the fast path took
     cdef public bint sack_ok            # both SYNs carried SACK-permitted
-    cdef public uint64_t last_ooo_off   # receive offset of the latest out-of-order segment
+    cdef public int64_t last_ooo_off   # receive offset of the latest out-of-order segment
     # counters
-    cdef public uint64_t bytes_sent, bytes_acked, bytes_received, segs_in, segs_out
-    cdef public uint64_t retransmits
+    cdef public int64_t bytes_sent, bytes_acked, bytes_received, segs_in, segs_out
+    cdef public int64_t retransmits
     # per-batch accumulators of the fast path
-    cdef public uint64_t fp_acked
-    cdef public uint64_t fp_flight
+    cdef public int64_t fp_acked
+    cdef public int64_t fp_flight
     cdef public int fp_acks
     cdef public bint fp_touched
 

@@ -1,3 +1,4 @@
+# cython: language_level=3, boundscheck=True, wraparound=True, cdivision=False
 """One TCP connection: the RFC 9293 state machine, user calls, timers and output.
 
 Sans-IO: every method that needs the time takes ``now``; segments come in as parsed
@@ -29,6 +30,7 @@ from fasttcp.wire import TcpOptions, build_tcp
 if TYPE_CHECKING:  # pragma: no cover
     from fasttcp.host.host import Host
 
+COMPILED = True
 MASK = 0xFFFFFFFF
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 OPT_TS, OPT_SACK = 0x08, 0x10
@@ -70,7 +72,7 @@ class ConnectionInfo:
     recv_buffered: int
 
 
-class Connection(Tcb):
+cdef class Connection(Tcb):
     """A TCP connection owned by a :class:`fasttcp.Host`.
 
     User calls: :meth:`send`, :meth:`recv`, :meth:`shutdown`, :meth:`close`, :meth:`abort`;
@@ -79,12 +81,6 @@ class Connection(Tcb):
     The variables the fast path needs live in the C struct of :class:`Tcb`
     (``_fastpath.pxd``); the rest are slots here.
     """
-
-    __slots__ = ("local_address", "remote_address", "key", "passive", "listener", "error",
-                 "created_at", "rcv_fin_off", "_fin_received", "timewait_at",
-                 "keepalive_at", "_syn_retransmitted", "_pending_rtx", "_probe",
-                 "soft_error", "_ts_next_sample", "_ts_floor", "sacked", "_high_rxt",
-                 "_rescue_rxt", "_sack_recovery", "__weakref__")
 
     def __init__(self, host: "Host", local: Tuple[str, int], remote: Tuple[str, int],
                  remote_ip: int, iss: int, now: float, passive: bool) -> None:

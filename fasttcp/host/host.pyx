@@ -1,3 +1,4 @@
+# cython: language_level=3, boundscheck=True, wraparound=True, cdivision=False
 """The sans-IO host: one IPv4 address, its TCP connections, listeners, ICMP and timers.
 
 Driven by three calls and nothing else: :meth:`Host.receive` (a batch of IPv4 packets and
@@ -27,7 +28,10 @@ from fasttcp.host._frag import FragmentReassembler
 from fasttcp.wire import (MalformedPacket, SegmentBatch, TcpOptions,
                           build_icmp_echo, build_tcp, int_to_ip, ip_to_int, parse)
 
+COMPILED = True
 MASK = 0xFFFFFFFF
+# Buffers of closed connections kept for new ones (per host, per kind).
+POOL_MAX = 64
 
 
 class Listener:
@@ -75,7 +79,7 @@ class Listener:
         return f"<Listener :{self.port} pending={len(self.accept_queue)}>"
 
 
-class Host:
+cdef class Host:
     """A user-space TCP/IP host for one IPv4 address; see the module docstring."""
 
     def __init__(self, address: str, **settings: Any) -> None:
@@ -102,6 +106,7 @@ class Host:
         self._reasm_pool: List[Reassembler] = []
         self._next_port = self.settings.ephemeral_ports[0] + self._address_int % 1024
         self.now = 0.0
+        self._raise_internal = False   # tests flip this to see internal errors
 
     # ===================================================================================
     # The sans-IO driver API
@@ -249,8 +254,6 @@ class Host:
     # ===================================================================================
     # Input
     # ===================================================================================
-
-    _raise_internal = False      # tests flip this to see internal errors
 
     def _tcp_input(self, pk, now: float) -> None:
         key = (pk.dport, pk.src_int, pk.sport)
@@ -441,7 +444,6 @@ class Host:
 
     # Buffers of closed connections are kept for new ones: allocating and freeing 1 MiB
     # rings per connection costs more than the whole handshake.
-    _POOL_MAX = 64
 
     def _take_ring(self) -> SendRing:
         if self._ring_pool:
@@ -455,13 +457,13 @@ class Host:
 
     def _recycle(self, conn: Connection) -> None:
         ring = conn._send_ring
-        if ring is not None and len(self._ring_pool) < self._POOL_MAX:
+        if ring is not None and len(self._ring_pool) < POOL_MAX:
             conn._send_ring = None
             ring.reset()
             self._ring_pool.append(ring)
         reasm = conn._reasm
         # Unread data stays readable after CLOSED: only an empty assembler is recycled.
-        if reasm is not None and reasm.readable == 0 and len(self._reasm_pool) < self._POOL_MAX:
+        if reasm is not None and reasm.readable == 0 and len(self._reasm_pool) < POOL_MAX:
             conn._reasm = None
             reasm.reset()
             self._reasm_pool.append(reasm)

@@ -1,0 +1,26 @@
+# The host is compiled (host.pyx): its per-segment dispatch, timers and output loop run as
+# C with these fields typed. Other attributes live in the instance __dict__ (tests and
+# users may also set their own there).
+from libc.stdint cimport uint32_t
+
+
+cdef class Host:
+    cdef dict __dict__
+    cdef object __weakref__
+    cdef public object settings
+    cdef public str address
+    cdef public uint32_t _address_int
+    cdef public dict _conns             # (lport, remote ip int, rport) -> Connection
+    cdef public dict _listeners         # port -> Listener
+    cdef public dict _armed             # Connection -> its timer's deadline in _timers
+    cdef public dict _dirty             # ordered set of connections that need output
+    cdef public set _ready              # user-visible changes since the last pop_ready
+    cdef public list _timers            # heap of (when, seq, Connection)
+    cdef public list _out               # packets emitted outside Connection._output
+    cdef public list _ring_pool, _reasm_pool
+    cdef public object _stats           # Counter
+    cdef public object _isn, _cookies, _frags, _batch, _timer_seq, _challenge_times
+    cdef public Py_ssize_t _time_wait_count
+    cdef public int _next_port
+    cdef public double now
+    cdef public bint _raise_internal
