@@ -87,6 +87,25 @@ def test_cookie_with_timestamps_keeps_window_scale_and_sack():
     assert len(srv.recv(1 << 20)) == 100_000
 
 
+def test_cookie_tsval_never_runs_ahead_of_the_clock():
+    """The option bits ride in the low bits of the SYN-ACK's TSval. They must not make it
+    larger than our clock, or the peer's PAWS check (RFC 7323 5.3) drops every segment we
+    send in the next milliseconds (Linux steps the cookie TSval back one unit, too)."""
+    for i in range(64):                           # many 4-tuples: many clock low bits
+        client = Host(CLIENT, isn_secret=bytes(16))
+        server = Host(SERVER, isn_secret=bytes([i]) * 16, syn_cookies="always")
+        lst = server.listen(80)
+        conn = client.connect((SERVER, 80), local_port=40000 + i)
+        exchange(client, server, 5.0)
+        srv = lst.accept()
+        assert srv is not None and srv.ts_ok
+        srv.send(b"answer")                       # at once: our clock has not moved
+        srv.close()
+        exchange(client, server, 5.0)
+        assert conn.recv() == b"answer" and conn.eof, f"tuple {i}"
+        assert client.stats().get("drop_paws", 0) == 0
+
+
 def test_forged_ack_to_listener_is_reset_and_counted():
     server = Host(SERVER, isn_secret=bytes(16), syn_cookies="always")
     server.listen(80)

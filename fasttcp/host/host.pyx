@@ -324,8 +324,13 @@ cdef class Host:
         if s.timestamps and opts.timestamps is not None:
             # The options the cookie cannot hold ride in our TSval's low bits.
             offset = Connection.ts_offset_for(self, pk.dport, rip, pk.sport)
-            clock = ((int(now * 1000) + offset) & MASK) & ~0x1F
-            reply.timestamps = (clock | encode_options(wscale, sack), opts.timestamps[0])
+            clock = (int(now * 1000) + offset) & MASK
+            tsval = (clock & ~0x1F) | encode_options(wscale, sack)
+            if 0 < ((tsval - clock) & MASK) < 0x80000000:
+                # Never ahead of our clock, or the peer's PAWS test (RFC 7323 5.3) drops
+                # what we send next: one step of the low-bit field back (as Linux does).
+                tsval = (tsval - 0x20) & MASK
+            reply.timestamps = (tsval, opts.timestamps[0])
             if wscale >= 0:
                 reply.wscale = wscale
             reply.sack_permitted = sack
