@@ -15,7 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
+from libc.stdint cimport int32_t, int64_t, uint32_t
+
 from fasttcp.storage import Reassembler, SendRing
+from fasttcp.wire._wire cimport Packet
 from fasttcp.tcp._fastpath import Tcb
 from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
                                 ConnectionReset, ConnectionTimedOut, TcpError)
@@ -32,17 +35,38 @@ if TYPE_CHECKING:  # pragma: no cover
 
 COMPILED = True
 MASK = 0xFFFFFFFF
-FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
-OPT_TS, OPT_SACK = 0x08, 0x10
-TS_OPTION_SPACE = 12            # NOP NOP + the 10-byte timestamps option, on every segment
-DEFAULT_PEER_MSS = 536          # RFC 9293 3.7.1 / RFC 6691: when the SYN has no MSS option
-MAX_WSCALE = 14                 # RFC 7323 2.3
+cpdef enum:
+    FIN = 0x01
+    SYN = 0x02
+    RST = 0x04
+    PSH = 0x08
+    ACK = 0x10
+    URG = 0x20
+    OPT_MSS = 0x01
+    OPT_WSCALE = 0x02
+    OPT_SACK_PERM = 0x04
+    OPT_TS = 0x08
+    OPT_SACK = 0x10
+    TS_OPTION_SPACE = 12        # NOP NOP + the 10-byte timestamps option, on every segment
+    DEFAULT_PEER_MSS = 536      # RFC 9293 3.7.1 / RFC 6691: when the SYN has no MSS option
+    MAX_WSCALE = 14             # RFC 7323 2.3
 
 
-def _sdiff(a: int, b: int) -> int:
+cdef inline int64_t _sdiff(int64_t a, int64_t b) noexcept:
     """a - b for 32-bit sequence numbers, as a signed int (RFC 1982)."""
-    d = (a - b) & MASK
-    return d - 0x100000000 if d & 0x80000000 else d
+    return <int32_t><uint32_t>(a - b)
+
+
+# The parser leaves tsval/tsecr of a reused descriptor alone when the option is absent.
+cdef inline uint32_t _tsval(Packet seg) noexcept:
+    return seg.d.tsval if seg.d.opt_present & OPT_TS else 0
+
+
+cdef inline uint32_t _tsecr(Packet seg) noexcept:
+    return seg.d.tsecr if seg.d.opt_present & OPT_TS else 0
+
+# The State members by number, for _set_state (the C code compares Tcb.st).
+_STATES = tuple(State)
 
 
 @dataclass
@@ -176,8 +200,8 @@ cdef class Connection(Tcb):
     def send(self, data) -> int:
         """Queue bytes for sending; returns how many the send buffer took (maybe 0)."""
         self._raise_error()
-        if self.fin_off is not None or self.state not in (
-                SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT):
+        if self.fin_off is not None or self.st not in (
+                S_SYN_SENT, S_SYN_RECEIVED, S_ESTABLISHED, S_CLOSE_WAIT):
             raise ConnectionClosed("connection closing: send after shutdown/close")
         n = self._ring().write(data)
         if n:
@@ -207,7 +231,7 @@ cdef class Connection(Tcb):
     def _after_read(self) -> None:
         # Receiver SWS avoidance (RFC 9293 3.8.6.2.2): announce the opened window only
         # once it grew by min(rcv_buf / 2, MSS).
-        if self.state in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2):
+        if self.st in (S_ESTABLISHED, S_FIN_WAIT_1, S_FIN_WAIT_2):
             edge = self.rcv_nxt + self._reasm.window
             if edge - self.rcv_adv >= min(self.settings.rcv_buf // 2, self.mss_limit):
                 self._ack_now = True
@@ -215,21 +239,21 @@ cdef class Connection(Tcb):
 
     def shutdown(self) -> None:
         """Half-close: send FIN after the queued data, keep receiving (RFC 9293 3.10.4)."""
-        st = self.state
-        if st in (ESTABLISHED, SYN_RECEIVED):
+        st = self.st
+        if st in (S_ESTABLISHED, S_SYN_RECEIVED):
             self._queue_fin()
-            self._set_state(FIN_WAIT_1)
-        elif st == CLOSE_WAIT:
+            self._set_state(S_FIN_WAIT_1)
+        elif st == S_CLOSE_WAIT:
             self._queue_fin()
-            self._set_state(LAST_ACK)
-        elif st == SYN_SENT:
+            self._set_state(S_LAST_ACK)
+        elif st == S_SYN_SENT:
             self._terminate(None)
         self.host._wake(self)
 
     def close(self) -> None:
         """Full close. With unread received data this resets the connection instead
         (RFC 1122 4.2.2.13), as data arriving later would."""
-        if self.state == CLOSED:
+        if self.st == S_CLOSED:
             return
         if self._reasm is not None and self._reasm.readable and self.state.synchronized:
             self.abort()
@@ -237,7 +261,7 @@ cdef class Connection(Tcb):
         self.user_closed = True
         if self.fin_off is None:
             self.shutdown()
-        elif self.state == FIN_WAIT_2:
+        elif self.st == S_FIN_WAIT_2:
             self._orphan_timeout(self.host.now)
 
     def _orphan_timeout(self, now: float) -> None:
@@ -249,7 +273,7 @@ cdef class Connection(Tcb):
 
     def abort(self) -> None:
         """Reset the connection (RST) and discard everything (RFC 9293 3.10.5)."""
-        if self.state == CLOSED:
+        if self.st == S_CLOSED:
             return
         if self.state.synchronized:
             # RFC 9293 3.10.5: <SEQ=SND.NXT>, the highest sent (snd_nxt may be rewound).
@@ -280,18 +304,18 @@ cdef class Connection(Tcb):
     # ===================================================================================
 
     def _open_active(self, now: float) -> None:
-        self._set_state(SYN_SENT)
+        self._set_state(S_SYN_SENT)
         self._ack_now = False
         self.host._wake(self)
 
-    def _open_passive(self, seg, now: float) -> None:
+    cpdef _open_passive(self, Packet seg, double now):
         """A SYN reached a listener (RFC 9293 3.10.7.2)."""
-        self.irs = seg.seq
+        self.irs = seg.d.seq
         self.rcv_nxt = 1
         self._take_syn_options(seg)
         self._update_window_from(seg, syn=True)
         self.rcv_adv = self.rcv_nxt + self._initial_rcv_window()
-        self._set_state(SYN_RECEIVED)
+        self._set_state(S_SYN_RECEIVED)
         self.host._wake(self)
 
     @staticmethod
@@ -299,19 +323,19 @@ cdef class Connection(Tcb):
         return host._isn.mac(b"tsoffset" + lport.to_bytes(2, "big") + rip.to_bytes(4, "big")
                              + rport.to_bytes(2, "big")) & MASK
 
-    def _open_from_cookie(self, seg, mss: int, now: float) -> None:
+    cpdef _open_from_cookie(self, Packet seg, int mss, double now):
         """Rebuild the TCB from a validated SYN cookie's ACK (RFC 4987 3.6): our SYN
         (ISS = the cookie) is acknowledged, the peer's ISN is SEG.SEQ - 1."""
         from fasttcp.tcp._cookies import decode_options
         s = self.settings
-        self.irs = (seg.seq - 1) & MASK
+        self.irs = (seg.d.seq - 1) & MASK
         self.rcv_nxt = 1
         self.snd_una = self.snd_nxt = self.snd_max = 1
         wscale, sack = -1, False
-        if seg.opt_bits & OPT_TS and s.timestamps:
-            wscale, sack = decode_options(seg.tsecr)
+        if seg.d.opt_present & OPT_TS and s.timestamps:
+            wscale, sack = decode_options(_tsecr(seg))
             self.ts_ok = True
-            self.ts_recent = seg.tsval
+            self.ts_recent = _tsval(seg)
         self.sack_ok = sack and s.sack
         if wscale >= 0 and s.window_scaling:
             self._ws_ok = True
@@ -325,10 +349,10 @@ cdef class Connection(Tcb):
         self.rcv_adv = self.rcv_nxt + self._initial_rcv_window()   # as our SYN-ACK said
         self.last_ack_sent = self.rcv_nxt
         self._update_window_from(seg, syn=False)
-        self._set_state(ESTABLISHED)
+        self._set_state(S_ESTABLISHED)
         self.host._wake(self)
 
-    def _take_syn_options(self, seg) -> None:
+    cdef _take_syn_options(self, Packet seg):
         opts = seg.options
         s = self.settings
         # RFC 7323 3.2: timestamps are on only when both SYNs carry them; RFC 2018 likewise
@@ -351,14 +375,14 @@ cdef class Connection(Tcb):
             self.snd_wscale = 0
             self.rcv_wscale = 0
 
-    def _set_gso(self) -> None:
+    cdef _set_gso(self):
         """Super-segments only when our segments fill the link MTU: the TSO link cuts
         them by its MTU, so a peer with a smaller MSS gets ordinary segments."""
         s = self.settings
         full = self.mss + (TS_OPTION_SPACE if self.ts_ok else 0) + 40 == s.mtu
         self.gso_max = min(s.gso_max, 65535 - 100) if full and s.gso_max > self.mss else 0
 
-    def _initial_rcv_window(self) -> int:
+    cdef int64_t _initial_rcv_window(self):
         # The window field of a SYN is never scaled (RFC 7323 2.2).
         return min(self.settings.rcv_buf, 65535)
 
@@ -366,28 +390,30 @@ cdef class Connection(Tcb):
     # SEGMENT ARRIVES (RFC 9293 3.10.7)
     # ===================================================================================
 
-    def on_segment(self, seg, now: float) -> None:
+    cpdef on_segment(self, Packet seg, double now):
         self.segs_in += 1
         self.last_recv_at = now
         if self.settings.keepalive is not None:
             self.keepalive_sent = 0
-        st = self.state
-        if st == SYN_SENT:
+        st = self.st
+        if st == S_SYN_SENT:
             self._segment_syn_sent(seg, now)
-        elif st != CLOSED:
+        elif st != S_CLOSED:
             self._segment_synchronized(seg, now)
-        if self.state != CLOSED:
+        if self.st != S_CLOSED:
             self.host._wake(self)
 
-    def _segment_syn_sent(self, seg, now: float) -> None:
-        flags = seg.flag_bits
+    cdef _segment_syn_sent(self, Packet seg, double now):
+        cdef int flags
+        cdef int64_t d
+        flags = seg.d.flags
         ack_ok = False
         if flags & ACK:
-            d = _sdiff(seg.ack, self._snd_seq(0))
+            d = _sdiff(seg.d.ack, self._snd_seq(0))
             # SND.UNA < SEG.ACK =< SND.NXT, i.e. it acknowledges our SYN exactly.
             if d <= 0 or d > self.snd_nxt:
                 if not flags & RST:
-                    self._emit_rst(seq=seg.ack)
+                    self._emit_rst(seq=seg.d.ack)
                 self.host._count("drop_bad_ack")
                 return
             ack_ok = True
@@ -397,62 +423,64 @@ cdef class Connection(Tcb):
             return
         if not flags & SYN:
             return
-        self.irs = seg.seq
+        self.irs = seg.d.seq
         self.rcv_nxt = 1
         self._take_syn_options(seg)
         self.rcv_adv = self.rcv_nxt + self._initial_rcv_window()
         if ack_ok:
             self._ack_advance(1, now)
             self._update_window_from(seg, syn=True)
-            self._set_state(ESTABLISHED)
+            self._set_state(S_ESTABLISHED)
             self._ack_now = True
             if self._syn_retransmitted:
                 self.rtt.on_syn_timeout_fallback()   # RFC 6298 5.7
                 self.cc.on_syn_retransmitted()       # RFC 5681 3.1: IW of one segment
-            if seg.payload_len:
-                self._receive_text(seg, seg.seq + 1, now)
+            if seg.d.payload_len:
+                self._receive_text(seg, seg.d.seq + 1, now)
         else:
             # Simultaneous open (RFC 9293 figure 8): answer SYN,ACK from SYN-RECEIVED.
             self._update_window_from(seg, syn=True)
-            self._set_state(SYN_RECEIVED)
+            self._set_state(S_SYN_RECEIVED)
             self.snd_nxt = 0                   # resend our SYN, now with ACK
             self.rtx_at = None
 
-    def _segment_synchronized(self, seg, now: float) -> None:
-        flags = seg.flag_bits
-        st = self.state
-        plen = seg.payload_len
+    cdef _segment_synchronized(self, Packet seg, double now):
+        cdef int flags, st, has_ts
+        cdef int64_t plen, seg_len, seq_off, wnd, ack_off, fin_off
+        flags = seg.d.flags
+        st = self.st
+        plen = seg.d.payload_len
         seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
-        seq_off = self.rcv_nxt + _sdiff(seg.seq, self._rcv_seq(self.rcv_nxt))
+        seq_off = self.rcv_nxt + _sdiff(seg.d.seq, self._rcv_seq(self.rcv_nxt))
         wnd = self.rcv_adv - self.rcv_nxt
 
-        if st == SYN_RECEIVED and flags & SYN and seq_off == 0 and not flags & RST:
+        if st == S_SYN_RECEIVED and flags & SYN and seq_off == 0 and not flags & RST:
             if not flags & ACK:
                 # A retransmitted SYN while our SYN,ACK is outstanding: answer it again.
                 self.snd_nxt = 0
                 return
             # Simultaneous open (RFC 9293 figure 8, line 6): the peer's SYN,ACK carries the
             # SYN we already acknowledged and acknowledges ours: the handshake is complete.
-            ack_off = _sdiff(seg.ack, self._snd_seq(0))
+            ack_off = _sdiff(seg.d.ack, self._snd_seq(0))
             if 0 < ack_off <= self.snd_max:
-                self._set_state(ESTABLISHED)
+                self._set_state(S_ESTABLISHED)
                 self._ack_advance(ack_off, now)
                 self._update_window_from(seg, syn=True)
                 return
 
         # --- PAWS (RFC 7323 5.3 R1), before the sequence number test ---
-        has_ts = seg.opt_bits & OPT_TS
+        has_ts = seg.d.opt_present & OPT_TS
         if self.ts_ok and not flags & RST:
             if not has_ts:
                 self.host._count("drop_missing_timestamp")    # RFC 7323 3.2
                 return
-            if _sdiff(seg.tsval, self.ts_recent) < 0:
+            if _sdiff(_tsval(seg), self.ts_recent) < 0:
                 self._ack_now = True
                 self.host._count("drop_paws")
                 return
 
         # --- first: sequence number acceptability (3.10.7.4 table) ---
-        if st == TIME_WAIT and flags & FIN and not flags & RST:
+        if st == S_TIME_WAIT and flags & FIN and not flags & RST:
             # The peer did not see our ACK of its FIN: acknowledge again, restart 2*MSL.
             self._ack_now = True
             self.timewait_at = now + 2 * self.settings.msl
@@ -473,13 +501,13 @@ cdef class Connection(Tcb):
             if seq_off != self.rcv_nxt:
                 self._challenge_ack(now)          # in window but not exact (RFC 5961 3.2)
                 return
-            if st == SYN_RECEIVED:
+            if st == S_SYN_RECEIVED:
                 if self.passive:
                     self._terminate(None)         # back to LISTEN: just forget it
                 else:
                     self._terminate(ConnectionRefused("connection refused"))
-            elif st in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2,
-                        CLOSE_WAIT):
+            elif st in (S_ESTABLISHED, S_FIN_WAIT_1, S_FIN_WAIT_2,
+                        S_CLOSE_WAIT):
                 self._terminate(ConnectionReset("connection reset by peer"))
             else:
                 self._terminate(None)
@@ -494,15 +522,15 @@ cdef class Connection(Tcb):
         # --- fifth: ACK ---
         if not flags & ACK:
             return
-        ack_off = self.snd_una + _sdiff(seg.ack, self._snd_seq(self.snd_una))
-        if st == SYN_RECEIVED:
+        ack_off = self.snd_una + _sdiff(seg.d.ack, self._snd_seq(self.snd_una))
+        if st == S_SYN_RECEIVED:
             if self.snd_una < ack_off <= self.snd_max:
-                self._set_state(ESTABLISHED)
+                self._set_state(S_ESTABLISHED)
                 self._update_window_from(seg, syn=False)
                 if self.listener is not None:
                     self.listener._established(self)
             else:
-                self._emit_rst(seq=seg.ack)
+                self._emit_rst(seq=seg.d.ack)
                 return
         # RFC 5961 5.2: acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.NXT]; anything
         # else is dropped and answered with a (rate-limited) challenge ACK.
@@ -518,46 +546,46 @@ cdef class Connection(Tcb):
         # Only now, after the RST, SYN and RFC 5961 ACK checks: a forged in-window segment
         # that gets a challenge ACK must not move TS.Recent, or later genuine segments
         # would all fail PAWS (as Linux, tcp_replace_ts_recent after ACK validation).
-        if has_ts and self.ts_ok and _sdiff(seg.seq, self._rcv_seq(self.last_ack_sent)) <= 0 \
-                and _sdiff(seg.tsval, self.ts_recent) >= 0:
-            self.ts_recent = seg.tsval
+        if has_ts and self.ts_ok and _sdiff(seg.d.seq, self._rcv_seq(self.last_ack_sent)) <= 0 \
+                and _sdiff(_tsval(seg), self.ts_recent) >= 0:
+            self.ts_recent = _tsval(seg)
         self._process_ack(seg, ack_off, seg_len, now)
-        if self.state == CLOSED:
+        if self.st == S_CLOSED:
             return
         fin_acked = self.fin_off is not None and self.snd_una > self.fin_off
-        st = self.state
-        if st == FIN_WAIT_1 and fin_acked:
-            self._set_state(FIN_WAIT_2)
+        st = self.st
+        if st == S_FIN_WAIT_1 and fin_acked:
+            self._set_state(S_FIN_WAIT_2)
             if self.user_closed:
                 self._orphan_timeout(now)
-        elif st == CLOSING and fin_acked:
+        elif st == S_CLOSING and fin_acked:
             self._enter_time_wait(now)
             return
-        elif st == LAST_ACK and fin_acked:
+        elif st == S_LAST_ACK and fin_acked:
             self._terminate(None)
             return
-        elif st == TIME_WAIT:
+        elif st == S_TIME_WAIT:
             return
 
         # --- seventh: segment text ---
-        st = self.state
-        if plen and st in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2):
+        st = self.st
+        if plen and st in (S_ESTABLISHED, S_FIN_WAIT_1, S_FIN_WAIT_2):
             if self.user_closed:
                 # Nobody will read it: reset (RFC 1122 4.2.2.13, as Linux does).
                 self._emit_rst(seq=self._snd_seq(self.snd_max))
                 self._terminate(ConnectionAborted("data arrived after close()"))
                 return
-            self._receive_text(seg, seg.seq, now)
+            self._receive_text(seg, seg.d.seq, now)
 
         # --- eighth: FIN ---
         if (flags & FIN and self.rcv_fin_off is None
-                and st not in (CLOSE_WAIT, CLOSING, LAST_ACK)):
+                and st not in (S_CLOSE_WAIT, S_CLOSING, S_LAST_ACK)):
             fin_off = seq_off + plen
             if self.rcv_nxt <= fin_off < self.rcv_adv:   # a FIN trimmed off is not seen
                 self.rcv_fin_off = fin_off
         self._check_fin(now)
 
-    def _challenge_ack(self, now: float) -> None:
+    cdef _challenge_ack(self, double now):
         """A challenge ACK (RFC 5961 3.2, 4.2, 5.2), within the host's rate limit (7)."""
         if self.host._challenge_ack_allowed(now):
             self._ack_now = True
@@ -565,7 +593,8 @@ cdef class Connection(Tcb):
         else:
             self.host._count("challenge_acks_suppressed")
 
-    def _acceptable(self, seq_off: int, seg_len: int, wnd: int) -> bool:
+    cdef bint _acceptable(self, int64_t seq_off, int64_t seg_len, int64_t wnd):
+        cdef int64_t nxt, end
         nxt = self.rcv_nxt
         if seg_len == 0:
             if wnd <= 0:
@@ -576,24 +605,25 @@ cdef class Connection(Tcb):
         end = seq_off + seg_len - 1
         return nxt <= seq_off < nxt + wnd or nxt <= end < nxt + wnd
 
-    def _update_window_from(self, seg, syn: bool) -> None:
+    cdef _update_window_from(self, Packet seg, bint syn):
         # RFC 7323 2.2: the window field of a SYN is never scaled.
-        self.snd_wnd = seg.window if syn else seg.window << self.snd_wscale
+        self.snd_wnd = seg.d.window if syn else seg.d.window << self.snd_wscale
         self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
-        self.snd_wl1 = seg.seq
-        self.snd_wl2 = seg.ack if seg.flag_bits & ACK else 0
+        self.snd_wl1 = seg.d.seq
+        self.snd_wl2 = seg.d.ack if seg.d.flags & ACK else 0
 
-    def _process_ack(self, seg, ack_off: int, seg_len: int, now: float) -> None:
-        wnd = seg.window << self.snd_wscale
+    cdef _process_ack(self, Packet seg, int64_t ack_off, int64_t seg_len, double now):
+        cdef int64_t wnd, wl1_d, newly_sacked
+        wnd = seg.d.window << self.snd_wscale
         # Window update rule (RFC 9293 3.10.7.4, fifth check, ESTABLISHED).
-        wl1_d = _sdiff(seg.seq, self.snd_wl1)
+        wl1_d = _sdiff(seg.d.seq, self.snd_wl1)
         window_changed = wnd != self.snd_wnd
         if self.snd_una <= ack_off and (wl1_d > 0 or (wl1_d == 0 and
-                                                    _sdiff(seg.ack, self.snd_wl2) >= 0)):
+                                                    _sdiff(seg.d.ack, self.snd_wl2) >= 0)):
             self.snd_wnd = wnd
             self.max_snd_wnd = max(self.max_snd_wnd, wnd)
-            self.snd_wl1 = seg.seq
-            self.snd_wl2 = seg.ack
+            self.snd_wl1 = seg.d.seq
+            self.snd_wl2 = seg.d.ack
             if wnd > 0 and self.persist:
                 self.persist = False              # window opened: leave persist mode
                 self.rtx_at = now + self.rtt.rto if self.snd_max > self.snd_una else None
@@ -602,11 +632,11 @@ cdef class Connection(Tcb):
                 self.snd_nxt = self.snd_una
 
         newly_sacked = 0
-        if self.sack_ok and seg.opt_bits & OPT_SACK:
+        if self.sack_ok and seg.d.opt_present & OPT_SACK:
             newly_sacked = self._update_scoreboard(seg.sack_blocks, ack_off)
         if ack_off > self.snd_una:
-            if self.ts_ok and seg.tsecr:
-                self._ts_sample(seg.tsecr, now)
+            if self.ts_ok and _tsecr(seg):
+                self._ts_sample(_tsecr(seg), now)
             self._new_ack(ack_off, now)
             if self.sack_ok and not self.in_recovery and self.sacked \
                     and self._lost_boundary() > self.snd_una and self.snd_una >= self.recover:
@@ -618,7 +648,7 @@ cdef class Connection(Tcb):
             # (RFC 9293 3.8.6.1), and a fast retransmit would send past the window.
             self._dupack(now)
 
-    def _fast_batch_done(self, now: float) -> None:
+    cpdef _fast_batch_done(self, double now):
         """After the fast path took segments of this connection in a batch: the RTO
         timer (RFC 6298 5.2/5.3) and the congestion policy, once per batch."""
         acked = self.fp_acked
@@ -633,7 +663,8 @@ cdef class Connection(Tcb):
                 self.fp_tsecr = 0
         self.host._wake(self)
 
-    def _ts_sample(self, tsecr: int, now: float) -> None:
+    cdef _ts_sample(self, uint32_t tsecr, double now):
+        cdef uint32_t rtt_ms
         """An RTT sample from an echoed timestamp (RFC 7323 4.1): valid for retransmitted
         data too, so Karn's rule is not needed; one per RTT (RFC 7323 appendix G)."""
         if now < self._ts_next_sample:
@@ -652,7 +683,8 @@ cdef class Connection(Tcb):
         # The same ACK must not also end the timed SYN: one sample per RTT (RFC 7323 4.1).
         self._rtt_off = None
 
-    def _new_ack(self, ack_off: int, now: float) -> None:
+    cdef _new_ack(self, int64_t ack_off, double now):
+        cdef int64_t acked, flight_before, data_acked, flight
         acked = ack_off - self.snd_una
         flight_before = self.snd_max - self.snd_una
         data_acked = acked
@@ -679,7 +711,7 @@ cdef class Connection(Tcb):
             if data_acked > 0:
                 self.cc.on_ack(data_acked, flight_before, now, self.rtt.srtt)
 
-    def _ack_advance(self, ack_off: int, now: float) -> None:
+    cdef _ack_advance(self, int64_t ack_off, double now):
         """SND.UNA moves to ack_off: release buffer, sample RTT, manage the RTO timer."""
         if self._rtt_off is not None and ack_off > self._rtt_off:
             self.rtt.sample(now - self._rtt_start)   # Karn: _rtt_off is cleared on resends
@@ -701,7 +733,7 @@ cdef class Connection(Tcb):
         if self.host is not None:
             self.host._wake(self)
 
-    def _dupack(self, now: float) -> None:
+    cdef _dupack(self, double now):
         self.dupacks += 1
         if not self.in_recovery and self.dupacks <= 2:
             # Limited transmit (RFC 3042, RFC 5681 3.2 step 1): each of the first two
@@ -868,7 +900,8 @@ cdef class Connection(Tcb):
         self._pending_rtx = True
         self._rtt_off = None                      # Karn's rule
 
-    def _receive_text(self, seg, seq: int, now: float) -> None:
+    cdef _receive_text(self, Packet seg, int64_t seq, double now):
+        cdef int64_t seq_off, room, n
         data = seg.payload
         seq_off = self.rcv_nxt + _sdiff(seq, self._rcv_seq(self.rcv_nxt))
         reasm = self._reassembler()
@@ -919,32 +952,33 @@ cdef class Connection(Tcb):
             elif self.delack_at is None:
                 self.delack_at = now + self.settings.delayed_ack
 
-    def _check_fin(self, now: float) -> None:
+    cdef _check_fin(self, double now):
+        cdef int st
         """Process the peer's FIN once every byte before it has arrived."""
         if self._fin_received or self.rcv_fin_off is None or self.rcv_nxt != self.rcv_fin_off:
             return
         self._fin_received = True
         self.rcv_nxt += 1
         self._ack_now = True                      # RFC 9293: ACK the FIN at once
-        st = self.state
-        if st in (SYN_RECEIVED, ESTABLISHED):
-            self._set_state(CLOSE_WAIT)
-        elif st == FIN_WAIT_1:
+        st = self.st
+        if st in (S_SYN_RECEIVED, S_ESTABLISHED):
+            self._set_state(S_CLOSE_WAIT)
+        elif st == S_FIN_WAIT_1:
             if self.fin_off is not None and self.snd_una > self.fin_off:
                 self._enter_time_wait(now)
             else:
-                self._set_state(CLOSING)
-        elif st == FIN_WAIT_2:
+                self._set_state(S_CLOSING)
+        elif st == S_FIN_WAIT_2:
             self._enter_time_wait(now)
 
-    def _enter_time_wait(self, now: float) -> None:
+    cdef _enter_time_wait(self, double now):
         if self.host._time_wait_count >= self.settings.max_time_wait:
             self.host._count("time_wait_overflow")
             self._ack_now = True
             self.host._emit(self._packet(self.snd_nxt, ACK), self)   # still ACK their FIN
             self._terminate(None)
             return
-        self._set_state(TIME_WAIT)
+        self._set_state(S_TIME_WAIT)
         self.rtx_at = None
         self.delack_at = None
         self.keepalive_at = None
@@ -977,7 +1011,7 @@ cdef class Connection(Tcb):
                 self.host._count("pmtu_updates")
                 self.host._wake(self)
             return
-        if self.state == SYN_SENT and icmp_type == 3 and code in (2, 3):
+        if self.st == S_SYN_SENT and icmp_type == 3 and code in (2, 3):
             # Protocol/port unreachable to our SYN is as good as a RST (hard error).
             self._terminate(ConnectionRefused("connection refused (ICMP unreachable)"))
             return
@@ -988,14 +1022,14 @@ cdef class Connection(Tcb):
     # Timers
     # ===================================================================================
 
-    def deadline(self) -> Optional[float]:
+    cpdef object deadline(self):
         best = None
         for t in (self.rtx_at, self.delack_at, self.timewait_at, self.keepalive_at):
             if t is not None and (best is None or t < best):
                 best = t
         return best
 
-    def on_timer(self, now: float) -> None:
+    cpdef on_timer(self, double now):
         if self.timewait_at is not None and now >= self.timewait_at:
             self._terminate(None)
             return
@@ -1009,26 +1043,26 @@ cdef class Connection(Tcb):
             else:
                 self._on_rto(now)
         if (self.keepalive_at is not None and now >= self.keepalive_at
-                and self.state != CLOSED):
+                and self.st != S_CLOSED):
             self._on_keepalive(now)
-        if self.state != CLOSED:
+        if self.st != S_CLOSED:
             self.host._wake(self)
 
     def _on_rto(self, now: float) -> None:
-        if self.snd_una >= self.snd_max and self.state not in (SYN_SENT,
-                                                               SYN_RECEIVED):
+        if self.snd_una >= self.snd_max and self.st not in (S_SYN_SENT,
+                                                               S_SYN_RECEIVED):
             return
         self.retries += 1
-        limit = (self.settings.syn_retries if self.state in (SYN_SENT,
-                                                            SYN_RECEIVED)
+        limit = (self.settings.syn_retries if self.st in (S_SYN_SENT,
+                                                            S_SYN_RECEIVED)
                  else self.settings.max_retries)
         if self.retries > limit:
             err = ConnectionTimedOut("connection timed out")
-            if self.state == SYN_RECEIVED and self.passive:
+            if self.st == S_SYN_RECEIVED and self.passive:
                 err = None                        # a half-open connection just goes away
             self._terminate(err)
             return
-        if self.state in (SYN_SENT, SYN_RECEIVED):
+        if self.st in (S_SYN_SENT, S_SYN_RECEIVED):
             self._syn_retransmitted = True
         # RFC 6298 5.4-5.6 and RFC 5681 eq. 4: back off, shrink cwnd, go back to SND.UNA.
         self.rtt.backoff()
@@ -1041,7 +1075,7 @@ cdef class Connection(Tcb):
         self.recover = self.snd_max
         self.sacked = []                          # RFC 2018 section 8: the receiver may renege
         self.snd_nxt = self.snd_una
-        if self.snd_wnd > 0 and self.state not in (SYN_SENT, SYN_RECEIVED):
+        if self.snd_wnd > 0 and self.st not in (S_SYN_SENT, S_SYN_RECEIVED):
             # RFC 6298 5.4: retransmit the earliest unacknowledged segment, whatever Nagle
             # or SWS avoidance would say about a short one (else nothing re-arms the timer).
             self._pending_rtx = True
@@ -1069,7 +1103,7 @@ cdef class Connection(Tcb):
         if self.keepalive_sent >= s.keepalive_probes:
             self._terminate(ConnectionTimedOut("keepalive: peer not answering"))
             return
-        if self.state in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_2):
+        if self.st in (S_ESTABLISHED, S_CLOSE_WAIT, S_FIN_WAIT_2):
             # RFC 1122 4.2.3.6: SEG.SEQ = SND.NXT - 1, no data.
             self.host._emit(self._packet(self.snd_max - 1, ACK), self)
             self.keepalive_sent += 1
@@ -1080,21 +1114,23 @@ cdef class Connection(Tcb):
     # Output
     # ===================================================================================
 
-    def _output(self, now: float, out: List[bytes]) -> None:
+    cpdef _output(self, double now, list out):
+        cdef int st
+        cdef bint sent_any
         """Append every segment this connection should send now to ``out``."""
-        st = self.state
-        if st == CLOSED:
+        st = self.st
+        if st == S_CLOSED:
             return
         sent_any = False
-        if st == SYN_SENT:
+        if st == S_SYN_SENT:
             if self.snd_nxt == 0:
                 self._send_syn(now, out, ack=False)
                 sent_any = True
-        elif st == SYN_RECEIVED:
+        elif st == S_SYN_RECEIVED:
             if self.snd_nxt == 0:
                 self._send_syn(now, out, ack=True)
                 sent_any = True
-        elif st != TIME_WAIT:
+        elif st != S_TIME_WAIT:
             sent_any = self._output_data(now, out)
         if self._ack_now and not sent_any:
             # <SEQ=SND.NXT> of RFC 9293 3.10.7.4 is the highest sequence sent (snd_max):
@@ -1105,10 +1141,10 @@ cdef class Connection(Tcb):
             self.host._count("pure_acks_out")
         # Keepalive (RFC 1122 4.2.3.6): the idle clock restarts with every segment received.
         if (self.settings.keepalive is not None and self.keepalive_sent == 0
-                and st in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_2)):
+                and st in (S_ESTABLISHED, S_CLOSE_WAIT, S_FIN_WAIT_2)):
             self.keepalive_at = self.last_recv_at + self.settings.keepalive
 
-    def _send_syn(self, now: float, out: List[bytes], ack: bool) -> None:
+    cdef _send_syn(self, double now, list out, bint ack):
         s = self.settings
         opts = TcpOptions(mss=self.mss_limit)
         if s.window_scaling and (not ack or self._ws_ok):
@@ -1134,7 +1170,7 @@ cdef class Connection(Tcb):
             self._after_send_ack()
         self.host._count("syn_acks_out" if ack else "syns_out")
 
-    def _output_data(self, now: float, out: List[bytes]) -> bool:
+    cdef bint _output_data(self, double now, list out) except -1:
         sent = False
         if (self.snd_una == self.snd_max and self.snd_nxt == self.snd_una
                 and now - self.last_send_at > self.rtt.rto and self.unsent > 0):
@@ -1158,7 +1194,7 @@ cdef class Connection(Tcb):
         # The steady-state loop (windows, Nagle, SWS, FIN) is compiled: Tcb.output_data.
         return self.output_data(now, out) > 0 or sent
 
-    def _after_send_ack(self) -> None:
+    cdef _after_send_ack(self):
         self._ack_now = False
         self._unacked_bytes = 0
         self.delack_at = None
@@ -1178,11 +1214,11 @@ cdef class Connection(Tcb):
     # Helpers
     # ===================================================================================
 
-    def _snd_seq(self, off: int) -> int:
-        return (self.iss + off) & MASK
+    cdef uint32_t _snd_seq(self, int64_t off) noexcept:
+        return <uint32_t>(self.iss + off)
 
-    def _rcv_seq(self, off: int) -> int:
-        return (self.irs + off) & MASK
+    cdef uint32_t _rcv_seq(self, int64_t off) noexcept:
+        return <uint32_t>(self.irs + off)
 
     def _ring(self) -> SendRing:
         # Buffers are created on first use: an idle connection holds no buffer memory.
@@ -1195,7 +1231,7 @@ cdef class Connection(Tcb):
             self._reasm = self.host._take_reassembler()
         return self._reasm
 
-    def _data_end(self) -> int:
+    cdef int64_t _data_end(self):
         """Offset just past the last byte written by the user."""
         return 1 + (self._send_ring.tail if self._send_ring is not None else 0)
 
@@ -1203,18 +1239,18 @@ cdef class Connection(Tcb):
         if self.fin_off is None:
             self.fin_off = self._data_end()
 
-    def _set_state(self, state: State) -> None:
+    cdef _set_state(self, int st):
         old = self.state
-        self.state = state
-        self.st = int(state)
+        self.state = state = _STATES[st]
+        self.st = st
         self.host._state_changed(self, old, state)
 
-    def _terminate(self, error: Optional[TcpError]) -> None:
+    cpdef _terminate(self, error):
         """Enter CLOSED: delete the TCB (RFC 9293 3.10.7) and report ``error``."""
         if error is not None and self.error is None:
             self.error = error
         self.rtx_at = self.delack_at = self.timewait_at = self.keepalive_at = None
-        self._set_state(CLOSED)
+        self._set_state(S_CLOSED)
 
     def _raise_error(self) -> None:
         if self.error is not None:

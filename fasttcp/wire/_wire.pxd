@@ -209,3 +209,11 @@ cdef class SegmentBatch:
     cdef void _release(self) noexcept
     cpdef Py_ssize_t parse(self, list packets, int flags=*) except -1
     cdef _check(self, Py_ssize_t i)
+
+
+cdef class Packet:
+    # A read-only view of one valid IPv4 packet; the state machine reads `d` directly.
+    cdef SegDesc d
+    cdef readonly bytes raw         # the packet, trimmed to its IPv4 total length
+    cdef _need_tcp(self)
+    cdef _need_icmp(self)

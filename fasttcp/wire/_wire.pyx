@@ -592,8 +592,6 @@ def build_icmp_unreachable(src, dst, int code, original, int mtu=0, int ttl=64) 
 
 cdef class Packet:
     """A read-only view of one valid IPv4 packet (TCP, ICMP or other protocol)."""
-    cdef SegDesc d
-    cdef readonly bytes raw         # the packet, trimmed to its IPv4 total length
 
     @property
     def src(self) -> str:
