@@ -70,5 +70,6 @@ cdef class Tcb:
     cdef bytes build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n,
                      bint from_ring, double now)
     cdef int add_sack_blocks(self, TcpOut* t) noexcept
+    cpdef bytes build_syn(self, bint ack, uint16_t window, int opts, double now)
     cdef int send_range(self, uint64_t off, uint64_t n, double now, list out,
                         bint retransmit) except -1

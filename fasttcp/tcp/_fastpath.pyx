@@ -125,6 +125,36 @@ cdef class Tcb:
         build_tcp_into(p, total, &t, p + 40 + olen, n)
         return pkt
 
+    cpdef bytes build_syn(self, bint ack, uint16_t window, int opts, double now):
+        """Our SYN (or SYN,ACK) with the options in `opts` (OPT_* bits): MSS from our
+        link, our window scale, SACK-permitted and timestamps (RFC 9293 3.1, 7323, 2018)."""
+        cdef TcpOut t
+        cdef Py_ssize_t total
+        cdef bytes pkt
+        memset(&t, 0, sizeof(t))
+        t.opt_present = opts
+        t.mss = self.mss_limit
+        t.wscale = self.settings.rcv_wscale
+        if opts & OPT_TS:
+            t.tsval = <uint32_t>(<int64_t>(now * 1000.0)) + self.ts_offset
+            t.tsecr = self.ts_recent if ack else 0
+        t.src = self._lip
+        t.dst = self._rip
+        t.sport = self.lport
+        t.dport = self.rport
+        t.seq = self.iss
+        t.flags = TH_SYN | (TH_ACK if ack else 0)
+        if ack:
+            t.ack = <uint32_t>(self.irs + self.rcv_nxt)
+            self.last_ack_sent = self.rcv_nxt
+        t.window = window
+        t.ttl = self.ttl
+        t.df = True
+        total = 40 + tcp_options_len(&t)
+        pkt = PyBytes_FromStringAndSize(NULL, total)
+        build_tcp_into(<unsigned char*>PyBytes_AS_STRING(pkt), total, &t, NULL, 0)
+        return pkt
+
     # --- Python-visible helpers used by the slow path ---
 
     def _advertised_window(self) -> int:

@@ -320,8 +320,7 @@ cdef class Connection(Tcb):
 
     @staticmethod
     def ts_offset_for(host: "Host", lport: int, rip: int, rport: int) -> int:
-        return host._isn.mac(b"tsoffset" + lport.to_bytes(2, "big") + rip.to_bytes(4, "big")
-                             + rport.to_bytes(2, "big")) & MASK
+        return host._isn.ts_offset(lport, rip, rport)
 
     cpdef _open_from_cookie(self, Packet seg, int mss, double now):
         """Rebuild the TCB from a validated SYN cookie's ACK (RFC 4987 3.6): our SYN
@@ -353,23 +352,23 @@ cdef class Connection(Tcb):
         self.host._wake(self)
 
     cdef _take_syn_options(self, Packet seg):
-        opts = seg.options
+        cdef int o = seg.d.opt_present
+        cdef int peer_mss = seg.d.mss if o & OPT_MSS and seg.d.mss else DEFAULT_PEER_MSS
         s = self.settings
         # RFC 7323 3.2: timestamps are on only when both SYNs carry them; RFC 2018 likewise
         # for SACK.
-        self.ts_ok = s.timestamps and opts.timestamps is not None
+        self.ts_ok = s.timestamps and o & OPT_TS
         if self.ts_ok:
-            self.ts_recent = opts.timestamps[0]
-        self.sack_ok = s.sack and opts.sack_permitted
-        peer_mss = opts.mss if opts.mss else DEFAULT_PEER_MSS
+            self.ts_recent = seg.d.tsval
+        self.sack_ok = s.sack and o & OPT_SACK_PERM
         # The option space a segment always carries comes out of the MSS (RFC 6691).
         self.mss = max(1, min(self.mss_limit, peer_mss) - (TS_OPTION_SPACE if self.ts_ok else 0))
         self.cc.set_mss(self.mss)
         self._set_gso()
         # RFC 7323 2.2: scaling is on only when both SYNs carry the option.
-        if opts.wscale is not None and self.settings.window_scaling:
+        if o & OPT_WSCALE and s.window_scaling:
             self._ws_ok = True
-            self.snd_wscale = min(opts.wscale, MAX_WSCALE)
+            self.snd_wscale = min(seg.d.wscale, MAX_WSCALE)
         else:
             self._ws_ok = False
             self.snd_wscale = 0
@@ -1146,19 +1145,17 @@ cdef class Connection(Tcb):
 
     cdef _send_syn(self, double now, list out, bint ack):
         s = self.settings
-        opts = TcpOptions(mss=self.mss_limit)
+        cdef int opts = OPT_MSS
         if s.window_scaling and (not ack or self._ws_ok):
-            opts.wscale = s.rcv_wscale
+            opts |= OPT_WSCALE
         if s.sack and (not ack or self.sack_ok):
-            opts.sack_permitted = True
+            opts |= OPT_SACK_PERM
         if s.timestamps and (not ack or self.ts_ok):
-            opts.timestamps = (self.ts_now(now), self.ts_recent if ack else 0)
-        if ack:
-            self.last_ack_sent = self.rcv_nxt
+            opts |= OPT_TS
         window = self._initial_rcv_window()
         if ack:
             self.rcv_adv = self.rcv_nxt + window
-        out.append(self._build(0, SYN | (ACK if ack else 0), window, b"", opts))
+        out.append(self.build_syn(ack, window, opts, now))
         self.snd_nxt = 1
         self.snd_max = max(self.snd_max, 1)
         if self.rtx_at is None:
