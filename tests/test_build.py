@@ -14,6 +14,7 @@ COMPILED_MODULES = [
     "fasttcp.host._frag",
     "fasttcp.tcp.connection",
     "fasttcp.host.host",
+    "fasttcp.tcp.rtt",
 ]
 
 

@@ -24,6 +24,7 @@ from scapy.layers.inet import IP, TCP
 
 from fasttcp import ConnectionReset, State
 from fasttcp.link.transfer import netsim_transfer
+from fasttcp.tcp.rtt import RttEstimator
 from fasttcp.wire import TcpOptions
 from tcp_harness import (MASK, PEER_IP, TS_IRS, TS_PEER0, ManualPeer, Net, Seg, TsConn, seq,
                          transfer, ts_passive_open, two_hosts)
@@ -290,19 +291,21 @@ def test_rtt_sample_from_an_echoed_retransmission(echo):
         assert c.rtt.srtt == pytest.approx(0.05) and c.rtt.rto == pytest.approx(0.4)
 
 
-class CountingRtt:
-    """Wraps a connection's RTT estimator to record when samples are taken."""
-
-    def __init__(self, est) -> None:
-        self.est = est
-        self.samples: List[float] = []
-
-    def __getattr__(self, name):
-        return getattr(self.est, name)
+class CountingRtt(RttEstimator):
+    """An RTT estimator that records the samples it takes."""
 
     def sample(self, rtt: float) -> None:
         self.samples.append(rtt)
-        self.est.sample(rtt)
+        RttEstimator.sample(self, rtt)
+
+    @classmethod
+    def after_one_sample(cls, est: RttEstimator) -> "CountingRtt":
+        """A recording estimator in the state `est` reached with a single sample."""
+        new = cls(initial_rto=est.initial_rto, min_rto=est.min_rto, max_rto=est.max_rto)
+        RttEstimator.sample(new, est.srtt)
+        assert (new.srtt, new.rttvar, new.rto) == (est.srtt, est.rttvar, est.rto)
+        new.samples = []
+        return new
 
 
 def test_srtt_follows_the_path_delay_through_losses_and_a_timeout():
@@ -328,7 +331,7 @@ def test_srtt_follows_the_path_delay_through_losses_and_a_timeout():
     net, ca, cb = two_hosts(0.005, drop=drop, **ON)
     assert ca.rtt.srtt == pytest.approx(0.01)
     net.latency = 0.025
-    ca.rtt = rtt = CountingRtt(ca.rtt)
+    ca.rtt = rtt = CountingRtt.after_one_sample(ca.rtt)
     took = transfer(net, ca, cb, random.Random(7).randbytes(600_000))
     st = net.hosts["a"].stats()
     assert st["retransmitted_segments"] >= 25 and st["timeouts"] == 1

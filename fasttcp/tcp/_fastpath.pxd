@@ -9,6 +9,7 @@ from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 
 from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.storage._ring cimport SendRing
+from fasttcp.tcp.rtt cimport RttEstimator
 from fasttcp.wire._wire cimport SegDesc, TcpOut
 
 cdef class Tcb:
@@ -46,7 +47,8 @@ cdef class Tcb:
     cdef public object rtx_at, delack_at
     cdef public object _rtt_off         # the one timed segment (Karn: cleared on resends)
     cdef public double _rtt_start, last_recv_at, last_send_at
-    cdef public object cc, rtt
+    cdef public object cc
+    cdef public RttEstimator rtt
     cdef public int64_t cwnd_bonus     # limited transmit (RFC 3042): dupacks * SMSS
     cdef public uint32_t gso_max        # largest super-segment for a TSO link; 0 = off
     # timestamps (RFC 7323) and SACK (RFC 2018)

@@ -678,7 +678,7 @@ cdef class Connection(Tcb):
         if rtt_ms >= 0x80000000:
             return                                # an echo from the future: ignore
         self.rtt.sample(rtt_ms / 1000.0)
-        self._ts_next_sample = now + (self.rtt.srtt or 0.0)
+        self._ts_next_sample = now + (self.rtt._srtt if self.rtt.has_sample else 0.0)
         # The same ACK must not also end the timed SYN: one sample per RTT (RFC 7323 4.1).
         self._rtt_off = None
 

@@ -1,3 +1,4 @@
+# cython: language_level=3
 """Retransmission timer computation per RFC 6298.
 
 The estimator only does the arithmetic. Which segments may be timed is the engine's business:
@@ -12,61 +13,62 @@ Deviations from the RFC's SHOULDs, on purpose:
     Pass ``min_rto=1.0`` for the RFC's value.
   - ``max_rto`` defaults to 60 s, the smallest upper bound RFC 6298 2.5 allows.
 """
-from __future__ import annotations
-
 from typing import Optional
 
 __all__ = ["RttEstimator", "SYN_FALLBACK_RTO"]
+
+COMPILED = True
 
 #: RFC 6298 5.7: the RTO to use once data flows, after the SYN (or SYN-ACK) had to be
 #: retransmitted and no RTT sample was taken. (Also the pre-RFC 6298 initial RTO.)
 SYN_FALLBACK_RTO = 3.0
 
 
-class RttEstimator:
+cdef class RttEstimator:
     """SRTT / RTTVAR / RTO of one connection (RFC 6298 sections 2 and 5).
 
     Times are seconds (floats). ``srtt`` and ``rttvar`` are None until the first sample.
     ``rto`` is the current timeout, backoff included; ``backoff_count`` counts the doublings
     since the last sample (the engine can use it to give up after too many).
+
+    Compiled (rtt.pxd): the engine calls :meth:`sample` and reads :attr:`rto` per ACK batch.
     """
 
-    __slots__ = ("initial_rto", "min_rto", "max_rto", "granularity", "k", "alpha", "beta",
-                 "srtt", "rttvar", "rto", "backoff_count")
-
-    def __init__(self, initial_rto: float = 1.0, min_rto: float = 0.2, max_rto: float = 60.0,
-                 granularity: float = 0.001, k: float = 4, alpha: float = 1 / 8,
-                 beta: float = 1 / 4) -> None:
+    def __init__(self, double initial_rto=1.0, double min_rto=0.2, double max_rto=60.0,
+                 double granularity=0.001, double k=4, double alpha=0.125,
+                 double beta=0.25) -> None:
         if not 0 < min_rto <= max_rto:
             raise ValueError(f"need 0 < min_rto <= max_rto, got {min_rto}, {max_rto}")
         if initial_rto <= 0 or granularity < 0 or k <= 0:
             raise ValueError("initial_rto and k must be positive, granularity non-negative")
         if not (0 < alpha < 1 and 0 < beta < 1):
             raise ValueError("alpha and beta must lie strictly between 0 and 1")
-        self.initial_rto = float(initial_rto)
-        self.min_rto = float(min_rto)
-        self.max_rto = float(max_rto)
-        self.granularity = float(granularity)
+        self.initial_rto = initial_rto
+        self.min_rto = min_rto
+        self.max_rto = max_rto
+        self.granularity = granularity
         self.k = k
         self.alpha = alpha
         self.beta = beta
-        self.srtt: Optional[float] = None
-        self.rttvar: Optional[float] = None
+        self.has_sample = False
         # 2.1: "Until a round-trip time (RTT) measurement has been made ... RTO <- 1 second"
         # (the initial value is a setting; it is clamped like every other RTO).
-        self.rto: float = self._clamp(self.initial_rto)
+        self.rto = self._clamp(self.initial_rto)
         self.backoff_count = 0
 
-    def _clamp(self, rto: float) -> float:
+    @property
+    def srtt(self) -> Optional[float]:
+        return self._srtt if self.has_sample else None
+
+    @property
+    def rttvar(self) -> Optional[float]:
+        return self._rttvar if self.has_sample else None
+
+    cdef double _clamp(self, double rto) noexcept:
         # 2.4: a lower bound (see the module docstring); 2.5: an upper bound of >= 60 s.
         return min(max(rto, self.min_rto), self.max_rto)
 
-    def _compute_rto(self) -> float:
-        # 2.2 / 2.3: RTO <- SRTT + max(G, K*RTTVAR)
-        assert self.srtt is not None and self.rttvar is not None
-        return self._clamp(self.srtt + max(self.granularity, self.k * self.rttvar))
-
-    def sample(self, rtt: float) -> None:
+    cpdef sample(self, double rtt):
         """Take one RTT measurement R (seconds, >= 0) and recompute the RTO.
 
         A fresh sample also ends any backoff: the RTO is computed from SRTT/RTTVAR again
@@ -75,27 +77,29 @@ class RttEstimator:
         """
         if not rtt >= 0:  # also rejects NaN
             raise ValueError(f"an RTT sample must be >= 0, got {rtt!r}")
-        if self.srtt is None or self.rttvar is None:
+        if not self.has_sample:
             # 2.2: first measurement: SRTT <- R, RTTVAR <- R/2
-            self.srtt = rtt
-            self.rttvar = rtt / 2
+            self._srtt = rtt
+            self._rttvar = rtt / 2
+            self.has_sample = True
         else:
             # 2.3: RTTVAR first, with the old SRTT:
             #   RTTVAR <- (1 - beta) * RTTVAR + beta * |SRTT - R'|
             #   SRTT <- (1 - alpha) * SRTT + alpha * R'
-            self.rttvar = (1 - self.beta) * self.rttvar + self.beta * abs(self.srtt - rtt)
-            self.srtt = (1 - self.alpha) * self.srtt + self.alpha * rtt
+            self._rttvar = (1 - self.beta) * self._rttvar + self.beta * abs(self._srtt - rtt)
+            self._srtt = (1 - self.alpha) * self._srtt + self.alpha * rtt
         self.backoff_count = 0
-        self.rto = self._compute_rto()
+        # 2.2 / 2.3: RTO <- SRTT + max(G, K*RTTVAR)
+        self.rto = self._clamp(self._srtt + max(self.granularity, self.k * self._rttvar))
 
-    def backoff(self) -> float:
+    cpdef double backoff(self):
         """The retransmission timer expired: 5.5 "RTO <- RTO * 2", capped at ``max_rto``
         (2.5). Returns the new RTO."""
         self.rto = min(self.rto * 2, self.max_rto)
         self.backoff_count += 1
         return self.rto
 
-    def on_syn_timeout_fallback(self) -> float:
+    cpdef double on_syn_timeout_fallback(self):
         """Call when the handshake completes after the SYN (or SYN-ACK) timed out.
 
         RFC 6298 5.7: "If the timer expires awaiting the ACK of a SYN segment and the TCP
@@ -106,7 +110,7 @@ class RttEstimator:
         completed, so the backoff ends: the RTO becomes max(initial_rto, 3 s) within
         [min_rto, max_rto]. Returns the RTO.
         """
-        if self.srtt is None:
+        if not self.has_sample:
             # The un-backed-off RTO is initial_rto; when that is below 3 s, 3 s replaces it.
             self.rto = self._clamp(max(self.initial_rto, SYN_FALLBACK_RTO))
             self.backoff_count = 0
