@@ -3,6 +3,9 @@
 # users may also set their own there).
 from libc.stdint cimport uint32_t
 
+from fasttcp.tcp.connection cimport Connection
+from fasttcp.wire._wire cimport Packet
+
 
 cdef class Host:
     cdef dict __dict__
@@ -24,3 +27,8 @@ cdef class Host:
     cdef public int _next_port
     cdef public double now
     cdef public bint _raise_internal
+
+    cdef _tcp_input(self, Packet pk, double now)
+    cdef _listen_input(self, lst, Packet pk, int flags, double now)
+    cdef _reset_for(self, Packet pk, int flags)
+    cdef _arm(self, Connection conn)

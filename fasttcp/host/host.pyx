@@ -18,7 +18,8 @@ from fasttcp.tcp._isn import IsnGenerator
 from fasttcp.tcp import _fastpath
 from fasttcp.tcp._cookies import SynCookies, encode_options
 from fasttcp.tcp.congestion import CongestionControl, resolve
-from fasttcp.tcp.connection import ACK, FIN, RST, SYN, Connection
+from fasttcp.tcp.connection cimport Connection, S_CLOSED
+from fasttcp.wire._wire cimport Packet, TH_ACK as ACK, TH_FIN as FIN, TH_RST as RST, TH_SYN as SYN
 from fasttcp.tcp.states import State
 
 # States as module constants: an Enum member lookup costs ~100 ns on the slow path.
@@ -140,9 +141,9 @@ cdef class Host:
             return
         self._slow_input(pk, now)
 
-    def _slow_input(self, pk, now: float) -> None:
+    def _slow_input(self, Packet pk, double now) -> None:
         stats = self._stats
-        if pk.dst_int != self._address_int:
+        if pk.d.dst != self._address_int:
             stats["drop_not_for_us"] += 1
             return
         try:
@@ -158,16 +159,18 @@ cdef class Host:
             if self._raise_internal:
                 raise
 
-    def transmit(self, now: float) -> List[bytes]:
+    def transmit(self, double now) -> List[bytes]:
         """Run due timers and return every packet to send now."""
+        cdef Connection conn
+        cdef list timers = self._timers
         self.now = now
-        timers = self._timers
         while timers and timers[0][0] <= now:
-            when, _, conn = heapq.heappop(timers)
+            when, _, obj = heapq.heappop(timers)
+            conn = <Connection>obj
             if self._armed.get(conn) != when:
                 continue                               # superseded
             del self._armed[conn]
-            if conn.state != CLOSED:
+            if conn.st != S_CLOSED:
                 conn.on_timer(now)
                 self._dirty[conn] = None
         out = self._out
@@ -175,8 +178,9 @@ cdef class Host:
         while self._dirty:
             dirty = list(self._dirty)
             self._dirty.clear()
-            for conn in dirty:
-                if conn.state != CLOSED:
+            for obj in dirty:
+                conn = <Connection>obj
+                if conn.st != S_CLOSED:
                     conn._output(now, out)
                 self._arm(conn)
         self._stats["packets_out"] += len(out)
@@ -255,16 +259,17 @@ cdef class Host:
     # Input
     # ===================================================================================
 
-    def _tcp_input(self, pk, now: float) -> None:
-        key = (pk.dport, pk.src_int, pk.sport)
+    cdef _tcp_input(self, Packet pk, double now):
+        cdef int flags
+        key = (pk.d.dport, pk.d.src, pk.d.sport)
         conn = self._conns.get(key)
         stats = self._stats
         stats["segments_in"] += 1
         if conn is not None:
-            conn.on_segment(pk, now)
+            (<Connection>conn).on_segment(pk, now)
             return
-        flags = pk.flag_bits
-        lst = self._listeners.get(pk.dport)
+        flags = pk.d.flags
+        lst = self._listeners.get(pk.d.dport)
         if lst is not None:
             self._listen_input(lst, pk, flags, now)
             return
@@ -273,7 +278,8 @@ cdef class Host:
         if not flags & RST:
             self._reset_for(pk, flags)
 
-    def _listen_input(self, lst: Listener, pk, flags: int, now: float) -> None:
+    cdef _listen_input(self, lst, Packet pk, int flags, double now):
+        cdef Connection conn
         stats = self._stats
         if flags & RST:
             return
@@ -300,9 +306,9 @@ cdef class Host:
         if len(self._conns) >= self.settings.max_connections:
             stats["drop_max_connections"] += 1
             return
-        rip = pk.src_int
-        iss = self._isn.isn(self._address_int, pk.dport, rip, pk.sport, now)
-        conn = Connection(self, (self.address, pk.dport), (int_to_ip(rip), pk.sport), rip,
+        rip = pk.d.src
+        iss = self._isn.isn(self._address_int, pk.d.dport, rip, pk.d.sport, now)
+        conn = Connection(self, (self.address, pk.d.dport), (int_to_ip(rip), pk.d.sport), rip,
                           iss, now, passive=True)
         conn.listener = lst
         self._conns[conn.key] = conn
@@ -310,20 +316,20 @@ cdef class Host:
         conn._open_passive(pk, now)
         stats["passive_opens"] += 1
 
-    def _send_cookie(self, lst: Listener, pk, now: float) -> None:
+    def _send_cookie(self, lst: Listener, Packet pk, double now) -> None:
         """Answer a SYN with a SYN cookie SYN-ACK (see fasttcp/tcp/_cookies.pyx)."""
         s = self.settings
         opts = pk.options
-        rip = pk.src_int
+        rip = pk.d.src
         peer_mss = opts.mss or 536
-        cookie, mss = self._cookies.make(self._address_int, pk.dport, rip, pk.sport, pk.seq,
+        cookie, mss = self._cookies.make(self._address_int, pk.d.dport, rip, pk.d.sport, pk.d.seq,
                                          min(peer_mss, s.effective_mss), now)
         reply = TcpOptions(mss=s.effective_mss)
         wscale = s.rcv_wscale if (s.window_scaling and opts.wscale is not None) else -1
         sack = bool(s.sack and opts.sack_permitted)
         if s.timestamps and opts.timestamps is not None:
             # The options the cookie cannot hold ride in our TSval's low bits.
-            offset = Connection.ts_offset_for(self, pk.dport, rip, pk.sport)
+            offset = Connection.ts_offset_for(self, pk.d.dport, rip, pk.d.sport)
             clock = (int(now * 1000) + offset) & MASK
             tsval = (clock & ~0x1F) | encode_options(wscale, sack)
             if 0 < ((tsval - clock) & MASK) < 0x80000000:
@@ -334,19 +340,19 @@ cdef class Host:
             if wscale >= 0:
                 reply.wscale = wscale
             reply.sack_permitted = sack
-        self._out.append(build_tcp(self._address_int, rip, pk.dport, pk.sport, cookie,
-                                   (pk.seq + 1) & MASK, SYN | ACK, min(s.rcv_buf, 65535),
+        self._out.append(build_tcp(self._address_int, rip, pk.d.dport, pk.d.sport, cookie,
+                                   (pk.d.seq + 1) & MASK, SYN | ACK, min(s.rcv_buf, 65535),
                                    options=reply, ttl=s.ttl))
         lst.cookies_until = now + 2 * self._cookies.period
         self._stats["syn_cookies_sent"] += 1
 
-    def _cookie_ack(self, lst: Listener, pk, now: float) -> bool:
+    def _cookie_ack(self, lst: Listener, Packet pk, double now) -> bool:
         """An ACK that may complete a cookie handshake: validate and build the
         connection (RFC 4987 3.6). Returns False when it is no valid cookie."""
-        rip = pk.src_int
-        client_isn = (pk.seq - 1) & MASK
-        cookie = (pk.ack - 1) & MASK
-        mss = self._cookies.check(self._address_int, pk.dport, rip, pk.sport, client_isn,
+        rip = pk.d.src
+        client_isn = (pk.d.seq - 1) & MASK
+        cookie = (pk.d.ack - 1) & MASK
+        mss = self._cookies.check(self._address_int, pk.d.dport, rip, pk.d.sport, client_isn,
                                   cookie, now)
         if not mss:
             self._stats["syn_cookies_failed"] += 1
@@ -354,33 +360,33 @@ cdef class Host:
         if len(self._conns) >= self.settings.max_connections:
             self._stats["drop_max_connections"] += 1
             return True
-        conn = Connection(self, (self.address, pk.dport), (int_to_ip(rip), pk.sport), rip,
+        conn = Connection(self, (self.address, pk.d.dport), (int_to_ip(rip), pk.d.sport), rip,
                           cookie, now, passive=True)
         self._conns[conn.key] = conn
         conn._open_from_cookie(pk, mss, now)
         lst._established(conn)
         self._stats["syn_cookies_validated"] += 1
         self._stats["passive_opens"] += 1
-        if pk.payload_len or pk.flag_bits & FIN:
+        if pk.d.payload_len or pk.d.flags & FIN:
             conn.on_segment(pk, now)              # data riding on the handshake's ACK
         return True
 
-    def _reset_for(self, pk, flags: int) -> None:
+    cdef _reset_for(self, Packet pk, int flags):
         """A RST answering a segment that has no connection (RFC 9293 3.10.7.1)."""
         if flags & ACK:
-            seq, ack, rflags = pk.ack, 0, RST
+            seq, ack, rflags = pk.d.ack, 0, RST
         else:
-            seg_len = pk.payload_len + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
-            seq, ack, rflags = 0, (pk.seq + seg_len) & MASK, RST | ACK
-        self._out.append(build_tcp(self._address_int, pk.src_int, pk.dport, pk.sport, seq, ack,
+            seg_len = pk.d.payload_len + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+            seq, ack, rflags = 0, (pk.d.seq + seg_len) & MASK, RST | ACK
+        self._out.append(build_tcp(self._address_int, pk.d.src, pk.d.dport, pk.d.sport, seq, ack,
                                    rflags, 0, ttl=self.settings.ttl))
         self._stats["rsts_out"] += 1
 
-    def _icmp_input(self, pk, now: float) -> None:
+    def _icmp_input(self, Packet pk, double now) -> None:
         t = pk.icmp_type
         stats = self._stats
         if t == 8 and pk.icmp_code == 0:          # echo request (RFC 792, RFC 1122 3.2.2.6)
-            self._out.append(build_icmp_echo(self._address_int, pk.src_int, pk.icmp_id,
+            self._out.append(build_icmp_echo(self._address_int, pk.d.src, pk.icmp_id,
                                              pk.icmp_seq, pk.payload, reply=True,
                                              ttl=self.settings.ttl))
             stats["icmp_echo_replies"] += 1
@@ -476,8 +482,8 @@ cdef class Host:
     def _make_congestion(self, mss: int) -> CongestionControl:
         return resolve(self.settings.congestion)(mss)
 
-    def _arm(self, conn: Connection) -> None:
-        when = conn.deadline() if conn.state != CLOSED else None
+    cdef _arm(self, Connection conn):
+        when = conn.deadline() if conn.st != S_CLOSED else None
         old = self._armed.get(conn)
         if when == old:
             return
