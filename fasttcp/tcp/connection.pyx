@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, List, Optional, Tuple
 from libc.stdint cimport int32_t, int64_t, uint32_t
 
 from fasttcp.storage import Reassembler, SendRing
-from fasttcp.wire._wire cimport Packet
+from fasttcp.wire._wire cimport (OPT_MSS, OPT_SACK, OPT_SACK_PERM, OPT_TS, OPT_WSCALE, Packet,
+                                 TH_ACK as ACK, TH_FIN as FIN, TH_RST as RST, TH_SYN as SYN)
 from fasttcp.tcp._fastpath import Tcb
 from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
                                 ConnectionReset, ConnectionTimedOut, TcpError)
@@ -36,17 +37,6 @@ if TYPE_CHECKING:  # pragma: no cover
 COMPILED = True
 MASK = 0xFFFFFFFF
 cpdef enum:
-    FIN = 0x01
-    SYN = 0x02
-    RST = 0x04
-    PSH = 0x08
-    ACK = 0x10
-    URG = 0x20
-    OPT_MSS = 0x01
-    OPT_WSCALE = 0x02
-    OPT_SACK_PERM = 0x04
-    OPT_TS = 0x08
-    OPT_SACK = 0x10
     TS_OPTION_SPACE = 12        # NOP NOP + the 10-byte timestamps option, on every segment
     DEFAULT_PEER_MSS = 536      # RFC 9293 3.7.1 / RFC 6691: when the SYN has no MSS option
     MAX_WSCALE = 14             # RFC 7323 2.3

@@ -86,34 +86,38 @@ class Cubic(CongestionControl):
     #: reaches cwnd (section 5.8; room for a partial segment held back by SWS avoidance).
     app_limited_slack: int = 3
 
+    # Per-connection state. Each starts at the class-level value below (all immutable), so
+    # creating a policy per connection costs only what __init__ sets; an instance stores a
+    # field once it changes.
+    w_max: Optional[float] = None       # segments; None before any congestion event
+    cwnd_prior: Optional[float] = None  # segments: cwnd before the last reduction
+    k: float = 0.0                      # seconds
+    t_epoch: Optional[float] = None     # start of the current CA stage
+    cwnd_epoch: float = 0.0             # segments, cwnd at t_epoch
+    w_est: float = 0.0                  # segments, the Reno-friendly estimate
+    region: str = "slow_start"
+    rtt: Optional[float] = None         # last RTT (SRTT) seen
+    # Sub-byte remainder of congestion-avoidance growth (cwnd itself stays an int).
+    _carry: float = 0.0
+    # As in NewReno: L = 1*SMSS in the slow start after an RTO, and one ssthresh reduction
+    # per timed-out segment (RFC 5681 3.1).
+    _slow_start_after_rto: bool = False
+    _timeout_pending: bool = False
+    # Section 4.8: the first CA stage after a timeout uses K = 0, W_max = cwnd_epoch.
+    _after_timeout: bool = False
+    _in_recovery: bool = False
+    # Section 5.8 bookkeeping: the previous ACK's time, whether it left nothing outstanding,
+    # and the time of a batch already found cwnd-limited (later slow-path calls of the same
+    # batch see a smaller flight_size).
+    _last_ack_at: Optional[float] = None
+    _drained: bool = False
+    _limited_at: Optional[float] = None
+
     def __init__(self, mss: int, initial_window: Optional[int] = None) -> None:
         super().__init__(mss, initial_window)
         # RFC 9438 section 4.3: alpha_cubic = 3 * (1 - beta) / (1 + beta), Reno's
         # average rate for CUBIC's beta (AIMD(alpha, beta) friendliness).
         self.alpha_cubic: float = 3.0 * (1.0 - self.beta_cubic) / (1.0 + self.beta_cubic)
-        self.w_max: Optional[float] = None      # segments; None before any congestion event
-        self.cwnd_prior: Optional[float] = None  # segments: cwnd before the last reduction
-        self.k: float = 0.0                     # seconds
-        self.t_epoch: Optional[float] = None    # start of the current CA stage
-        self.cwnd_epoch: float = 0.0            # segments, cwnd at t_epoch
-        self.w_est: float = 0.0                 # segments, the Reno-friendly estimate
-        self.region: str = "slow_start"
-        self.rtt: Optional[float] = None        # last RTT (SRTT) seen
-        # Sub-byte remainder of congestion-avoidance growth (cwnd itself stays an int).
-        self._carry = 0.0
-        # As in NewReno: L = 1*SMSS in the slow start after an RTO, and one ssthresh
-        # reduction per timed-out segment (RFC 5681 3.1).
-        self._slow_start_after_rto = False
-        self._timeout_pending = False
-        # Section 4.8: the first CA stage after a timeout uses K = 0, W_max = cwnd_epoch.
-        self._after_timeout = False
-        self._in_recovery = False
-        # Section 5.8 bookkeeping: the previous ACK's time, whether it left nothing
-        # outstanding, and the time of a batch already found cwnd-limited (later slow-path
-        # calls of the same batch see a smaller flight_size).
-        self._last_ack_at: Optional[float] = None
-        self._drained = False
-        self._limited_at: Optional[float] = None
 
     # --- the cubic function ---------------------------------------------------------------
     def w_cubic(self, t: float) -> float:
