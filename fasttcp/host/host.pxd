@@ -1,7 +1,7 @@
 # The host is compiled (host.pyx): its per-segment dispatch, timers and output loop run as
 # C with these fields typed. Other attributes live in the instance __dict__ (tests and
 # users may also set their own there).
-from libc.stdint cimport uint32_t
+from libc.stdint cimport uint32_t, uint64_t
 
 from fasttcp.tcp.connection cimport Connection
 from fasttcp.wire._wire cimport Packet
@@ -27,6 +27,9 @@ cdef class Host:
     cdef public int _next_port
     cdef public double now
     cdef public bint _raise_internal
+    # Counters of the per-packet paths, kept in C and merged into stats().
+    cdef public uint64_t packets_in, packets_out, segments_in, fast_segments_in
+    cdef uint64_t state_entries[11]     # entries into each state, by state number
 
     cdef _tcp_input(self, Packet pk, double now)
     cdef _listen_input(self, lst, Packet pk, int flags, double now)

@@ -7,7 +7,7 @@ next timer is due). No clock, socket, thread or file descriptor is touched below
 """
 from __future__ import annotations
 
-import heapq
+from heapq import heappop, heappush
 import itertools
 from collections import Counter, deque
 from typing import Any, Deque, Dict, Iterable, List, Optional, Set, Tuple
@@ -18,13 +18,13 @@ from fasttcp.tcp._isn import IsnGenerator
 from fasttcp.tcp import _fastpath
 from fasttcp.tcp._cookies import SynCookies, encode_options
 from fasttcp.tcp.congestion import CongestionControl, resolve
-from fasttcp.tcp.connection cimport Connection, S_CLOSED
+from fasttcp.tcp.connection cimport Connection, S_CLOSED, S_TIME_WAIT
 from fasttcp.wire._wire cimport Packet, TH_ACK as ACK, TH_FIN as FIN, TH_RST as RST, TH_SYN as SYN
 from fasttcp.tcp.states import State
 
 # States as module constants: an Enum member lookup costs ~100 ns on the slow path.
 CLOSED, SYN_RECEIVED, TIME_WAIT = State.CLOSED, State.SYN_RECEIVED, State.TIME_WAIT
-_STATE_COUNTERS = {s: "state_" + s.name.lower() for s in State}
+_STATE_COUNTERS = ["state_" + s.name.lower() for s in State]     # by state number
 from fasttcp.host._frag import FragmentReassembler
 from fasttcp.wire import (MalformedPacket, SegmentBatch, TcpOptions,
                           build_icmp_echo, build_tcp, int_to_ip, ip_to_int, parse)
@@ -124,7 +124,8 @@ cdef class Host:
             packets = list(packets)
         # Parse the batch and run header prediction in C; the rest comes back through
         # _slow_input one packet at a time.
-        _fastpath.receive_batch(self, self._batch, packets, now, parse_flags)
+        _fastpath.receive_batch(self, self._batch, packets, now, parse_flags, self._conns,
+                                self._address_int)
 
     def _fragment(self, packet, now: float) -> None:
         """An IPv4 fragment: reassemble (RFC 791, bounded; overlaps discard the datagram)
@@ -163,9 +164,12 @@ cdef class Host:
         """Run due timers and return every packet to send now."""
         cdef Connection conn
         cdef list timers = self._timers
+        cdef list out
         self.now = now
+        if not self._dirty and not self._out and (not timers or timers[0][0] > now):
+            return []                                  # nothing due: the common idle call
         while timers and timers[0][0] <= now:
-            when, _, obj = heapq.heappop(timers)
+            when, _, obj = heappop(timers)
             conn = <Connection>obj
             if self._armed.get(conn) != when:
                 continue                               # superseded
@@ -183,7 +187,7 @@ cdef class Host:
                 if conn.st != S_CLOSED:
                     conn._output(now, out)
                 self._arm(conn)
-        self._stats["packets_out"] += len(out)
+        self.packets_out += len(out)
         return out
 
     def poll_at(self) -> Optional[float]:
@@ -196,7 +200,7 @@ cdef class Host:
             when, _, conn = timers[0]
             if self._armed.get(conn) == when:
                 return when
-            heapq.heappop(timers)
+            heappop(timers)
         return None
 
     # ===================================================================================
@@ -241,6 +245,15 @@ cdef class Host:
     def stats(self) -> Dict[str, int]:
         """Counters: packets in/out, segments by kind, retransmits, drops by reason."""
         d = dict(self._stats)
+        # The counters the per-packet paths keep in C (see host.pxd).
+        for name, v in (("packets_in", self.packets_in), ("packets_out", self.packets_out),
+                        ("segments_in", self.segments_in + self.fast_segments_in),
+                        ("fast_path_segments", self.fast_segments_in)):
+            if v:
+                d[name] = d.get(name, 0) + v
+        for st in range(len(_STATE_COUNTERS)):
+            if self.state_entries[st]:
+                d[_STATE_COUNTERS[st]] = self.state_entries[st]
         d["connections"] = len(self._conns)
         d["time_wait"] = self._time_wait_count
         for k, v in self._frags.stats().items():
@@ -263,8 +276,7 @@ cdef class Host:
         cdef int flags
         key = (pk.d.dport, pk.d.src, pk.d.sport)
         conn = self._conns.get(key)
-        stats = self._stats
-        stats["segments_in"] += 1
+        self.segments_in += 1
         if conn is not None:
             (<Connection>conn).on_segment(pk, now)
             return
@@ -274,7 +286,7 @@ cdef class Host:
             self._listen_input(lst, pk, flags, now)
             return
         # No connection (RFC 9293 3.10.7.1): answer with a RST unless it is one.
-        stats["segments_no_connection"] += 1
+        self._stats["segments_no_connection"] += 1
         if not flags & RST:
             self._reset_for(pk, flags)
 
@@ -435,14 +447,15 @@ cdef class Host:
     def _count(self, name: str, n: int = 1) -> None:
         self._stats[name] += n
 
-    def _state_changed(self, conn: Connection, old: State, new: State) -> None:
+    def _state_changed(self, Connection conn, old: State, new: State) -> None:
+        cdef int st = conn.st                 # == new
         self._ready.add(conn)
-        self._stats[_STATE_COUNTERS[new]] += 1
-        if new == TIME_WAIT:
+        self.state_entries[st] += 1
+        if st == S_TIME_WAIT:
             self._time_wait_count += 1
         elif old == TIME_WAIT:
             self._time_wait_count -= 1
-        if new == CLOSED:
+        if st == S_CLOSED:
             if self._conns.get(conn.key) is conn:
                 del self._conns[conn.key]
             self._recycle(conn)
@@ -491,7 +504,7 @@ cdef class Host:
             self._armed.pop(conn, None)
             return
         self._armed[conn] = when
-        heapq.heappush(self._timers, (when, next(self._timer_seq), conn))
+        heappush(self._timers, (when, next(self._timer_seq), conn))
 
     def _pick_port(self, rip: int, rport: int) -> int:
         lo, hi = self.settings.ephemeral_ports

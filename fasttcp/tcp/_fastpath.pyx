@@ -358,12 +358,11 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
 
 
 def receive_batch(object host, SegmentBatch batch, list packets, double now,
-                  int parse_flags=0) -> None:
-    """Parse and process one received batch for `host` (see Host.receive)."""
+                  int parse_flags, dict conns, uint32_t addr) -> None:
+    """Parse and process one received batch for `host` (see Host.receive): `conns` is
+    its connection table, `addr` its address."""
     cdef Py_ssize_t i, n
     cdef SegDesc* d
-    cdef uint32_t addr = host._address_int
-    cdef dict conns = host._conns
     cdef list touched = []
     cdef Tcb c = None
     cdef object obj
@@ -411,12 +410,11 @@ def receive_batch(object host, SegmentBatch batch, list packets, double now,
         host._slow_input(batch.packet(i), now)
     if touched:
         _finish(touched, now)
-    stats = host._stats
-    stats["packets_in"] += n
+    host.packets_in += n
     if fast:
-        stats["segments_in"] += fast
-        stats["fast_path_segments"] += fast
+        host.fast_segments_in += fast
     if dropped:
+        stats = host._stats
         for i in range(DROP_REASON_COUNT):
             if drops[i]:
                 stats[DROP_COUNTER_NAMES[i]] += drops[i]
