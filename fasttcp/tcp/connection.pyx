@@ -96,11 +96,13 @@ cdef class Connection(Tcb):
     (``_fastpath.pxd``); the rest are slots here.
     """
 
-    def __init__(self, host: "Host", local: Tuple[str, int], remote: Tuple[str, int],
-                 remote_ip: int, iss: int, now: float, passive: bool) -> None:
+    def __init__(self, host: "Host", tuple local, tuple remote, uint32_t remote_ip,
+                 uint32_t iss, double now, bint passive) -> None:
         s = host.settings
-        # The Tcb's C fields (sequence variables, windows, counters, timers...) start at
-        # 0 / False / None; only what starts otherwise is set here.
+        # Every C field (the Tcb's and those in connection.pxd) starts at 0 / False / None:
+        # no FIN queued or seen (fin_off, rcv_fin_off), no timer armed (rtx_at, delack_at,
+        # timewait_at, keepalive_at), no error, no listener (set for passive opens until
+        # accepted), no recovery state. Only what starts otherwise is set here.
         self.host = host
         self.settings = s
         self.local_address = local
@@ -113,49 +115,28 @@ cdef class Connection(Tcb):
         self.ttl = s.ttl
         self.rcv_buf = s.rcv_buf
         self.delayed_ack = s.delayed_ack
-        self.key = (local[1], remote_ip, remote[1])
+        self.key = (self.lport, remote_ip, self.rport)
         self.passive = passive
-        self.listener = None                    # set for passive opens until accepted
         self.state = CLOSED
-        self.error: Optional[TcpError] = None
         self.created_at = now
+        self.last_recv_at = now
+        self.last_send_at = now
 
         # --- send side (offsets from ISS) ---
         self.iss = iss
-        self.fin_off: Optional[int] = None      # offset of our FIN once queued
         self.mss_limit = s.effective_mss        # what our MTU allows
         self.mss = min(self.mss_limit, DEFAULT_PEER_MSS)   # effective send MSS
         self.rcv_wscale = s.rcv_wscale if s.window_scaling else 0
 
-        # --- receive side (offsets from IRS) ---
-        self.rcv_fin_off: Optional[int] = None  # the peer's FIN, once seen
-        self._fin_received = False
-
-        # --- timers and their state ---
-        self.rtt = RttEstimator(initial_rto=s.initial_rto, min_rto=s.min_rto,
-                                max_rto=s.max_rto)
+        # --- timers, congestion policy ---
+        self.rtt = RttEstimator(s.initial_rto, s.min_rto, s.max_rto)
         self.cc = host._make_congestion(self.mss)
-        self.timewait_at: Optional[float] = None
-        self.keepalive_at: Optional[float] = None
-        self._syn_retransmitted = False
-        self.last_recv_at = now
-        self.last_send_at = now
-
-        # --- ACK state, loss recovery ---
-        self._pending_rtx = False               # resend the segment at SND.UNA
-        self._probe = False                     # send a zero-window probe
-        self.soft_error: Optional[Tuple[int, int]] = None   # last ICMP soft error
-        self._ts_next_sample = 0.0
-        self._ts_floor: Optional[int] = None    # our TSval at the last RTO (see _ts_sample)
         # SACK scoreboard (RFC 6675 section 3): SACKed [start, end) send offsets above
-        # SND.UNA, sorted and merged; HighRxt and RescueRxt of the current recovery.
-        self.sacked: List[List[int]] = []
-        self._high_rxt = 0
-        self._rescue_rxt: Optional[int] = None
-        self._sack_recovery = False               # the current recovery is RFC 6675's
+        # SND.UNA, sorted and merged (_high_rxt / _rescue_rxt: HighRxt and RescueRxt).
+        self.sacked = []
         # RFC 7323 5.4: a per-connection random offset of the timestamp clock, from a keyed
         # hash distinct from the ISN's (so TSval reveals nothing about the ISN).
-        self.ts_offset = Connection.ts_offset_for(host, self.key[0], remote_ip, self.key[2])
+        self.ts_offset = host._isn.ts_offset(self.lport, remote_ip, self.rport)
 
     # ===================================================================================
     # User calls
