@@ -27,6 +27,14 @@ __all__ = ["Server", "TcpTransport"]
 
 log = logging.getLogger("fasttcp.aio")
 
+def _copies_at_once(protocol: Any) -> bool:
+    """asyncio's own StreamReaderProtocol copies what data_received() gets into its
+    StreamReader's buffer before returning, so it may be handed memoryviews of the
+    engine's receive buffer (one copy fewer per byte). Any other protocol may keep the
+    object: it gets bytes."""
+    return type(protocol) is asyncio.StreamReaderProtocol
+
+
 #: Most bytes handed to data_received() per call.
 READ_CHUNK = 256 * 1024
 #: asyncio's default write-buffer limits.
@@ -58,6 +66,7 @@ class TcpTransport(asyncio.Transport):
         self._conn = conn
         self._protocol = protocol
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+        self._zero_copy = _copies_at_once(protocol)
         self._server = server
         self._wbuf: Deque[memoryview] = deque()
         self._wsize = 0
@@ -96,10 +105,15 @@ class TcpTransport(asyncio.Transport):
                     self._deliver_buffered(proto)
                 else:
                     while conn.readable:
-                        data = conn.recv(READ_CHUNK)
-                        if not data:
-                            break
-                        proto.data_received(data)             # type: ignore[attr-defined]
+                        if self._zero_copy:
+                            # Views into the receive buffer: StreamReader copies them.
+                            if not conn.recv_to(proto.data_received, READ_CHUNK):
+                                break
+                        else:
+                            data = conn.recv(READ_CHUNK)
+                            if not data:
+                                break
+                            proto.data_received(data)         # type: ignore[attr-defined]
                         if self._paused or self._closing:
                             break
                 if (conn.eof and not self._eof_delivered and not self._paused
@@ -322,6 +336,7 @@ class TcpTransport(asyncio.Transport):
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+        self._zero_copy = _copies_at_once(protocol)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._protocol

@@ -15,9 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
+from cpython.buffer cimport PyBuffer_FillInfo
 from libc.stdint cimport int32_t, int64_t, uint32_t
 
-from fasttcp.storage import Reassembler, SendRing
+from fasttcp.storage import SendRing
+from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.wire._wire cimport (OPT_MSS, OPT_SACK, OPT_SACK_PERM, OPT_TS, OPT_WSCALE, Packet,
                                  TH_ACK as ACK, TH_FIN as FIN, TH_RST as RST, TH_SYN as SYN)
 from fasttcp.tcp._fastpath import Tcb
@@ -54,6 +56,22 @@ cdef inline uint32_t _tsval(Packet seg) noexcept:
 
 cdef inline uint32_t _tsecr(Packet seg) noexcept:
     return seg.d.tsecr if seg.d.opt_present & OPT_TS else 0
+
+cdef class _ReceiveSpan:
+    """Read-only buffer over bytes of a receive ring, for Connection.recv_to. It counts
+    the views on it, so a consumer that keeps one is detected, and it holds the ring."""
+    cdef Reassembler owner
+    cdef const unsigned char* p
+    cdef Py_ssize_t n
+    cdef int exports
+
+    def __getbuffer__(self, Py_buffer* buffer, int flags):
+        PyBuffer_FillInfo(buffer, self, <void*>self.p, self.n, 1, flags)
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer* buffer):
+        self.exports -= 1
+
 
 # The State members by number, for _set_state (the C code compares Tcb.st).
 _STATES = tuple(State)
@@ -198,6 +216,44 @@ cdef class Connection(Tcb):
         n = self._reasm.readinto(buffer)
         self._after_read()
         return n
+
+    def recv_to(self, consumer, Py_ssize_t max_bytes=65536) -> int:
+        """Zero-copy receive: call ``consumer(view)`` with read-only memoryviews of the
+        buffered bytes (up to max_bytes in all; two views when the ring wraps) and
+        consume them. Each view is released when ``consumer`` returns, so it must copy
+        what it keeps (``bytearray.extend`` does: asyncio's StreamReader.feed_data).
+        Returns the bytes delivered; raises like :meth:`recv` when nothing is buffered
+        and the connection failed."""
+        cdef Reassembler reasm = self._reasm
+        cdef _ReceiveSpan span
+        cdef const unsigned char* p
+        cdef Py_ssize_t n, total = 0
+        if reasm is None or reasm.readable_c() == 0:
+            if self.error is not None and not self._fin_received:
+                raise self.error
+            return 0
+        while total < max_bytes:
+            n = reasm.readable_chunk(&p)
+            if n <= 0:
+                break
+            if n > max_bytes - total:
+                n = max_bytes - total
+            span = _ReceiveSpan.__new__(_ReceiveSpan)
+            span.owner = reasm
+            span.p = p
+            span.n = n
+            view = memoryview(span)
+            try:
+                consumer(view)
+            finally:
+                view.release()
+            if span.exports:
+                # The consumer kept a view (or a slice of one): the bytes stay buffered.
+                raise BufferError("recv_to: the consumer kept a view of the receive buffer")
+            reasm.consume(n)
+            total += n
+        self._after_read()
+        return total
 
     def _after_read(self) -> None:
         # Receiver SWS avoidance (RFC 9293 3.8.6.2.2): announce the opened window only
