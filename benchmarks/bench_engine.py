@@ -45,8 +45,12 @@ def test_connection_rate(benchmark):
     secret = bytes(16)
 
     def run():
-        client = Host("10.0.0.1", isn_secret=secret, msl=0.0)
-        server = Host("10.0.0.2", isn_secret=secret, msl=0.0)
+        # MSL 0.5 ms: the server's TIME-WAIT (2*MSL) ends by the next connection's time
+        # step (1 ms), so the tables stay small; every close is a full FIN exchange. (With
+        # MSL 0 the orphaned FIN-WAIT-2 timeout, also 2*MSL, would end the server side
+        # before the client's FIN, which would then be answered by a RST.)
+        client = Host("10.0.0.1", isn_secret=secret, msl=0.0005)
+        server = Host("10.0.0.2", isn_secret=secret, msl=0.0005)
         lst = server.listen(80, backlog=n)
         now = 0.0
         for i in range(n):
@@ -65,7 +69,10 @@ def test_connection_rate(benchmark):
             now += 0.001
             for h in (client, server):
                 h.transmit(now)
-        assert not server.connections()
+        assert not server.connections() and not client.connections()
+        cs, ss = client.stats(), server.stats()
+        assert "rst_in" not in cs and "rst_in" not in ss            # graceful closes only
+        assert ss.get("state_time_wait") == n                         # the server closed first
 
     benchmark.pedantic(run, rounds=3, iterations=1)
     if (t := median_seconds(benchmark)) is not None:
