@@ -165,7 +165,7 @@ class _Sink(asyncio.Protocol):
 
 
 async def _fasttcp_round(ns: str, link, direction: str, size: int,
-                         protocol: bool = False) -> dict:
+                         protocol: bool = False, client_cpus=None) -> dict:
     from fasttcp.aio import FastTcpStack
     from fasttcp.cli.servers import HttpServer, discard
 
@@ -179,9 +179,11 @@ async def _fasttcp_round(ns: str, link, direction: str, size: int,
             server = await stack.create_server(_Sink, port)
         else:
             server = await stack.start_server(handler, port)
+        extra = {} if client_cpus is None else {
+            "preexec_fn": lambda: os.sched_setaffinity(0, client_cpus)}
         proc = await asyncio.create_subprocess_exec(
             *_client(ns, mode, US, port, size), stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+            stderr=asyncio.subprocess.PIPE, **extra)
         out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
         server.close()
     st = host.stats()
@@ -192,23 +194,41 @@ async def _fasttcp_round(ns: str, link, direction: str, size: int,
     return res
 
 
-def _fasttcp_bench(benchmark, direction: str, offload: bool, protocol: bool) -> None:
+def _fasttcp_bench(benchmark, direction: str, offload: bool, protocol: bool,
+                   steered: bool = False) -> None:
     benchmark.group = f"TUN goodput {direction}"
     size = SIZE_FAST if offload else SIZE_SLOW
     runs: List[dict] = []
-    with tun_netns(offload=offload) as (ns, link):
+    link_kw = {}
+    client_cpus = None
+    saved_cpus = os.sched_getaffinity(0)
+    if steered:
+        # fasttcp on CPU 0; the kernel's processing of what it writes (the ACKs, in which
+        # the kernel sender transmits its next burst) steered to the others (RPS). The
+        # kernel client may run anywhere.
+        if len(saved_cpus) < 2 or 0 not in saved_cpus:
+            pytest.skip("needs CPU 0 and another CPU")
+        link_kw["rps_cpus"] = saved_cpus - {0}
+        client_cpus = saved_cpus
+    with tun_netns(offload=offload, **link_kw) as (ns, link):
         if offload and not link.offload:
             pytest.skip("the kernel refused TSO on the TUN device")
-        # One small untimed transfer first: a fresh process pays for first-use costs
-        # (imports, heap growth) that are not the stack's.
-        asyncio.run(_fasttcp_round(ns, link, direction, MIB, protocol))
+        if steered:
+            os.sched_setaffinity(0, {0})
+        try:
+            # One small untimed transfer first: a fresh process pays for first-use costs
+            # (imports, heap growth) that are not the stack's.
+            asyncio.run(_fasttcp_round(ns, link, direction, MIB, protocol, client_cpus))
 
-        def run() -> None:
-            runs.append(asyncio.run(_fasttcp_round(ns, link, direction, size, protocol)))
+            def run() -> None:
+                runs.append(asyncio.run(_fasttcp_round(ns, link, direction, size, protocol,
+                                                       client_cpus)))
 
-        benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
+            benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
+        finally:
+            os.sched_setaffinity(0, saved_cpus)
     name = ("fasttcp-offload" if offload else "fasttcp-no-offload") + \
-        (" Protocol" if protocol else "")
+        (" Protocol" if protocol else "") + (" steered" if steered else "")
     _record(benchmark, direction, name, size, runs)
     benchmark.extra_info["retransmits"] = sum(r["retransmits"] for r in runs)
     benchmark.extra_info["packets in/round"] = runs[-1]["packets_in"]
@@ -227,6 +247,13 @@ def test_fasttcp_over_tun_protocol_sink(benchmark, offload):
     """Upload into an asyncio.Protocol that drops the data: the stack without the
     StreamReader's two extra copies per byte."""
     _fasttcp_bench(benchmark, "upload", offload, protocol=True)
+
+
+def test_fasttcp_over_tun_steered_no_offload(benchmark):
+    """Upload without offloads, asyncio streams, with fasttcp pinned to CPU 0 and the TUN
+    device's received packets (our writes) steered to the other CPUs: the kernel
+    sender's transmit work leaves fasttcp's core (TunLink(rps_cpus=...))."""
+    _fasttcp_bench(benchmark, "upload", offload=False, protocol=False, steered=True)
 
 
 # ==========================================================================================

@@ -176,6 +176,32 @@ def test_offload_off_sets_flags_to_zero(link_factory):
     assert link.offload_flags == 0 and link.parse_flags == 0
 
 
+def test_rps_cpus_steers_the_device_queue_and_host_mounts_are_untouched(link_factory, netns):
+    with open("/proc/self/mountinfo") as f:
+        mounts = f.read()
+    link = link_factory(rps_cpus={0})
+    path = f"class/net/{link.name}/queues/rx-0/rps_cpus"
+    assert int(ns.read_net_sysfs(netns, path).replace(",", ""), 16) == 1
+    plain = link_factory()
+    assert int(ns.read_net_sysfs(netns, f"class/net/{plain.name}/queues/rx-0/rps_cpus")
+               .replace(",", ""), 16) == 0
+    with open("/proc/self/mountinfo") as f:
+        assert f.read() == mounts          # the sysfs mount lived in the child's namespace
+    # ... and our /sys does not show the namespace's device
+    assert not os.path.exists(f"/sys/class/net/{link.name}")
+
+
+def test_rps_cpus_and_sysfs_paths_are_checked(netns):
+    with pytest.raises(ValueError):
+        TunLink(unique_ifname(), address=US, netns=netns, rps_cpus={os.cpu_count() or 1})
+    with pytest.raises(ValueError):
+        TunLink(unique_ifname(), address=US, netns=netns, rps_cpus=set())
+    with pytest.raises(ValueError):
+        ns.read_net_sysfs(netns, "../etc/passwd")
+    with pytest.raises(FileNotFoundError):
+        ns.read_net_sysfs(netns, "class/net/no-such-device/mtu")
+
+
 def test_attach_existing_device_and_offload_flags_reset(netns):
     """A persistent device (made with pyroute2) is attached to and left in place; the
     offload flags are set on every open, since they outlive the fd."""

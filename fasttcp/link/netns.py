@@ -11,10 +11,10 @@ import os
 import socket
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Optional
 
-__all__ = ["create_netns", "entered", "netns_exists", "remove_netns", "socket_in",
-           "validate_netns_name"]
+__all__ = ["create_netns", "entered", "netns_exists", "read_net_sysfs", "remove_netns",
+           "socket_in", "validate_netns_name", "write_net_sysfs"]
 
 # A name is one path component under /run/netns (iproute2 forbids '/', '.' and '..').
 _MAX_NAME = 255
@@ -114,3 +114,88 @@ def socket_in(name: str | None, family: int = socket.AF_INET,
     """A socket that lives in namespace ``name``."""
     with entered(name):
         return socket.socket(family, type, proto)
+
+
+# --- /sys/class/net of a namespace ------------------------------------------------------
+# sysfs shows the network devices of the namespace that mounted it, so a device inside
+# another namespace is reached from a forked child: a private mount namespace (nothing
+# leaks to the host's mounts), setns(2) into the network namespace, a fresh sysfs mount.
+
+_CLONE_NEWNS, _CLONE_NEWNET = 0x00020000, 0x40000000
+_MS_REC, _MS_PRIVATE = 0x4000, 0x40000
+
+
+def _sysfs_child(name: Optional[str], path: str, value: Optional[str], wfd: int) -> None:
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    step = "unshare"
+    try:
+        if name is not None:
+            if libc.unshare(_CLONE_NEWNS) != 0:
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+            step = "mount --make-rprivate /"
+            if libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+                raise OSError(ctypes.get_errno(), step)
+            step = "setns"
+            fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            if libc.setns(fd, _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
+            step = "mount sysfs"
+            if libc.mount(b"sysfs", b"/sys", b"sysfs", 0, None) != 0:
+                raise OSError(ctypes.get_errno(), step)
+        step = "open " + path
+        full = "/sys/" + path
+        if value is None:
+            with open(full) as f:
+                out = "ok " + f.read().strip()
+        else:
+            with open(full, "w") as f:
+                f.write(value)
+            out = "ok"
+    except OSError as e:
+        out = f"err {e.errno or 0} {step}: {e.strerror or e}"
+    os.write(wfd, out.encode())
+
+
+def _net_sysfs(name: Optional[str], path: str, value: Optional[str]) -> str:
+    if name is not None:
+        validate_netns_name(name)
+    if path.startswith("/") or ".." in path.split("/"):
+        raise ValueError(f"a path under /sys expected, got {path!r}")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                                # pragma: no cover (child)
+        code = 1
+        try:
+            os.close(r)
+            _sysfs_child(name, path, value, w)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    try:
+        chunks = []
+        while True:
+            b = os.read(r, 4096)
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    reply = b"".join(chunks).decode()
+    if reply.startswith("ok"):
+        return reply[3:]
+    parts = reply.split(" ", 2)
+    err = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    raise OSError(err, f"/sys/{path} in netns {name!r}: {parts[2] if len(parts) > 2 else reply}")
+
+
+def write_net_sysfs(name: Optional[str], path: str, value: str) -> None:
+    """Write ``value`` to /sys/``path`` as namespace ``name`` sees it (None: ours)."""
+    _net_sysfs(name, path, value)
+
+
+def read_net_sysfs(name: Optional[str], path: str) -> str:
+    """Read /sys/``path`` as namespace ``name`` sees it (None: ours), stripped."""
+    return _net_sysfs(name, path, None)

@@ -100,6 +100,19 @@ def _has_cap(bit: int) -> bool:
     return os.geteuid() == 0
 
 
+def _cpu_mask(cpus: Iterable[int]) -> int:
+    """A CPU set as the hex-able bit mask sysfs takes; every CPU must exist."""
+    mask = 0
+    n = os.cpu_count() or 1
+    for c in cpus:
+        if not isinstance(c, int) or not 0 <= c < n:
+            raise ValueError(f"rps_cpus: no CPU {c!r} on this machine (0..{n - 1})")
+        mask |= 1 << c
+    if not mask:
+        raise ValueError("rps_cpus: an empty set (use None to leave steering off)")
+    return mask
+
+
 def _check_name(name: str) -> bytes:
     """A Linux interface name: 1..15 bytes, no '/', ':' or whitespace, not '.' or '..'."""
     if not isinstance(name, str):
@@ -143,13 +156,20 @@ class TunLink:
 
     One reader and one writer at a time: ``recv_batch`` reuses one receive arena and both
     calls release the GIL while they run. Writes never block (a full queue drops).
+
+    ``rps_cpus`` (a set of CPU numbers) steers the kernel's processing of the packets we
+    write to those CPUs (receive packet steering, /sys/class/net/NAME/queues/rx-0/
+    rps_cpus). Every ACK we write runs the kernel sender's next transmit burst inside our
+    ``write()``; steered, that work runs on the other CPUs instead. It pays without
+    offloads when the process itself stays off those CPUs (``os.sched_setaffinity``):
+    see the README's benchmarks.
     """
 
     def __init__(self, name: str = "ftun0", address: str = "10.77.0.2", prefix: int = 24,
                  mtu: int = 1500, netns: Optional[str] = None, offload: bool = True,
                  txqueuelen: int = 5000, batch: int = 64, *,
                  kernel_address: Optional[str] = None, complete_checksums: bool = False,
-                 keep_netns: bool = False) -> None:
+                 keep_netns: bool = False, rps_cpus: Optional[Iterable[int]] = None) -> None:
         raw = _check_name(name)
         addr, kaddr, net = self._check_addresses(address, prefix, kernel_address)
         if not 68 <= int(mtu) <= 65535:                    # RFC 791: every host takes 68
@@ -160,6 +180,7 @@ class TunLink:
             raise ValueError("batch must be at least 1")
         if netns is not None:
             _ns.validate_netns_name(netns)
+        rps_mask = _cpu_mask(rps_cpus) if rps_cpus is not None else None
         self._init_state(name, netns, batch)
         self.address: Optional[str] = str(addr)
         self.kernel_address: Optional[str] = str(kaddr)
@@ -175,6 +196,9 @@ class TunLink:
                 self._created_netns = _ns.create_netns(netns, exist_ok=True)
             fd, vnet, flags = _open_tun(raw, netns, offload, exclusive=True)
             self._configure(name, netns)
+            if rps_mask is not None:
+                _ns.write_net_sysfs(netns, f"class/net/{name}/queues/rx-0/rps_cpus",
+                                    f"{rps_mask:x}")
             self._io = TunIO(fd, vnet, int(batch), complete_checksums)
         except BaseException:
             if fd >= 0:
