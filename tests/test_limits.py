@@ -92,3 +92,39 @@ def test_time_wait_table_limit():
     st = client.stats()
     assert st["time_wait"] == 1 and st["time_wait_overflow"] == 2
     assert [c.state for c in conns].count(State.TIME_WAIT) == 1
+
+
+def test_closed_connections_are_freed_at_once_not_held_by_stale_timers():
+    """A connection that closed must not stay alive until an old timer deadline (an RTO
+    armed a second ahead, a keepalive hours ahead) comes round: with a high connection
+    rate that would hold thousands of dead connections and their buffers."""
+    import gc
+    import weakref
+
+    client = Host("10.0.0.1", isn_secret=bytes(16), msl=0.0005, keepalive=7200.0)
+    server = Host("10.0.0.2", isn_secret=bytes(16), msl=0.0005, keepalive=7200.0)
+    lst = server.listen(80, backlog=100)
+    refs = []
+    now = 0.0
+    for _ in range(50):
+        c = client.connect(("10.0.0.2", 80))
+        exchange(client, server, now)
+        s = lst.accept()
+        c.send(b"ping")
+        exchange(client, server, now)
+        assert s.recv() == b"ping"
+        s.close()
+        exchange(client, server, now)
+        c.close()
+        exchange(client, server, now)
+        now += 0.001
+        for h in (client, server):
+            h.transmit(now)
+        refs += [weakref.ref(c), weakref.ref(s)]
+        del c, s
+    assert not client.connections() and not server.connections()
+    gc.collect()
+    alive = sum(r() is not None for r in refs)
+    assert alive == 0, f"{alive} closed connections still referenced"
+    # Stale heap entries do not make poll_at() report a timer for nothing.
+    assert client.poll_at() is None and server.poll_at() is None

@@ -15,10 +15,13 @@ cdef class Host:
     cdef public uint32_t _address_int
     cdef public dict _conns             # (lport, remote ip int, rport) -> Connection
     cdef public dict _listeners         # port -> Listener
-    cdef public dict _armed             # Connection -> its timer's deadline in _timers
+    cdef public dict _armed             # Connection -> (deadline, seq) of its timer
+    cdef public dict _timer_conns       # seq of a live heap entry -> its Connection
     cdef public dict _dirty             # ordered set of connections that need output
     cdef public set _ready              # user-visible changes since the last pop_ready
-    cdef public list _timers            # heap of (when, seq, Connection)
+    cdef public object _ready_closed    # WeakSet: connections that closed since then
+    cdef Py_ssize_t _closed_pending
+    cdef public list _timers            # heap of (deadline, seq)
     cdef public list _out               # packets emitted outside Connection._output
     cdef public list _ring_pool, _reasm_pool
     cdef public object _stats           # Counter
@@ -35,3 +38,4 @@ cdef class Host:
     cdef _listen_input(self, lst, Packet pk, int flags, double now)
     cdef _reset_for(self, Packet pk, int flags)
     cdef _arm(self, Connection conn)
+    cdef _disarm(self, Connection conn)

@@ -7,6 +7,7 @@ next timer is due). No clock, socket, thread or file descriptor is touched below
 """
 from __future__ import annotations
 
+import weakref
 from heapq import heappop, heappush
 import itertools
 from collections import Counter, deque
@@ -94,11 +95,17 @@ cdef class Host:
         s = self.settings
         self._frags = FragmentReassembler(s.frag_max_bytes, s.frag_max_datagrams, s.frag_timeout)
         self._batch = SegmentBatch(256)
-        self._timers: List[Tuple[float, int, Connection]] = []
+        # Timers: a heap of (deadline, seq); _timer_conns maps the seq of each live entry to
+        # its connection and _armed a connection to its (deadline, seq). Superseded entries
+        # stay in the heap but hold no reference: a closed connection is freed at once,
+        # not when an old RTO or keepalive deadline comes round.
+        self._timers: List[Tuple[float, int]] = []
         self._timer_seq = itertools.count()
-        self._armed: Dict[Connection, float] = {}
+        self._timer_conns: Dict[int, Connection] = {}
+        self._armed: Dict[Connection, Tuple[float, int]] = {}
         self._dirty: Dict[Connection, None] = {}       # ordered set: needs output
         self._ready: Set[Any] = set()                  # user-visible changes since last poll
+        self._ready_closed = weakref.WeakSet()         # ... connections that closed
         self._out: List[bytes] = []                    # packets emitted outside _output
         self._stats: Counter = Counter()
         self._ring_pool: List[SendRing] = []
@@ -169,10 +176,10 @@ cdef class Host:
         if not self._dirty and not self._out and (not timers or timers[0][0] > now):
             return []                                  # nothing due: the common idle call
         while timers and timers[0][0] <= now:
-            when, _, obj = heappop(timers)
-            conn = <Connection>obj
-            if self._armed.get(conn) != when:
+            obj = self._timer_conns.pop(heappop(timers)[1], None)
+            if obj is None:
                 continue                               # superseded
+            conn = <Connection>obj
             del self._armed[conn]
             if conn.st != S_CLOSED:
                 conn.on_timer(now)
@@ -197,8 +204,8 @@ cdef class Host:
             return self.now
         timers = self._timers
         while timers:
-            when, _, conn = timers[0]
-            if self._armed.get(conn) == when:
+            when, seq = timers[0]
+            if seq in self._timer_conns:
                 return when
             heappop(timers)
         return None
@@ -266,6 +273,10 @@ cdef class Host:
         """Connections and listeners with user-visible changes since the last call
         (data to read, room to write, state changes, connections to accept)."""
         ready, self._ready = self._ready, set()
+        if self._closed_pending:
+            ready.update(self._ready_closed)
+            self._ready_closed.clear()
+            self._closed_pending = 0
         return ready
 
     # ===================================================================================
@@ -449,7 +460,15 @@ cdef class Host:
 
     def _state_changed(self, Connection conn, old: State, new: State) -> None:
         cdef int st = conn.st                 # == new
-        self._ready.add(conn)
+        if st == S_CLOSED:
+            # Reported by the next pop_ready() only while someone still holds the
+            # connection: a host driven without pop_ready() must not keep every
+            # connection it ever had.
+            self._ready.discard(conn)
+            self._ready_closed.add(conn)
+            self._closed_pending += 1
+        else:
+            self._ready.add(conn)
         self.state_entries[st] += 1
         if st == S_TIME_WAIT:
             self._time_wait_count += 1
@@ -459,7 +478,7 @@ cdef class Host:
             if self._conns.get(conn.key) is conn:
                 del self._conns[conn.key]
             self._recycle(conn)
-            self._armed.pop(conn, None)
+            self._disarm(conn)
             lst = conn.listener
             if lst is not None:
                 lst.syn_queue.discard(conn)
@@ -496,15 +515,26 @@ cdef class Host:
         return resolve(self.settings.congestion)(mss)
 
     cdef _arm(self, Connection conn):
+        cdef tuple old
         when = conn.deadline() if conn.st != S_CLOSED else None
         old = self._armed.get(conn)
-        if when == old:
-            return
+        if old is not None:
+            if when == old[0]:
+                return
+            del self._timer_conns[old[1]]
         if when is None:
-            self._armed.pop(conn, None)
+            if old is not None:
+                del self._armed[conn]
             return
-        self._armed[conn] = when
-        heappush(self._timers, (when, next(self._timer_seq), conn))
+        seq = next(self._timer_seq)
+        self._armed[conn] = (when, seq)
+        self._timer_conns[seq] = conn
+        heappush(self._timers, (when, seq))
+
+    cdef _disarm(self, Connection conn):
+        old = self._armed.pop(conn, None)
+        if old is not None:
+            del self._timer_conns[old[1]]
 
     def _pick_port(self, rip: int, rport: int) -> int:
         lo, hi = self.settings.ephemeral_ports
