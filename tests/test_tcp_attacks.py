@@ -83,6 +83,32 @@ def test_rst_outside_the_window_is_dropped_silently(off):
     assert st["drop_out_of_window"] == 1 and "challenge_acks_out" not in st
 
 
+@pytest.mark.parametrize("interval", [0.5, 0.0])
+def test_acks_to_invalid_pure_segments_are_rate_limited_per_connection(interval):
+    """A pure ACK outside the window (RFC 9293 3.10.7.4) or failing PAWS (RFC 7323 5.3)
+    is answered with an ACK, but at most once per ``invalid_ack_interval`` per connection
+    (as Linux's tcp_invalid_ratelimit): forged or looping ACKs cannot draw one ACK each.
+    Old data (a retransmission) is always answered."""
+    ctx = ts_passive_open(delayed_ack=0, invalid_ack_interval=interval)
+    c = ctx.c
+    ts = c.ts_recent + 400                            # passes PAWS; never becomes TS.Recent
+    sent = []
+    for t in (1.0, 1.1, 1.2, 1.6):                    # pure ACKs below RCV.NXT
+        sent.append(len(ctx.send("A", -1000, ts, at=t)))
+    data_ack = ctx.send("PA", -1000, ts, b"old data", at=1.65)
+    for t in (1.7, 2.2):                              # pure ACKs failing PAWS
+        sent.append(len(ctx.send("A", 1, c.ts_recent - 50, at=t)))
+    assert [s.flags for s in data_ack] == ["A"] and data_ack[0].ack == ctx.r(1)
+    st = counters(ctx)
+    assert st["drop_out_of_window"] == 5 and st["drop_paws"] == 2
+    if interval:
+        assert sent == [1, 0, 0, 1, 0, 1]
+        assert st["invalid_acks_suppressed"] == 3
+    else:
+        assert sent == [1] * 6 and "invalid_acks_suppressed" not in st
+    assert c.state == State.ESTABLISHED
+
+
 # ============================================================================================
 # RFC 5961 section 4: SYN in a synchronized state
 # ============================================================================================

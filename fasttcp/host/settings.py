@@ -75,6 +75,11 @@ class Settings:
     frag_timeout: float = 30.0
     #: Challenge ACKs (RFC 5961) per second for the whole host; 0 = unlimited.
     challenge_ack_limit: int = 1000
+    #: Per connection, at most one ACK per this many seconds in answer to segments without
+    #: data that fail the window or PAWS test (as Linux's tcp_invalid_ratelimit): forged
+    #: or looping pure ACKs cannot make us send one ACK each. Segments with data or FIN
+    #: are always answered (the peer is retransmitting). 0 = answer every one.
+    invalid_ack_interval: float = 0.5
     #: Largest TCP super-segment (bytes) handed to a link with segmentation offload (a
     #: TunLink with offload cuts it into MTU-sized packets); 0 sends MSS-sized packets.
     gso_max: int = 0
@@ -118,6 +123,8 @@ class Settings:
             raise ValueError("rcv_buf larger than a scaled window can announce (RFC 7323)")
         if self.msl < 0:
             raise ValueError("msl must be >= 0")
+        if not 0 <= self.invalid_ack_interval <= 60:
+            raise ValueError("invalid_ack_interval must be 0..60 s")
         if not 1 <= self.ttl <= 255:
             raise ValueError("ttl must be 1..255")
         if self.backlog < 0 or self.syn_backlog < 1:

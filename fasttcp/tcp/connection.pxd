@@ -41,6 +41,7 @@ cdef class Connection(Tcb):
     cdef public int64_t _high_rxt
     cdef public object _rescue_rxt
     cdef public bint _sack_recovery
+    cdef public double _invalid_ack_at  # when we last answered an invalid pure segment
     cdef object __weakref__
 
     cpdef on_segment(self, Packet seg, double now)
@@ -53,6 +54,7 @@ cdef class Connection(Tcb):
     cdef _process_ack(self, Packet seg, int64_t ack_off, int64_t seg_len, double now)
     cdef bint _acceptable(self, int64_t seq_off, int64_t seg_len, int64_t wnd)
     cdef _challenge_ack(self, double now)
+    cdef _invalid_ack(self, int64_t seg_len, double now)
     cdef _ts_sample(self, uint32_t tsecr, double now)
     cdef _new_ack(self, int64_t ack_off, double now)
     cdef _ack_advance(self, int64_t ack_off, double now)

@@ -137,6 +137,7 @@ cdef class Connection(Tcb):
         self.passive = passive
         self.state = CLOSED
         self.created_at = now
+        self._invalid_ack_at = -1e300           # no invalid segment answered yet
         self.last_recv_at = now
         self.last_send_at = now
 
@@ -501,7 +502,7 @@ cdef class Connection(Tcb):
                 self.host._count("drop_missing_timestamp")    # RFC 7323 3.2
                 return
             if _sdiff(_tsval(seg), self.ts_recent) < 0:
-                self._ack_now = True
+                self._invalid_ack(seg_len, now)       # RFC 7323 5.3 R1: send an ACK
                 self.host._count("drop_paws")
                 return
 
@@ -518,7 +519,7 @@ cdef class Connection(Tcb):
                 self._challenge_ack(now)
                 return
             if not flags & RST:
-                self._ack_now = True
+                self._invalid_ack(seg_len, now)       # RFC 9293 3.10.7.4: <ACK>
             self.host._count("drop_out_of_window")
             return
 
@@ -610,6 +611,19 @@ cdef class Connection(Tcb):
             if self.rcv_nxt <= fin_off < self.rcv_adv:   # a FIN trimmed off is not seen
                 self.rcv_fin_off = fin_off
         self._check_fin(now)
+
+    cdef _invalid_ack(self, int64_t seg_len, double now):
+        """The ACK owed for a segment that failed the window or PAWS test. For one
+        without data, SYN or FIN, at most one per ``invalid_ack_interval`` per connection
+        (as Linux's tcp_invalid_ratelimit): a flood of forged or looping pure ACKs must
+        not draw one ACK each. Retransmitted data is always answered."""
+        interval = self.settings.invalid_ack_interval
+        if seg_len == 0 and interval > 0:
+            if now - self._invalid_ack_at < interval:
+                self.host._count("invalid_acks_suppressed")
+                return
+            self._invalid_ack_at = now
+        self._ack_now = True
 
     cdef _challenge_ack(self, double now):
         """A challenge ACK (RFC 5961 3.2, 4.2, 5.2), within the host's rate limit (7)."""
