@@ -102,6 +102,9 @@ class ManualPeer:
             # (RFC 7323 / 2018) have their own tests in test_tcp_options.py.
             settings.setdefault("timestamps", False)
             settings.setdefault("sack", False)
+            # Each scenario plays several invalid segments within a second: the ACK rate
+            # limits (invalid_ack_interval, challenge_ack_limit) have their own tests.
+            settings.setdefault("invalid_ack_interval", 0.0)
             host = Host(HOST_IP, **settings)
         host._raise_internal = True          # an internal error must fail the test
         self.host = host

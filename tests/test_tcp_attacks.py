@@ -249,6 +249,18 @@ def test_forged_segment_cannot_poison_ts_recent():
 # RFC 5961 section 7: the rate limit
 # ============================================================================================
 
+def _second_connection(ctx: TsConn) -> TsConn:
+    """Another established connection on the host of ``ctx``, from another peer port."""
+    p2 = ManualPeer(host=ctx.p.host, port=40001, now=ctx.p.now)
+    sa, = p2.send("S", 9000, 0, 65535, opts=TcpOptions(mss=1460, timestamps=(50, 0)),
+                  at=0.06)
+    c2 = next(x for x in ctx.p.host.connections() if x is not ctx.c)
+    ctx2 = TsConn(p2, c2, sa.seq, 9000)
+    ctx2.send("A", 1, 51, at=0.07)
+    assert c2.state == State.ESTABLISHED
+    return ctx2
+
+
 def test_challenge_acks_are_rate_limited_host_wide():
     """5,000 forged in-window RSTs within one second of virtual time: at most
     ``challenge_ack_limit`` (1000) challenge ACKs leave, the rest are counted as suppressed.
@@ -259,14 +271,8 @@ def test_challenge_acks_are_rate_limited_host_wide():
     p, c = ctx.p, ctx.c
     limit = p.host.settings.challenge_ack_limit
     assert limit == 1000
-    # A second connection on the same host, from another port of the peer.
-    p2 = ManualPeer(host=p.host, port=40001, now=p.now)
-    sa, = p2.send("S", 9000, 0, 65535, opts=TcpOptions(mss=1460, timestamps=(50, 0)),
-                  at=0.06)
-    c2 = next(x for x in p.host.connections() if x is not c)
-    ctx2 = TsConn(p2, c2, sa.seq, 9000)
-    ctx2.send("A", 1, 51, at=0.07)
-    assert c2.state == State.ESTABLISHED
+    ctx2 = _second_connection(ctx)
+    p2, c2 = ctx2.p, ctx2.c
     times: List[float] = []
     rng = random.Random(5961)
     for i in range(5000):
@@ -299,6 +305,29 @@ def test_challenge_acks_are_rate_limited_host_wide():
     out = ctx2.send("S", 1, 70, at=p.now + 1.0)
     assert [s.flags for s in out] == ["A"]
     assert c.state == State.ESTABLISHED and c.error is None
+
+
+def test_one_flooded_connection_cannot_spend_the_host_challenge_budget():
+    """Per-connection limit first (one challenge ACK per ``invalid_ack_interval``, as
+    Linux's per-socket limit since CVE-2016-5696), then the host-wide one: a flood of
+    in-window RSTs at one connection draws one challenge ACK per 0.5 s, and a second
+    connection of the same host still gets its own challenge ACK at once."""
+    ctx = ts_passive_open(invalid_ack_interval=0.5, challenge_ack_limit=10)
+    p, c = ctx.p, ctx.c
+    ctx2 = _second_connection(ctx)
+    p2, c2 = ctx2.p, ctx2.c
+    times = []
+    for i in range(2000):                          # 2,000 RSTs over [1.0, 2.0)
+        t = 1.0 + i / 2000
+        out = p.send("R", ctx.r(2 + i % 1000), 0, 0, at=t)
+        times.extend(s.time for s in out)
+    assert times == [1.0, 1.5]
+    st = counters(ctx)
+    assert st["challenge_acks_out"] == 2 and st["challenge_acks_suppressed"] == 1998
+    p2.now = p.now
+    out = ctx2.send("S", 1, 60, at=2.0)            # the host budget (10/s) is untouched
+    assert [s.flags for s in out] == ["A"]
+    assert c.state == State.ESTABLISHED and c2.state == State.ESTABLISHED
 
 
 # ============================================================================================
@@ -475,8 +504,11 @@ def test_blind_attack_during_a_transfer():
         # Each forged segment met exactly one fate.
         assert (exp.get("drop_missing_timestamp", 0) + exp.get("drop_paws", 0)
                 + exp.get("drop_out_of_window", 0) + exp.get("challenge", 0)) == forged[name]
-        # The attack lasted under a second: the rate limit let exactly its budget through.
-        assert d["challenge_acks_out"] == host.settings.challenge_ack_limit
+        # The attack lasted under a second on one connection per host: the per-connection
+        # limit (one per invalid_ack_interval) let one or two challenge ACKs through, far
+        # inside the host-wide budget an off-path observer could probe (CVE-2016-5696).
+        interval = host.settings.invalid_ack_interval
+        assert 1 <= d["challenge_acks_out"] <= 1 + int(1.0 / interval), name
     assert state["attack_end"] - state["attack_start"] < 1.0
     # TS.Recent on each side is a TSval its peer really sent (not a forged one): at most a
     # few seconds of the peer's clock behind it.

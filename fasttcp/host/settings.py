@@ -75,10 +75,11 @@ class Settings:
     frag_timeout: float = 30.0
     #: Challenge ACKs (RFC 5961) per second for the whole host; 0 = unlimited.
     challenge_ack_limit: int = 1000
-    #: Per connection, at most one ACK per this many seconds in answer to segments without
-    #: data that fail the window or PAWS test (as Linux's tcp_invalid_ratelimit): forged
-    #: or looping pure ACKs cannot make us send one ACK each. Segments with data or FIN
-    #: are always answered (the peer is retransmitting). 0 = answer every one.
+    #: Per connection, at most one challenge ACK (RFC 5961), and one ACK in answer to
+    #: segments without data that fail the window or PAWS test, per this many seconds (as
+    #: Linux's tcp_invalid_ratelimit): forged or looping segments cannot make us send one
+    #: ACK each, nor spend the host-wide challenge budget through one connection. Segments
+    #: with data or FIN that fail the window test are always answered. 0 = no limit.
     invalid_ack_interval: float = 0.5
     #: Largest TCP super-segment (bytes) handed to a link with segmentation offload (a
     #: TunLink with offload cuts it into MTU-sized packets); 0 sends MSS-sized packets.

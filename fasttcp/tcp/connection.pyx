@@ -626,8 +626,18 @@ cdef class Connection(Tcb):
         self._ack_now = True
 
     cdef _challenge_ack(self, double now):
-        """A challenge ACK (RFC 5961 3.2, 4.2, 5.2), within the host's rate limit (7)."""
+        """A challenge ACK (RFC 5961 3.2, 4.2, 5.2) within the rate limits (section 7):
+        first this connection's (one per ``invalid_ack_interval``, as Linux's per-socket
+        limit), then the host's ``challenge_ack_limit``. The per-connection limit comes
+        first so that one flooded connection cannot spend the host-wide budget, whose
+        exhaustion an off-path attacker could otherwise observe (CVE-2016-5696)."""
+        interval = self.settings.invalid_ack_interval
+        if interval > 0 and now - self._invalid_ack_at < interval:
+            self.host._count("challenge_acks_suppressed")
+            return
         if self.host._challenge_ack_allowed(now):
+            if interval > 0:
+                self._invalid_ack_at = now
             self._ack_now = True
             self.host._count("challenge_acks_out")
         else:
