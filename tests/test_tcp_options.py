@@ -231,6 +231,23 @@ def test_paws_drops_old_timestamp_and_acks():
     assert ack.ack == ctx.r(6) and c.recv(100) == b"eq"
 
 
+def test_ts_recent_is_invalid_after_24_idle_days():
+    """RFC 7323 5.5: after more than 24 days without a segment setting TS.Recent, an
+    "older" TSval is not a PAWS failure (the peer's clock may have wrapped): the segment
+    is accepted and its TSval becomes TS.Recent. A day of idleness is not enough."""
+    ctx = ts_passive_open(delayed_ack=0, keepalive=None)
+    p, c = ctx.p, ctx.c
+    ack, = ctx.send("PA", 1, 1_000_000, b"new", at=1.0)
+    day = 86400.0
+    ack, = ctx.send("PA", 4, 5, b"late", at=1.0 + day)          # PAWS drops it
+    assert ack.ack == ctx.r(4) and p.host.stats()["drop_paws"] == 1
+    at = 1.0 + 25 * day
+    ack, = ctx.send("PA", 4, 5, b"late", at=at)
+    assert ack.ack == ctx.r(8) and c.ts_recent == 5
+    assert p.host.stats()["ts_recent_expired"] == 1
+    assert c.recv(100) == b"newlate" and c.state == State.ESTABLISHED
+
+
 def test_segment_without_timestamp_after_negotiation_is_dropped_silently():
     """RFC 7323 3.2: once negotiated, a non-RST segment without a TSopt SHOULD be silently
     dropped: not delivered, not answered, counted. A RST without one is processed."""

@@ -54,6 +54,7 @@ cdef class Tcb:
     # timestamps (RFC 7323) and SACK (RFC 2018)
     cdef public bint ts_ok              # both SYNs carried timestamps
     cdef public uint32_t ts_recent      # TS.Recent
+    cdef public double ts_recent_at     # when TS.Recent was last set (RFC 7323 5.5)
     cdef public uint32_t ts_offset      # per-connection random offset of our TS clock
     cdef public int64_t last_ack_sent  # Last.ACK.sent, as a receive offset
     cdef public uint32_t fp_tsecr       # TSecr of the last ACK the fast path took

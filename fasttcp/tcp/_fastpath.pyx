@@ -312,6 +312,7 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
     # --- predicted: commit ---
     if d.opt_present and seq_le(d.seq, <uint32_t>(c.irs + c.last_ack_sent)):
         c.ts_recent = d.tsval                      # RFC 7323 4.3 (R3); TSval >= TS.Recent
+        c.ts_recent_at = now
     c.segs_in += 1
     c.last_recv_at = now
     c.keepalive_sent = 0

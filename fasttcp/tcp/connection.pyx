@@ -38,6 +38,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 COMPILED = True
 MASK = 0xFFFFFFFF
+# RFC 7323 5.5: TS.Recent is invalid after 24 days of idleness (2**31 ms at the fastest
+# allowed timestamp clock of 1 ms is 24.8 days).
+cdef double TS_RECENT_MAX_IDLE = 24 * 86400.0
+
 cpdef enum:
     TS_OPTION_SPACE = 12        # NOP NOP + the 10-byte timestamps option, on every segment
     DEFAULT_PEER_MSS = 536      # RFC 9293 3.7.1 / RFC 6691: when the SYN has no MSS option
@@ -363,6 +367,7 @@ cdef class Connection(Tcb):
             wscale, sack = decode_options(_tsecr(seg))
             self.ts_ok = True
             self.ts_recent = _tsval(seg)
+            self.ts_recent_at = now
         self.sack_ok = sack and s.sack
         if wscale >= 0 and s.window_scaling:
             self._ws_ok = True
@@ -388,6 +393,7 @@ cdef class Connection(Tcb):
         self.ts_ok = s.timestamps and o & OPT_TS
         if self.ts_ok:
             self.ts_recent = seg.d.tsval
+            self.ts_recent_at = self.host.now
         self.sack_ok = s.sack and o & OPT_SACK_PERM
         # The option space a segment always carries comes out of the MSS (RFC 6691).
         self.mss = max(1, min(self.mss_limit, peer_mss) - (TS_OPTION_SPACE if self.ts_ok else 0))
@@ -502,9 +508,16 @@ cdef class Connection(Tcb):
                 self.host._count("drop_missing_timestamp")    # RFC 7323 3.2
                 return
             if _sdiff(_tsval(seg), self.ts_recent) < 0:
-                self._invalid_ack(seg_len, now)       # RFC 7323 5.3 R1: send an ACK
-                self.host._count("drop_paws")
-                return
+                if now - self.ts_recent_at > TS_RECENT_MAX_IDLE:
+                    # RFC 7323 5.5: idle for longer than 24 days, TS.Recent is invalid
+                    # (the peer's clock may have wrapped): take the segment's TSval.
+                    self.ts_recent = _tsval(seg)
+                    self.ts_recent_at = now
+                    self.host._count("ts_recent_expired")
+                else:
+                    self._invalid_ack(seg_len, now)   # RFC 7323 5.3 R1: send an ACK
+                    self.host._count("drop_paws")
+                    return
 
         # --- first: sequence number acceptability (3.10.7.4 table) ---
         if st == S_TIME_WAIT and flags & FIN and not flags & RST:
@@ -576,6 +589,7 @@ cdef class Connection(Tcb):
         if has_ts and self.ts_ok and _sdiff(seg.d.seq, self._rcv_seq(self.last_ack_sent)) <= 0 \
                 and _sdiff(_tsval(seg), self.ts_recent) >= 0:
             self.ts_recent = _tsval(seg)
+            self.ts_recent_at = now
         self._process_ack(seg, ack_off, seg_len, now)
         if self.st == S_CLOSED:
             return
