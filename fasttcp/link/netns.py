@@ -125,9 +125,9 @@ _CLONE_NEWNS, _CLONE_NEWNET = 0x00020000, 0x40000000
 _MS_REC, _MS_PRIVATE = 0x4000, 0x40000
 
 
-def _sysfs_child(name: Optional[str], path: str, value: Optional[str], wfd: int) -> None:
+def _sysfs_child(libc, name: Optional[str], path: str, value: Optional[str],
+                 wfd: int) -> None:
     import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
     step = "unshare"
     try:
         if name is not None:
@@ -162,13 +162,19 @@ def _net_sysfs(name: Optional[str], path: str, value: Optional[str]) -> str:
         validate_netns_name(name)
     if path.startswith("/") or ".." in path.split("/"):
         raise ValueError(f"a path under /sys expected, got {path!r}")
+    import ctypes
+    # Loaded (and the symbols resolved) before fork: the child of a process with threads
+    # must not take the dynamic loader's locks.
+    libc = ctypes.CDLL(None, use_errno=True)
+    for fn in (libc.unshare, libc.mount, libc.setns):
+        fn.restype = ctypes.c_int
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:                                                # pragma: no cover (child)
         code = 1
         try:
             os.close(r)
-            _sysfs_child(name, path, value, w)
+            _sysfs_child(libc, name, path, value, w)
             code = 0
         finally:
             os._exit(code)
