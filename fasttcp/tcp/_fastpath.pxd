@@ -1,10 +1,11 @@
 # The transmission control block (RFC 9293 3.3.1) as a C struct behind a Python class, and
 # the per-batch fast path that works on it.
 #
-# `fasttcp.tcp.connection.Connection` subclasses Tcb: the Python state machine reads and
-# writes these fields as ordinary attributes, while the fast path here touches them as C
-# variables. Send/receive positions are unbounded 64-bit offsets from ISS/IRS (see
-# connection.py); 32-bit sequence numbers exist only at the wire.
+# `fasttcp.tcp.connection.Connection` (connection.pyx) subclasses Tcb: the state machine
+# there and the fast path here both touch these fields as C variables; Python code sees
+# them as attributes. Send/receive positions are signed 64-bit offsets from ISS/IRS (see
+# connection.pyx), so differences keep their sign; 32-bit sequence numbers exist only at
+# the wire.
 from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 
 from fasttcp.storage._reasm cimport Reassembler

@@ -6,8 +6,8 @@ ESTABLISHED connection that carries the next expected in-order data and/or a pla
 cumulative ACK (the common case of a bulk transfer, "header prediction" after Van Jacobson
 and RFC 1323 appendix) is taken entirely here: payload into the reassembly ring, SND.UNA
 forward, send ring released, ACK owed. Everything else — handshakes, FIN, RST, options,
-out-of-order data, duplicate ACKs, loss recovery — goes to the Python state machine in
-`connection.py`. The congestion policy and the RTO timer are then updated once per
+out-of-order data, duplicate ACKs, loss recovery — goes to the state machine in
+`connection.pyx`. The congestion policy and the RTO timer are then updated once per
 connection per batch, not per segment.
 
 Send (`Tcb.output_data`): the steady-state loop that cuts the send ring into segments
