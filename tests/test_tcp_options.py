@@ -248,6 +248,40 @@ def test_ts_recent_is_invalid_after_24_idle_days():
     assert c.recv(100) == b"newlate" and c.state == State.ESTABLISHED
 
 
+def test_duplicate_data_is_reported_once_as_a_dsack_block():
+    """RFC 2883: a duplicate segment is answered at once with its range as the first
+    SACK block (below the cumulative ACK, or inside a held out-of-order block, which then
+    follows), and only in that one ACK."""
+    ctx = ts_passive_open(delayed_ack=0)
+    p, c = ctx.p, ctx.c
+    ack, = ctx.send("PA", 1, 1000, b"a" * 1000, at=1.0)
+    assert ack.ack == ctx.r(1001) and list(ack.opts.sack) == []
+    # All old: [1, 501) again.
+    ack, = ctx.send("PA", 1, 1001, b"a" * 500, at=1.1)
+    assert ack.ack == ctx.r(1001) and list(ack.opts.sack) == [(ctx.r(1), ctx.r(501))]
+    # Partly old: [501, 1501); the new half is delivered, the old half reported.
+    ack, = ctx.send("PA", 501, 1002, b"a" * 1000, at=1.2)
+    assert ack.ack == ctx.r(1501) and list(ack.opts.sack) == [(ctx.r(501), ctx.r(1001))]
+    # The next ACK carries no D-SACK.
+    ack, = ctx.send("PA", 1501, 1003, b"b" * 100, at=1.3)
+    assert ack.ack == ctx.r(1601) and list(ack.opts.sack) == []
+    # Out of order [2001, 2501), then the same again: D-SACK first, its block second.
+    ack, = ctx.send("PA", 2001, 1004, b"c" * 500, at=1.4)
+    assert list(ack.opts.sack) == [(ctx.r(2001), ctx.r(2501))]
+    ack, = ctx.send("PA", 2001, 1005, b"c" * 500, at=1.5)
+    assert ack.ack == ctx.r(1601)
+    assert list(ack.opts.sack) == [(ctx.r(2001), ctx.r(2501)), (ctx.r(2001), ctx.r(2501))]
+    assert c.recv(1 << 20) == b"a" * 1500 + b"b" * 100
+
+
+@pytest.mark.parametrize("settings", [dict(sack=False), dict(dsack=False)])
+def test_no_dsack_without_sack_or_when_off(settings):
+    ctx = ts_passive_open(delayed_ack=0, **settings)
+    ctx.send("PA", 1, 1000, b"a" * 1000, at=1.0)
+    ack, = ctx.send("PA", 1, 1001, b"a" * 500, at=1.1)
+    assert ack.ack == ctx.r(1001) and not ack.opts.sack
+
+
 def test_segment_without_timestamp_after_negotiation_is_dropped_silently():
     """RFC 7323 3.2: once negotiated, a non-RST segment without a TSopt SHOULD be silently
     dropped: not delivered, not answered, counted. A RST without one is processed."""

@@ -64,6 +64,9 @@ class Settings:
     timestamps: bool = True
     #: Selective acknowledgments (RFC 2018) with RFC 6675 loss recovery.
     sack: bool = True
+    #: D-SACK (RFC 2883): report duplicate segments in the first SACK block (with SACK
+    #: on), so a sender such as Linux can detect and undo spurious retransmissions.
+    dsack: bool = True
     #: SYN cookies (RFC 4987 3.6) when a listener's SYN queue is full: True, False, or
     #: "always" (every SYN answered with a cookie, no half-open state at all).
     syn_cookies: Union[bool, str] = True

@@ -61,6 +61,9 @@ cdef class Tcb:
     cdef public uint32_t fp_tsecr       # TSecr of the last ACK the fast path took
     cdef public bint sack_ok            # both SYNs carried SACK-permitted
     cdef public int64_t last_ooo_off   # receive offset of the latest out-of-order segment
+    # D-SACK (RFC 2883): a duplicate segment's range (receive offsets), reported once as
+    # the first SACK block of the next ACK; dsack_end == 0 when none is pending.
+    cdef public int64_t dsack_start, dsack_end
     # counters
     cdef public int64_t bytes_sent, bytes_acked, bytes_received, segs_in, segs_out
     cdef public int64_t retransmits

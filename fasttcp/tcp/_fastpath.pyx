@@ -66,14 +66,22 @@ cdef class Tcb:
         cdef Reassembler r = self._reasm
         cdef Py_ssize_t first = -1, i, k = 0
         cdef uint32_t base = self.irs + 1       # receive offset 1 is the reassembler's 0
+        if self.dsack_end:
+            # RFC 2883 section 4: the duplicate's block first, sent once.
+            t.sack[0] = <uint32_t>(self.irs + self.dsack_start)
+            t.sack[1] = <uint32_t>(self.irs + self.dsack_end)
+            k = 1
+            self.dsack_end = 0
+            t.opt_present |= OPT_SACK
         if r is None or r.nruns == 0:
-            return 0
+            t.nsack = k
+            return k
         if self.last_ooo_off:
             first = r.run_index(self.last_ooo_off - 1)
         if first >= 0:
-            t.sack[0] = <uint32_t>(base + r.runs[2 * first])
-            t.sack[1] = <uint32_t>(base + r.runs[2 * first + 1])
-            k = 1
+            t.sack[2 * k] = <uint32_t>(base + r.runs[2 * first])
+            t.sack[2 * k + 1] = <uint32_t>(base + r.runs[2 * first + 1])
+            k += 1
         i = r.nruns - 1
         while i >= 0 and k < 4:
             if i != first:

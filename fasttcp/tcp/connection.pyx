@@ -532,6 +532,8 @@ cdef class Connection(Tcb):
                 self._challenge_ack(now)
                 return
             if not flags & RST:
+                if plen and seq_off + plen <= self.rcv_nxt:
+                    self._note_duplicate(seq_off, seq_off + plen)    # all old data
                 self._invalid_ack(seg_len, now)       # RFC 9293 3.10.7.4: <ACK>
             self.host._count("drop_out_of_window")
             return
@@ -625,6 +627,15 @@ cdef class Connection(Tcb):
             if self.rcv_nxt <= fin_off < self.rcv_adv:   # a FIN trimmed off is not seen
                 self.rcv_fin_off = fin_off
         self._check_fin(now)
+
+    cdef _note_duplicate(self, int64_t start, int64_t end):
+        """Data in [start, end) (receive offsets) arrived again: with SACK on, report it
+        as a D-SACK block in the next ACK, sent at once (RFC 2883), so the sender can tell
+        a spurious retransmission (and undo its window reduction)."""
+        if self.sack_ok and end > start and self.settings.dsack:
+            self.dsack_start = start
+            self.dsack_end = end
+            self._ack_now = True
 
     cdef _invalid_ack(self, int64_t seg_len, double now):
         """The ACK owed for a segment that failed the window or PAWS test. For one
@@ -972,6 +983,7 @@ cdef class Connection(Tcb):
         # Trim to the window: before RCV.NXT is duplicate, past the advertised edge is
         # not ours to take (RFC 9293 3.10.7.4 "seventh").
         if seq_off < self.rcv_nxt:
+            self._note_duplicate(seq_off, min(seq_off + len(data), self.rcv_nxt))
             data = data[self.rcv_nxt - seq_off:]
             seq_off = self.rcv_nxt
         room = self.rcv_adv - seq_off
@@ -992,7 +1004,10 @@ cdef class Connection(Tcb):
                 self.host._count("pure_acks_out")
             self.last_ooo_off = seq_off           # its block goes first in our SACK option
         refused = reasm.dropped_segments
+        dups = reasm.dup_bytes
         delivered = reasm.add(seq_off - 1, data)
+        if reasm.dup_bytes - dups == len(data):
+            self._note_duplicate(seq_off, seq_off + len(data))   # held out of order already
         if reasm.dropped_segments != refused:
             # More holes than max_ooo_holes: the segment is not kept (the peer resends it).
             self.host._count("drop_ooo_hole_limit")
