@@ -27,6 +27,7 @@ __all__ = ["Server", "TcpTransport"]
 
 log = logging.getLogger("fasttcp.aio")
 
+
 def _copies_at_once(protocol: Any) -> bool:
     """asyncio's own StreamReaderProtocol copies what data_received() gets into its
     StreamReader's buffer before returning, so it may be handed memoryviews of the

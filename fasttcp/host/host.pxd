@@ -20,7 +20,7 @@ cdef class Host:
     cdef public dict _dirty             # ordered set of connections that need output
     cdef public set _ready              # user-visible changes since the last pop_ready
     cdef public object _ready_closed    # WeakSet: connections that closed since then
-    cdef Py_ssize_t _closed_pending
+    cdef Py_ssize_t _closed_pending     # adds to it since then (WeakSet's len is Python code)
     cdef public list _timers            # heap of (deadline, seq)
     cdef public list _out               # packets emitted outside Connection._output
     cdef public list _ring_pool, _reasm_pool

@@ -352,7 +352,7 @@ cdef class Host:
         sack = bool(s.sack and opts.sack_permitted)
         if s.timestamps and opts.timestamps is not None:
             # The options the cookie cannot hold ride in our TSval's low bits.
-            offset = Connection.ts_offset_for(self, pk.d.dport, rip, pk.d.sport)
+            offset = self._isn.ts_offset(pk.d.dport, rip, pk.d.sport)
             clock = (int(now * 1000) + offset) & MASK
             tsval = (clock & ~0x1F) | encode_options(wscale, sack)
             if 0 < ((tsval - clock) & MASK) < 0x80000000:

@@ -93,27 +93,14 @@ cdef class Tcb:
         t.opt_present |= OPT_SACK
         return k
 
-    cdef bytes build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n,
-                     bint from_ring, double now):
-        """An IPv4+TCP packet for send offset `off` carrying n bytes from the send ring,
-        with the timestamp and SACK options the connection negotiated."""
-        cdef TcpOut t
-        cdef Py_ssize_t total, olen
-        cdef bytes pkt
-        cdef unsigned char* p
-        memset(&t, 0, sizeof(t))
-        if self.ts_ok and not flags & TH_RST:
-            # RFC 7323 3.2: TSval from our clock (ms, randomly offset per connection,
-            # 5.4), TSecr = TS.Recent on segments with ACK.
-            t.opt_present = OPT_TS
-            t.tsval = <uint32_t>(<int64_t>(now * 1000.0)) + self.ts_offset
-            t.tsecr = self.ts_recent if flags & TH_ACK else 0
-        if self.sack_ok and flags & TH_ACK and not flags & TH_RST:
-            self.add_sack_blocks(&t)
-        olen = tcp_options_len(&t)
-        total = 40 + olen + n
-        pkt = PyBytes_FromStringAndSize(NULL, total)
-        p = <unsigned char*>PyBytes_AS_STRING(pkt)
+    cdef uint32_t tsval_at(self, double now) noexcept:
+        """Our TSval at `now`: a 1 ms clock plus the connection's random offset (RFC 7323
+        5.4), modulo 2**32."""
+        return <uint32_t>(<int64_t>(now * 1000.0)) + self.ts_offset
+
+    cdef void fill_header(self, TcpOut* t, uint64_t off, int flags, uint16_t window) noexcept:
+        """The addresses, ports, sequence numbers, flags and window of a segment at send
+        offset `off`; one with ACK acknowledges RCV.NXT, which becomes Last.ACK.sent."""
         t.src = self._lip
         t.dst = self._rip
         t.sport = self.lport
@@ -126,6 +113,28 @@ cdef class Tcb:
         t.df = True
         if flags & TH_ACK:
             self.last_ack_sent = self.rcv_nxt
+
+    cdef bytes build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n,
+                     bint from_ring, double now):
+        """An IPv4+TCP packet for send offset `off` carrying n bytes from the send ring,
+        with the timestamp and SACK options the connection negotiated."""
+        cdef TcpOut t
+        cdef Py_ssize_t total, olen
+        cdef bytes pkt
+        cdef unsigned char* p
+        memset(&t, 0, sizeof(t))
+        if self.ts_ok and not flags & TH_RST:
+            # RFC 7323 3.2: TSval from our clock, TSecr = TS.Recent on segments with ACK.
+            t.opt_present = OPT_TS
+            t.tsval = self.tsval_at(now)
+            t.tsecr = self.ts_recent if flags & TH_ACK else 0
+        if self.sack_ok and flags & TH_ACK and not flags & TH_RST:
+            self.add_sack_blocks(&t)
+        olen = tcp_options_len(&t)
+        total = 40 + olen + n
+        pkt = PyBytes_FromStringAndSize(NULL, total)
+        p = <unsigned char*>PyBytes_AS_STRING(pkt)
+        self.fill_header(&t, off, flags, window)
         if n > self.mss:
             t.no_tcp_csum = True                   # a super-segment: the TSO link sums it
         if n and from_ring:
@@ -144,20 +153,9 @@ cdef class Tcb:
         t.mss = self.mss_limit
         t.wscale = self.settings.rcv_wscale
         if opts & OPT_TS:
-            t.tsval = <uint32_t>(<int64_t>(now * 1000.0)) + self.ts_offset
+            t.tsval = self.tsval_at(now)
             t.tsecr = self.ts_recent if ack else 0
-        t.src = self._lip
-        t.dst = self._rip
-        t.sport = self.lport
-        t.dport = self.rport
-        t.seq = self.iss
-        t.flags = TH_SYN | (TH_ACK if ack else 0)
-        if ack:
-            t.ack = <uint32_t>(self.irs + self.rcv_nxt)
-            self.last_ack_sent = self.rcv_nxt
-        t.window = window
-        t.ttl = self.ttl
-        t.df = True
+        self.fill_header(&t, 0, TH_SYN | (TH_ACK if ack else 0), window)
         total = 40 + tcp_options_len(&t)
         pkt = PyBytes_FromStringAndSize(NULL, total)
         build_tcp_into(<unsigned char*>PyBytes_AS_STRING(pkt), total, &t, NULL, 0)
@@ -178,7 +176,7 @@ cdef class Tcb:
 
     def ts_now(self, double now) -> int:
         """Our TSval for time `now`."""
-        return <uint32_t>(<uint32_t>(<int64_t>(now * 1000.0)) + self.ts_offset)
+        return self.tsval_at(now)
 
     def _send_segment(self, uint64_t off, uint64_t n, double now, list out,
                       bint retransmit) -> None:

@@ -55,6 +55,7 @@ cdef class Connection(Tcb):
     cdef bint _acceptable(self, int64_t seq_off, int64_t seg_len, int64_t wnd)
     cdef _challenge_ack(self, double now)
     cdef _invalid_ack(self, int64_t seg_len, double now)
+    cdef bint _answered_recently(self, double now)
     cdef _note_duplicate(self, int64_t start, int64_t end)
     cdef _ts_sample(self, uint32_t tsecr, double now)
     cdef _new_ack(self, int64_t ack_off, double now)

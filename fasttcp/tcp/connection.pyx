@@ -31,7 +31,7 @@ from fasttcp.tcp.states import State
 # States as module constants: an Enum member lookup costs ~100 ns on the slow path.
 (CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT,
  CLOSING, LAST_ACK, TIME_WAIT) = State      # in RFC 9293 order, as State defines them
-from fasttcp.wire import TcpOptions, build_tcp
+from fasttcp.wire import build_tcp
 
 if TYPE_CHECKING:  # pragma: no cover
     from fasttcp.host.host import Host
@@ -115,7 +115,7 @@ cdef class Connection(Tcb):
     inspect :attr:`state`, :attr:`eof`, :attr:`error`, :meth:`info`.
 
     The variables the fast path needs live in the C struct of :class:`Tcb`
-    (``_fastpath.pxd``); the rest are slots here.
+    (``_fastpath.pxd``); the rest are declared in ``connection.pxd``.
     """
 
     def __init__(self, host: "Host", tuple local, tuple remote, uint32_t remote_ip,
@@ -349,10 +349,6 @@ cdef class Connection(Tcb):
         self.rcv_adv = self.rcv_nxt + self._initial_rcv_window()
         self._set_state(S_SYN_RECEIVED)
         self.host._wake(self)
-
-    @staticmethod
-    def ts_offset_for(host: "Host", lport: int, rip: int, rport: int) -> int:
-        return host._isn.ts_offset(lport, rip, rport)
 
     cpdef _open_from_cookie(self, Packet seg, int mss, double now):
         """Rebuild the TCB from a validated SYN cookie's ACK (RFC 4987 3.6): our SYN
@@ -642,13 +638,18 @@ cdef class Connection(Tcb):
         without data, SYN or FIN, at most one per ``invalid_ack_interval`` per connection
         (as Linux's tcp_invalid_ratelimit): a flood of forged or looping pure ACKs must
         not draw one ACK each. Retransmitted data is always answered."""
-        interval = self.settings.invalid_ack_interval
-        if seg_len == 0 and interval > 0:
-            if now - self._invalid_ack_at < interval:
+        if seg_len == 0:
+            if self._answered_recently(now):
                 self.host._count("invalid_acks_suppressed")
                 return
             self._invalid_ack_at = now
         self._ack_now = True
+
+    cdef bint _answered_recently(self, double now):
+        """This connection answered an invalid segment (an ACK or a challenge ACK) less
+        than ``invalid_ack_interval`` ago: Linux's per-socket tcp_invalid_ratelimit."""
+        interval = self.settings.invalid_ack_interval
+        return interval > 0 and now - self._invalid_ack_at < interval
 
     cdef _challenge_ack(self, double now):
         """A challenge ACK (RFC 5961 3.2, 4.2, 5.2) within the rate limits (section 7):
@@ -656,13 +657,11 @@ cdef class Connection(Tcb):
         limit), then the host's ``challenge_ack_limit``. The per-connection limit comes
         first so that one flooded connection cannot spend the host-wide budget, whose
         exhaustion an off-path attacker could otherwise observe (CVE-2016-5696)."""
-        interval = self.settings.invalid_ack_interval
-        if interval > 0 and now - self._invalid_ack_at < interval:
+        if self._answered_recently(now):
             self.host._count("challenge_acks_suppressed")
             return
         if self.host._challenge_ack_allowed(now):
-            if interval > 0:
-                self._invalid_ack_at = now
+            self._invalid_ack_at = now
             self._ack_now = True
             self.host._count("challenge_acks_out")
         else:
@@ -1275,11 +1274,6 @@ cdef class Connection(Tcb):
         self._ack_now = False
         self._unacked_bytes = 0
         self.delack_at = None
-
-    def _build(self, off: int, flags: int, window: int, payload, options) -> bytes:
-        return build_tcp(self._lip, self._rip, self.local_address[1], self.remote_address[1],
-                         self._snd_seq(off), self._rcv_seq(self.rcv_nxt) if flags & ACK else 0,
-                         flags, window, payload, options, ttl=self.settings.ttl)
 
     def _emit_rst(self, seq: int) -> None:
         self.host._emit(build_tcp(self._lip, self._rip, self.local_address[1],
