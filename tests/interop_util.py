@@ -15,8 +15,9 @@ own process (no GIL shared with the fasttcp event loop)::
     python interop_util.py --netns NS source --listen IP:PORT --count K --bytes N  # HTTP
     python interop_util.py --netns NS exec -- PROGRAM ARGS...              # e.g. curl
 
-``send`` and ``get`` print one JSON line: ``{"bytes": ..., "seconds": ...}`` with the time
-from just before ``connect()`` to the peer's EOF (so every byte was delivered). The
+``send`` and ``get`` print one JSON line: ``{"bytes": ..., "seconds": ..., "cpu": ...}``
+with the time from just before ``connect()`` to the peer's EOF (so every byte was
+delivered) and the client's own CPU time over that span. The
 servers print ``ready`` once listening and stop after ``--count`` connections.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ import asyncio
 import hashlib
 import json
 import os
+import resource
 import socket
 import sys
 import time
@@ -170,17 +172,26 @@ def read_http_head(sock: socket.socket, limit: int = 1 << 16) -> Tuple[bytes, by
     return head, rest
 
 
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def client_send(addr: Tuple[str, int], size: int) -> dict:
-    """Connect, send ``size`` bytes, half-close, wait for the peer's EOF."""
+    """Connect, send ``size`` bytes, half-close, wait for the peer's EOF. ``cpu`` is this
+    process's CPU time over the same span (user + system, which includes the kernel's
+    TCP work done in its context)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(60)
     try:
+        c0 = _cpu_seconds()
         t0 = time.perf_counter()
         s.connect(addr)
         send_blocks(s, size)
         s.shutdown(socket.SHUT_WR)
         recv_to_eof(s, limit=1 << 20)
-        return {"bytes": size, "seconds": time.perf_counter() - t0}
+        return {"bytes": size, "seconds": time.perf_counter() - t0,
+                "cpu": _cpu_seconds() - c0}
     finally:
         s.close()
 
@@ -190,6 +201,7 @@ def client_get(addr: Tuple[str, int], size: int) -> dict:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(60)
     try:
+        c0 = _cpu_seconds()
         t0 = time.perf_counter()
         s.connect(addr)
         s.sendall(f"GET /bench HTTP/1.1\r\nHost: {addr[0]}\r\nConnection: close\r\n\r\n"
@@ -199,7 +211,7 @@ def client_get(addr: Tuple[str, int], size: int) -> dict:
         dt = time.perf_counter() - t0
         if not head.startswith(b"HTTP/1.1 200") or got != size:
             raise RuntimeError(f"bad response: {head[:100]!r}, {got} of {size} bytes")
-        return {"bytes": got, "seconds": dt}
+        return {"bytes": got, "seconds": dt, "cpu": _cpu_seconds() - c0}
     finally:
         s.close()
 

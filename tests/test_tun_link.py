@@ -326,6 +326,7 @@ def test_kernel_ping_arrives_and_reply_reaches_kernel(link_factory, netns, offlo
                 break
         assert src == US and data[ihl + 4:ihl + 8] == struct.pack("!HH", 0x1234, 7)
         assert data[ihl + 8:] == payload
+        link.flush()                     # a writer thread counts just after the write
         assert link.stats()["tx_packets"] == 1
     finally:
         icmp.close()
@@ -410,8 +411,10 @@ def test_recv_batch_without_copy_gives_views_into_the_arena(link_factory, netns)
         u.close()
 
 
-def test_send_batch_writes_every_packet(link_factory, netns):
-    link = link_factory()
+@pytest.mark.parametrize("tx_thread", [False, True], ids=["inline", "writer-thread"])
+def test_send_batch_writes_every_packet(link_factory, netns, tx_thread):
+    link = link_factory(tx_thread=tx_thread)
+    assert link.tx_thread is tx_thread
     u = sock_in(netns, socket.AF_INET, socket.SOCK_DGRAM)
     try:
         u.bind((KERNEL, 5555))
@@ -426,7 +429,9 @@ def test_send_batch_writes_every_packet(link_factory, netns):
         got = [u.recvfrom(100) for _ in range(20)]
         assert [d for d, _ in got] == [b"pkt%03d" % i for i in range(20)]
         assert all(a == (US, 4000) for _, a in got)
+        link.flush()
         st = link.stats()
+        assert st["tx_thread"] is tx_thread and st["tx_queue_drops"] == 0
         assert st["tx_packets"] == 20 and st["tx_dropped"] == 0 and st["tx_calls"] == 1
         with pytest.raises(TypeError):
             link.send_batch([object()])
@@ -794,6 +799,128 @@ def test_tx_stops_at_eagain_and_counts_drops(dgram_pair):
     st = io.stats()
     assert st["tx_packets"] == n and st["tx_dropped"] == len(pkts) - n
     assert st["tx_blocked"] == 1
+
+
+# The writer thread (TunIO.start_tx_thread): a C thread writes what send_batch queued.
+
+RING_MIN = 2 * (65536 + 64)              # the smallest ring start_tx_thread takes
+
+
+def numbered(i: int, size: int) -> bytes:
+    """A TCP packet of ``size`` payload bytes that says which one it is."""
+    return tcp_pkt(struct.pack("!I", i) * (size // 4) + b"x" * (size % 4))
+
+
+def recv_frames(sock: socket.socket, n: int, timeout: float = 10.0) -> list:
+    """``n`` datagrams from a non-blocking socket, waiting at most ``timeout``."""
+    out: list = []
+    end = time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < end:
+        try:
+            out.append(sock.recv(70000))
+        except BlockingIOError:
+            time.sleep(0.001)
+    return out
+
+
+def test_tx_thread_writes_everything_in_order_through_a_wrapping_ring(dgram_pair):
+    """Batches of mixed sizes, far more bytes than the ring holds: every frame comes out
+    in order, byte for byte what the inline writer makes (GSO headers included)."""
+    a, b = dgram_pair
+    ref_a, ref_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    io = TunIO(b.fileno(), True, 4)
+    ref = TunIO(ref_b.fileno(), True, 4)            # inline: the expected frames
+    rng = __import__("random").Random(5)
+    try:
+        io.start_tx_thread(RING_MIN)
+        assert io.tx_thread and ref.tx_thread is False
+        io.start_tx_thread(RING_MIN)                # a second start is a no-op
+        total = sent_bytes = 0
+        for rnd in range(150):
+            pkts = [numbered(total + k, rng.choice([0, 5, 1000, 1460, 3000, 9000]))
+                    for k in range(rng.randint(1, 12))]
+            gso = rng.choice([0, 1448, -1500])
+            assert io.send_batch(pkts, gso) == len(pkts)
+            assert ref.send_batch(pkts, gso) == len(pkts)
+            io.flush()
+            assert io.tx_queued == 0
+            want = [ref_a.recv(70000) for _ in pkts]
+            assert recv_frames(a, len(pkts)) == want
+            total += len(pkts)
+            sent_bytes += sum(map(len, pkts))
+        assert sent_bytes > 5 * RING_MIN                # the ring wrapped many times
+        st = io.stats()
+        assert (st["tx_packets"], st["tx_bytes"], st["tx_dropped"], st["tx_queue_drops"],
+                st["tx_calls"]) == (total, sent_bytes, 0, 0, 150)
+        assert st["tx_gso_packets"] == ref.stats()["tx_gso_packets"] > 0
+        io.stop_tx_thread()
+        assert not io.tx_thread and io.stats()["tx_packets"] == total   # counts kept
+        assert io.send_batch([numbered(0, 10)]) == 1 and a.recv(100)    # inline again
+        with pytest.raises(ValueError):
+            TunIO(b.fileno(), False, 4).start_tx_thread(1000)           # too small a ring
+    finally:
+        io.stop_tx_thread()
+        ref_a.close()
+        ref_b.close()
+
+
+def test_tx_thread_full_ring_drops_and_detach_writes_the_rest():
+    """A writer stuck on a peer that does not read: the ring fills and later packets are
+    dropped and counted (never blocking the caller); what was queued still goes out, in
+    order, once the peer reads - and detach() writes what is left before it returns."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        a.setblocking(False)                         # b blocks: the thread waits in write
+        io = TunIO(b.fileno(), False, 4)
+        io.start_tx_thread(RING_MIN)
+        pkts = [numbered(i, 1000) for i in range(400)]          # ~420 KB, ring ~131 KB
+        t0 = time.monotonic()
+        n = io.send_batch(pkts)
+        assert time.monotonic() - t0 < 1.0                        # returned, did not wait
+        assert 50 < n < len(pkts)
+        assert io.stats()["tx_queue_drops"] == len(pkts) - n
+        assert recv_frames(a, n) == pkts[:n]                     # queued ones, in order
+        io.flush()
+        more = [numbered(1000 + i, 100) for i in range(5)]
+        assert io.send_batch(more) == 5
+        assert io.detach() == b.fileno()                         # drains, then stops
+        assert recv_frames(a, 5) == more
+        st = io.stats()
+        assert st["tx_packets"] == n + 5 and st["tx_thread"] is False
+    finally:
+        a.close()
+        b.close()
+
+
+def test_tx_thread_counts_eagain_drops(dgram_pair):
+    a, b = dgram_pair
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    io = TunIO(b.fileno(), False, 4)
+    io.start_tx_thread(4 << 20)
+    pkts = [tcp_pkt(b"z" * 1000)] * 2000
+    assert io.send_batch(pkts) == len(pkts)          # all queued ...
+    io.flush()
+    st = io.stats()                                   # ... and what found no room dropped
+    assert 0 < st["tx_packets"] < len(pkts)
+    assert st["tx_packets"] + st["tx_dropped"] == len(pkts) and st["tx_blocked"] > 0
+    io.stop_tx_thread()
+
+
+def test_tun_link_writer_thread_default(link_factory):
+    """On by default without offloads (given two CPUs), off with them; either way on
+    request. close() ends the thread."""
+    two_cpus = len(os.sched_getaffinity(0)) >= 2
+    plain = link_factory(offload=False)
+    assert plain.tx_thread is two_cpus and plain.stats()["tx_thread"] is two_cpus
+    off = link_factory(offload=True)
+    assert off.offload is off.vnet_hdr is True and off.tx_thread is False
+    assert link_factory(offload=True, tx_thread=True).tx_thread is True
+    forced_off = link_factory(offload=False, tx_thread=False)
+    assert forced_off.tx_thread is False
+    plain.close()
+    assert plain.tx_thread is False and plain.closed
+    plain.flush()                                     # closed: nothing to wait for
 
 
 def test_read_error_is_raised_and_closed_link_refuses(dgram_pair):

@@ -1,6 +1,58 @@
 # C-level layout of the batched TUN reader/writer (see _tunio.pyx).
-from libc.stdint cimport uint8_t, uint16_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from cpython.buffer cimport Py_buffer
+
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef unsigned long pthread_t
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef struct pthread_cond_t:
+        pass
+    int pthread_create(pthread_t* thread, const void* attr, void* (*start)(void*) noexcept nogil,
+                       void* arg)
+    int pthread_join(pthread_t thread, void** retval)
+    int pthread_mutex_init(pthread_mutex_t* m, const void* attr)
+    int pthread_mutex_destroy(pthread_mutex_t* m)
+    int pthread_mutex_lock(pthread_mutex_t* m)
+    int pthread_mutex_unlock(pthread_mutex_t* m)
+    int pthread_cond_init(pthread_cond_t* c, const void* attr)
+    int pthread_cond_destroy(pthread_cond_t* c)
+    int pthread_cond_wait(pthread_cond_t* c, pthread_mutex_t* m)
+    int pthread_cond_signal(pthread_cond_t* c)
+    int pthread_cond_broadcast(pthread_cond_t* c)
+
+
+# Write counters. Without a writer thread the caller's thread owns them; with one, that
+# thread does (the Python side only reads them).
+ctypedef struct TxStats:
+    uint64_t packets, bytes, gso_packets, dropped, errors, blocked
+    int last_errno
+
+
+# The writer thread's queue: a byte ring of records (TxRecord + packet, 8-byte aligned)
+# between the event loop (producer, under `lock`) and one C thread (consumer) that
+# write()s them. `head` and `tail` count bytes ever queued / written, so head - tail is
+# the fill. The thread never touches Python objects, so it never needs the GIL.
+ctypedef struct TxRecord:
+    uint32_t length         # packet bytes that follow; TX_SKIP: the rest of the ring is unused
+    int32_t gso             # as send_batch's gso argument
+
+
+ctypedef struct TxQueue:
+    pthread_mutex_t lock
+    pthread_cond_t wake     # signalled when records arrive or on stop (thread waits)
+    pthread_cond_t idle     # broadcast when the thread has written everything queued
+    unsigned char* mem
+    size_t size
+    size_t head, tail
+    int waiting             # the thread sleeps on `wake`
+    int stop
+    int fd
+    int vnet
+    int64_t spin_ns         # poll this long for more before sleeping
+    pthread_t thread
+    TxStats st
 
 
 # The 10-byte header that precedes every frame on an IFF_VNET_HDR fd (virtio 1.0 spec,
@@ -33,6 +85,8 @@ cdef enum:
     # length is 16 bits) plus the virtio header; rounded up to keep frames 64-byte aligned.
     TUN_MAX_FRAME = 65536 + 64
 
+    TX_SKIP = 0xFFFFFFFF
+
 
 cdef class TunIO:
     cdef int fd
@@ -55,15 +109,17 @@ cdef class TunIO:
     cdef uint8_t* tx_held
     cdef Py_ssize_t tx_cap
     cdef int rx_errno
-    cdef readonly int last_tx_errno
     # counters
     cdef readonly uint64_t rx_packets, rx_bytes, rx_gso_packets, rx_non_ipv4, rx_errors
     cdef readonly uint64_t rx_csum_errors, rx_calls
-    cdef readonly uint64_t tx_packets, tx_bytes, tx_gso_packets, tx_dropped, tx_errors
-    cdef readonly uint64_t tx_calls, tx_blocked
+    cdef TxStats tx                 # writes done by send_batch itself (no writer thread)
+    cdef TxQueue* txq               # the writer thread, when started
+    cdef readonly uint64_t tx_calls, tx_queue_drops
 
     cdef Py_ssize_t _read_loop(self, Py_ssize_t maxn) noexcept nogil
     cdef bint _accept_frame(self, unsigned char* pkt, Py_ssize_t plen,
                             const unsigned char* hdr, uint8_t* fl) noexcept nogil
     cdef Py_ssize_t _write_loop(self, Py_ssize_t n, int gso) noexcept nogil
+    cdef Py_ssize_t _enqueue(self, Py_ssize_t n, int gso) noexcept nogil
+    cdef void _stop_thread(self) noexcept nogil
     cdef int _reserve_tx(self, Py_ssize_t n) except -1

@@ -24,9 +24,10 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF
 from libc.errno cimport EAGAIN, EINTR, errno
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.unistd cimport read
 
 from fasttcp.wire._wire cimport get_buffer
@@ -37,6 +38,27 @@ COMPILED = True
 
 cdef extern from "<errno.h>" nogil:
     int EWOULDBLOCK
+
+cdef extern from *:
+    """
+    /* The writer thread polls the ring's head for a moment before it sleeps. */
+    static inline void ft_cpu_relax(void) {
+    #if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+    #elif defined(__aarch64__)
+        __asm__ __volatile__("yield");
+    #endif
+    }
+    static inline size_t ft_load_acquire(const size_t* p) {
+        return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+    }
+    static inline void ft_store_release(size_t* p, size_t v) {
+        __atomic_store_n(p, v, __ATOMIC_RELEASE);
+    }
+    """
+    void ft_cpu_relax() noexcept nogil
+    size_t ft_load_acquire(const size_t* p) noexcept nogil
+    void ft_store_release(size_t* p, size_t v) noexcept nogil
 
 cdef extern from "<sys/uio.h>" nogil:
     cdef struct iovec:
@@ -111,6 +133,156 @@ cdef inline bint tcp_span(const unsigned char* pkt, Py_ssize_t plen, Py_ssize_t*
     return True
 
 
+# ============================================================================================
+# Writing one packet (send_batch's loop and the writer thread share it)
+# ============================================================================================
+
+cdef enum:
+    TX_SENT = 0
+    TX_FULL = 1        # EAGAIN: the device queue is full
+    TX_REFUSED = 2     # the kernel refused this packet (counted in errors)
+
+
+cdef int tx_write_one(int fd, bint vnet, const unsigned char* p, Py_ssize_t plen, int gso,
+                      TxStats* st) noexcept nogil:
+    """write() one IPv4 packet (with its virtio header on a vnet fd); see send_batch."""
+    cdef unsigned char hdr[VNET_HDR_LEN]
+    cdef unsigned char head[128]      # IPv4 (<= 60) + TCP (<= 60) headers of a GSO packet
+    cdef iovec iov[3]
+    cdef Py_ssize_t ihl, tot, hl, g
+    cdef ssize_t r
+    cdef int cnt, e
+    cdef uint16_t ps
+    cdef bint is_gso = False
+    if vnet:
+        memset(hdr, 0, VNET_HDR_LEN)
+        if gso != 0 and tcp_span(p, plen, &ihl, &tot) and tot == plen:
+            hl = ihl + (p[ihl + 12] >> 4) * 4
+            # gso < 0: segments fill an MTU of -gso bytes whatever the headers are
+            g = gso if gso > 0 else -gso - hl
+            if hl >= ihl + 20 and hl <= tot and g > 0 and tot - hl > g:
+                is_gso = True
+        if is_gso:
+            # A TCP super-segment for the kernel to cut into `gso`-byte segments (or take
+            # whole, for local delivery). The checksum is left to the kernel: the field
+            # must hold the pseudo-header sum (CHECKSUM_PARTIAL).
+            hdr[0] = VNET_F_NEEDS_CSUM
+            hdr[1] = VNET_GSO_TCPV4
+            put_le16(hdr + 2, <uint16_t>hl)
+            put_le16(hdr + 4, <uint16_t>g)
+            put_le16(hdr + 6, <uint16_t>ihl)
+            put_le16(hdr + 8, 16)
+            memcpy(head, p, hl)
+            ps = csum_fold(pseudo_sum(head, tot - ihl))
+            memcpy(head + ihl + 16, &ps, 2)
+            iov[0].iov_base = hdr
+            iov[0].iov_len = VNET_HDR_LEN
+            iov[1].iov_base = head
+            iov[1].iov_len = hl
+            iov[2].iov_base = <void*>(p + hl)
+            iov[2].iov_len = plen - hl
+            cnt = 3
+        else:
+            iov[0].iov_base = hdr
+            iov[0].iov_len = VNET_HDR_LEN
+            iov[1].iov_base = <void*>p
+            iov[1].iov_len = plen
+            cnt = 2
+    else:
+        iov[0].iov_base = <void*>p
+        iov[0].iov_len = plen
+        cnt = 1
+    while True:
+        r = writev(fd, iov, cnt)
+        if r >= 0 or errno != EINTR:
+            break
+    if r < 0:
+        e = errno
+        if e == EAGAIN or e == EWOULDBLOCK:
+            return TX_FULL
+        # Refused (malformed packet, device gone): drop this one.
+        st.last_errno = e
+        st.errors += 1
+        st.dropped += 1
+        return TX_REFUSED
+    st.packets += 1
+    st.bytes += plen
+    if is_gso:
+        st.gso_packets += 1
+    return TX_SENT
+
+
+cdef void tx_stats_add(TxStats* into, const TxStats* more) noexcept nogil:
+    into.packets += more.packets
+    into.bytes += more.bytes
+    into.gso_packets += more.gso_packets
+    into.dropped += more.dropped
+    into.errors += more.errors
+    into.blocked += more.blocked
+    if more.last_errno:
+        into.last_errno = more.last_errno
+
+
+cdef inline int64_t mono_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef void tx_spin(TxQueue* q, size_t seen) noexcept nogil:
+    """Poll (without the lock) until the head moves or q.spin_ns pass."""
+    cdef int64_t end = mono_ns() + q.spin_ns
+    cdef int i
+    while ft_load_acquire(&q.head) == seen:
+        for i in range(64):
+            ft_cpu_relax()
+        if mono_ns() > end:
+            return
+
+
+cdef void* tx_thread_main(void* arg) noexcept nogil:
+    """The writer thread: write the records between tail and head, in order, outside the
+    lock; sleep on `wake` when there are none; end on `stop` once everything is written."""
+    cdef TxQueue* q = <TxQueue*>arg
+    cdef size_t h, pos, off
+    cdef TxRecord rec
+    pthread_mutex_lock(&q.lock)
+    while True:
+        while q.head == q.tail and not q.stop:
+            q.waiting = 1
+            pthread_cond_wait(&q.wake, &q.lock)
+        q.waiting = 0
+        if q.head == q.tail:
+            break                                    # stop, and nothing left
+        h = q.head
+        pthread_mutex_unlock(&q.lock)
+        pos = q.tail                                 # only this thread moves tail
+        while pos != h:
+            off = pos % q.size
+            memcpy(&rec, q.mem + off, sizeof(TxRecord))
+            if rec.length == TX_SKIP:
+                pos += q.size - off
+                continue
+            if tx_write_one(q.fd, q.vnet, q.mem + off + sizeof(TxRecord), rec.length,
+                            rec.gso, &q.st) == TX_FULL:
+                q.st.blocked += 1
+                q.st.dropped += 1
+            pos += sizeof(TxRecord) + ((<size_t>rec.length + 7) & ~(<size_t>7))
+        pthread_mutex_lock(&q.lock)
+        q.tail = h
+        if q.tail == q.head:
+            pthread_cond_broadcast(&q.idle)
+            if q.spin_ns > 0 and not q.stop:
+                # Busy traffic sends the next batch soon: poll for it a moment rather
+                # than sleep, so the event loop seldom pays for a futex wake-up.
+                pthread_mutex_unlock(&q.lock)
+                tx_spin(q, h)
+                pthread_mutex_lock(&q.lock)
+    pthread_cond_broadcast(&q.idle)
+    pthread_mutex_unlock(&q.lock)
+    return NULL
+
+
 cdef class _Arena:
     """A fixed block of memory that exports itself as a writable buffer."""
     cdef unsigned char* mem
@@ -169,6 +341,7 @@ cdef class TunIO:
         self._reserve_tx(batch)
 
     def __dealloc__(self):
+        self._stop_thread()          # it holds no reference to us, only to its queue
         free(self.offs)
         free(self.lens)
         free(self.rflags)
@@ -327,85 +500,159 @@ cdef class TunIO:
     # ----------------------------------------------------------------------------------
 
     cdef Py_ssize_t _write_loop(self, Py_ssize_t n, int gso) noexcept nogil:
-        cdef unsigned char hdr[VNET_HDR_LEN]
-        cdef unsigned char head[128]      # IPv4 (<= 60) + TCP (<= 60) headers of a GSO packet
-        cdef iovec iov[3]
-        cdef Py_ssize_t i, written = 0, ihl, tot, hl, plen, g
-        cdef ssize_t r
-        cdef int cnt, e
-        cdef uint16_t ps
-        cdef const unsigned char* p
-        cdef bint is_gso
+        cdef Py_ssize_t i, written = 0
+        cdef int r
         for i in range(n):
-            p = self.tx_ptr[i]
-            plen = self.tx_len[i]
-            is_gso = False
-            if self.vnet:
-                memset(hdr, 0, VNET_HDR_LEN)
-                if gso != 0 and tcp_span(p, plen, &ihl, &tot) and tot == plen:
-                    hl = ihl + (p[ihl + 12] >> 4) * 4
-                    # gso < 0: segments fill an MTU of -gso bytes whatever the headers are
-                    g = gso if gso > 0 else -gso - hl
-                    if hl >= ihl + 20 and hl <= tot and g > 0 and tot - hl > g:
-                        is_gso = True
-                if is_gso:
-                    # A TCP super-segment for the kernel to cut into `gso`-byte segments
-                    # (or take whole, for local delivery). The checksum is left to the
-                    # kernel: the field must hold the pseudo-header sum (CHECKSUM_PARTIAL).
-                    hdr[0] = VNET_F_NEEDS_CSUM
-                    hdr[1] = VNET_GSO_TCPV4
-                    put_le16(hdr + 2, <uint16_t>hl)
-                    put_le16(hdr + 4, <uint16_t>g)
-                    put_le16(hdr + 6, <uint16_t>ihl)
-                    put_le16(hdr + 8, 16)
-                    memcpy(head, p, hl)
-                    ps = csum_fold(pseudo_sum(head, tot - ihl))
-                    memcpy(head + ihl + 16, &ps, 2)
-                    iov[0].iov_base = hdr
-                    iov[0].iov_len = VNET_HDR_LEN
-                    iov[1].iov_base = head
-                    iov[1].iov_len = hl
-                    iov[2].iov_base = <void*>(p + hl)
-                    iov[2].iov_len = plen - hl
-                    cnt = 3
-                else:
-                    iov[0].iov_base = hdr
-                    iov[0].iov_len = VNET_HDR_LEN
-                    iov[1].iov_base = <void*>p
-                    iov[1].iov_len = plen
-                    cnt = 2
-            else:
-                iov[0].iov_base = <void*>p
-                iov[0].iov_len = plen
-                cnt = 1
-            while True:
-                r = writev(self.fd, iov, cnt)
-                if r >= 0 or errno != EINTR:
-                    break
-            if r < 0:
-                e = errno
-                if e == EAGAIN or e == EWOULDBLOCK:
-                    # Full: the rest of the batch is dropped; TCP will retransmit.
-                    self.tx_blocked += 1
-                    self.tx_dropped += n - i
-                    break
-                # Refused (malformed packet, device gone): drop this one, go on.
-                self.last_tx_errno = e
-                self.tx_errors += 1
-                self.tx_dropped += 1
-                continue
-            written += 1
-            self.tx_bytes += plen
-            if is_gso:
-                self.tx_gso_packets += 1
-        self.tx_packets += written
+            r = tx_write_one(self.fd, self.vnet, self.tx_ptr[i], self.tx_len[i], gso, &self.tx)
+            if r == TX_FULL:
+                # Full: the rest of the batch is dropped; TCP will retransmit.
+                self.tx.blocked += 1
+                self.tx.dropped += n - i
+                break
+            if r == TX_SENT:
+                written += 1
         return written
 
+    cdef Py_ssize_t _enqueue(self, Py_ssize_t n, int gso) noexcept nogil:
+        """Copy the pinned packets into the writer thread's ring; returns how many fit."""
+        cdef TxQueue* q = self.txq
+        cdef Py_ssize_t i, queued = 0
+        cdef size_t need, off, room, skip
+        cdef TxRecord rec
+        pthread_mutex_lock(&q.lock)
+        for i in range(n):
+            need = sizeof(TxRecord) + ((<size_t>self.tx_len[i] + 7) & ~(<size_t>7))
+            off = q.head % q.size
+            room = q.size - off
+            skip = room if room < need else 0     # a record never wraps: skip to the start
+            if q.head - q.tail + skip + need > q.size:
+                self.tx_queue_drops += 1          # full, as a device queue: TCP recovers
+                continue
+            if skip:
+                rec.length = TX_SKIP
+                rec.gso = 0
+                memcpy(q.mem + off, &rec, sizeof(TxRecord))
+                off = 0
+            rec.length = <uint32_t>self.tx_len[i]
+            rec.gso = gso
+            memcpy(q.mem + off, &rec, sizeof(TxRecord))
+            memcpy(q.mem + off + sizeof(TxRecord), self.tx_ptr[i], self.tx_len[i])
+            # published with release order: the spinning thread reads it without the lock
+            ft_store_release(&q.head, q.head + skip + need)
+            queued += 1
+        if queued and q.waiting:
+            pthread_cond_signal(&q.wake)
+        pthread_mutex_unlock(&q.lock)
+        return queued
+
+    # ----------------------------------------------------------------------------------
+    # the writer thread
+    # ----------------------------------------------------------------------------------
+
+    def start_tx_thread(self, Py_ssize_t queue_bytes=8 << 20, double spin=0.0002) -> None:
+        """Hand writes to a C thread of this link: ``send_batch`` copies the packets into
+        a ring of ``queue_bytes`` and returns; the thread write()s them in order.
+
+        Why: the kernel runs whatever a written packet sets off inside that write() -
+        for an ACK to a kernel sender, the sender's next transmit burst (segmentation,
+        checksums, queueing to us). On the event loop's thread that work competes with
+        reading; on a second core it overlaps with it. A packet that finds the ring full
+        is dropped (``tx_queue_drops``), like one that finds a device queue full.
+
+        Having written everything, the thread polls for more for ``spin`` seconds before
+        it sleeps (as SO_BUSY_POLL does): waking a sleeping thread costs the event loop
+        a futex call and the other CPU an interrupt per batch. An idle link costs nothing.
+        """
+        cdef TxQueue* q
+        if self.fd < 0:
+            raise ValueError("start_tx_thread on a closed TUN link")
+        if self.txq != NULL:
+            return
+        if queue_bytes < 2 * TUN_MAX_FRAME:
+            raise ValueError(f"queue_bytes must be at least {2 * TUN_MAX_FRAME}")
+        q = <TxQueue*>malloc(sizeof(TxQueue))
+        if q == NULL:
+            raise MemoryError()
+        memset(q, 0, sizeof(TxQueue))
+        q.size = <size_t>((queue_bytes + 7) & ~7)
+        q.mem = <unsigned char*>malloc(q.size)
+        if q.mem == NULL:
+            free(q)
+            raise MemoryError()
+        q.fd = self.fd
+        q.vnet = self.vnet
+        q.spin_ns = <int64_t>(spin * 1e9) if spin > 0 else 0
+        pthread_mutex_init(&q.lock, NULL)
+        pthread_cond_init(&q.wake, NULL)
+        pthread_cond_init(&q.idle, NULL)
+        e = pthread_create(&q.thread, NULL, tx_thread_main, q)
+        if e != 0:
+            pthread_cond_destroy(&q.idle)
+            pthread_cond_destroy(&q.wake)
+            pthread_mutex_destroy(&q.lock)
+            free(q.mem)
+            free(q)
+            raise OSError(e, os.strerror(e))
+        self.txq = q
+
+    def stop_tx_thread(self) -> None:
+        """Write what is queued, then end the writer thread (no-op without one)."""
+        with nogil:
+            self._stop_thread()
+
+    cdef void _stop_thread(self) noexcept nogil:
+        cdef TxQueue* q = self.txq
+        if q == NULL:
+            return
+        pthread_mutex_lock(&q.lock)
+        q.stop = 1
+        pthread_cond_signal(&q.wake)
+        pthread_mutex_unlock(&q.lock)
+        pthread_join(q.thread, NULL)
+        tx_stats_add(&self.tx, &q.st)         # its counters stay in the totals
+        pthread_cond_destroy(&q.idle)
+        pthread_cond_destroy(&q.wake)
+        pthread_mutex_destroy(&q.lock)
+        free(q.mem)
+        free(q)
+        self.txq = NULL
+
+    def flush(self) -> None:
+        """Wait until the writer thread has written everything queued (no-op without one)."""
+        cdef TxQueue* q = self.txq
+        if q == NULL:
+            return
+        with nogil:
+            pthread_mutex_lock(&q.lock)
+            while q.tail != q.head:
+                pthread_cond_wait(&q.idle, &q.lock)
+            pthread_mutex_unlock(&q.lock)
+
+    @property
+    def tx_thread(self) -> bool:
+        """Whether writes go through the writer thread (:meth:`start_tx_thread`)."""
+        return self.txq != NULL
+
+    @property
+    def tx_queued(self) -> int:
+        """Bytes waiting in the writer thread's ring (records included)."""
+        cdef TxQueue* q = self.txq
+        cdef size_t n
+        if q == NULL:
+            return 0
+        with nogil:
+            pthread_mutex_lock(&q.lock)
+            n = q.head - q.tail
+            pthread_mutex_unlock(&q.lock)
+        return n
+
     def send_batch(self, packets, int gso=0) -> int:
-        """Write every packet (bytes-like IPv4); returns how many were written.
+        """Write every packet (bytes-like IPv4); returns how many were written (with a
+        writer thread: how many were queued for it).
 
         Packets not written (queue full: EAGAIN; or refused by the kernel) are counted in
-        ``tx_dropped``. With ``gso`` > 0 on a vnet link, a TCP packet carrying more than
+        ``tx_dropped``; with a writer thread, ones that did not fit its ring in
+        ``tx_queue_drops``. With ``gso`` > 0 on a vnet link, a TCP packet carrying more than
         ``gso`` payload bytes goes out as one TSO super-segment (``gso_type=TCPV4``,
         ``gso_size=gso``) that the kernel segments or delivers whole; its TCP checksum
         need not be valid (the link stores the pseudo-header sum the kernel expects).
@@ -432,7 +679,10 @@ cdef class TunIO:
                 self.tx_held[i] = get_buffer(obj, &self.tx_views[i], &self.tx_ptr[i],
                                              &self.tx_len[i], True)
             with nogil:
-                written = self._write_loop(n, gso)
+                if self.txq != NULL:
+                    written = self._enqueue(n, gso)
+                else:
+                    written = self._write_loop(n, gso)
         finally:
             for i in range(n):
                 if self.tx_held[i]:
@@ -448,18 +698,32 @@ cdef class TunIO:
         return self.fd
 
     def detach(self) -> int:
-        """Forget the fd (the caller closes it); later calls raise ValueError."""
+        """Forget the fd (the caller closes it); later calls raise ValueError. A writer
+        thread first writes what is queued and ends."""
+        with nogil:
+            self._stop_thread()
         fd, self.fd = self.fd, -1
         return fd
 
     def stats(self) -> dict:
+        cdef TxStats t = self.tx
+        if self.txq != NULL:
+            tx_stats_add(&t, &self.txq.st)      # a racy read of the thread's counters
         return {
             "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
             "rx_gso_packets": self.rx_gso_packets, "rx_non_ipv4": self.rx_non_ipv4,
             "rx_errors": self.rx_errors, "rx_csum_errors": self.rx_csum_errors,
             "rx_calls": self.rx_calls,
-            "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes,
-            "tx_gso_packets": self.tx_gso_packets, "tx_dropped": self.tx_dropped,
-            "tx_errors": self.tx_errors, "tx_blocked": self.tx_blocked,
-            "tx_calls": self.tx_calls,
+            "tx_packets": t.packets, "tx_bytes": t.bytes,
+            "tx_gso_packets": t.gso_packets, "tx_dropped": t.dropped,
+            "tx_errors": t.errors, "tx_blocked": t.blocked,
+            "tx_calls": self.tx_calls, "tx_queue_drops": self.tx_queue_drops,
+            "tx_thread": self.txq != NULL,
         }
+
+    @property
+    def last_tx_errno(self) -> int:
+        """errno of the last write the kernel refused (0: none)."""
+        if self.txq != NULL and self.txq.st.last_errno:
+            return self.txq.st.last_errno
+        return self.tx.last_errno

@@ -33,6 +33,15 @@ checksums partial (the field holds only the pseudo-header sum). The contract wit
 
 Offload flags belong to the device and outlive the fd, so they are always set explicitly
 (to 0 when offloads are off).
+
+Writes (``tx_thread``): the kernel does whatever a written packet sets off inside that
+``write()``. An ACK to a kernel sender runs the sender's next transmit burst there, and
+without offloads that burst is segmented and checksummed in software, packet by packet.
+A link without offloads therefore hands its writes to a C thread of its own by default
+(when the process may run on two CPUs or more): ``send_batch`` copies the packets into a
+ring and returns, and the kernel's work overlaps with reading. With offloads the kernel
+sender's burst is one super-packet and the thread would only compete with the sender for
+the second core, so it is off there (measured: README, "What limits it").
 """
 from __future__ import annotations
 
@@ -57,6 +66,8 @@ __all__ = ["TunLink", "TUN_F_CSUM", "TUN_F_TSO4", "TUN_F_TSO6", "RX_FLAG_CSUM_PA
            "RX_FLAG_CSUM_VALID", "RX_FLAG_GSO", "tun_available"]
 
 TUN_PATH = "/dev/net/tun"
+#: The writer thread's ring: about 2,800 MTU-sized packets or 64 super-segments.
+TX_QUEUE_BYTES = 4 << 20
 
 # <linux/if_tun.h>
 TUNSETIFF = 0x400454CA
@@ -157,6 +168,10 @@ class TunLink:
     One reader and one writer at a time: ``recv_batch`` reuses one receive arena and both
     calls release the GIL while they run. Writes never block (a full queue drops).
 
+    ``tx_thread``: write through a C writer thread (module docstring); None (the
+    default) turns it on for a link without offloads when the process may use two CPUs
+    or more. :meth:`flush` waits until it has written everything queued.
+
     ``rps_cpus`` (a set of CPU numbers) steers the kernel's processing of the packets we
     write to those CPUs (receive packet steering, /sys/class/net/NAME/queues/rx-0/
     rps_cpus). Every ACK we write runs the kernel sender's next transmit burst inside our
@@ -169,7 +184,8 @@ class TunLink:
                  mtu: int = 1500, netns: Optional[str] = None, offload: bool = True,
                  txqueuelen: int = 5000, batch: int = 64, *,
                  kernel_address: Optional[str] = None, complete_checksums: bool = False,
-                 keep_netns: bool = False, rps_cpus: Optional[Iterable[int]] = None) -> None:
+                 keep_netns: bool = False, rps_cpus: Optional[Iterable[int]] = None,
+                 tx_thread: Optional[bool] = None) -> None:
         raw = _check_name(name)
         addr, kaddr, net = self._check_addresses(address, prefix, kernel_address)
         if not 68 <= int(mtu) <= 65535:                    # RFC 791: every host takes 68
@@ -200,7 +216,11 @@ class TunLink:
                 _ns.write_net_sysfs(netns, f"class/net/{name}/queues/rx-0/rps_cpus",
                                     f"{rps_mask:x}")
             self._io = TunIO(fd, vnet, int(batch), complete_checksums)
+            self._start_writer(tx_thread, flags)
         except BaseException:
+            if self._io is not None:
+                self._io.detach()
+                self._io = None
             if fd >= 0:
                 os.close(fd)                  # a non-persistent device dies with its fd
             if self._created_netns:
@@ -213,7 +233,8 @@ class TunLink:
     @classmethod
     def attach(cls, name: str, netns: Optional[str] = None, *, address: Optional[str] = None,
                offload: bool = True, batch: int = 64,
-               complete_checksums: bool = False) -> "TunLink":
+               complete_checksums: bool = False,
+               tx_thread: Optional[bool] = None) -> "TunLink":
         """Open an existing (persistent, unused) TUN device; :meth:`close` leaves it in place.
 
         ``address`` is fasttcp's address on it, if known; ``kernel_address``, ``prefix``,
@@ -241,7 +262,11 @@ class TunLink:
         fd, vnet, flags = _open_tun(raw, netns, offload, exclusive=False)
         try:
             self._io = TunIO(fd, vnet, int(batch), complete_checksums)
+            self._start_writer(tx_thread, flags)
         except BaseException:
+            if self._io is not None:
+                self._io.detach()
+                self._io = None
             os.close(fd)
             raise
         self.offload_flags = flags
@@ -251,6 +276,12 @@ class TunLink:
     # ------------------------------------------------------------------------------------
     # setup helpers
     # ------------------------------------------------------------------------------------
+
+    def _start_writer(self, tx_thread: Optional[bool], offload_flags: int) -> None:
+        if tx_thread is None:
+            tx_thread = not offload_flags & TUN_F_TSO4 and len(os.sched_getaffinity(0)) >= 2
+        if tx_thread:
+            self._io.start_tx_thread(TX_QUEUE_BYTES)
 
     def _init_state(self, name: str, netns: Optional[str], batch: int) -> None:
         self.name = name
@@ -340,6 +371,7 @@ class TunLink:
 
     def send_batch(self, packets: Iterable[Any], gso: Optional[int] = None) -> int:
         """Write the packets; returns how many were written (the rest count as dropped).
+        With the writer thread: queued, in order, for it to write (:meth:`flush` waits).
 
         ``gso`` > 0 (offload links only): a TCP packet carrying more than ``gso`` bytes is
         handed to the kernel as one TSO super-segment of ``gso``-byte segments. The default
@@ -351,6 +383,17 @@ class TunLink:
         if gso is None:
             gso = -self.mtu if self.offload else 0
         return io.send_batch(packets, gso)
+
+    def flush(self) -> None:
+        """Wait until the writer thread has written every packet handed to
+        :meth:`send_batch` (returns at once without one)."""
+        if self._io is not None:
+            self._io.flush()
+
+    @property
+    def tx_thread(self) -> bool:
+        """True when writes go through the link's C writer thread."""
+        return self._io is not None and self._io.tx_thread
 
     def fileno(self) -> int:
         if self._io is None:
