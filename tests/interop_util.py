@@ -9,7 +9,7 @@ only addresses in play are 10.77.x.0/24 inside those namespaces.
 Run as a script, this file is the kernel side of a benchmark or test in a namespace of its
 own process (no GIL shared with the fasttcp event loop)::
 
-    python interop_util.py --netns NS send   --connect IP:PORT --bytes N
+    python interop_util.py --netns NS send   --connect IP:PORT --bytes N [--cc cubic]
     python interop_util.py --netns NS get    --connect IP:PORT --bytes N   # HTTP GET
     python interop_util.py --netns NS sink   --listen IP:PORT --count K    # discard server
     python interop_util.py --netns NS source --listen IP:PORT --count K --bytes N  # HTTP
@@ -177,12 +177,15 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def client_send(addr: Tuple[str, int], size: int) -> dict:
+def client_send(addr: Tuple[str, int], size: int, cc: Optional[str] = None) -> dict:
     """Connect, send ``size`` bytes, half-close, wait for the peer's EOF. ``cpu`` is this
     process's CPU time over the same span (user + system, which includes the kernel's
-    TCP work done in its context)."""
+    TCP work done in its context). ``cc`` picks the socket's congestion control
+    (TCP_CONGESTION, e.g. "cubic"); by default the namespace's default (sysctl)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(60)
+    if cc:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
     try:
         c0 = _cpu_seconds()
         t0 = time.perf_counter()
@@ -262,6 +265,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         p = sub.add_parser(mode)
         p.add_argument("--connect", type=_hostport, required=True)
         p.add_argument("--bytes", type=int, required=True)
+        if mode == "send":
+            p.add_argument("--cc", default=None, help="congestion control (TCP_CONGESTION)")
     for mode in ("sink", "source"):
         p = sub.add_parser(mode)
         p.add_argument("--listen", type=_hostport, required=True)
@@ -278,7 +283,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         argv_ = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         os.execv(argv_[0], argv_)
     if args.mode == "send":
-        print(json.dumps(client_send(args.connect, args.bytes)), flush=True)
+        print(json.dumps(client_send(args.connect, args.bytes, args.cc)), flush=True)
     elif args.mode == "get":
         print(json.dumps(client_get(args.connect, args.bytes)), flush=True)
     elif args.mode == "sink":
