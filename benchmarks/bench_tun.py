@@ -115,7 +115,7 @@ def _baseline(direction: str, name: str) -> Optional[float]:
     """The kernel-over-veth figure ``name`` compares with: same direction, same sender
     congestion control. The veth baseline runs with the kernel's offloads, so only
     fasttcp with offloads is the like-for-like comparison (the goal is >= 1.0x there)."""
-    if not name.startswith("fasttcp-offload"):
+    if not name.startswith(("fasttcp-offload", "asyncio-veth")):
         return None
     cc = name.split(" ")[-1] if name.endswith("-sender") else ""
     return RESULTS.get((direction, "kernel-veth" + (f" {cc}" if cc else "")))
@@ -147,15 +147,19 @@ def _summary(request):
 # Kernel <-> kernel over veth (the baseline; first, so the ratios below can use it)
 # ==========================================================================================
 
-@pytest.mark.parametrize("direction,cc", [("upload", None), ("download", None),
-                                          ("upload", "cubic")],
-                         ids=["upload", "download", "upload-cubic-sender"])
-def test_kernel_over_veth(benchmark, direction, cc):
+@pytest.mark.parametrize("direction,cc,asyncio_sink", [
+    ("upload", None, False), ("download", None, False), ("upload", "cubic", False),
+    ("upload", None, True)],
+    ids=["upload", "download", "upload-cubic-sender", "upload-asyncio-streams-sink"])
+def test_kernel_over_veth(benchmark, direction, cc, asyncio_sink):
     """``cc``: the sending client's congestion control, by default the machine's (bbr
-    here, whose pacing costs the sender CPU; cubic does not pace)."""
+    here, whose pacing costs the sender CPU; cubic does not pace). ``asyncio_sink``: the
+    receiver is fasttcp's ``discard`` handler on asyncio streams over the kernel's
+    sockets instead of a plain recv_into() loop: what the same Python code gets from the
+    kernel's TCP (``asyncio-veth``)."""
     benchmark.group = f"TUN goodput {direction}"
     size = SIZE_FAST
-    server_mode = "sink" if direction == "upload" else "source"
+    server_mode = "aio-sink" if asyncio_sink else "sink" if direction == "upload" else "source"
     client_mode = "send" if direction == "upload" else "get"
     runs: List[dict] = []
     with veth_netns() as (a, b):
@@ -178,7 +182,8 @@ def test_kernel_over_veth(benchmark, direction, cc):
             if server.poll() is None:                     # fewer rounds ran (--benchmark-disable)
                 server.kill()
                 server.wait(10)
-    _record(benchmark, direction, "kernel-veth" + _cc_suffix(cc), size, runs)
+    name = "asyncio-veth" if asyncio_sink else "kernel-veth" + _cc_suffix(cc)
+    _record(benchmark, direction, name, size, runs)
 
 
 # ==========================================================================================

@@ -12,6 +12,7 @@ own process (no GIL shared with the fasttcp event loop)::
     python interop_util.py --netns NS send   --connect IP:PORT --bytes N [--cc cubic]
     python interop_util.py --netns NS get    --connect IP:PORT --bytes N   # HTTP GET
     python interop_util.py --netns NS sink   --listen IP:PORT --count K    # discard server
+    python interop_util.py --netns NS aio-sink --listen IP:PORT --count K  # ... on asyncio
     python interop_util.py --netns NS source --listen IP:PORT --count K --bytes N  # HTTP
     python interop_util.py --netns NS exec -- PROGRAM ARGS...              # e.g. curl
 
@@ -243,6 +244,38 @@ def serve_sink(addr: Tuple[str, int], count: int) -> None:
     _serve(addr, count, recv_to_eof)
 
 
+def serve_aio_sink(addr: Tuple[str, int], count: int) -> None:
+    """``sink`` in Python asyncio on the kernel's sockets: fasttcp's own ``discard``
+    handler on ``asyncio.start_server`` (StreamReader and all), for ``count`` connections.
+    What a Python program gets from the kernel's TCP with the same code."""
+    try:
+        from fasttcp.cli.servers import discard
+    except ImportError:                      # run as a script from a source checkout
+        sys.path.insert(0, os.path.dirname(HERE))
+        from fasttcp.cli.servers import discard
+
+    async def main() -> None:
+        done = asyncio.Event()
+        served = 0
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal served
+            await discard(reader, writer)
+            served += 1
+            if served >= count:
+                done.set()
+
+        server = await asyncio.start_server(handle, addr[0], addr[1], reuse_address=True)
+        print("ready", flush=True)
+        try:
+            await asyncio.wait_for(done.wait(), 120)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
+
+
 def serve_source(addr: Tuple[str, int], count: int, size: int) -> None:
     """Accept ``count`` connections; answer each HTTP request with ``size`` bytes."""
     def answer(c: socket.socket) -> None:
@@ -267,7 +300,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.add_argument("--bytes", type=int, required=True)
         if mode == "send":
             p.add_argument("--cc", default=None, help="congestion control (TCP_CONGESTION)")
-    for mode in ("sink", "source"):
+    for mode in ("sink", "source", "aio-sink"):
         p = sub.add_parser(mode)
         p.add_argument("--listen", type=_hostport, required=True)
         p.add_argument("--count", type=int, default=1)
@@ -288,6 +321,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(json.dumps(client_get(args.connect, args.bytes)), flush=True)
     elif args.mode == "sink":
         serve_sink(args.listen, args.count)
+    elif args.mode == "aio-sink":
+        serve_aio_sink(args.listen, args.count)
     elif args.mode == "source":
         serve_source(args.listen, args.count, args.bytes)
     return 0
