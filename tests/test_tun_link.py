@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 
@@ -905,6 +906,31 @@ def test_tx_thread_counts_eagain_drops(dgram_pair):
     assert 0 < st["tx_packets"] < len(pkts)
     assert st["tx_packets"] + st["tx_dropped"] == len(pkts) and st["tx_blocked"] > 0
     io.stop_tx_thread()
+
+
+def test_tx_thread_in_a_forked_child_writes_inline(dgram_pair):
+    """A child forked from a process with a writer thread has the queue but not the
+    thread: its link writes inline; the parent's thread goes on."""
+    a, b = dgram_pair
+    io = TunIO(b.fileno(), False, 4)
+    io.start_tx_thread(RING_MIN)
+    try:
+        with warnings.catch_warnings():               # 3.12+ warns: we fork with a thread
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:                                  # the child: no pytest from here on
+            ok = (io.tx_thread is False and io.send_batch([numbered(1, 50)]) == 1
+                  and io.stats()["tx_packets"] == 1)
+            io.flush()                                # must not wait for a missing thread
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert recv_frames(a, 1) == [numbered(1, 50)]
+        assert io.tx_thread and io.send_batch([numbered(2, 50)]) == 1
+        io.flush()
+        assert recv_frames(a, 1) == [numbered(2, 50)]
+    finally:
+        io.stop_tx_thread()
 
 
 def test_tun_link_writer_thread_default(link_factory):

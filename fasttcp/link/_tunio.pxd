@@ -21,6 +21,8 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_cond_wait(pthread_cond_t* c, pthread_mutex_t* m)
     int pthread_cond_signal(pthread_cond_t* c)
     int pthread_cond_broadcast(pthread_cond_t* c)
+    int pthread_atfork(void (*prepare)() noexcept nogil, void (*parent)() noexcept nogil,
+                       void (*child)() noexcept nogil)
 
 
 # Write counters. Without a writer thread the caller's thread owns them; with one, that
@@ -51,6 +53,7 @@ ctypedef struct TxQueue:
     int fd
     int vnet
     int64_t spin_ns         # poll this long for more before sleeping
+    unsigned long generation  # _fork_generation when started (a forked child differs)
     pthread_t thread
     TxStats st
 
@@ -120,6 +123,7 @@ cdef class TunIO:
     cdef bint _accept_frame(self, unsigned char* pkt, Py_ssize_t plen,
                             const unsigned char* hdr, uint8_t* fl) noexcept nogil
     cdef Py_ssize_t _write_loop(self, Py_ssize_t n, int gso) noexcept nogil
+    cdef TxQueue* _live_txq(self) noexcept nogil
     cdef Py_ssize_t _enqueue(self, Py_ssize_t n, int gso) noexcept nogil
     cdef void _stop_thread(self) noexcept nogil
     cdef int _reserve_tx(self, Py_ssize_t n) except -1

@@ -283,6 +283,19 @@ cdef void* tx_thread_main(void* arg) noexcept nogil:
     return NULL
 
 
+# A forked child has the queue's memory but not its thread (and perhaps a lock held at the
+# fork): there the link forgets the queue and writes inline again.
+cdef unsigned long _fork_generation = 0
+
+
+cdef void _after_fork_in_child() noexcept nogil:
+    global _fork_generation
+    _fork_generation += 1
+
+
+pthread_atfork(NULL, NULL, _after_fork_in_child)
+
+
 cdef class _Arena:
     """A fixed block of memory that exports itself as a writable buffer."""
     cdef unsigned char* mem
@@ -513,6 +526,12 @@ cdef class TunIO:
                 written += 1
         return written
 
+    cdef TxQueue* _live_txq(self) noexcept nogil:
+        """The writer thread's queue; NULL without one, or in a forked child."""
+        if self.txq != NULL and self.txq.generation != _fork_generation:
+            self.txq = NULL                  # the parent's: left alone, never freed here
+        return self.txq
+
     cdef Py_ssize_t _enqueue(self, Py_ssize_t n, int gso) noexcept nogil:
         """Copy the pinned packets into the writer thread's ring; returns how many fit."""
         cdef TxQueue* q = self.txq
@@ -566,7 +585,7 @@ cdef class TunIO:
         cdef TxQueue* q
         if self.fd < 0:
             raise ValueError("start_tx_thread on a closed TUN link")
-        if self.txq != NULL:
+        if self._live_txq() != NULL:
             return
         if queue_bytes < 2 * TUN_MAX_FRAME:
             raise ValueError(f"queue_bytes must be at least {2 * TUN_MAX_FRAME}")
@@ -581,6 +600,7 @@ cdef class TunIO:
             raise MemoryError()
         q.fd = self.fd
         q.vnet = self.vnet
+        q.generation = _fork_generation
         q.spin_ns = <int64_t>(spin * 1e9) if spin > 0 else 0
         pthread_mutex_init(&q.lock, NULL)
         pthread_cond_init(&q.wake, NULL)
@@ -601,7 +621,7 @@ cdef class TunIO:
             self._stop_thread()
 
     cdef void _stop_thread(self) noexcept nogil:
-        cdef TxQueue* q = self.txq
+        cdef TxQueue* q = self._live_txq()
         if q == NULL:
             return
         pthread_mutex_lock(&q.lock)
@@ -619,7 +639,7 @@ cdef class TunIO:
 
     def flush(self) -> None:
         """Wait until the writer thread has written everything queued (no-op without one)."""
-        cdef TxQueue* q = self.txq
+        cdef TxQueue* q = self._live_txq()
         if q == NULL:
             return
         with nogil:
@@ -631,12 +651,12 @@ cdef class TunIO:
     @property
     def tx_thread(self) -> bool:
         """Whether writes go through the writer thread (:meth:`start_tx_thread`)."""
-        return self.txq != NULL
+        return self._live_txq() != NULL
 
     @property
     def tx_queued(self) -> int:
         """Bytes waiting in the writer thread's ring (records included)."""
-        cdef TxQueue* q = self.txq
+        cdef TxQueue* q = self._live_txq()
         cdef size_t n
         if q == NULL:
             return 0
@@ -679,7 +699,7 @@ cdef class TunIO:
                 self.tx_held[i] = get_buffer(obj, &self.tx_views[i], &self.tx_ptr[i],
                                              &self.tx_len[i], True)
             with nogil:
-                if self.txq != NULL:
+                if self._live_txq() != NULL:
                     written = self._enqueue(n, gso)
                 else:
                     written = self._write_loop(n, gso)
@@ -707,7 +727,7 @@ cdef class TunIO:
 
     def stats(self) -> dict:
         cdef TxStats t = self.tx
-        if self.txq != NULL:
+        if self._live_txq() != NULL:
             tx_stats_add(&t, &self.txq.st)      # a racy read of the thread's counters
         return {
             "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
@@ -724,6 +744,6 @@ cdef class TunIO:
     @property
     def last_tx_errno(self) -> int:
         """errno of the last write the kernel refused (0: none)."""
-        if self.txq != NULL and self.txq.st.last_errno:
+        if self._live_txq() != NULL and self.txq.st.last_errno:
             return self.txq.st.last_errno
         return self.tx.last_errno
