@@ -136,16 +136,60 @@ def test_echo_over_fd_link_with_eagain() -> None:
         la, lb = DatagramSocketLink.pair()
         for link in (la, lb):
             link.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
-        sa = await fasttcp.aio.start(fasttcp.Host(A), la)
-        sb = await fasttcp.aio.start(fasttcp.Host(B), lb)
-        try:
-            await echo_round_trip(sa, sb, 1 * MiB)
-        finally:
-            sa.close()
-            sb.close()
-            la.close()
-            lb.close()
+        sa, sb = await echo_over_links(la, lb, 1 * MiB)
         assert sa.stats["send_deferred"] + sb.stats["send_deferred"] > 0
+    run(main)
+
+
+async def echo_over_links(la: Any, lb: Any, size: int, **driver: Any) -> Tuple[Any, Any]:
+    """A stack on each link, an echo round trip of ``size`` bytes, everything closed;
+    returns the two stacks (for their stats)."""
+    sa = await fasttcp.aio.start(fasttcp.Host(A), la, **driver)
+    sb = await fasttcp.aio.start(fasttcp.Host(B), lb, **driver)
+    try:
+        await echo_round_trip(sa, sb, size)
+    finally:
+        sa.close()
+        sb.close()
+        la.close()
+        lb.close()
+    return sa, sb
+
+
+class BudgetLink(DatagramSocketLink):
+    """A datagram link whose recv_batch takes a byte budget, as TunLink's does."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.budgets: List[Optional[int]] = []
+        self.largest = 0
+
+    def recv_batch(self, max: int = 64, copy: bool = True,  # noqa: A002
+                   max_bytes: Optional[int] = None) -> List[bytes]:
+        self.budgets.append(max_bytes)
+        out: List[bytes] = []
+        got = 0
+        while len(out) < max and (max_bytes is None or got < max_bytes):
+            more = super().recv_batch(1)
+            if not more:
+                break
+            out += more
+            got += len(more[0])
+        if got > self.largest:                 # (`max` is the link interface's argument)
+            self.largest = got
+        return out
+
+
+def test_driver_reads_batches_within_its_byte_budget() -> None:
+    """A link that takes max_bytes gets the driver's batch_bytes: each batch (and so the
+    ACK that ends it) covers at most that much plus one packet."""
+    async def main() -> None:
+        s1, s2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        la, lb = BudgetLink(s1), BudgetLink(s2)
+        await echo_over_links(la, lb, 1 * MiB, batch_bytes=8000)
+        for link in (la, lb):
+            assert link.budgets and set(link.budgets) == {8000}
+            assert 8000 <= link.largest < 8000 + 1600      # one MTU-sized packet over
     run(main)
 
 
@@ -157,15 +201,7 @@ def test_udp_socket_as_fd_link() -> None:
         s2.bind(("127.0.0.1", 0))
         la = DatagramSocketLink(s1, peer=s2.getsockname())
         lb = DatagramSocketLink(s2, peer=s1.getsockname())
-        sa = await fasttcp.aio.start(fasttcp.Host(A), la)
-        sb = await fasttcp.aio.start(fasttcp.Host(B), lb)
-        try:
-            await echo_round_trip(sa, sb, 512 * 1024)
-        finally:
-            sa.close()
-            sb.close()
-            la.close()
-            lb.close()
+        await echo_over_links(la, lb, 512 * 1024)
     run(main)
 
 

@@ -762,6 +762,21 @@ def test_rx_without_vnet_header_passes_packets_through(dgram_pair):
     assert io.recv_batch() == [tcp_pkt(b"5")]
 
 
+def test_rx_batch_stops_at_a_byte_budget(dgram_pair):
+    """max_bytes ends a batch once its packets hold that much (the packet that crosses
+    the line is kept), so a burst of 64 KB super-packets is acknowledged in parts."""
+    a, b = dgram_pair
+    io = TunIO(b.fileno(), False, 64)
+    pkts = [numbered(i, 1000) for i in range(10)]           # 1,040 bytes each
+    for p in pkts:
+        a.send(p)
+    assert io.recv_batch(max_bytes=2500) == pkts[0:3]
+    assert io.recv_batch(max_bytes=1) == pkts[3:4]           # at least one packet
+    assert io.recv_batch(2, max_bytes=1 << 20) == pkts[4:6]  # the count still applies
+    assert io.recv_batch(max_bytes=-1) == pkts[6:]           # <= 0: no byte limit
+    assert io.recv_batch(max_bytes=100) == []
+
+
 def test_tx_frames_plain_and_gso(dgram_pair):
     a, b = dgram_pair
     io = TunIO(b.fileno(), True, 4)

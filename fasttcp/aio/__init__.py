@@ -66,6 +66,7 @@ class FastTcpStack(Driver):
     ``FastTcpStack(host, link)`` then ``start()`` (or ``async with``, or
     ``await fasttcp.aio.start(host, link)``); the first connect/listen starts it too.
     Keyword arguments tune the driver: ``batch_size`` (packets per link read),
+    ``batch_bytes`` (bytes per link read, for links that take a budget: TunLink),
     ``max_batches`` (reads per loop turn), ``max_pending`` (packets kept when the link is
     full).
     """

@@ -4,7 +4,7 @@ The :class:`Driver` owns the three calls the host needs (DESIGN.md, "Sans-IO hos
 
 - input: for a file-descriptor link, ``loop.add_reader(link.fileno())`` reads batches with
   ``recv_batch`` (at most ``max_batches`` per callback, so one busy link cannot starve the
-  loop); for a :class:`~fasttcp.aio.packet_io.PacketIO`, a task awaits ``recv()`` and yields
+  loop; at most ``batch_bytes`` per batch where the link takes ``max_bytes``); for a :class:`~fasttcp.aio.packet_io.PacketIO`, a task awaits ``recv()`` and yields
   to the loop every ``max_batches`` batches. Every batch goes to ``host.receive(batch,
   loop.time())``.
 - after every batch, timer and user call: ``host.pop_ready()`` is dispatched to the
@@ -22,7 +22,7 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from fasttcp.host.host import Host
 
@@ -34,13 +34,20 @@ log = logging.getLogger("fasttcp.aio")
 _MAX_ROUNDS = 8
 
 
-def _takes_copy_flag(recv_batch: Any) -> bool:
-    """Whether a link's ``recv_batch`` has the ``copy`` flag (TunLink: ``copy=False``
-    returns views into its arena, valid until the next call)."""
+def _recv_options(recv_batch: Any) -> Tuple[bool, bool]:
+    """Whether a link's ``recv_batch`` takes ``copy`` (TunLink: ``copy=False`` returns
+    views into its arena, valid until the next call) and ``max_bytes``."""
     try:
-        return "copy" in inspect.signature(recv_batch).parameters
+        params = inspect.signature(recv_batch).parameters
     except (TypeError, ValueError):
-        return False
+        return False, False
+    return "copy" in params, "max_bytes" in params
+
+
+#: Most bytes read per batch (a link whose recv_batch takes max_bytes). Every batch ends
+#: with one ACK per connection; 64 KB TSO super-packets would otherwise make a batch a
+#: whole receive window, and the sender waits for that ACK with nothing in flight.
+BATCH_BYTES = 512 * 1024
 
 
 class Driver:
@@ -53,11 +60,13 @@ class Driver:
     """
 
     def __init__(self, host: Host, link: Any, *, loop: Optional[asyncio.AbstractEventLoop] = None,
-                 batch_size: int = 256, max_batches: int = 16, max_pending: int = 8192) -> None:
+                 batch_size: int = 256, max_batches: int = 16, max_pending: int = 8192,
+                 batch_bytes: int = BATCH_BYTES) -> None:
         self.host = host
         self.link = link
         self._loop = loop
         self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
         self.max_batches = max_batches
         self.max_pending = max_pending
         if hasattr(link, "recv_batch") and hasattr(link, "send_batch"):
@@ -67,11 +76,11 @@ class Driver:
                 raise TypeError(f"{type(link).__name__} has no file descriptor for the event "
                                 f"loop; in one process use QueuePacketIO") from e
             self._io = None
-            self._recv_views = _takes_copy_flag(link.recv_batch)
+            self._recv_views, self._recv_budget = _recv_options(link.recv_batch)
         elif hasattr(link, "recv") and hasattr(link, "send"):
             self._fd = None
             self._io = link
-            self._recv_views = False
+            self._recv_views = self._recv_budget = False
         else:
             raise TypeError("link must be a fd link (recv_batch/send_batch/fileno) or a "
                             "PacketIO (async recv()/send(packets))")
@@ -180,14 +189,20 @@ class Driver:
         # A TUN link with checksum offload says its TCP checksums are already verified.
         parse_flags = getattr(self.link, "parse_flags", 0)
         views = self._recv_views
+        budget = self._recv_budget
         for _ in range(self.max_batches):
             try:
                 # Views into the link's receive arena when it offers them: the host copies
                 # what it keeps before receive() returns, and the next read comes after.
                 # That saves a copy and a 64 KB allocation per TSO super-packet (whose
                 # malloc/free churn at the heap top made glibc trim and refault pages).
-                batch = recv_batch(self.batch_size, copy=False) if views else \
-                    recv_batch(self.batch_size)
+                if budget:
+                    batch = recv_batch(self.batch_size, copy=not views,
+                                       max_bytes=self.batch_bytes)
+                elif views:
+                    batch = recv_batch(self.batch_size, copy=False)
+                else:
+                    batch = recv_batch(self.batch_size)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:

@@ -119,7 +119,7 @@ cdef class TunIO:
     cdef TxQueue* txq               # the writer thread, when started
     cdef readonly uint64_t tx_calls, tx_queue_drops
 
-    cdef Py_ssize_t _read_loop(self, Py_ssize_t maxn) noexcept nogil
+    cdef Py_ssize_t _read_loop(self, Py_ssize_t maxn, Py_ssize_t max_bytes) noexcept nogil
     cdef bint _accept_frame(self, unsigned char* pkt, Py_ssize_t plen,
                             const unsigned char* hdr, uint8_t* fl) noexcept nogil
     cdef Py_ssize_t _write_loop(self, Py_ssize_t n, int gso) noexcept nogil

@@ -30,6 +30,9 @@ from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.unistd cimport read
 
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+
 from fasttcp.wire._wire cimport get_buffer
 
 import os
@@ -446,13 +449,13 @@ cdef class TunIO:
             fl[0] |= RX_CSUM_VALID
         return True
 
-    cdef Py_ssize_t _read_loop(self, Py_ssize_t maxn) noexcept nogil:
+    cdef Py_ssize_t _read_loop(self, Py_ssize_t maxn, Py_ssize_t max_bytes) noexcept nogil:
         cdef Py_ssize_t off = 0, cnt = 0, hl = VNET_HDR_LEN if self.vnet else 0
-        cdef Py_ssize_t n
+        cdef Py_ssize_t n, got = 0
         cdef unsigned char* frame
         cdef int e
         self.rx_errno = 0
-        while cnt < maxn and self.buf_size - off >= TUN_MAX_FRAME:
+        while cnt < maxn and got < max_bytes and self.buf_size - off >= TUN_MAX_FRAME:
             frame = self.buf + off
             n = read(self.fd, frame, TUN_MAX_FRAME)
             if n < 0:
@@ -473,13 +476,16 @@ cdef class TunIO:
             self.offs[cnt] = off + hl
             self.lens[cnt] = n - hl
             self.rx_bytes += n - hl
+            got += n - hl
             cnt += 1
             off += (n + 63) & ~(<Py_ssize_t>63)
         self.rx_packets += cnt
         return cnt
 
-    def recv_batch(self, Py_ssize_t max=-1, bint copy=True) -> list:   # noqa: A002
-        """Read up to ``max`` (default and at most ``batch``) packets without blocking.
+    def recv_batch(self, Py_ssize_t max=-1, bint copy=True,
+                   Py_ssize_t max_bytes=-1) -> list:   # noqa: A002
+        """Read up to ``max`` (default and at most ``batch``) packets without blocking,
+        and stop once they hold ``max_bytes`` (if > 0; the packet that crosses it is kept).
 
         Returns ``bytes`` objects, or with ``copy=False`` memoryviews into the link's
         receive arena that stay valid only until the next ``recv_batch`` call. An empty
@@ -491,8 +497,10 @@ cdef class TunIO:
         cdef object item
         if self.fd < 0:
             raise ValueError("recv_batch on a closed TUN link")
+        if max_bytes <= 0:
+            max_bytes = PY_SSIZE_T_MAX
         with nogil:
-            cnt = self._read_loop(maxn)
+            cnt = self._read_loop(maxn, max_bytes)
         self.last_count = cnt
         self.rx_calls += 1
         if cnt == 0 and self.rx_errno:

@@ -360,14 +360,19 @@ class TunLink:
     # the link interface
     # ------------------------------------------------------------------------------------
 
-    def recv_batch(self, max: Optional[int] = None, copy: bool = True) -> list:  # noqa: A002
+    def recv_batch(self, max: Optional[int] = None, copy: bool = True,  # noqa: A002
+                   max_bytes: Optional[int] = None) -> list:
         """Up to ``max`` (default and at most ``batch``) packets that are waiting; never
         blocks. With ``copy=False`` the packets are memoryviews into the link's receive
-        arena, valid only until the next ``recv_batch`` call."""
+        arena, valid only until the next ``recv_batch`` call. ``max_bytes`` stops the batch
+        once its packets hold that many bytes (the one that crosses it included): with
+        64 KB super-packets a batch of 256 would be 16 MiB, and a receiver that takes a
+        whole window before it acknowledges any of it stalls the sender."""
         io = self._io
         if io is None:
             raise ValueError("recv_batch on a closed TunLink")
-        return io.recv_batch(-1 if max is None else max, copy)
+        return io.recv_batch(-1 if max is None else max, copy,
+                             -1 if max_bytes is None else max_bytes)
 
     def send_batch(self, packets: Iterable[Any], gso: Optional[int] = None) -> int:
         """Write the packets; returns how many were written (the rest count as dropped).
