@@ -923,6 +923,24 @@ def test_tx_thread_counts_eagain_drops(dgram_pair):
     io.stop_tx_thread()
 
 
+def test_garbage_collected_link_stops_its_writer_before_closing(netns):
+    """A TunLink dropped without close(): its writer thread ends before the fd is closed
+    (it must never write to a closed or reused fd number), and the device goes."""
+    import gc
+    name = unique_ifname()
+    link = TunLink(name, US, 24, netns=netns, offload=False, tx_thread=True)
+    io = link._io
+    udp = build_ipv4(US, KERNEL, 17, struct.pack("!HHHH", 4000, 5555, 8, 0))
+    assert link.send_batch([udp] * 50) == 50
+    del link
+    gc.collect()
+    assert io.tx_thread is False                  # stopped, queue written
+    with pytest.raises(ValueError):               # and the fd forgotten
+        io.fileno()
+    assert io.stats()["tx_packets"] + io.stats()["tx_dropped"] == 50
+    assert ip_link(netns, name) is None
+
+
 def test_tx_thread_in_a_forked_child_writes_inline(dgram_pair):
     """A child forked from a process with a writer thread has the queue but not the
     thread: its link writes inline; the parent's thread goes on."""

@@ -477,8 +477,11 @@ class TunLink:
         self.close()
 
     def __del__(self) -> None:
-        # Last resort: closing the fd removes a non-persistent device.
-        if getattr(self, "_io", None) is not None and self._fd >= 0:
+        # Last resort: closing the fd removes a non-persistent device. The writer thread
+        # ends first: it must never write to a closed (or reused) fd number.
+        io = getattr(self, "_io", None)
+        if io is not None and self._fd >= 0:
+            io.detach()
             try:
                 os.close(self._fd)
             except OSError:
