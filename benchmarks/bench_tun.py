@@ -19,7 +19,9 @@ own timing also covers starting that process.
   the kernel's HTTP-ish source, or PyTCP).
 - ``client CPU share``: the kernel client's own CPU time (user + system, which includes
   the kernel's TCP work done in its context) over its transfer time. Near 1.0, the
-  sending or receiving kernel process was itself the bottleneck. ``fasttcp CPU s/round``:
+  sending or receiving kernel process was itself the bottleneck. (Over veth the
+  receiving kernel's TCP runs in softirq in the sender's context, so there the client's
+  share includes the receiver's TCP work.) ``fasttcp CPU s/round``:
   this process's CPU time (all threads) for a round.
 - fasttcp runs on asyncio in this process over a ``TunLink`` in a private namespace, MTU
   1500, with offloads (vnet header, checksum + TSO: 64 KB super-packets both ways) and
@@ -28,7 +30,8 @@ own timing also covers starting that process.
   first-use costs of a fresh process (imports, heap growth) are not counted.
 - The baseline is kernel to kernel over a veth pair between two namespaces (pyroute2),
   MTU 1500 (veth offloads on, as the kernel ships them). ``x veth`` in extra_info is the
-  fasttcp-with-offloads figure over that baseline, same direction.
+  figure of fasttcp with offloads (or of ``asyncio-veth``, asyncio streams on the kernel's
+  sockets) over that baseline, same direction and same sender congestion control.
 
 PyTCP (``pmd-pytcp`` on PyPI, a pure-Python stack) can be driven in-process: its
 ``stack.init(fd=..., layer=InterfaceLayer.L3)`` takes a TUN fd and ``await

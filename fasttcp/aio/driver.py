@@ -4,7 +4,8 @@ The :class:`Driver` owns the three calls the host needs (DESIGN.md, "Sans-IO hos
 
 - input: for a file-descriptor link, ``loop.add_reader(link.fileno())`` reads batches with
   ``recv_batch`` (at most ``max_batches`` per callback, so one busy link cannot starve the
-  loop; at most ``batch_bytes`` per batch where the link takes ``max_bytes``); for a :class:`~fasttcp.aio.packet_io.PacketIO`, a task awaits ``recv()`` and yields
+  loop; at most ``batch_bytes`` per batch where the link takes ``max_bytes``); for a
+  :class:`~fasttcp.aio.packet_io.PacketIO`, a task awaits ``recv()`` and yields
   to the loop every ``max_batches`` batches. Every batch goes to ``host.receive(batch,
   loop.time())``.
 - after every batch, timer and user call: ``host.pop_ready()`` is dispatched to the
@@ -188,21 +189,18 @@ class Driver:
         recv_batch = self.link.recv_batch
         # A TUN link with checksum offload says its TCP checksums are already verified.
         parse_flags = getattr(self.link, "parse_flags", 0)
-        views = self._recv_views
-        budget = self._recv_budget
+        read_kw: Dict[str, Any] = {}
+        if self._recv_views:
+            read_kw["copy"] = False
+        if self._recv_budget:
+            read_kw["max_bytes"] = self.batch_bytes
         for _ in range(self.max_batches):
             try:
                 # Views into the link's receive arena when it offers them: the host copies
                 # what it keeps before receive() returns, and the next read comes after.
                 # That saves a copy and a 64 KB allocation per TSO super-packet (whose
                 # malloc/free churn at the heap top made glibc trim and refault pages).
-                if budget:
-                    batch = recv_batch(self.batch_size, copy=not views,
-                                       max_bytes=self.batch_bytes)
-                elif views:
-                    batch = recv_batch(self.batch_size, copy=False)
-                else:
-                    batch = recv_batch(self.batch_size)
+                batch = recv_batch(self.batch_size, **read_kw)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:

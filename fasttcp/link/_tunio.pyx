@@ -1,8 +1,10 @@
 """Batched, non-blocking reads and writes on a TUN file descriptor.
 
 One ``recv_batch`` call reads frames with read() in a C loop, with the GIL released, until
-the queue is empty (EAGAIN) or the batch is full; one ``send_batch`` call writes a whole
-list with writev() the same way. Python objects are made only before and after the loop.
+the queue is empty (EAGAIN) or the batch (count, or bytes) is full; one ``send_batch`` call
+writes a whole list with writev() the same way - or, with the writer thread
+(``start_tx_thread``), copies it into that thread's ring and returns. Python objects are
+made only before and after the loops.
 Device setup (TUNSETIFF, offload flags, addresses) lives in ``tun.py``; this module only
 moves bytes.
 
@@ -249,6 +251,7 @@ cdef void* tx_thread_main(void* arg) noexcept nogil:
     cdef TxQueue* q = <TxQueue*>arg
     cdef size_t h, pos, off
     cdef TxRecord rec
+    cdef bint full
     pthread_mutex_lock(&q.lock)
     while True:
         while q.head == q.tail and not q.stop:
@@ -260,14 +263,18 @@ cdef void* tx_thread_main(void* arg) noexcept nogil:
         h = q.head
         pthread_mutex_unlock(&q.lock)
         pos = q.tail                                 # only this thread moves tail
+        full = False
         while pos != h:
             off = pos % q.size
             memcpy(&rec, q.mem + off, sizeof(TxRecord))
             if rec.length == TX_SKIP:
                 pos += q.size - off
                 continue
-            if tx_write_one(q.fd, q.vnet, q.mem + off + sizeof(TxRecord), rec.length,
-                            rec.gso, &q.st) == TX_FULL:
+            if full:
+                q.st.dropped += 1                    # the device queue was full: drop
+            elif tx_write_one(q.fd, q.vnet, q.mem + off + sizeof(TxRecord), rec.length,
+                              rec.gso, &q.st) == TX_FULL:
+                full = True
                 q.st.blocked += 1
                 q.st.dropped += 1
             pos += sizeof(TxRecord) + ((<size_t>rec.length + 7) & ~(<size_t>7))
@@ -330,7 +337,11 @@ cdef class TunIO:
     ``recv_batch(max)`` returns a list of IPv4 packets; per-packet ``RX_*`` flags of the
     last batch are in :attr:`last_rx_flags`, and :attr:`parse_flags` says how the batch
     may be parsed. ``send_batch(packets, gso=0)`` writes a list and returns how many
-    packets were written; the rest were dropped (``tx_dropped``).
+    packets were written; the rest were dropped (``tx_dropped``). With the writer thread it
+    queues them instead (see :meth:`start_tx_thread`).
+
+    One thread at a time: calls are not synchronised with each other. Call
+    :meth:`detach` (which ends the writer thread) before closing the fd.
     """
 
     def __cinit__(self, int fd, bint vnet, Py_ssize_t batch=64, bint complete_checksums=False):
@@ -485,7 +496,8 @@ cdef class TunIO:
     def recv_batch(self, Py_ssize_t max=-1, bint copy=True,
                    Py_ssize_t max_bytes=-1) -> list:   # noqa: A002
         """Read up to ``max`` (default and at most ``batch``) packets without blocking,
-        and stop once they hold ``max_bytes`` (if > 0; the packet that crosses it is kept).
+        and stop once they hold ``max_bytes`` (the packet that crosses it is kept; 0 or
+        less: no byte limit).
 
         Returns ``bytes`` objects, or with ``copy=False`` memoryviews into the link's
         receive arena that stay valid only until the next ``recv_batch`` call. An empty
@@ -541,7 +553,10 @@ cdef class TunIO:
         return self.txq
 
     cdef Py_ssize_t _enqueue(self, Py_ssize_t n, int gso) noexcept nogil:
-        """Copy the pinned packets into the writer thread's ring; returns how many fit."""
+        """Copy the pinned packets into the writer thread's ring, in order; from the first
+        one that does not fit, the rest are dropped (counted). Returns n: every packet was
+        taken, queued or dropped, as a full device queue drops - a caller that retried
+        the rest would only find the ring still full."""
         cdef TxQueue* q = self.txq
         cdef Py_ssize_t i, queued = 0
         cdef size_t need, off, room, skip
@@ -553,8 +568,8 @@ cdef class TunIO:
             room = q.size - off
             skip = room if room < need else 0     # a record never wraps: skip to the start
             if q.head - q.tail + skip + need > q.size:
-                self.tx_queue_drops += 1          # full, as a device queue: TCP recovers
-                continue
+                self.tx_queue_drops += n - i      # full, as a device queue: TCP recovers
+                break
             if skip:
                 rec.length = TX_SKIP
                 rec.gso = 0
@@ -570,7 +585,7 @@ cdef class TunIO:
         if queued and q.waiting:
             pthread_cond_signal(&q.wake)
         pthread_mutex_unlock(&q.lock)
-        return queued
+        return n
 
     # ----------------------------------------------------------------------------------
     # the writer thread
@@ -583,8 +598,12 @@ cdef class TunIO:
         Why: the kernel runs whatever a written packet sets off inside that write() -
         for an ACK to a kernel sender, the sender's next transmit burst (segmentation,
         checksums, queueing to us). On the event loop's thread that work competes with
-        reading; on a second core it overlaps with it. A packet that finds the ring full
-        is dropped (``tx_queue_drops``), like one that finds a device queue full.
+        reading; on a second core it overlaps with it. Once a packet finds the ring full,
+        it and the rest of its batch are dropped (``tx_queue_drops``), as a full device
+        queue drops them; ``send_batch`` still returns the whole count (nothing to retry).
+        A write the kernel refuses with EAGAIN drops the rest of what the thread had
+        taken (``tx_blocked``, ``tx_dropped``), as the inline path drops the rest of its
+        batch.
 
         Having written everything, the thread polls for more for ``spin`` seconds before
         it sleeps (as SO_BUSY_POLL does): waking a sleeping thread costs the event loop

@@ -365,9 +365,9 @@ class TunLink:
         """Up to ``max`` (default and at most ``batch``) packets that are waiting; never
         blocks. With ``copy=False`` the packets are memoryviews into the link's receive
         arena, valid only until the next ``recv_batch`` call. ``max_bytes`` stops the batch
-        once its packets hold that many bytes (the one that crosses it included): with
-        64 KB super-packets a batch of 256 would be 16 MiB, and a receiver that takes a
-        whole window before it acknowledges any of it stalls the sender."""
+        once its packets hold that many bytes (the one that crosses it included; None or
+        0: no limit): with 64 KB super-packets a batch of 64 is 4 MiB, and a receiver that
+        takes a whole window before it acknowledges any of it stalls the sender."""
         io = self._io
         if io is None:
             raise ValueError("recv_batch on a closed TunLink")
@@ -376,7 +376,9 @@ class TunLink:
 
     def send_batch(self, packets: Iterable[Any], gso: Optional[int] = None) -> int:
         """Write the packets; returns how many were written (the rest count as dropped).
-        With the writer thread: queued, in order, for it to write (:meth:`flush` waits).
+        With the writer thread they are queued, in order, for it to write (:meth:`flush`
+        waits), and the whole count is returned: ones that found its ring full are
+        dropped and counted in ``tx_queue_drops``, as a full device queue drops them.
 
         ``gso`` > 0 (offload links only): a TCP packet carrying more than ``gso`` bytes is
         handed to the kernel as one TSO super-segment of ``gso``-byte segments. The default
