@@ -502,24 +502,27 @@ def check_same(r: Reassembler, m: RefReasm) -> None:
     assert r.holes <= r.max_holes
 
 
-reasm_ops = st.lists(
-    st.one_of(
-        # offsets relative to next (so most land near the window), arbitrary contents:
-        # overlapping adds carry different bytes, which catches any overwrite. Half of
-        # them land near `next` so the stream advances and the ring wraps.
-        st.tuples(st.just("add"), st.integers(-8, 8) | st.integers(-30, 140),
-                  st.builds(pattern, st.integers(0, 255), st.integers(0, 48))),
-        st.tuples(st.just("read"), st.integers(0, 80)),
-        st.tuples(st.just("peek"), st.integers(0, 80)),
-    ),
-    min_size=10,
-    max_size=150,
-)
+def _add_op(kind: str, near: int):
+    # offsets relative to next (so most land near the window), arbitrary contents:
+    # overlapping adds carry different bytes, which catches any overwrite. Half of them
+    # land near `next` so the stream advances and the ring wraps.
+    return st.tuples(st.just(kind), st.integers(-near, near) | st.integers(-30, 140),
+                     st.builds(pattern, st.integers(0, 255), st.integers(0, 48)))
+
+
+_read_ops = (st.tuples(st.just("read"), st.integers(0, 80)),
+             st.tuples(st.just("peek"), st.integers(0, 80)))
+reasm_ops = st.lists(st.one_of(_add_op("add", 8), *_read_ops), min_size=10, max_size=150)
+#: With add_lazy (in-order data kept by reference) and settle.
+lazy_ops = st.lists(st.one_of(_add_op("add", 8), _add_op("lazy", 2),
+                              st.tuples(st.just("settle")), *_read_ops),
+                    min_size=10, max_size=150)
+reasm_sizes = st.sampled_from([1, 5, 63, 64, 65, 128]) | st.integers(1, 130)
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(max_bytes=st.sampled_from([1, 5, 63, 64, 65, 128]) | st.integers(1, 130),
-       max_holes=st.sampled_from([0, 1, 2, 3, 5, 8, 64]), ops=reasm_ops)
+@given(max_bytes=reasm_sizes, max_holes=st.sampled_from([0, 1, 2, 3, 5, 8, 64]),
+       ops=reasm_ops)
 def test_reasm_matches_reference(max_bytes, max_holes, ops):
     r, m = Reassembler(max_bytes, max_holes), RefReasm(max_bytes, max_holes)
     for op in ops:
@@ -531,6 +534,66 @@ def test_reasm_matches_reference(max_bytes, max_holes, ops):
         else:
             assert r.peek(op[1]) == bytes(m.readable[:op[1]])
         check_same(r, m)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(max_bytes=reasm_sizes, max_holes=st.sampled_from([0, 1, 3, 64]), ops=lazy_ops)
+def test_reasm_deferred_copy_matches_reference(max_bytes, max_holes, ops):
+    """add_lazy keeps in-order bytes by reference until settle(): the same observable
+    behaviour as add, and after settle() the caller's buffers may be overwritten (they
+    are, here) without changing what is read."""
+    r, m = Reassembler(max_bytes, max_holes), RefReasm(max_bytes, max_holes)
+    lent: list = []                                 # buffers handed over since the last settle
+    for op in ops:
+        if op[0] in ("add", "lazy"):
+            off = max(0, m.next + op[1])
+            if op[0] == "add":
+                assert r.add(off, op[2]) == m.add(off, op[2])
+            else:
+                buf = bytearray(op[2])
+                lent.append(buf)
+                assert r.add_lazy(off, buf) == m.add(off, op[2])
+        elif op[0] == "settle":
+            r.settle()
+            assert r.nspans == 0 and r.span_bytes == 0
+            for buf in lent:
+                buf[:] = b"\xee" * len(buf)       # the link reuses its buffers
+            lent.clear()
+        elif op[0] == "read":
+            assert r.read(op[1]) == m.read(op[1])
+        else:
+            assert r.peek(op[1]) == bytes(m.readable[:op[1]])
+        check_same(r, m)
+        assert r.span_bytes <= r.readable
+
+
+def test_reasm_deferred_copy_spans_and_reset():
+    r = Reassembler(100, 4)
+    a, b = bytearray(b"0123456789"), bytearray(b"abcdefghij")
+    assert r.add_lazy(0, a) == 10 and r.add_lazy(10, b) == 10
+    assert (r.nspans, r.span_bytes, r.readable) == (2, 20, 20)
+    assert r.read(4) == b"0123" and (r.nspans, r.span_bytes) == (2, 16)
+    assert r.add(30, b"XY") == 0                    # out of order: into the ring
+    assert r.add_lazy(20, bytearray(b"klmnopqrst")) == 12     # fills the hole: copied
+    assert r.nspans == 2                            # nothing appended after ring data
+    assert r.add_lazy(32, b"zz") == 2 and r.nspans == 2       # after ring data: copied
+    r.settle()
+    a[:] = b"#" * 10
+    b[:] = b"#" * 10
+    assert r.read() == b"456789abcdefghijklmnopqrstXYzz"
+    late = bytearray(b"late")
+    assert r.add_lazy(34, late) == 4 and r.nspans == 1
+    r.reset()
+    assert (r.nspans, r.span_bytes, r.readable, r.next) == (0, 0, 0, 0)
+    many = [bytearray([i]) for i in range(40)]      # more spans than fit: the rest copied
+    for i, one in enumerate(many):
+        assert r.add_lazy(i, one) == 1
+    assert r.nspans == 32 and r.readable == 40
+    r.resize(200)                                   # settles first
+    assert r.nspans == 0
+    for one in many:
+        one[0] = 0xFF
+    assert r.read() == bytes(range(40))
 
 
 @st.composite
@@ -667,3 +730,11 @@ def test_c_api_reassembler(cuser):
     assert cuser.reasm_chunk_consume(r, 10) == stream[95:128]     # up to the wrap
     assert cuser.reasm_chunk_consume(r, 1000) == stream[105:128]  # consume clamps
     assert (r.read_pos, r.readable) == (150, 0)
+    # Deferred spans come first, one chunk each; consume walks across them.
+    lent = [bytearray(stream[150:160]), bytearray(stream[160:170])]   # kept alive
+    r.add_lazy(150, lent[0])
+    r.add_lazy(160, lent[1])
+    assert cuser.reasm_chunk_consume(r, 4) == stream[150:160]
+    assert cuser.reasm_chunk_consume(r, 10) == stream[154:160]    # into the second span
+    assert cuser.reasm_read(r, 100) == stream[164:170]
+    assert (r.nspans, r.readable) == (0, 0)

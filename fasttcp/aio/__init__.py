@@ -67,6 +67,8 @@ class FastTcpStack(Driver):
     ``await fasttcp.aio.start(host, link)``); the first connect/listen starts it too.
     Keyword arguments tune the driver: ``batch_size`` (packets per link read),
     ``batch_bytes`` (bytes per link read, for links that take a budget: TunLink),
+    ``defer_copy`` (received data stays in the link's buffers until it is read or the
+    batch is done: Host.receive's ``defer_copy``; default True),
     ``max_batches`` (reads per loop turn), ``max_pending`` (packets kept when the link is
     full).
     """

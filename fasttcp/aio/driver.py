@@ -62,12 +62,13 @@ class Driver:
 
     def __init__(self, host: Host, link: Any, *, loop: Optional[asyncio.AbstractEventLoop] = None,
                  batch_size: int = 256, max_batches: int = 16, max_pending: int = 8192,
-                 batch_bytes: int = BATCH_BYTES) -> None:
+                 batch_bytes: int = BATCH_BYTES, defer_copy: bool = True) -> None:
         self.host = host
         self.link = link
         self._loop = loop
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
+        self.defer_copy = defer_copy
         self.max_batches = max_batches
         self.max_pending = max_pending
         if hasattr(link, "recv_batch") and hasattr(link, "send_batch"):
@@ -196,8 +197,8 @@ class Driver:
             read_kw["max_bytes"] = self.batch_bytes
         for _ in range(self.max_batches):
             try:
-                # Views into the link's receive arena when it offers them: the host copies
-                # what it keeps before receive() returns, and the next read comes after.
+                # Views into the link's receive arena when it offers them: the host has
+                # copied what it keeps by host.settle(), and the next read comes after.
                 # That saves a copy and a 64 KB allocation per TSO super-packet (whose
                 # malloc/free churn at the heap top made glibc trim and refault pages).
                 batch = recv_batch(self.batch_size, **read_kw)
@@ -210,8 +211,14 @@ class Driver:
                 break
             self.stats["batches_in"] += 1
             self.stats["packets_in"] += len(batch)
-            host.receive(batch, loop.time(), parse_flags)
-            self._service()
+            # In-order data stays in the batch's buffers (no copy into the receive ring)
+            # until the dispatch below reads it; settle() copies what is left before the
+            # next read reuses them.
+            try:
+                host.receive(batch, loop.time(), parse_flags, self.defer_copy)
+                self._service()
+            finally:
+                host.settle()
             if self._closed:
                 return
 
@@ -234,8 +241,11 @@ class Driver:
                 batch = list(batch)
             self.stats["batches_in"] += 1
             self.stats["packets_in"] += len(batch)
-            host.receive(batch, loop.time())
-            self._service()
+            try:
+                host.receive(batch, loop.time(), 0, self.defer_copy)
+                self._service()
+            finally:
+                host.settle()
             n += 1
             if n >= self.max_batches:
                 # recv() need not suspend when data is waiting: let the loop breathe.

@@ -112,6 +112,8 @@ cdef class Host:
         self._challenge_times: Deque[float] = deque()   # challenge ACKs of the last second
         self._time_wait_count = 0
         self._reasm_pool: List[Reassembler] = []
+        #: Reassemblers holding data by reference since receive(defer_copy=True).
+        self._deferred: list = []
         self._next_port = self.settings.ephemeral_ports[0] + self._address_int % 1024
         self.now = 0.0
         self._raise_internal = False   # tests flip this to see internal errors
@@ -120,19 +122,35 @@ cdef class Host:
     # The sans-IO driver API
     # ===================================================================================
 
-    def receive(self, packets: Iterable[Any], now: float, parse_flags: int = 0) -> None:
+    def receive(self, packets: Iterable[Any], now: float, parse_flags: int = 0,
+                defer_copy: bool = False) -> None:
         """Ingest a batch of IPv4 packets that arrived at time ``now`` (seconds).
 
         ``parse_flags`` (a link's ``parse_flags``): 1 when the link already verified the
         TCP checksums (TUN offload: partial checksums from the local kernel), 2 for the
-        IPv4 header checksums."""
+        IPv4 header checksums.
+
+        By default every byte the host keeps is copied before this returns. With
+        ``defer_copy`` in-order data stays in the packets until a reader takes it or
+        :meth:`settle` copies what is left: one copy fewer for data read at once (the
+        driver dispatches readiness before it settles). The caller must then keep the
+        packets unchanged, and call :meth:`settle` before it reuses their buffers."""
         self.now = now
         if not isinstance(packets, list):
             packets = list(packets)
         # Parse the batch and run header prediction in C; the rest comes back through
         # _slow_input one packet at a time.
         _fastpath.receive_batch(self, self._batch, packets, now, parse_flags, self._conns,
-                                self._address_int)
+                                self._address_int, self._deferred if defer_copy else None)
+
+    def settle(self) -> None:
+        """Copy the data still held in the packets of ``receive(..., defer_copy=True)``
+        into the connections' buffers. Cheap when there is none."""
+        deferred = self._deferred
+        if deferred:
+            for reasm in deferred:
+                reasm.settle()
+            deferred.clear()
 
     def _fragment(self, packet, now: float) -> None:
         """An IPv4 fragment: reassemble (RFC 791, bounded; overlaps discard the datagram)

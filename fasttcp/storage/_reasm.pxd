@@ -3,6 +3,10 @@ cimport cython
 from libc.stdint cimport uint64_t
 
 
+cdef enum:
+    MAX_SPANS = 32
+
+
 @cython.final
 cdef class Reassembler:
     # One ring covers the receive window [read_pos, read_pos + max_bytes): every byte is
@@ -23,6 +27,14 @@ cdef class Reassembler:
     cdef readonly uint64_t trimmed_bytes     # beyond the window edge read_pos + max_bytes
     cdef readonly uint64_t dropped_segments  # refused: would exceed max_holes runs
     cdef readonly uint64_t dropped_bytes     # in-window bytes of those segments
+    # Deferred copy (add_lazy_c): the first readable bytes may still be in the caller's
+    # packet buffers, as spans [span_head, span_head + nspans) covering
+    # [read_pos, read_pos + span_bytes); settle_c() copies them into the ring.
+    cdef const unsigned char* span_ptr[MAX_SPANS]
+    cdef Py_ssize_t span_len[MAX_SPANS]
+    cdef Py_ssize_t span_head
+    cdef readonly Py_ssize_t nspans
+    cdef readonly uint64_t span_bytes
 
     # Store a segment; returns the bytes that became contiguous by this call.
     cdef Py_ssize_t add_c(self, uint64_t offset, const unsigned char* data, Py_ssize_t n) noexcept nogil
@@ -36,6 +48,12 @@ cdef class Reassembler:
     cdef void consume(self, Py_ssize_t n) noexcept nogil
     # Index of the out-of-order run holding `offset`, or -1.
     cdef Py_ssize_t run_index(self, uint64_t offset) noexcept nogil
+    # As add_c, but in-order data with nothing else pending is only remembered (no copy)
+    # until settle_c(); the caller keeps `data` valid until then.
+    cdef Py_ssize_t add_lazy_c(self, uint64_t offset, const unsigned char* data,
+                               Py_ssize_t n) noexcept nogil
+    # Copy the deferred spans into the ring.
+    cdef void settle_c(self) noexcept nogil
 
     cdef inline Py_ssize_t readable_c(self) noexcept nogil:
         return <Py_ssize_t>(self.next - self.read_pos)

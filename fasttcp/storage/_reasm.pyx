@@ -6,7 +6,9 @@ the window and deliver them once the gap before them fills. Here the payload is 
 straight to its final place in a ring covering the window [read_pos, read_pos + max_bytes);
 a short sorted list of filled runs records which out-of-order ranges are present. Filling a
 hole only merges runs; nothing is copied twice. In-order data with nothing out of order is
-one memcpy.
+one memcpy - or none yet: with add_lazy_c the bytes stay in the caller's packet buffer
+until the reader takes them or settle_c() copies them in (the engine settles once per
+received batch, before the link reuses its buffers).
 
 Memory is fixed at construction: the ring (max_bytes rounded up to a power of two) and
 max_holes run slots. A segment that would need one run too many is refused and counted, so
@@ -16,7 +18,7 @@ from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free as c_free, malloc
-from libc.string cimport memmove
+from libc.string cimport memcpy, memmove
 
 from fasttcp.storage._ring cimport (RING_MAX_CAPACITY, ring_alloc_size, ring_get, ring_move,
                                     ring_put)
@@ -159,34 +161,98 @@ cdef class Reassembler:
         self.runs[2 * i + 1] = merged_end
         return 0
 
+    cdef Py_ssize_t add_lazy_c(self, uint64_t offset, const unsigned char* data,
+                               Py_ssize_t n) noexcept nogil:
+        cdef uint64_t room
+        cdef Py_ssize_t k
+        # Only the next expected bytes, with nothing out of order and nothing readable in
+        # the ring after the spans (so the spans stay the front of the readable data).
+        if (n <= 0 or offset != self.next or self.nruns != 0
+                or self.read_pos + self.span_bytes != self.next
+                or self.span_head + self.nspans >= MAX_SPANS):
+            return self.add_c(offset, data, n)
+        room = self.read_pos + <uint64_t>self.max_bytes - offset
+        if <uint64_t>n > room:
+            self.trimmed_bytes += <uint64_t>n - room
+            n = <Py_ssize_t>room
+            if n == 0:
+                return 0
+        k = self.span_head + self.nspans
+        self.span_ptr[k] = data
+        self.span_len[k] = n
+        self.nspans += 1
+        self.span_bytes += <uint64_t>n
+        self.next = offset + <uint64_t>n
+        return n
+
+    cdef void settle_c(self) noexcept nogil:
+        cdef uint64_t pos = self.read_pos
+        cdef Py_ssize_t i
+        for i in range(self.span_head, self.span_head + self.nspans):
+            ring_put(self.buf, self.mask, pos, self.span_ptr[i], <size_t>self.span_len[i])
+            pos += <uint64_t>self.span_len[i]
+        self.span_head = 0
+        self.nspans = 0
+        self.span_bytes = 0
+
     cdef Py_ssize_t peek_into(self, unsigned char* dst, Py_ssize_t n) noexcept nogil:
         cdef Py_ssize_t avail = <Py_ssize_t>(self.next - self.read_pos)
+        cdef Py_ssize_t done = 0, take, i
         if n > avail:
             n = avail
         if n <= 0:
             return 0
-        ring_get(self.buf, self.mask, self.read_pos, dst, <size_t>n)
+        i = self.span_head
+        while done < n and i < self.span_head + self.nspans:
+            take = self.span_len[i]
+            if take > n - done:
+                take = n - done
+            memcpy(dst + done, self.span_ptr[i], <size_t>take)
+            done += take
+            i += 1
+        if done < n:
+            ring_get(self.buf, self.mask, self.read_pos + <uint64_t>done, dst + done,
+                     <size_t>(n - done))
         return n
 
     cdef Py_ssize_t read_into(self, unsigned char* dst, Py_ssize_t n) noexcept nogil:
         n = self.peek_into(dst, n)
-        self.read_pos += <uint64_t>n
+        self.consume(n)
         return n
 
     cdef Py_ssize_t readable_chunk(self, const unsigned char** p) noexcept nogil:
-        cdef size_t pos = <size_t>(self.read_pos & self.mask)
-        cdef uint64_t n = self.mask + 1 - pos
+        cdef size_t pos
+        cdef uint64_t n
+        if self.nspans:
+            p[0] = self.span_ptr[self.span_head]
+            return self.span_len[self.span_head]
+        pos = <size_t>(self.read_pos & self.mask)
+        n = self.mask + 1 - pos
         if n > self.next - self.read_pos:
             n = self.next - self.read_pos
         p[0] = self.buf + pos
         return <Py_ssize_t>n
 
     cdef void consume(self, Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t take
         if n <= 0:
             return
         if <uint64_t>n > self.next - self.read_pos:
             n = <Py_ssize_t>(self.next - self.read_pos)
         self.read_pos += <uint64_t>n
+        while n > 0 and self.nspans:
+            take = self.span_len[self.span_head]
+            if take > n:
+                take = n
+            self.span_ptr[self.span_head] += take
+            self.span_len[self.span_head] -= take
+            self.span_bytes -= <uint64_t>take
+            n -= take
+            if self.span_len[self.span_head] == 0:
+                self.span_head += 1
+                self.nspans -= 1
+        if self.nspans == 0:
+            self.span_head = 0
 
     cdef Py_ssize_t run_index(self, uint64_t offset) noexcept nogil:
         cdef Py_ssize_t lo = 0, hi = self.nruns, mid
@@ -271,9 +337,29 @@ cdef class Reassembler:
             return None
         return (self.runs[2 * r], self.runs[2 * r + 1])
 
+    def add_lazy(self, offset: int, data) -> int:
+        """As :meth:`add`, but in-order data may be kept by reference until
+        :meth:`settle` (no copy if the reader takes it first): ``data`` must stay
+        unchanged until then. For tests; the engine calls the C version."""
+        cdef Py_buffer view
+        cdef const unsigned char* p
+        cdef Py_ssize_t n
+        cdef int held = get_buffer(data, &view, &p, &n)
+        cdef Py_ssize_t r = self.add_lazy_c(<uint64_t>offset, p, n)
+        if held:
+            PyBuffer_Release(&view)
+        return r
+
+    def settle(self) -> None:
+        """Copy data still held by reference (:meth:`add_lazy`) into the buffer."""
+        self.settle_c()
+
     def reset(self) -> None:
         """Empty the assembler for a new stream starting at offset 0, keeping the
         allocation (for recycling by the host)."""
+        self.span_head = 0
+        self.nspans = 0
+        self.span_bytes = 0
         self.nruns = 0
         self.read_pos = 0
         self.next = 0
@@ -293,6 +379,7 @@ cdef class Reassembler:
         if hi - self.read_pos > <uint64_t>max_bytes:
             raise ValueError(f"cannot shrink to {max_bytes}: data is held up to "
                              f"{hi - self.read_pos} bytes past read_pos")
+        self.settle_c()
         cdef size_t alloc = ring_alloc_size(<size_t>max_bytes)
         cdef unsigned char* nbuf
         cdef uint64_t nmask = alloc - 1

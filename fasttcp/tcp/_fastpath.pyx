@@ -278,9 +278,12 @@ cdef class Tcb:
         return sent
 
 
-cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, double now) except -1:
+cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, double now,
+                             list deferred) except -1:
     """Header prediction. Returns 1 when the segment was fully handled here, 0 when the
-    slow path must see it (nothing was changed then)."""
+    slow path must see it (nothing was changed then). With ``deferred`` (a list), in-order
+    data is kept by reference (Reassembler.add_lazy_c) and its reassembler listed there
+    for Host.settle()."""
     cdef uint32_t plen = d.payload_len
     cdef int32_t ad
     cdef uint64_t ack_off, wnd
@@ -348,7 +351,12 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
         c.dupacks = 0
         c.cwnd_bonus = 0
     if plen:
-        delivered = reasm.add_c(c.rcv_nxt - 1, base + d.payload_off, plen)
+        if deferred is not None:
+            if reasm.nspans == 0:
+                deferred.append(reasm)      # once per batch (settle empties every span)
+            delivered = reasm.add_lazy_c(c.rcv_nxt - 1, base + d.payload_off, plen)
+        else:
+            delivered = reasm.add_c(c.rcv_nxt - 1, base + d.payload_off, plen)
         c.rcv_nxt += <uint64_t>delivered
         c.bytes_received += <uint64_t>delivered
         if <int>plen > c._rcv_mss:
@@ -365,9 +373,10 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
 
 
 def receive_batch(object host, SegmentBatch batch, list packets, double now,
-                  int parse_flags, dict conns, uint32_t addr) -> None:
+                  int parse_flags, dict conns, uint32_t addr, list deferred=None) -> None:
     """Parse and process one received batch for `host` (see Host.receive): `conns` is
-    its connection table, `addr` its address."""
+    its connection table, `addr` its address; `deferred` (or None) collects the
+    reassemblers that hold data by reference into `packets` (Host.settle)."""
     cdef Py_ssize_t i, n
     cdef SegDesc* d
     cdef list touched = []
@@ -402,7 +411,8 @@ def receive_batch(object host, SegmentBatch batch, list packets, double now,
                 c = <Tcb>obj if obj is not None else None
                 have_last = True
                 last_dport, last_src, last_sport = d.dport, d.src, d.sport
-            if c is not None and c.st == ST_ESTABLISHED and fast_segment(c, d, batch.bases[i], now):
+            if (c is not None and c.st == ST_ESTABLISHED
+                    and fast_segment(c, d, batch.bases[i], now, deferred)):
                 fast += 1
                 if not c.fp_touched:
                     c.fp_touched = True
