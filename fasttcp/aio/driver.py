@@ -26,6 +26,7 @@ from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from fasttcp.host.host import Host
+from fasttcp.wire import SplitPacket
 
 __all__ = ["Driver"]
 
@@ -79,6 +80,10 @@ class Driver:
                                 f"loop; in one process use QueuePacketIO") from e
             self._io = None
             self._recv_views, self._recv_budget = _recv_options(link.recv_batch)
+            # A link that writes scatter lists takes TSO super-segments as headers plus
+            # views of the send ring (no copy); they are written at once or copied here.
+            if getattr(link, "takes_split_packets", False):
+                host.split_tx = True
         elif hasattr(link, "recv") and hasattr(link, "send"):
             self._fd = None
             self._io = link
@@ -345,7 +350,8 @@ class Driver:
         if room < len(packets):
             self.stats["send_dropped"] += len(packets) - max(room, 0)
             packets = list(packets)[:max(room, 0)]
-        self._pending.extend(packets)
+        # A SplitPacket points into a send ring that moves on: what waits is copied.
+        self._pending.extend([bytes(p) if type(p) is SplitPacket else p for p in packets])
         self.stats["send_deferred"] += len(packets)
 
     def _write(self, packets: List[bytes]) -> None:

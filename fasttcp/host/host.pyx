@@ -114,6 +114,11 @@ cdef class Host:
         self._reasm_pool: List[Reassembler] = []
         #: Reassemblers holding data by reference since receive(defer_copy=True).
         self._deferred: list = []
+        #: transmit() may return SplitPackets (TSO super-segments as headers + views of
+        #: the send ring) for a link that writes them at once with scatter I/O (a driver
+        #: sets this for a link with ``takes_split_packets``). They are valid only until
+        #: the connection's send buffer moves on.
+        self.split_tx = False
         self._next_port = self.settings.ephemeral_ports[0] + self._address_int % 1024
         self.now = 0.0
         self._raise_internal = False   # tests flip this to see internal errors

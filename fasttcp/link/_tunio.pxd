@@ -108,6 +108,11 @@ cdef class TunIO:
     # send side scratch, grown to the largest batch seen
     cdef const unsigned char** tx_ptr
     cdef Py_ssize_t* tx_len
+    # a SplitPacket's payload pieces (n = 0 for a plain packet)
+    cdef const unsigned char** tx_p1
+    cdef Py_ssize_t* tx_n1
+    cdef const unsigned char** tx_p2
+    cdef Py_ssize_t* tx_n2
     cdef Py_buffer* tx_views
     cdef uint8_t* tx_held
     cdef Py_ssize_t tx_cap

@@ -22,7 +22,7 @@ _tunio.pxd). What the kernel may send us then, and what we do with it:
   flagged ``RX_GSO``.
 """
 from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_FillInfo, PyBuffer_Release
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF
 from libc.errno cimport EAGAIN, EINTR, errno
@@ -35,7 +35,7 @@ from posix.unistd cimport read
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
 
-from fasttcp.wire._wire cimport get_buffer
+from fasttcp.wire._wire cimport SplitPacket, get_buffer
 
 import os
 
@@ -148,24 +148,28 @@ cdef enum:
     TX_REFUSED = 2     # the kernel refused this packet (counted in errors)
 
 
-cdef int tx_write_one(int fd, bint vnet, const unsigned char* p, Py_ssize_t plen, int gso,
-                      TxStats* st) noexcept nogil:
-    """write() one IPv4 packet (with its virtio header on a vnet fd); see send_batch."""
+cdef int tx_write_one(int fd, bint vnet, const unsigned char* p, Py_ssize_t plen,
+                      const unsigned char* p1, Py_ssize_t n1, const unsigned char* p2,
+                      Py_ssize_t n2, int gso, TxStats* st) noexcept nogil:
+    """write() one IPv4 packet (with its virtio header on a vnet fd); see send_batch.
+    The packet is `p` followed by the pieces p1/n1 and p2/n2 (n = 0: none), which hold
+    payload only (a SplitPacket: `p` has all the headers)."""
     cdef unsigned char hdr[VNET_HDR_LEN]
     cdef unsigned char head[128]      # IPv4 (<= 60) + TCP (<= 60) headers of a GSO packet
-    cdef iovec iov[3]
+    cdef iovec iov[5]
     cdef Py_ssize_t ihl, tot, hl, g
+    cdef Py_ssize_t total = plen + n1 + n2
     cdef ssize_t r
     cdef int cnt, e
     cdef uint16_t ps
     cdef bint is_gso = False
     if vnet:
         memset(hdr, 0, VNET_HDR_LEN)
-        if gso != 0 and tcp_span(p, plen, &ihl, &tot) and tot == plen:
+        if gso != 0 and tcp_span(p, total, &ihl, &tot) and tot == total:
             hl = ihl + (p[ihl + 12] >> 4) * 4
             # gso < 0: segments fill an MTU of -gso bytes whatever the headers are
             g = gso if gso > 0 else -gso - hl
-            if hl >= ihl + 20 and hl <= tot and g > 0 and tot - hl > g:
+            if hl >= ihl + 20 and hl <= tot and hl <= plen and g > 0 and tot - hl > g:
                 is_gso = True
         if is_gso:
             # A TCP super-segment for the kernel to cut into `gso`-byte segments (or take
@@ -184,9 +188,11 @@ cdef int tx_write_one(int fd, bint vnet, const unsigned char* p, Py_ssize_t plen
             iov[0].iov_len = VNET_HDR_LEN
             iov[1].iov_base = head
             iov[1].iov_len = hl
-            iov[2].iov_base = <void*>(p + hl)
-            iov[2].iov_len = plen - hl
-            cnt = 3
+            cnt = 2
+            if plen > hl:
+                iov[2].iov_base = <void*>(p + hl)
+                iov[2].iov_len = plen - hl
+                cnt = 3
         else:
             iov[0].iov_base = hdr
             iov[0].iov_len = VNET_HDR_LEN
@@ -197,6 +203,14 @@ cdef int tx_write_one(int fd, bint vnet, const unsigned char* p, Py_ssize_t plen
         iov[0].iov_base = <void*>p
         iov[0].iov_len = plen
         cnt = 1
+    if n1 > 0:
+        iov[cnt].iov_base = <void*>p1
+        iov[cnt].iov_len = n1
+        cnt += 1
+    if n2 > 0:
+        iov[cnt].iov_base = <void*>p2
+        iov[cnt].iov_len = n2
+        cnt += 1
     while True:
         r = writev(fd, iov, cnt)
         if r >= 0 or errno != EINTR:
@@ -211,7 +225,7 @@ cdef int tx_write_one(int fd, bint vnet, const unsigned char* p, Py_ssize_t plen
         st.dropped += 1
         return TX_REFUSED
     st.packets += 1
-    st.bytes += plen
+    st.bytes += total
     if is_gso:
         st.gso_packets += 1
     return TX_SENT
@@ -273,7 +287,7 @@ cdef void* tx_thread_main(void* arg) noexcept nogil:
             if full:
                 q.st.dropped += 1                    # the device queue was full: drop
             elif tx_write_one(q.fd, q.vnet, q.mem + off + sizeof(TxRecord), rec.length,
-                              rec.gso, &q.st) == TX_FULL:
+                              NULL, 0, NULL, 0, rec.gso, &q.st) == TX_FULL:
                 full = True
                 q.st.blocked += 1
                 q.st.dropped += 1
@@ -304,6 +318,14 @@ cdef void _after_fork_in_child() noexcept nogil:
 
 
 pthread_atfork(NULL, NULL, _after_fork_in_child)
+
+
+cdef void* grow(void* p, size_t size) except NULL:
+    """realloc, or MemoryError (the old block stays valid and owned by the caller)."""
+    cdef void* q = realloc(p, size)
+    if q == NULL:
+        raise MemoryError()
+    return q
 
 
 cdef class _Arena:
@@ -376,26 +398,24 @@ cdef class TunIO:
         free(self.tx_len)
         free(self.tx_views)
         free(self.tx_held)
+        free(self.tx_p1)
+        free(self.tx_n1)
+        free(self.tx_p2)
+        free(self.tx_n2)
 
     cdef int _reserve_tx(self, Py_ssize_t n) except -1:
+        """Grow the per-packet send scratch arrays to n entries."""
+        cdef size_t np = n * sizeof(unsigned char*), nl = n * sizeof(Py_ssize_t)
         if n <= self.tx_cap:
             return 0
-        ptr = <const unsigned char**>realloc(self.tx_ptr, n * sizeof(unsigned char*))
-        if ptr == NULL:
-            raise MemoryError()
-        self.tx_ptr = ptr
-        ln = <Py_ssize_t*>realloc(self.tx_len, n * sizeof(Py_ssize_t))
-        if ln == NULL:
-            raise MemoryError()
-        self.tx_len = ln
-        views = <Py_buffer*>realloc(self.tx_views, n * sizeof(Py_buffer))
-        if views == NULL:
-            raise MemoryError()
-        self.tx_views = views
-        held = <uint8_t*>realloc(self.tx_held, n)
-        if held == NULL:
-            raise MemoryError()
-        self.tx_held = held
+        self.tx_ptr = <const unsigned char**>grow(<void*>self.tx_ptr, np)
+        self.tx_len = <Py_ssize_t*>grow(self.tx_len, nl)
+        self.tx_views = <Py_buffer*>grow(self.tx_views, n * sizeof(Py_buffer))
+        self.tx_held = <uint8_t*>grow(self.tx_held, n)
+        self.tx_p1 = <const unsigned char**>grow(<void*>self.tx_p1, np)
+        self.tx_p2 = <const unsigned char**>grow(<void*>self.tx_p2, np)
+        self.tx_n1 = <Py_ssize_t*>grow(self.tx_n1, nl)
+        self.tx_n2 = <Py_ssize_t*>grow(self.tx_n2, nl)
         memset(self.tx_held, 0, n)
         self.tx_cap = n
         return 0
@@ -536,7 +556,8 @@ cdef class TunIO:
         cdef Py_ssize_t i, written = 0
         cdef int r
         for i in range(n):
-            r = tx_write_one(self.fd, self.vnet, self.tx_ptr[i], self.tx_len[i], gso, &self.tx)
+            r = tx_write_one(self.fd, self.vnet, self.tx_ptr[i], self.tx_len[i], self.tx_p1[i],
+                             self.tx_n1[i], self.tx_p2[i], self.tx_n2[i], gso, &self.tx)
             if r == TX_FULL:
                 # Full: the rest of the batch is dropped; TCP will retransmit.
                 self.tx.blocked += 1
@@ -558,12 +579,14 @@ cdef class TunIO:
         taken, queued or dropped, as a full device queue drops - a caller that retried
         the rest would only find the ring still full."""
         cdef TxQueue* q = self.txq
-        cdef Py_ssize_t i, queued = 0
+        cdef Py_ssize_t i, queued = 0, total
         cdef size_t need, off, room, skip
+        cdef unsigned char* dst
         cdef TxRecord rec
         pthread_mutex_lock(&q.lock)
         for i in range(n):
-            need = sizeof(TxRecord) + ((<size_t>self.tx_len[i] + 7) & ~(<size_t>7))
+            total = self.tx_len[i] + self.tx_n1[i] + self.tx_n2[i]
+            need = sizeof(TxRecord) + ((<size_t>total + 7) & ~(<size_t>7))
             off = q.head % q.size
             room = q.size - off
             skip = room if room < need else 0     # a record never wraps: skip to the start
@@ -575,10 +598,15 @@ cdef class TunIO:
                 rec.gso = 0
                 memcpy(q.mem + off, &rec, sizeof(TxRecord))
                 off = 0
-            rec.length = <uint32_t>self.tx_len[i]
+            rec.length = <uint32_t>total
             rec.gso = gso
             memcpy(q.mem + off, &rec, sizeof(TxRecord))
-            memcpy(q.mem + off + sizeof(TxRecord), self.tx_ptr[i], self.tx_len[i])
+            dst = q.mem + off + sizeof(TxRecord)
+            memcpy(dst, self.tx_ptr[i], self.tx_len[i])
+            if self.tx_n1[i]:
+                memcpy(dst + self.tx_len[i], self.tx_p1[i], self.tx_n1[i])
+            if self.tx_n2[i]:
+                memcpy(dst + self.tx_len[i] + self.tx_n1[i], self.tx_p2[i], self.tx_n2[i])
             # published with release order: the spinning thread reads it without the lock
             ft_store_release(&q.head, q.head + skip + need)
             queued += 1
@@ -706,6 +734,7 @@ cdef class TunIO:
         """
         cdef Py_ssize_t n, i, written
         cdef object obj
+        cdef SplitPacket sp
         if self.fd < 0:
             raise ValueError("send_batch on a closed TUN link")
         if not -65535 <= gso <= 65535:
@@ -722,6 +751,20 @@ cdef class TunIO:
         try:
             for i in range(n):
                 obj = <object>PyList_GET_ITEM(packets, i)
+                if type(obj) is SplitPacket and (<SplitPacket>obj).flat is None:
+                    # Headers, then views of the engine's send ring: one writev, no copy.
+                    # The list keeps it (and the ring) alive through the call.
+                    sp = <SplitPacket>obj
+                    self.tx_ptr[i] = <const unsigned char*>PyBytes_AS_STRING(sp.head)
+                    self.tx_len[i] = PyBytes_GET_SIZE(sp.head)
+                    self.tx_p1[i] = sp.p1
+                    self.tx_n1[i] = sp.n1
+                    self.tx_p2[i] = sp.p2
+                    self.tx_n2[i] = sp.n2
+                    self.tx_held[i] = 0
+                    continue
+                self.tx_n1[i] = 0
+                self.tx_n2[i] = 0
                 # pinned: the write loop reads the bytes without the GIL
                 self.tx_held[i] = get_buffer(obj, &self.tx_views[i], &self.tx_ptr[i],
                                              &self.tx_len[i], True)

@@ -156,6 +156,10 @@ def _netlink_error(e: Exception, what: str) -> OSError:
 class TunLink:
     """A TUN device as a fasttcp link; see the module docstring.
 
+    ``send_batch`` takes :class:`fasttcp.wire.SplitPacket` s (headers plus views of a
+    connection's send ring) and writes each with one writev, without copying the
+    payload: ``takes_split_packets`` tells the asyncio driver so.
+
     ``address`` is fasttcp's address; the kernel side of the device gets
     ``kernel_address`` (default: the first host address of ``address/prefix``). With
     ``netns`` the device lives in that named network namespace, created if missing (and
@@ -373,6 +377,9 @@ class TunLink:
             raise ValueError("recv_batch on a closed TunLink")
         return io.recv_batch(-1 if max is None else max, copy,
                              -1 if max_bytes is None else max_bytes)
+
+    #: send_batch writes SplitPackets with scatter I/O, at once (see the class docstring).
+    takes_split_packets = True
 
     def send_batch(self, packets: Iterable[Any], gso: Optional[int] = None) -> int:
         """Write the packets; returns how many were written (the rest count as dropped).

@@ -76,7 +76,7 @@ cdef class Tcb:
     cdef uint16_t advertised_window(self) noexcept
     cdef uint32_t tsval_at(self, double now) noexcept
     cdef void fill_header(self, TcpOut* t, uint64_t off, int flags, uint16_t window) noexcept
-    cdef bytes build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n,
+    cdef object build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n,
                      bint from_ring, double now)
     cdef int add_sack_blocks(self, TcpOut* t) noexcept
     cpdef bytes build_syn(self, bint ack, uint16_t window, int opts, double now)

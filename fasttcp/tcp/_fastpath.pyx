@@ -21,8 +21,9 @@ from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.storage._ring cimport SendRing
 from fasttcp.wire._wire cimport (DROP_FRAGMENT, DROP_REASON_COUNT, IPPROTO_TCP, OPT_SACK, OPT_TS, SegDesc,
                                  SegmentBatch, TH_ACK, TH_CWR, TH_ECE, TH_FIN, TH_PSH, TH_RST,
-                                 TH_SYN, TH_URG, TcpOut, build_tcp_into, seq_diff, seq_ge,
-                                 seq_le, seq_lt, tcp_options_len)
+                                 TH_SYN, TH_URG, TcpOut, build_tcp_headers, build_tcp_into,
+                                 make_split_packet, seq_diff, seq_ge, seq_le, seq_lt,
+                                 tcp_options_len)
 
 from fasttcp.wire.types import DropReason
 
@@ -114,14 +115,18 @@ cdef class Tcb:
         if flags & TH_ACK:
             self.last_ack_sent = self.rcv_nxt
 
-    cdef bytes build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n,
-                     bint from_ring, double now):
+    cdef object build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n,
+                      bint from_ring, double now):
         """An IPv4+TCP packet for send offset `off` carrying n bytes from the send ring,
-        with the timestamp and SACK options the connection negotiated."""
+        with the timestamp and SACK options the connection negotiated. A TSO
+        super-segment for a host whose link writes scatter lists (``host.split_tx``) is
+        a SplitPacket: the headers, then views of the send ring (no copy)."""
         cdef TcpOut t
-        cdef Py_ssize_t total, olen
+        cdef Py_ssize_t total, olen, n1, n2
         cdef bytes pkt
         cdef unsigned char* p
+        cdef const unsigned char* p1
+        cdef const unsigned char* p2
         memset(&t, 0, sizeof(t))
         if self.ts_ok and not flags & TH_RST:
             # RFC 7323 3.2: TSval from our clock, TSecr = TS.Recent on segments with ACK.
@@ -137,6 +142,20 @@ cdef class Tcb:
         self.fill_header(&t, off, flags, window)
         if n > self.mss:
             t.no_tcp_csum = True                   # a super-segment: the TSO link sums it
+            if from_ring and self.host.split_tx:
+                n1 = self._send_ring.chunk_at(off - 1, &p1)
+                n2 = 0
+                p2 = NULL
+                if n1 < n:
+                    n2 = self._send_ring.chunk_at(off - 1 + <uint64_t>n1, &p2)
+                if n1 > n:
+                    n1 = n
+                if n1 + n2 >= n:
+                    if n1 + n2 > n:
+                        n2 = n - n1
+                    pkt = PyBytes_FromStringAndSize(NULL, 40 + olen)
+                    build_tcp_headers(<unsigned char*>PyBytes_AS_STRING(pkt), 40 + olen, &t, n)
+                    return make_split_packet(pkt, self._send_ring, p1, n1, p2, n2)
         if n and from_ring:
             self._send_ring.copy_out(off - 1, p + 40 + olen, n)
         build_tcp_into(p, total, &t, p + 40 + olen, n)

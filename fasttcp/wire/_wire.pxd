@@ -196,6 +196,28 @@ cdef int parse_packet(const unsigned char* buf, Py_ssize_t n, SegDesc* d, int fl
 cdef Py_ssize_t tcp_options_len(const TcpOut* t) noexcept nogil
 cdef Py_ssize_t build_tcp_into(unsigned char* out, Py_ssize_t cap, const TcpOut* t,
                                const unsigned char* payload, Py_ssize_t plen) noexcept nogil
+# The IPv4 + TCP headers of a packet whose `plen` payload bytes follow elsewhere; the TCP
+# checksum is left 0 (for t.no_tcp_csum: a TSO link fills it in). Returns the header length.
+cdef Py_ssize_t build_tcp_headers(unsigned char* out, Py_ssize_t cap, const TcpOut* t,
+                                  Py_ssize_t plen) noexcept nogil
+
+
+cdef class SplitPacket:
+    # A packet in up to three pieces - its headers, then payload that lives in `owner`'s
+    # memory - so a link can write it with one writev and no copy. Anything else sees a
+    # plain read-only buffer (made, once, on first use).
+    cdef readonly bytes head
+    cdef object owner
+    cdef const unsigned char* p1
+    cdef Py_ssize_t n1
+    cdef const unsigned char* p2
+    cdef Py_ssize_t n2
+    cdef bytes flat
+    cdef bytes _flatten(self)
+
+
+cdef SplitPacket make_split_packet(bytes head, object owner, const unsigned char* p1,
+                                   Py_ssize_t n1, const unsigned char* p2, Py_ssize_t n2)
 
 cdef class SegmentBatch:
     cdef SegDesc* descs

@@ -4,7 +4,7 @@
 Views over caller-owned buffers in the smoltcp manner: the C-level parser fills a SegDesc
 (numbers and offsets, nothing copied); the Python `Packet` view reads from one lazily.
 """
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Check, PyByteArray_GET_SIZE
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
                             PyBytes_GET_SIZE)
@@ -390,17 +390,12 @@ cdef inline void _write_ipv4_header(unsigned char* out, uint16_t total, uint8_t 
     memcpy(out + 10, &c, 2)
 
 
-cdef Py_ssize_t build_tcp_into(unsigned char* out, Py_ssize_t cap, const TcpOut* t,
-                               const unsigned char* payload, Py_ssize_t plen) noexcept nogil:
-    """Write an IPv4 + TCP packet with options, payload and both checksums into `out`.
-    Returns its length, or -1 when it does not fit `cap` or 65535 bytes."""
-    cdef Py_ssize_t olen = tcp_options_len(t)
-    cdef Py_ssize_t doff = 20 + olen
+cdef Py_ssize_t build_tcp_headers(unsigned char* out, Py_ssize_t cap, const TcpOut* t,
+                                  Py_ssize_t plen) noexcept nogil:
+    cdef Py_ssize_t doff = 20 + tcp_options_len(t)
     cdef Py_ssize_t total = 20 + doff + plen
     cdef unsigned char* th = out + 20
-    cdef uint16_t c
-    cdef uint64_t s
-    if plen < 0 or total > cap or total > 65535:
+    if plen < 0 or 20 + doff > cap or total > 65535:
         return -1
     _write_ipv4_header(out, <uint16_t>total, IPPROTO_TCP, t.src, t.dst,
                        t.ttl, t.tos, t.ip_id, t.df)
@@ -415,6 +410,22 @@ cdef Py_ssize_t build_tcp_into(unsigned char* out, Py_ssize_t cap, const TcpOut*
     th[17] = 0
     wr16(th + 18, t.urg)
     _write_tcp_options(th + 20, t)
+    return 20 + doff
+
+
+cdef Py_ssize_t build_tcp_into(unsigned char* out, Py_ssize_t cap, const TcpOut* t,
+                               const unsigned char* payload, Py_ssize_t plen) noexcept nogil:
+    """Write an IPv4 + TCP packet with options, payload and both checksums into `out`.
+    Returns its length, or -1 when it does not fit `cap` or 65535 bytes."""
+    cdef Py_ssize_t olen = tcp_options_len(t)
+    cdef Py_ssize_t doff = 20 + olen
+    cdef Py_ssize_t total = 20 + doff + plen
+    cdef unsigned char* th = out + 20
+    cdef uint16_t c
+    cdef uint64_t s
+    if plen < 0 or total > cap or total > 65535:
+        return -1
+    build_tcp_headers(out, cap, t, plen)
     if plen and payload != th + doff:
         memcpy(th + doff, payload, plen)
     if t.no_tcp_csum:
@@ -589,6 +600,61 @@ def build_icmp_unreachable(src, dst, int code, original, int mtu=0, int ttl=64) 
 # ============================================================================================
 # Python views
 # ============================================================================================
+
+cdef class SplitPacket:
+    """A packet whose payload lives in someone else's memory (e.g. a send ring): the
+    headers in :attr:`head`, then up to two payload pieces. ``len()`` is the whole
+    packet; the buffer protocol and ``bytes()`` give it contiguous (copied once, on first
+    use). Made by the engine for links that write scatter lists (``TunLink``), and only
+    valid while that memory is unchanged: such a link writes it at once."""
+
+    def __cinit__(self):
+        self.n1 = self.n2 = 0
+
+    def __len__(self) -> int:
+        return len(self.head) + self.n1 + self.n2
+
+    cdef bytes _flatten(self):
+        cdef Py_ssize_t h
+        cdef unsigned char* p
+        if self.flat is None:
+            h = len(self.head)
+            flat = PyBytes_FromStringAndSize(NULL, h + self.n1 + self.n2)
+            p = <unsigned char*>PyBytes_AS_STRING(flat)
+            memcpy(p, PyBytes_AS_STRING(self.head), h)
+            if self.n1:
+                memcpy(p + h, self.p1, self.n1)
+            if self.n2:
+                memcpy(p + h + self.n1, self.p2, self.n2)
+            self.flat = flat
+            self.owner = None                        # the copy no longer needs it
+        return self.flat
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        cdef bytes flat = self._flatten()
+        PyBuffer_FillInfo(view, self, PyBytes_AS_STRING(flat), len(flat), 1, flags)
+
+    def __releasebuffer__(self, Py_buffer* view):
+        pass
+
+    def __bytes__(self) -> bytes:
+        return self._flatten()
+
+    def __repr__(self) -> str:
+        return f"<SplitPacket {len(self.head)} + {self.n1} + {self.n2} bytes>"
+
+
+cdef SplitPacket make_split_packet(bytes head, object owner, const unsigned char* p1,
+                                   Py_ssize_t n1, const unsigned char* p2, Py_ssize_t n2):
+    cdef SplitPacket sp = SplitPacket.__new__(SplitPacket)
+    sp.head = head
+    sp.owner = owner
+    sp.p1 = p1
+    sp.n1 = n1
+    sp.p2 = p2
+    sp.n2 = n2
+    return sp
+
 
 cdef class Packet:
     """A read-only view of one valid IPv4 packet (TCP, ICMP or other protocol)."""
