@@ -82,11 +82,12 @@ class Driver:
             self._recv_views, self._recv_budget = _recv_options(link.recv_batch)
             # A link that writes scatter lists takes TSO super-segments as headers plus
             # views of the send ring (no copy); they are written at once or copied here.
-            if getattr(link, "takes_split_packets", False):
-                host.split_tx = True
+            # Any other link gets plain packets (it may keep them for later).
+            host.split_tx = bool(getattr(link, "takes_split_packets", False))
         elif hasattr(link, "recv") and hasattr(link, "send"):
             self._fd = None
             self._io = link
+            host.split_tx = False
             self._recv_views = self._recv_budget = False
         else:
             raise TypeError("link must be a fd link (recv_batch/send_batch/fileno) or a "
