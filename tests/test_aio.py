@@ -193,6 +193,137 @@ def test_driver_reads_batches_within_its_byte_budget() -> None:
     run(main)
 
 
+class ArenaLink(DatagramSocketLink):
+    """Like TunLink's recv_batch(copy=False): memoryviews into one arena, scribbled over
+    at the start of every call, so anything the host kept by reference past settle()
+    would be corrupted. Declares takes_split_packets like TunLink (it writes at once)."""
+
+    takes_split_packets = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.arena = bytearray(256 * 2048)
+        self.calls = 0
+
+    def recv_batch(self, max: int = 64, copy: bool = True) -> List[Any]:  # noqa: A002
+        self.calls += 1
+        self.arena[:] = b"\xee" * len(self.arena)
+        view, out, off = memoryview(self.arena), [], 0
+        for p in super().recv_batch(min(max, 256)):
+            view[off:off + len(p)] = p
+            out.append(p if copy else view[off:off + len(p)])
+            off += 2048
+        return out
+
+
+def test_driver_settles_deferred_data_before_the_next_read() -> None:
+    """Two stacks whose links hand out views of one reused arena. A plain Protocol that
+    pauses reading at first leaves the data kept by reference (defer_copy) unread across
+    batches, so it must be copied before every next read; an echo on streams too. Both
+    arrive intact."""
+    async def main() -> None:
+        s1, s2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        la, lb = ArenaLink(s1), ArenaLink(s2)
+        sa = await fasttcp.aio.start(fasttcp.Host(A), la)
+        sb = await fasttcp.aio.start(fasttcp.Host(B), lb)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future = loop.create_future()
+
+        class LateSink(asyncio.Protocol):
+            def connection_made(self, transport: Any) -> None:
+                self.buf = bytearray()
+                self.transport = transport
+
+            def data_received(self, data: bytes) -> None:
+                # Take a break after each delivery: what arrives meanwhile is not read
+                # in its batch's dispatch.
+                self.buf += data
+                self.transport.pause_reading()
+                loop.call_later(0.002, self.transport.resume_reading)
+
+            def eof_received(self) -> bool:
+                done.set_result(bytes(self.buf))
+                return False
+
+        try:
+            server = await sa.create_server(LateSink, 9)
+            data = payload(600_000, seed=9)
+            reader, writer = await sb.open_connection(A, 9)
+            writer.write(data)
+            writer.write_eof()
+            assert await asyncio.wait_for(done, 20) == data
+            writer.close()
+            server.close()
+        finally:
+            sa.close()
+            sb.close()
+        assert sa.defer_copy and sa.host.split_tx and la.calls > 10
+        s1, s2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        await echo_over_links(ArenaLink(s1), ArenaLink(s2), 1 * MiB)
+    run(main)
+
+
+def test_split_tx_follows_the_link_type() -> None:
+    """Only a link type that declares takes_split_packets gets SplitPackets; a wrapper
+    that forwards attributes (and may keep packets) does not, nor does a PacketIO."""
+    class Forwarding:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def recv_batch(self, max: int = 64) -> List[bytes]:  # noqa: A002
+            return self.inner.recv_batch(max)
+
+        def send_batch(self, packets: List[Any]) -> int:
+            return self.inner.send_batch(packets)
+
+        def fileno(self) -> int:
+            return self.inner.fileno()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    s1, s2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        host = fasttcp.Host(A)
+        FastTcpStack(host, ArenaLink(s1))
+        assert host.split_tx is True
+        FastTcpStack(host, Forwarding(ArenaLink(s2)))
+        assert host.split_tx is False
+        host.split_tx = True
+        FastTcpStack(host, QueuePacketIO.pair()[0])
+        assert host.split_tx is False
+    finally:
+        s1.close()
+        s2.close()
+
+
+def test_deferred_packets_do_not_keep_split_packets() -> None:
+    """What the link does not take now waits in the driver as bytes: a SplitPacket points
+    into a send ring that moves on once the data is acknowledged."""
+    from fasttcp.link import exchange
+    from fasttcp.wire import SplitPacket
+
+    client = fasttcp.Host(A, isn_secret=bytes(16), gso_max=65000)
+    server = fasttcp.Host(B, isn_secret=bytes(16), gso_max=65000)
+    client.split_tx = True
+    lst = server.listen(80)
+    c = client.connect((B, 80))
+    exchange(client, server, 0.0)
+    lst.accept()
+    c.send(bytes(100_000))
+    out = client.transmit(0.01)
+    assert any(type(p) is SplitPacket for p in out)
+    s1, s2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        drv = FastTcpStack(fasttcp.Host(A), ArenaLink(s1))
+        drv._defer(out)
+        assert [type(p) for p in drv._pending] == [bytes] * len(out)
+        assert list(drv._pending) == [bytes(p) for p in out]
+    finally:
+        s1.close()
+        s2.close()
+
+
 def test_udp_socket_as_fd_link() -> None:
     async def main() -> None:
         s1 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

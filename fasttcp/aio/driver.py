@@ -7,7 +7,8 @@ The :class:`Driver` owns the three calls the host needs (DESIGN.md, "Sans-IO hos
   loop; at most ``batch_bytes`` per batch where the link takes ``max_bytes``); for a
   :class:`~fasttcp.aio.packet_io.PacketIO`, a task awaits ``recv()`` and yields
   to the loop every ``max_batches`` batches. Every batch goes to ``host.receive(batch,
-  loop.time())``.
+  loop.time(), parse_flags, defer_copy)``, then readiness is dispatched and
+  ``host.settle()`` copies what in-order data is left before the next read.
 - after every batch, timer and user call: ``host.pop_ready()`` is dispatched to the
   registered transports/servers, then ``host.transmit(now)`` goes out on the link. User
   calls (write, close...) only mark the driver dirty: one ``call_soon`` flush per loop turn
@@ -83,7 +84,9 @@ class Driver:
             # A link that writes scatter lists takes TSO super-segments as headers plus
             # views of the send ring (no copy); they are written at once or copied here.
             # Any other link gets plain packets (it may keep them for later).
-            host.split_tx = bool(getattr(link, "takes_split_packets", False))
+            # (Looked up on the type: a wrapper that forwards attributes may still keep
+            # packets, so it must declare the flag itself.)
+            host.split_tx = bool(getattr(type(link), "takes_split_packets", False))
         elif hasattr(link, "recv") and hasattr(link, "send"):
             self._fd = None
             self._io = link

@@ -139,7 +139,11 @@ cdef class Host:
         ``defer_copy`` in-order data stays in the packets until a reader takes it or
         :meth:`settle` copies what is left: one copy fewer for data read at once (the
         driver dispatches readiness before it settles). The caller must then keep the
-        packets unchanged, and call :meth:`settle` before it reuses their buffers."""
+        packets unchanged, and call :meth:`settle` before it reuses their buffers. (The
+        next receive() settles what the previous one left, as a safety net: too late if
+        those buffers were already reused.)"""
+        if self._deferred:
+            self.settle()
         self.now = now
         if not isinstance(packets, list):
             packets = list(packets)
@@ -190,8 +194,9 @@ cdef class Host:
             if self._raise_internal:
                 raise
 
-    def transmit(self, double now) -> List[bytes]:
-        """Run due timers and return every packet to send now."""
+    def transmit(self, double now) -> List[Any]:
+        """Run due timers and return every packet to send now: bytes, or with
+        ``split_tx`` also :class:`fasttcp.wire.SplitPacket` s (bytes-like)."""
         cdef Connection conn
         cdef list timers = self._timers
         cdef list out

@@ -164,10 +164,12 @@ class RecordingHost:
     def address(self) -> str:
         return self.host.address
 
-    def receive(self, packets: list[bytes], now: float) -> None:
+    def receive(self, packets: list[bytes], now: float, *args: Any, **kwargs: Any) -> None:
+        """Record, then ``host.receive(packets, now, ...)`` with whatever else was given
+        (a Host takes ``parse_flags`` and ``defer_copy``)."""
         for p in packets:
             self.writer.write(p, now)
-        self.host.receive(packets, now)
+        self.host.receive(packets, now, *args, **kwargs)
 
     def transmit(self, now: float) -> list[bytes]:
         out = self.host.transmit(now)

@@ -42,7 +42,8 @@ cdef class Reassembler:
     cdef Py_ssize_t read_into(self, unsigned char* dst, Py_ssize_t n) noexcept nogil
     # Copy up to n contiguous bytes without consuming them.
     cdef Py_ssize_t peek_into(self, unsigned char* dst, Py_ssize_t n) noexcept nogil
-    # Pointer to the first contiguous bytes and how many follow before the ring wraps.
+    # Pointer to the first contiguous bytes and how many follow before the ring wraps (or
+    # before the end of the first deferred span: memory valid only until settle_c()).
     cdef Py_ssize_t readable_chunk(self, const unsigned char** p) noexcept nogil
     # Consume n bytes (clamped to readable) after reading them through readable_chunk.
     cdef void consume(self, Py_ssize_t n) noexcept nogil

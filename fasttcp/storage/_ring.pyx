@@ -4,7 +4,8 @@
 Bytes are named by absolute uint64 stream offsets (the first byte ever written is 0); the
 engine maps sequence numbers to offsets (RFC 9293 section 3.4: SND.UNA is `head`, the end
 of the queued data is `tail`). Acknowledged bytes are released from the front; segments are
-copied from any held offset straight into packet buffers with `copy_out`.
+copied from any held offset straight into packet buffers with `copy_out`, or, for a link
+that writes scatter lists, referenced in place (`chunk_at`, wire.SplitPacket) until written.
 """
 from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize

@@ -137,8 +137,6 @@ cdef class Tcb:
             self.add_sack_blocks(&t)
         olen = tcp_options_len(&t)
         total = 40 + olen + n
-        pkt = PyBytes_FromStringAndSize(NULL, total)
-        p = <unsigned char*>PyBytes_AS_STRING(pkt)
         self.fill_header(&t, off, flags, window)
         if n > self.mss:
             t.no_tcp_csum = True                   # a super-segment: the TSO link sums it
@@ -156,6 +154,8 @@ cdef class Tcb:
                     pkt = PyBytes_FromStringAndSize(NULL, 40 + olen)
                     build_tcp_headers(<unsigned char*>PyBytes_AS_STRING(pkt), 40 + olen, &t, n)
                     return make_split_packet(pkt, self._send_ring, p1, n1, p2, n2)
+        pkt = PyBytes_FromStringAndSize(NULL, total)
+        p = <unsigned char*>PyBytes_AS_STRING(pkt)
         if n and from_ring:
             self._send_ring.copy_out(off - 1, p + 40 + olen, n)
         build_tcp_into(p, total, &t, p + 40 + olen, n)
@@ -307,7 +307,7 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
     cdef int32_t ad
     cdef uint64_t ack_off, wnd
     cdef Reassembler reasm
-    cdef Py_ssize_t delivered
+    cdef Py_ssize_t delivered, had_spans
     cdef uint64_t full
     if (d.flags & (TH_SYN | TH_FIN | TH_RST | TH_URG | TH_ACK | TH_ECE | TH_CWR)) != TH_ACK:
         return 0
@@ -371,9 +371,10 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
         c.cwnd_bonus = 0
     if plen:
         if deferred is not None:
-            if reasm.nspans == 0:
-                deferred.append(reasm)      # once per batch (settle empties every span)
+            had_spans = reasm.nspans
             delivered = reasm.add_lazy_c(c.rcv_nxt - 1, base + d.payload_off, plen)
+            if not had_spans and reasm.nspans:
+                deferred.append(reasm)      # once per batch (settle empties every span)
         else:
             delivered = reasm.add_c(c.rcv_nxt - 1, base + d.payload_off, plen)
         c.rcv_nxt += <uint64_t>delivered

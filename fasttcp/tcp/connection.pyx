@@ -224,7 +224,7 @@ cdef class Connection(Tcb):
 
     def recv_to(self, consumer, Py_ssize_t max_bytes=65536) -> int:
         """Zero-copy receive: call ``consumer(view)`` with read-only memoryviews of the
-        buffered bytes (up to max_bytes in all; two views when the ring wraps) and
+        receive ring (up to max_bytes in all; two views when the ring wraps) and
         consume them. Each view is released when ``consumer`` returns, so it must copy
         what it keeps (``bytearray.extend`` does: asyncio's StreamReader.feed_data).
         Returns the bytes delivered; raises like :meth:`recv` when nothing is buffered
@@ -237,6 +237,10 @@ cdef class Connection(Tcb):
             if self.error is not None and not self._fin_received:
                 raise self.error
             return 0
+        # Data still in the link's buffers (Host.receive(defer_copy=True)) goes into the
+        # ring first: a view must only ever cover memory the span's owner keeps alive, and
+        # the ring gives one or two large views rather than one per packet.
+        reasm.settle_c()
         while total < max_bytes:
             n = reasm.readable_chunk(&p)
             if n <= 0:

@@ -610,6 +610,10 @@ cdef class SplitPacket:
 
     def __cinit__(self):
         self.n1 = self.n2 = 0
+        self.head = b""
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("SplitPacket objects are made by the engine (Host.split_tx)")
 
     def __len__(self) -> int:
         return len(self.head) + self.n1 + self.n2
