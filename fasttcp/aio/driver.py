@@ -194,8 +194,6 @@ class Driver:
     # ===================================================================================
 
     def _on_readable(self) -> None:
-        host = self.host
-        loop = self.loop
         recv_batch = self.link.recv_batch
         # A TUN link with checksum offload says its TCP checksums are already verified.
         parse_flags = getattr(self.link, "parse_flags", 0)
@@ -218,23 +216,25 @@ class Driver:
                 break
             if not batch:
                 break
-            self.stats["batches_in"] += 1
-            self.stats["packets_in"] += len(batch)
-            # In-order data stays in the batch's buffers (no copy into the receive ring)
-            # until the dispatch below reads it; settle() copies what is left before the
-            # next read reuses them.
-            try:
-                host.receive(batch, loop.time(), parse_flags, self.defer_copy)
-                self._service()
-            finally:
-                host.settle()
+            self._ingest(batch, parse_flags)
             if self._closed:
                 return
 
+    def _ingest(self, batch: List[Any], parse_flags: int) -> None:
+        """One batch into the host, readiness dispatched, output sent. In-order data stays
+        in the batch's buffers (no copy into the receive ring) until the dispatch reads
+        it; settle() copies what is left before the next read reuses them."""
+        self.stats["batches_in"] += 1
+        self.stats["packets_in"] += len(batch)
+        host = self.host
+        try:
+            host.receive(batch, self.loop.time(), parse_flags, self.defer_copy)
+            self._service()
+        finally:
+            host.settle()
+
     async def _pump_io(self) -> None:
         io = self._io
-        host = self.host
-        loop = self.loop
         n = 0
         while not self._closed:
             try:
@@ -248,13 +248,7 @@ class Driver:
                 continue
             if type(batch) is not list:
                 batch = list(batch)
-            self.stats["batches_in"] += 1
-            self.stats["packets_in"] += len(batch)
-            try:
-                host.receive(batch, loop.time(), 0, self.defer_copy)
-                self._service()
-            finally:
-                host.settle()
+            self._ingest(batch, 0)
             n += 1
             if n >= self.max_batches:
                 # recv() need not suspend when data is waiting: let the loop breathe.
