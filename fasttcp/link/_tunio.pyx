@@ -148,6 +148,13 @@ cdef enum:
     TX_REFUSED = 2     # the kernel refused this packet (counted in errors)
 
 
+cdef inline int set_iov(iovec* iov, int i, const void* p, Py_ssize_t n) noexcept nogil:
+    """iov[i] = (p, n); returns i + 1."""
+    iov[i].iov_base = <void*>p
+    iov[i].iov_len = <size_t>n
+    return i + 1
+
+
 cdef int tx_write_one(int fd, bint vnet, const unsigned char* p, Py_ssize_t plen,
                       const unsigned char* p1, Py_ssize_t n1, const unsigned char* p2,
                       Py_ssize_t n2, int gso, TxStats* st) noexcept nogil:
@@ -160,7 +167,7 @@ cdef int tx_write_one(int fd, bint vnet, const unsigned char* p, Py_ssize_t plen
     cdef Py_ssize_t ihl, tot, hl, g
     cdef Py_ssize_t total = plen + n1 + n2
     cdef ssize_t r
-    cdef int cnt, e
+    cdef int cnt = 0, e
     cdef uint16_t ps
     cdef bint is_gso = False
     if vnet:
@@ -184,33 +191,18 @@ cdef int tx_write_one(int fd, bint vnet, const unsigned char* p, Py_ssize_t plen
             memcpy(head, p, hl)
             ps = csum_fold(pseudo_sum(head, tot - ihl))
             memcpy(head + ihl + 16, &ps, 2)
-            iov[0].iov_base = hdr
-            iov[0].iov_len = VNET_HDR_LEN
-            iov[1].iov_base = head
-            iov[1].iov_len = hl
-            cnt = 2
-            if plen > hl:
-                iov[2].iov_base = <void*>(p + hl)
-                iov[2].iov_len = plen - hl
-                cnt = 3
-        else:
-            iov[0].iov_base = hdr
-            iov[0].iov_len = VNET_HDR_LEN
-            iov[1].iov_base = <void*>p
-            iov[1].iov_len = plen
-            cnt = 2
+        cnt = set_iov(iov, 0, hdr, VNET_HDR_LEN)
+    if is_gso:
+        # the patched headers, then whatever of `p` follows them (none for a SplitPacket)
+        cnt = set_iov(iov, cnt, head, hl)
+        if plen > hl:
+            cnt = set_iov(iov, cnt, p + hl, plen - hl)
     else:
-        iov[0].iov_base = <void*>p
-        iov[0].iov_len = plen
-        cnt = 1
+        cnt = set_iov(iov, cnt, p, plen)
     if n1 > 0:
-        iov[cnt].iov_base = <void*>p1
-        iov[cnt].iov_len = n1
-        cnt += 1
+        cnt = set_iov(iov, cnt, p1, n1)
     if n2 > 0:
-        iov[cnt].iov_base = <void*>p2
-        iov[cnt].iov_len = n2
-        cnt += 1
+        cnt = set_iov(iov, cnt, p2, n2)
     while True:
         r = writev(fd, iov, cnt)
         if r >= 0 or errno != EINTR:
@@ -722,12 +714,13 @@ cdef class TunIO:
         return n
 
     def send_batch(self, packets, int gso=0) -> int:
-        """Write every packet (bytes-like IPv4); returns how many were written (with a
-        writer thread: how many were queued for it).
+        """Write every packet (bytes-like IPv4, or a SplitPacket written with scatter
+        I/O); returns how many were written. With a writer thread they are queued for it
+        and the whole count is returned: ones that did not fit its ring are dropped
+        (``tx_queue_drops``), as a full device queue drops them.
 
         Packets not written (queue full: EAGAIN; or refused by the kernel) are counted in
-        ``tx_dropped``; with a writer thread, ones that did not fit its ring in
-        ``tx_queue_drops``. With ``gso`` > 0 on a vnet link, a TCP packet carrying more than
+        ``tx_dropped``. With ``gso`` > 0 on a vnet link, a TCP packet carrying more than
         ``gso`` payload bytes goes out as one TSO super-segment (``gso_type=TCPV4``,
         ``gso_size=gso``) that the kernel segments or delivers whole; its TCP checksum
         need not be valid (the link stores the pseudo-header sum the kernel expects).

@@ -34,9 +34,9 @@ from fasttcp.wire.types import DropReason, IcmpType, MalformedPacket, TcpFlags, 
 
 __all__ = [
     "COMPILED", "DropReason", "IcmpType", "MalformedPacket", "Packet", "SegmentBatch",
-    "SplitPacket", "TcpFlags", "TcpOptions", "build_icmp", "build_icmp_echo", "build_icmp_unreachable",
-    "build_ipv4", "build_tcp", "checksum", "checksum_implementation", "checksum_update",
-    "int_to_ip", "ip_to_int", "ones_sum", "parse", "parse_batch", "pseudo_header_checksum",
-    "select_checksum_implementation", "seq_add", "seq_between", "seq_diff", "seq_ge",
-    "seq_gt", "seq_le", "seq_lt",
+    "SplitPacket", "TcpFlags", "TcpOptions", "build_icmp", "build_icmp_echo",
+    "build_icmp_unreachable", "build_ipv4", "build_tcp", "checksum",
+    "checksum_implementation", "checksum_update", "int_to_ip", "ip_to_int", "ones_sum",
+    "parse", "parse_batch", "pseudo_header_checksum", "select_checksum_implementation",
+    "seq_add", "seq_between", "seq_diff", "seq_ge", "seq_gt", "seq_le", "seq_lt",
 ]
