@@ -141,16 +141,13 @@ cdef class Tcb:
         if n > self.mss:
             t.no_tcp_csum = True                   # a super-segment: the TSO link sums it
             if from_ring and self.host.split_tx:
+                # The payload in place: up to the ring's wrap, then the rest from its start.
                 n1 = self._send_ring.chunk_at(off - 1, &p1)
-                n2 = 0
-                p2 = NULL
-                if n1 < n:
-                    n2 = self._send_ring.chunk_at(off - 1 + <uint64_t>n1, &p2)
                 if n1 > n:
                     n1 = n
-                if n1 + n2 >= n:
-                    if n1 + n2 > n:
-                        n2 = n - n1
+                n2 = n - n1
+                p2 = NULL
+                if n2 == 0 or self._send_ring.chunk_at(off - 1 + <uint64_t>n1, &p2) >= n2:
                     pkt = PyBytes_FromStringAndSize(NULL, 40 + olen)
                     build_tcp_headers(<unsigned char*>PyBytes_AS_STRING(pkt), 40 + olen, &t, n)
                     return make_split_packet(pkt, self._send_ring, p1, n1, p2, n2)
