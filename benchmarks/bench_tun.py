@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -63,8 +62,8 @@ TESTS = os.path.join(os.path.dirname(HERE), "tests")
 if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
 
-from interop_util import (US, VETH_B, make_host, script_cmd, skip_reason,  # noqa: E402
-                          tun_netns, veth_netns)
+from interop_util import (US, VETH_B, cpu_seconds, make_host, script_cmd,  # noqa: E402
+                          skip_reason, tun_netns, veth_netns)
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
 
@@ -193,11 +192,6 @@ def test_kernel_over_veth(benchmark, direction, cc, asyncio_sink):
 # fasttcp over TUN
 # ==========================================================================================
 
-def _process_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 class _Sink(asyncio.Protocol):
     """Discard at the Protocol level: no StreamReader buffer, no copies of our own."""
 
@@ -214,7 +208,7 @@ async def _fasttcp_round(ns: str, link, direction: str, size: int,
     from fasttcp.aio import FastTcpStack
     from fasttcp.cli.servers import HttpServer, discard
 
-    cpu0 = _process_cpu()
+    cpu0 = cpu_seconds()
     host = make_host(link)
     if direction == "upload":
         handler, port, mode = discard, 9, "send"
@@ -235,7 +229,7 @@ async def _fasttcp_round(ns: str, link, direction: str, size: int,
     st = host.stats()
     res = _parse(out, err, proc.returncode)
     # Our process (every thread) over the whole round, the client's start-up included.
-    res["fasttcp_cpu"] = _process_cpu() - cpu0
+    res["fasttcp_cpu"] = cpu_seconds() - cpu0
     res["retransmits"] = st.get("retransmitted_segments", 0)
     res["packets_in"] = st.get("packets_in", 0)
     res["packets_out"] = st.get("packets_out", 0)

@@ -173,7 +173,8 @@ def read_http_head(sock: socket.socket, limit: int = 1 << 16) -> Tuple[bytes, by
     return head, rest
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
+    """This process's CPU time so far (user + system, every thread)."""
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
@@ -188,14 +189,14 @@ def client_send(addr: Tuple[str, int], size: int, cc: Optional[str] = None) -> d
     if cc:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
     try:
-        c0 = _cpu_seconds()
+        c0 = cpu_seconds()
         t0 = time.perf_counter()
         s.connect(addr)
         send_blocks(s, size)
         s.shutdown(socket.SHUT_WR)
         recv_to_eof(s, limit=1 << 20)
         return {"bytes": size, "seconds": time.perf_counter() - t0,
-                "cpu": _cpu_seconds() - c0}
+                "cpu": cpu_seconds() - c0}
     finally:
         s.close()
 
@@ -205,7 +206,7 @@ def client_get(addr: Tuple[str, int], size: int) -> dict:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(60)
     try:
-        c0 = _cpu_seconds()
+        c0 = cpu_seconds()
         t0 = time.perf_counter()
         s.connect(addr)
         s.sendall(f"GET /bench HTTP/1.1\r\nHost: {addr[0]}\r\nConnection: close\r\n\r\n"
@@ -215,7 +216,7 @@ def client_get(addr: Tuple[str, int], size: int) -> dict:
         dt = time.perf_counter() - t0
         if not head.startswith(b"HTTP/1.1 200") or got != size:
             raise RuntimeError(f"bad response: {head[:100]!r}, {got} of {size} bytes")
-        return {"bytes": got, "seconds": dt, "cpu": _cpu_seconds() - c0}
+        return {"bytes": got, "seconds": dt, "cpu": cpu_seconds() - c0}
     finally:
         s.close()
 
