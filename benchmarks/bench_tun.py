@@ -108,6 +108,11 @@ def _record(benchmark, direction: str, name: str, size: int, runs: List[dict]) -
         # 1.0 means the sender itself was the bottleneck.
         benchmark.extra_info["client CPU share"] = round(
             statistics.median(r["cpu"] / r["seconds"] for r in runs), 2)
+    if all("hrtimer_softirqs" in r for r in runs):
+        # A bbr sender's pacing timer (see interop_util.hrtimer_softirqs): one per
+        # super-packet means it paced every burst itself, which costs it CPU.
+        benchmark.extra_info["sender hrtimers/round"] = int(
+            statistics.median(r["hrtimer_softirqs"] for r in runs))
     base = _baseline(direction, name)
     if base:
         benchmark.extra_info["x veth"] = round(med / base, 3)

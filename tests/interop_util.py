@@ -179,6 +179,22 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def hrtimer_softirqs() -> Optional[int]:
+    """HRTIMER softirqs so far, all CPUs (``/proc/softirqs``; None where unreadable).
+    During a bulk send from a bbr socket nearly all of them are its pacing timer: without
+    an fq qdisc, TCP paces each burst with an hrtimer of its own. An idle second of this
+    machine raises none."""
+    try:
+        with open("/proc/softirqs") as f:
+            for line in f:
+                fields = line.split()
+                if fields and fields[0] == "HRTIMER:":
+                    return sum(int(x) for x in fields[1:])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def client_send(addr: Tuple[str, int], size: int, cc: Optional[str] = None) -> dict:
     """Connect, send ``size`` bytes, half-close, wait for the peer's EOF. ``cpu`` is this
     process's CPU time over the same span (user + system, which includes the kernel's
@@ -190,13 +206,17 @@ def client_send(addr: Tuple[str, int], size: int, cc: Optional[str] = None) -> d
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
     try:
         c0 = cpu_seconds()
+        h0 = hrtimer_softirqs()
         t0 = time.perf_counter()
         s.connect(addr)
         send_blocks(s, size)
         s.shutdown(socket.SHUT_WR)
         recv_to_eof(s, limit=1 << 20)
-        return {"bytes": size, "seconds": time.perf_counter() - t0,
-                "cpu": cpu_seconds() - c0}
+        res = {"bytes": size, "seconds": time.perf_counter() - t0, "cpu": cpu_seconds() - c0}
+        h1 = hrtimer_softirqs()
+        if h0 is not None and h1 is not None:
+            res["hrtimer_softirqs"] = h1 - h0
+        return res
     finally:
         s.close()
 
