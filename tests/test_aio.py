@@ -446,6 +446,51 @@ def test_small_writes_coalesce_into_few_segments() -> None:
     run(main)
 
 
+def test_write_keeps_views_of_bytes_and_copies_only_what_the_caller_may_change() -> None:
+    """write() hands a mutable buffer straight to the send buffer and copies only what
+    does not fit (the caller may reuse the buffer once write() returns, even resize it);
+    bytes and views of bytes are kept by reference; any layout arrives in order."""
+    import array
+
+    async def main() -> None:
+        sa, sb = await queue_stacks(snd_buf=16384)    # most of each write waits
+        srv: List[Recorder] = []
+        server = await sa.create_server(lambda: srv.append(Recorder()) or srv[-1], 9002)
+        tr, proto = await sb.create_connection(Recorder, A, 9002)
+        for _ in range(200):
+            if srv:
+                break
+            await asyncio.sleep(0.005)
+        mutable = bytearray(payload(100_000, 1))
+        expected = bytes(mutable)
+        tr.write(mutable)
+        assert 0 < tr.get_write_buffer_size() < len(mutable)
+        mutable[:] = bytes(len(mutable))              # reused at once, and resized
+        mutable.extend(b"more")
+        words = array.array("I", range(5000))       # another format: sent as its bytes
+        tr.write(memoryview(words))
+        expected += words.tobytes()
+        words[0] = 123456
+        strided = payload(3000, 2)
+        tr.write(memoryview(strided)[::3])          # not contiguous: flattened once
+        expected += strided[::3]
+        kept = payload(50_000, 3)
+        tr.write(memoryview(kept)[7:])
+        expected += kept[7:]
+        assert any(v.obj is kept for v in tr._wbuf)   # a view of the bytes, no copy
+        tr.write(bytearray())
+        tr.write(memoryview(b""))
+        tr.write_eof()
+        await asyncio.wait_for(srv[0].eof.wait(), 10)
+        assert bytes(srv[0].data) == expected
+        tr.close()
+        await proto.lost
+        server.close()
+        sa.close()
+        sb.close()
+    run(main)
+
+
 class AsyncSendIO:
     """A PacketIO whose send() is a coroutine: the driver must await it before the next."""
 

@@ -36,6 +36,12 @@ def _copies_at_once(protocol: Any) -> bool:
     return type(protocol) is asyncio.StreamReaderProtocol
 
 
+def _immutable_view(data: Any) -> bool:
+    """A contiguous memoryview of a bytes object: its bytes can never change, so the
+    transport may keep the view instead of a copy."""
+    return type(data) is memoryview and type(data.obj) is bytes and data.c_contiguous
+
+
 #: Most bytes handed to data_received() per call.
 READ_CHUNK = 256 * 1024
 #: asyncio's default write-buffer limits.
@@ -206,24 +212,49 @@ class TcpTransport(asyncio.Transport):
             if self._dropped_writes == 5:
                 log.warning("fasttcp: write() on a closed transport (data dropped)")
             return
-        if type(data) is not bytes:
-            data = bytes(data)       # the caller may reuse its buffer once write returns
-        if not data:
+        tried = False
+        if type(data) is not bytes and not _immutable_view(data):
+            # The caller may reuse its buffer once write() returns: what the engine takes
+            # now goes straight into its send ring, and only the rest is copied to be kept.
+            with memoryview(data) as given:
+                if not given.c_contiguous:
+                    data = given.tobytes()
+                else:
+                    with given.cast("B") as flat:
+                        if not flat:
+                            return
+                        if not self._wbuf:
+                            n = self._send_now(flat)
+                            if n is None or n == len(flat):
+                                return
+                            tried = True
+                            data = flat[n:].tobytes()
+                        else:
+                            data = flat.tobytes()
+        # bytes, or a view of bytes: nobody can change them, so a view is kept, not a copy.
+        view = memoryview(data).cast("B")
+        if not view:
             return
         n = 0
-        if not self._wbuf:
-            try:
-                n = self._conn.send(data)
-            except OSError as exc:
-                self._fatal(exc)
+        if not tried and not self._wbuf:
+            n = self._send_now(view)
+            if n is None or n == len(view):
                 return
-            if n:
-                self._stack.kick()
-            if n == len(data):
-                return
-        self._wbuf.append(memoryview(data)[n:])
-        self._wsize += len(data) - n
+        self._wbuf.append(view[n:])
+        self._wsize += len(view) - n
         self._maybe_pause_protocol()
+
+    def _send_now(self, view: memoryview) -> Optional[int]:
+        """Hand ``view`` to the engine's send buffer; how much it took, or None if the
+        connection failed (the transport is then closing)."""
+        try:
+            n = self._conn.send(view)
+        except OSError as exc:
+            self._fatal(exc)
+            return None
+        if n:
+            self._stack.kick()
+        return n
 
     def writelines(self, list_of_data: Iterable[Any]) -> None:
         self.write(b"".join(list_of_data))
