@@ -340,6 +340,16 @@ def test_udp_socket_as_fd_link() -> None:
 # Plain protocols, flow control, half-close, errors
 # ========================================================================================
 
+async def close_all(tr: Any, proto: Any, server: Any, *stacks: FastTcpStack) -> None:
+    """Close a client transport and wait for connection_lost, then the server, then the
+    stacks."""
+    tr.close()
+    await proto.lost
+    server.close()
+    for stack in stacks:
+        stack.close()
+
+
 class Recorder(asyncio.Protocol):
     """A plain asyncio protocol that records every callback."""
 
@@ -438,11 +448,7 @@ def test_small_writes_coalesce_into_few_segments() -> None:
         assert bytes(peer.get_protocol().data) == b"".join(b"%09d\n" % i for i in range(1000))
         sent = sb.stats["packets_out"] - before
         assert 7 <= sent <= 12, sent                  # ceil(10000 / 1460) = 7 segments
-        tr.close()
-        await proto.lost
-        server.close()
-        sa.close()
-        sb.close()
+        await close_all(tr, proto, server, sa, sb)
     run(main)
 
 
@@ -483,11 +489,7 @@ def test_write_keeps_views_of_bytes_and_copies_only_what_the_caller_may_change()
         tr.write_eof()
         await asyncio.wait_for(srv[0].eof.wait(), 10)
         assert bytes(srv[0].data) == expected
-        tr.close()
-        await proto.lost
-        server.close()
-        sa.close()
-        sb.close()
+        await close_all(tr, proto, server, sa, sb)
     run(main)
 
 
