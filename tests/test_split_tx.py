@@ -1,10 +1,14 @@
 """Zero-copy transmit: TSO super-segments as SplitPackets (headers + views of the send
-ring), written by TunIO with one writev; anything else sees ordinary bytes."""
+ring, or of the application's bytes it references), written by TunIO with one writev;
+anything else sees ordinary bytes."""
 from __future__ import annotations
 
 import hashlib
 import random
 import socket
+import sys
+
+import pytest
 
 from fasttcp import Host
 from fasttcp.link import exchange
@@ -110,3 +114,43 @@ def test_tunio_writes_split_packets_as_the_same_frames():
             io.detach()
             for sock in (a, b, ra, rb):
                 sock.close()
+
+
+def test_zero_copy_send_keeps_the_application_bytes_alive_in_a_split_packet():
+    """A large bytes object sent is referenced by the send ring, not copied; each
+    SplitPacket of it holds its own reference (so the memory outlives the ring's, which
+    goes with the ACK), and nothing is left holding it afterwards."""
+    client, server, c, s = _pair(True)
+    data = random.Random(3).randbytes(200_000)
+    refs = sys.getrefcount(data)
+    assert c.send(data) == len(data)
+    assert sys.getrefcount(data) == refs + 1          # the ring's reference, no copy
+    out = client.transmit(0.01)
+    splits = [p for p in out if type(p) is SplitPacket]
+    assert splits
+    assert sys.getrefcount(data) == refs + 1 + len(splits)
+    server.receive(out, 0.01, NO_TCP_CSUM)            # reading a packet flattens it once
+    assert sys.getrefcount(data) == refs + 1
+    got, now = bytearray(s.recv(1 << 20)), 0.01
+    while len(got) < len(data):                       # the rest; each packet read at once
+        client.receive(server.transmit(now), now)
+        now += 0.001
+        server.receive(client.transmit(now), now, NO_TCP_CSUM)
+        got += s.recv(1 << 20)
+    client.receive(server.transmit(now), now)         # all ACKed: the ring lets go
+    assert got == data and len(c._send_ring) == 0
+    assert sys.getrefcount(data) == refs
+
+
+def test_send_ref_min_zero_always_copies_and_is_validated():
+    client = Host("10.0.0.1", isn_secret=bytes(16), gso_max=GSO, send_ref_min=0)
+    server = Host("10.0.0.2", isn_secret=bytes(16), gso_max=GSO)
+    server.listen(80)
+    c = client.connect(("10.0.0.2", 80))
+    exchange(client, server, 0.0)
+    data = random.Random(4).randbytes(100_000)
+    refs = sys.getrefcount(data)
+    assert c.send(data) == len(data) and sys.getrefcount(data) == refs
+    for bad in (-1, 1 << 31):
+        with pytest.raises(ValueError):
+            Host("10.0.0.1", send_ref_min=bad)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -166,24 +167,71 @@ class RefRing:
         return bytes(self.data[off - self.head:off - self.head + n])
 
 
+def test_ring_references_immutable_bytes_instead_of_copying():
+    r = SendRing(100, ref_min=10)
+    big = pattern(1, 30)
+    assert r.write(big) == 30 and r.referenced == 30          # bytes: referenced
+    refs = sys.getrefcount(big)
+    assert r.write(b"short") == 5 and r.referenced == 30      # below ref_min: copied
+    view_of = pattern(2, 40)
+    assert r.write(memoryview(view_of)[5:25]) == 20 and r.referenced == 50
+    mutable = bytearray(pattern(3, 20))
+    assert r.write(mutable) == 20 and r.referenced == 50      # may change: copied
+    mutable[:] = bytes(20)
+    shaped = pattern(4, 60)
+    assert r.write(memoryview(shaped).cast("B", (3, 20))) == 25   # any shape of bytes
+    assert r.free == 0 and r.referenced == 75
+    expected = big + b"short" + view_of[5:25] + pattern(3, 20) + pattern(4, 60)[:25]
+    assert r.peek(0, 200) == expected
+    buf = bytearray(40)
+    assert r.copy_into(20, buf) == 40 and bytes(buf) == expected[20:60]
+    r.release(29)                                             # one byte of `big` held
+    assert r.referenced == 46 and sys.getrefcount(big) == refs
+    r.release(30)
+    assert r.referenced == 45 and sys.getrefcount(big) == refs - 1
+    assert "referenced=45" in repr(r)
+    r.reset()
+    assert (r.head, r.tail, r.referenced) == (0, 0, 0)
+    with pytest.raises(ValueError):
+        SendRing(10, ref_min=-1)
+
+
+def _ring_write(kind: str, b: bytes) -> Any:
+    if kind == "view":
+        return memoryview(b"__" + b)[2:]
+    if kind == "mutable":
+        return bytearray(b)
+    return b
+
+
 ring_ops = st.lists(
     st.one_of(
-        st.tuples(st.just("write"), st.builds(pattern, st.integers(0, 255), st.integers(0, 120))),
+        st.tuples(st.just("write"), st.builds(pattern, st.integers(0, 255), st.integers(0, 120)),
+                  st.sampled_from(["bytes", "view", "mutable"])),
         st.tuples(st.just("release"), st.integers(-20, 150)),
         st.tuples(st.just("peek"), st.integers(0, 150), st.integers(0, 200)),
         st.tuples(st.just("resize"), st.integers(1, 300)),
+        st.tuples(st.just("reset")),
     ),
     max_size=60,
 )
 
 
 @settings(max_examples=600, deadline=None)
-@given(capacity=st.integers(1, 200), ops=ring_ops)
-def test_ring_matches_reference(capacity, ops):
-    r, m = SendRing(capacity), RefRing(capacity)
+@given(capacity=st.integers(1, 200), ref_min=st.integers(0, 40), ops=ring_ops)
+def test_ring_matches_reference(capacity, ref_min, ops):
+    """Writes, releases, reads and resizes against a bytearray model; copied
+    (ref_min 0, or a mutable buffer, or too short) and referenced writes mixed, read
+    across both and the ring's wrap. Every mutable buffer a write was given is
+    overwritten afterwards (a copy must not notice); references end with release or
+    reset."""
+    r, m = SendRing(capacity, ref_min=ref_min), RefRing(capacity)
     for op in ops:
         if op[0] == "write":
-            assert r.write(op[1]) == m.write(op[1])
+            data = _ring_write(op[2], op[1])
+            assert r.write(data) == m.write(op[1])
+            if op[2] == "mutable":
+                data[:] = bytes(len(data))
         elif op[0] == "release":
             target = max(0, m.head + op[1])
             r.release(target)
@@ -191,6 +239,9 @@ def test_ring_matches_reference(capacity, ops):
         elif op[0] == "peek":
             off = m.head + op[1]
             assert r.peek(off, op[2]) == m.peek(off, op[2])
+        elif op[0] == "reset":
+            r.reset()
+            m.head, m.data = 0, bytearray()
         else:
             if op[1] < len(m.data):
                 with pytest.raises(ValueError):
@@ -200,7 +251,11 @@ def test_ring_matches_reference(capacity, ops):
                 m.capacity = op[1]
         assert (r.head, r.tail, len(r), r.free) == (
             m.head, m.head + len(m.data), len(m.data), m.capacity - len(m.data))
+        assert 0 <= r.referenced <= len(r)
+        assert r.referenced == 0 or ref_min > 0
     assert r.peek(r.head, len(r)) == bytes(m.data)
+    r.release(r.tail)
+    assert r.referenced == 0
 
 
 # ==========================================================================================

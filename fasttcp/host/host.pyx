@@ -519,7 +519,7 @@ cdef class Host:
     def _take_ring(self) -> SendRing:
         if self._ring_pool:
             return self._ring_pool.pop()
-        return SendRing(self.settings.snd_buf)
+        return SendRing(self.settings.snd_buf, self.settings.send_ref_min)
 
     def _take_reassembler(self) -> Reassembler:
         if self._reasm_pool:

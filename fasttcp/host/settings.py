@@ -32,6 +32,10 @@ class Settings:
     rcv_buf: int = 1 << 20
     #: Send buffer per connection: how much `send()` accepts before the peer acknowledges.
     snd_buf: int = 1 << 20
+    #: Zero-copy send: a `send()` of at least this many bytes of a `bytes` object (or a
+    #: contiguous memoryview of one) keeps a reference until they are acknowledged instead
+    #: of copying them (they count against snd_buf all the same); 0 always copies.
+    send_ref_min: int = 16384
     #: Disable Nagle's algorithm (RFC 9293 3.7.4) when True.
     nodelay: bool = False
     #: Delayed-ACK timer (RFC 1122 4.2.3.2, RFC 9293 3.8.6.3): at most 0.5 s; 0 disables
@@ -121,6 +125,8 @@ class Settings:
             raise ValueError("need 0 < min_rto <= initial_rto <= max_rto")
         if not 0 <= self.delayed_ack <= 0.5:
             raise ValueError("delayed_ack must be 0..0.5 s (RFC 1122 4.2.3.2)")
+        if not 0 <= self.send_ref_min <= 1 << 30:
+            raise ValueError("send_ref_min must be 0..2**30 bytes")
         if self.rcv_buf < self.effective_mss or self.snd_buf < self.effective_mss:
             raise ValueError("rcv_buf and snd_buf must hold at least one segment")
         if self.rcv_buf > (65535 << 14):

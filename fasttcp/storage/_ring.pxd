@@ -4,6 +4,7 @@
 # `buf[off & mask]` with a power-of-two allocation, so no head/tail index ever needs
 # renormalising and a wrap is one extra memcpy.
 cimport cython
+from cpython.ref cimport PyObject
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
 
@@ -59,6 +60,15 @@ cdef inline void ring_move(const unsigned char* old, uint64_t old_mask, unsigned
         n -= chunk
 
 
+# A run of stream bytes that lives in an immutable bytes object of the application's
+# rather than in the ring (zero-copy send): [start, end) is at p, kept alive by `owner`.
+cdef struct Extent:
+    uint64_t start
+    uint64_t end
+    const unsigned char* p
+    PyObject* owner
+
+
 @cython.final
 cdef class SendRing:
     cdef unsigned char* buf
@@ -66,17 +76,33 @@ cdef class SendRing:
     cdef readonly Py_ssize_t capacity
     cdef readonly uint64_t head     # offset of the first held byte (= bytes released)
     cdef readonly uint64_t tail     # offset after the last held byte (= bytes written)
+    # Bytes-like writes of at least this many bytes whose contents cannot change are
+    # referenced, not copied (0: never).
+    cdef readonly Py_ssize_t ref_min
+    # Referenced runs in stream order, all inside [head, tail): ext[ext_first ...
+    # ext_first + ext_count). The ring slots of their offsets go unused.
+    cdef Extent* ext
+    cdef Py_ssize_t ext_first
+    cdef Py_ssize_t ext_count
+    cdef Py_ssize_t ext_cap
 
     # Append up to free space; returns bytes taken.
     cdef Py_ssize_t write_c(self, const unsigned char* src, Py_ssize_t n) noexcept nogil
+    # Append the first n bytes at p (n <= free space), kept alive by a reference to owner.
+    cdef int write_ref_c(self, object owner, const unsigned char* p, Py_ssize_t n) except -1
     # Copy held bytes [offset, offset+n) clipped to tail into dst; returns bytes copied,
     # -1 if offset < head (already released).
     cdef Py_ssize_t copy_out(self, uint64_t offset, unsigned char* dst, Py_ssize_t n) noexcept nogil
-    # Pointer to held bytes at offset and how many follow before the wrap or the tail
-    # (0 if none): for checksumming or writev without a copy.
+    # Pointer to held bytes at offset and how many follow contiguously (up to the wrap, the
+    # tail or where a referenced run starts or ends; 0 if none): for checksumming or
+    # writev without a copy. owner: the object that keeps that memory alive (borrowed).
     cdef Py_ssize_t chunk_at(self, uint64_t offset, const unsigned char** p) noexcept nogil
-    # Drop bytes before upto (clamped to [head, tail]).
-    cdef void release_c(self, uint64_t upto) noexcept nogil
+    cdef Py_ssize_t chunk_owned(self, uint64_t offset, const unsigned char** p,
+                                PyObject** owner) noexcept nogil
+    # Drop bytes before upto (clamped to [head, tail]); referenced runs wholly before it
+    # are let go.
+    cdef void release_c(self, uint64_t upto) noexcept
+    cdef void _drop_extents(self, uint64_t upto) noexcept
 
     cdef inline Py_ssize_t held(self) noexcept nogil:
         return <Py_ssize_t>(self.tail - self.head)

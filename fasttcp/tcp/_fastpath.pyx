@@ -14,6 +14,7 @@ Send (`Tcb.output_data`): the steady-state loop that cuts the send ring into seg
 (window, cwnd, Nagle, sender SWS avoidance) and builds each packet straight from the ring.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.ref cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset
 
@@ -127,6 +128,8 @@ cdef class Tcb:
         cdef unsigned char* p
         cdef const unsigned char* p1
         cdef const unsigned char* p2
+        cdef PyObject* o1
+        cdef PyObject* o2
         memset(&t, 0, sizeof(t))
         if self.ts_ok and not flags & TH_RST:
             # RFC 7323 3.2: TSval from our clock, TSecr = TS.Recent on segments with ACK.
@@ -141,16 +144,21 @@ cdef class Tcb:
         if n > self.mss:
             t.no_tcp_csum = True                   # a super-segment: the TSO link sums it
             if from_ring and self.host.split_tx:
-                # The payload in place: up to the ring's wrap, then the rest from its start.
-                n1 = self._send_ring.chunk_at(off - 1, &p1)
+                # The payload in place, in at most two pieces: the ring's bytes up to its
+                # wrap or an application's bytes object (zero-copy send), then the rest.
+                n1 = self._send_ring.chunk_owned(off - 1, &p1, &o1)
                 if n1 > n:
                     n1 = n
                 n2 = n - n1
                 p2 = NULL
-                if n2 == 0 or self._send_ring.chunk_at(off - 1 + <uint64_t>n1, &p2) >= n2:
+                o2 = o1
+                if n2 == 0 or self._send_ring.chunk_owned(
+                        off - 1 + <uint64_t>n1, &p2, &o2) >= n2:
                     pkt = PyBytes_FromStringAndSize(NULL, 40 + olen)
                     build_tcp_headers(<unsigned char*>PyBytes_AS_STRING(pkt), 40 + olen, &t, n)
-                    return make_split_packet(pkt, self._send_ring, p1, n1, p2, n2)
+                    # The packet keeps alive whatever holds its payload.
+                    owner = <object>o1 if o2 == o1 else (<object>o1, <object>o2)
+                    return make_split_packet(pkt, owner, p1, n1, p2, n2)
         pkt = PyBytes_FromStringAndSize(NULL, total)
         p = <unsigned char*>PyBytes_AS_STRING(pkt)
         if n and from_ring:
