@@ -457,6 +457,7 @@ def test_write_keeps_views_of_bytes_and_copies_only_what_the_caller_may_change()
     does not fit (the caller may reuse the buffer once write() returns, even resize it);
     bytes and views of bytes are kept by reference; any layout arrives in order."""
     import array
+    import ctypes
 
     async def main() -> None:
         sa, sb = await queue_stacks(snd_buf=16384)    # most of each write waits
@@ -484,11 +485,17 @@ def test_write_keeps_views_of_bytes_and_copies_only_what_the_caller_may_change()
         tr.write(memoryview(kept)[7:])
         expected += kept[7:]
         assert any(v.obj is kept for v in tr._wbuf)   # a view of the bytes, no copy
+        grid = (ctypes.c_uint8 * 4 * 3)(*[(ctypes.c_uint8 * 4)(*range(i, i + 4))
+                                          for i in range(3)])
+        tr.write(memoryview(grid))                  # 2-D, format '<B': its 12 bytes
+        expected += bytes(grid)
         tr.write(bytearray())
         tr.write(memoryview(b""))
+        tr.write(memoryview((ctypes.c_uint8 * 4 * 0)()))   # empty, shape (0, 4)
         tr.write_eof()
         await asyncio.wait_for(srv[0].eof.wait(), 10)
         assert bytes(srv[0].data) == expected
+        assert tr.get_write_buffer_size() == 0
         await close_all(tr, proto, server, sa, sb)
     run(main)
 

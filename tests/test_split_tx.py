@@ -3,6 +3,7 @@ ring, or of the application's bytes it references), written by TunIO with one wr
 anything else sees ordinary bytes."""
 from __future__ import annotations
 
+import gc
 import hashlib
 import random
 import socket
@@ -20,8 +21,8 @@ GSO = 65000
 NO_TCP_CSUM = 1
 
 
-def _pair(split: bool, snd_buf: int = 1 << 20):
-    client = Host("10.0.0.1", isn_secret=bytes(16), gso_max=GSO, snd_buf=snd_buf)
+def _pair(split: bool, snd_buf: int = 1 << 20, **settings):
+    client = Host("10.0.0.1", isn_secret=bytes(16), gso_max=GSO, snd_buf=snd_buf, **settings)
     server = Host("10.0.0.2", isn_secret=bytes(16), gso_max=GSO)
     client.split_tx = split
     lst = server.listen(80)
@@ -30,13 +31,15 @@ def _pair(split: bool, snd_buf: int = 1 << 20):
     return client, server, c, lst.accept()
 
 
-def test_split_packets_are_byte_identical_to_copied_ones_and_carry_the_stream():
+@pytest.mark.parametrize("ref_min", [0, 16384], ids=["ring", "referenced"])
+def test_split_packets_are_byte_identical_to_copied_ones_and_carry_the_stream(ref_min):
     """Two identical pairs, one with split_tx: every packet flattens to exactly the bytes
-    the other pair sends (headers, options, payload across ring wraps), and the stream
-    arrives whole."""
+    the other pair sends (headers, options, payload across ring wraps, or across the
+    application's bytes objects with zero-copy send), and the stream arrives whole."""
     runs = []
     for split in (True, False):
-        client, server, c, s = _pair(split, snd_buf=150_000)   # a small ring: it wraps
+        client, server, c, s = _pair(split, snd_buf=150_000,   # a small ring: it wraps
+                                     send_ref_min=ref_min)
         data = random.Random(7).randbytes(2_000_000)
         sent, got, now, packets, kinds, wrapped = 0, bytearray(), 0.0, [], set(), 0
         while len(got) < len(data):
@@ -151,6 +154,29 @@ def test_send_ref_min_zero_always_copies_and_is_validated():
     data = random.Random(4).randbytes(100_000)
     refs = sys.getrefcount(data)
     assert c.send(data) == len(data) and sys.getrefcount(data) == refs
-    for bad in (-1, 1 << 31):
+    for bad in (-1, 1, 1023, 1 << 31, 2048.0):
         with pytest.raises(ValueError):
             Host("10.0.0.1", send_ref_min=bad)
+    Host("10.0.0.1", send_ref_min=1024)
+
+
+def test_split_packet_across_ring_and_referenced_bytes_keeps_the_bytes_alive():
+    """A super-segment whose payload starts in the ring (a short write, copied) and goes on
+    in a referenced bytes object: the packet owns both, so the bytes' memory stays valid
+    after the ring let go of it and the application dropped it."""
+    client, server, c, s = _pair(True)
+    head = random.Random(5).randbytes(5000)          # under send_ref_min: copied
+    data = random.Random(6).randbytes(300_000)       # referenced
+    assert c.send(head) == 5000 and c.send(data) == len(data)
+    ring = c._send_ring
+    assert ring.referenced == len(data)
+    out = client.transmit(0.01)
+    sp = next(p for p in out if type(p) is SplitPacket)
+    n = len(sp) - len(sp.head)
+    assert n > 5000 and "+ 0 bytes>" not in repr(sp)  # two pieces: ring, then the bytes
+    expected = (head + data)[:n]
+    ring.release(ring.tail)                          # as if all were acknowledged
+    assert ring.referenced == 0
+    del data, out
+    gc.collect()
+    assert bytes(memoryview(sp))[len(sp.head):] == expected

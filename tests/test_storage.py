@@ -189,11 +189,31 @@ def test_ring_references_immutable_bytes_instead_of_copying():
     assert r.referenced == 46 and sys.getrefcount(big) == refs
     r.release(30)
     assert r.referenced == 45 and sys.getrefcount(big) == refs - 1
-    assert "referenced=45" in repr(r)
+    assert "referenced=45 in 2 runs" in repr(r)
     r.reset()
     assert (r.head, r.tail, r.referenced) == (0, 0, 0)
     with pytest.raises(ValueError):
         SendRing(10, ref_min=-1)
+    plain = SendRing(100)                                     # the default: always copy
+    assert plain.write(big) == 30 and plain.referenced == 0
+
+
+def test_ring_grows_one_run_for_consecutive_pieces_of_one_object():
+    """A transport feeds one write in pieces as space opens: one run, not one per piece."""
+    r = SendRing(1000, ref_min=10)
+    data = pattern(5, 900)
+    view = memoryview(data)
+    for off in range(0, 600, 100):
+        assert r.write(view[off:off + 100]) == 100
+    assert (r.referenced, r.referenced_runs) == (600, 1)
+    assert r.write(b"x" * 5) == 5                             # copied: breaks the run
+    assert r.write(view[600:700]) == 100
+    other = pattern(6, 100)
+    assert r.write(other) == 100
+    assert (r.referenced, r.referenced_runs) == (800, 3)
+    assert r.peek(0, 1000) == data[:600] + b"x" * 5 + data[600:700] + other
+    r.release(600)
+    assert r.referenced_runs == 2
 
 
 def _ring_write(kind: str, b: bytes) -> Any:

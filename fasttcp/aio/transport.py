@@ -216,25 +216,31 @@ class TcpTransport(asyncio.Transport):
         if type(data) is not bytes and not _immutable_view(data):
             # The caller may reuse its buffer once write() returns: what the engine takes
             # now goes straight into its send ring, and only the rest is copied to be kept.
+            n = 0
+            if type(data) is bytearray and data and not self._wbuf:   # no views needed
+                n = self._send_now(data)
+                if n is None or n == len(data):
+                    return
+                tried = True
             with memoryview(data) as given:
+                if not given.nbytes:
+                    return
                 if not given.c_contiguous:
                     data = given.tobytes()
                 else:
                     with given.cast("B") as flat:
-                        if not flat:
-                            return
-                        if not self._wbuf:
+                        if not tried and not self._wbuf:
                             n = self._send_now(flat)
                             if n is None or n == len(flat):
                                 return
                             tried = True
-                            data = flat[n:].tobytes()
-                        else:
-                            data = flat.tobytes()
+                        data = flat[n:].tobytes()
         # bytes, or a view of bytes: nobody can change them, so a view is kept, not a copy.
-        view = memoryview(data).cast("B")
-        if not view:
+        view = memoryview(data)
+        if not view.nbytes:
             return
+        if view.ndim != 1 or view.format != "B":
+            view = view.cast("B")
         n = 0
         if not tried and not self._wbuf:
             n = self._send_now(view)

@@ -528,10 +528,11 @@ cdef class Host:
 
     def _recycle(self, conn: Connection) -> None:
         ring = conn._send_ring
-        if ring is not None and len(self._ring_pool) < POOL_MAX:
-            conn._send_ring = None
-            ring.reset()
-            self._ring_pool.append(ring)
+        if ring is not None:
+            ring.reset()          # also lets go of referenced application bytes at once
+            if len(self._ring_pool) < POOL_MAX:
+                conn._send_ring = None
+                self._ring_pool.append(ring)
         reasm = conn._reasm
         # Unread data stays readable after CLOSED: only an empty assembler is recycled.
         if reasm is not None and reasm.readable == 0 and len(self._reasm_pool) < POOL_MAX:

@@ -34,7 +34,8 @@ class Settings:
     snd_buf: int = 1 << 20
     #: Zero-copy send: a `send()` of at least this many bytes of a `bytes` object (or a
     #: contiguous memoryview of one) keeps a reference until they are acknowledged instead
-    #: of copying them (they count against snd_buf all the same); 0 always copies.
+    #: of copying them (they count against snd_buf all the same); 0 always copies, else at
+    #: least 1024.
     send_ref_min: int = 16384
     #: Disable Nagle's algorithm (RFC 9293 3.7.4) when True.
     nodelay: bool = False
@@ -125,8 +126,10 @@ class Settings:
             raise ValueError("need 0 < min_rto <= initial_rto <= max_rto")
         if not 0 <= self.delayed_ack <= 0.5:
             raise ValueError("delayed_ack must be 0..0.5 s (RFC 1122 4.2.3.2)")
-        if not 0 <= self.send_ref_min <= 1 << 30:
-            raise ValueError("send_ref_min must be 0..2**30 bytes")
+        if (not isinstance(self.send_ref_min, int)
+                or not (self.send_ref_min == 0 or 1024 <= self.send_ref_min <= 1 << 30)):
+            # At least 1 KiB: each referenced run takes a table entry.
+            raise ValueError("send_ref_min must be 0 or 1024..2**30 bytes")
         if self.rcv_buf < self.effective_mss or self.snd_buf < self.effective_mss:
             raise ValueError("rcv_buf and snd_buf must hold at least one segment")
         if self.rcv_buf > (65535 << 14):

@@ -77,7 +77,7 @@ cdef class SendRing:
     cdef readonly uint64_t head     # offset of the first held byte (= bytes released)
     cdef readonly uint64_t tail     # offset after the last held byte (= bytes written)
     # Bytes-like writes of at least this many bytes whose contents cannot change are
-    # referenced, not copied (0: never).
+    # referenced, not copied (0, the default: never).
     cdef readonly Py_ssize_t ref_min
     # Referenced runs in stream order, all inside [head, tail): ext[ext_first ...
     # ext_first + ext_count). The ring slots of their offsets go unused.
@@ -90,6 +90,8 @@ cdef class SendRing:
     cdef Py_ssize_t write_c(self, const unsigned char* src, Py_ssize_t n) noexcept nogil
     # Append the first n bytes at p (n <= free space), kept alive by a reference to owner.
     cdef int write_ref_c(self, object owner, const unsigned char* p, Py_ssize_t n) except -1
+    # The readers below are nogil, but the run table moves when a write adds a run: hold
+    # the GIL (or otherwise keep writers out) while calling them.
     # Copy held bytes [offset, offset+n) clipped to tail into dst; returns bytes copied,
     # -1 if offset < head (already released).
     cdef Py_ssize_t copy_out(self, uint64_t offset, unsigned char* dst, Py_ssize_t n) noexcept nogil

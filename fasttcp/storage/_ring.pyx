@@ -24,8 +24,8 @@ from fasttcp.wire._wire cimport get_buffer
 
 COMPILED = True
 
-#: Default `ref_min`: below this a copy costs less than tracking a reference (and keeps a
-#: TSO super-segment in at most two pieces).
+#: The host's default `ref_min` (Host setting send_ref_min): below this a copy costs less
+#: than tracking a reference (and keeps a TSO super-segment in at most two pieces).
 REF_MIN = 16384
 
 
@@ -51,7 +51,7 @@ cdef class SendRing:
     far; held bytes are [head, tail).
     """
 
-    def __cinit__(self, capacity: int, ref_min: int = REF_MIN):
+    def __cinit__(self, capacity: int, ref_min: int = 0):
         cdef Py_ssize_t cap = _check_capacity(capacity)
         if not 0 <= ref_min <= RING_MAX_CAPACITY:
             raise ValueError(f"ref_min must be in 0..{RING_MAX_CAPACITY}, got {ref_min}")
@@ -91,6 +91,15 @@ cdef class SendRing:
         cdef Py_ssize_t newcap
         if n <= 0 or n > self.free_space():
             raise ValueError("write_ref_c: n must be 1..free space")
+        if self.ext_count:
+            # The same object's memory right after the last run (a transport feeding the
+            # rest of one write as space opens): grow that run.
+            e = &self.ext[self.ext_first + self.ext_count - 1]
+            if (e.end == self.tail and e.owner == <PyObject*>owner
+                    and e.p + (e.end - e.start) == p):
+                e.end += <uint64_t>n
+                self.tail += <uint64_t>n
+                return 0
         if self.ext_first + self.ext_count == self.ext_cap:
             if self.ext_first:                   # room at the front: compact
                 memmove(self.ext, self.ext + self.ext_first, self.ext_count * sizeof(Extent))
@@ -126,11 +135,13 @@ cdef class SendRing:
             return n
         while done < n:
             k = self.chunk_at(offset + <uint64_t>done, &p)
+            if k <= 0:                           # cannot happen inside [head, tail)
+                break
             if k > n - done:
                 k = n - done
             memcpy(dst + done, p, <size_t>k)
             done += k
-        return n
+        return done
 
     cdef Py_ssize_t chunk_at(self, uint64_t offset, const unsigned char** p) noexcept nogil:
         cdef PyObject* owner
@@ -198,8 +209,9 @@ cdef class SendRing:
 
     def write(self, data) -> int:
         """Append as much of `data` (any bytes-like) as fits; returns the bytes accepted.
-        A `bytes` object or a contiguous memoryview of one, when at least `ref_min` of it
-        fits, is referenced rather than copied (its contents cannot change)."""
+        With `ref_min` set, a `bytes` object or a contiguous memoryview of one, when at
+        least `ref_min` of it fits, is referenced rather than copied (its contents cannot
+        change); the reference goes when its last byte is released."""
         cdef Py_buffer view
         cdef const unsigned char* p
         cdef Py_ssize_t n, room
@@ -221,6 +233,11 @@ cdef class SendRing:
         finally:
             if held:
                 PyBuffer_Release(&view)
+
+    @property
+    def referenced_runs(self) -> int:
+        """How many referenced runs are held (adjacent pieces of one object count once)."""
+        return self.ext_count
 
     @property
     def referenced(self) -> int:
@@ -268,6 +285,10 @@ cdef class SendRing:
         """Forget every byte and start a new stream at offset 0, keeping the allocation
         (a host recycles rings of closed connections instead of freeing them)."""
         self._drop_extents(<uint64_t>-1)
+        if self.ext_cap > 64:                    # a burst of runs: do not keep the table
+            c_free(self.ext)
+            self.ext = NULL
+            self.ext_cap = 0
         self.head = 0
         self.tail = 0
 
@@ -289,4 +310,5 @@ cdef class SendRing:
 
     def __repr__(self) -> str:
         return (f"<SendRing head={self.head} tail={self.tail} held={self.tail - self.head}"
-                f" capacity={self.capacity} referenced={self.referenced}>")
+                f" capacity={self.capacity} referenced={self.referenced}"
+                f" in {self.ext_count} runs>")

@@ -128,8 +128,8 @@ cdef class Tcb:
         cdef unsigned char* p
         cdef const unsigned char* p1
         cdef const unsigned char* p2
-        cdef PyObject* o1
-        cdef PyObject* o2
+        cdef PyObject* o1 = NULL
+        cdef PyObject* o2 = NULL
         memset(&t, 0, sizeof(t))
         if self.ts_ok and not flags & TH_RST:
             # RFC 7323 3.2: TSval from our clock, TSecr = TS.Recent on segments with ACK.
