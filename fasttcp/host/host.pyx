@@ -480,6 +480,12 @@ cdef class Host:
         self._dirty[conn] = None
         self._ready.add(conn)
 
+    def _want_output(self, conn: Connection) -> None:
+        """The application's own call (send, a read that opened the window) gave `conn`
+        something to transmit: nothing it has to be told about, so not "ready" (a
+        driver would dispatch it once more per batch for nothing)."""
+        self._dirty[conn] = None
+
     def _emit(self, packet: bytes, conn: Optional[Connection] = None) -> None:
         self._out.append(packet)
 

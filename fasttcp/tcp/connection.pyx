@@ -201,7 +201,7 @@ cdef class Connection(Tcb):
             raise ConnectionClosed("connection closing: send after shutdown/close")
         n = self._ring().write(data)
         if n:
-            self.host._wake(self)
+            self.host._want_output(self)
         return n
 
     def recv(self, max_bytes: int = 65536) -> bytes:
@@ -273,7 +273,7 @@ cdef class Connection(Tcb):
             edge = self.rcv_nxt + self._reasm.window
             if edge - self.rcv_adv >= min(self.settings.rcv_buf // 2, self.mss_limit):
                 self._ack_now = True
-                self.host._wake(self)
+                self.host._want_output(self)
 
     def shutdown(self) -> None:
         """Half-close: send FIN after the queued data, keep receiving (RFC 9293 3.10.4)."""
