@@ -147,6 +147,7 @@ def test_zero_copy_send_keeps_the_application_bytes_alive_in_a_split_packet():
 
 def test_send_ref_min_zero_always_copies_and_is_validated():
     client = Host("10.0.0.1", isn_secret=bytes(16), gso_max=GSO, send_ref_min=0)
+    client.split_tx = True
     server = Host("10.0.0.2", isn_secret=bytes(16), gso_max=GSO)
     server.listen(80)
     c = client.connect(("10.0.0.2", 80))
@@ -180,3 +181,18 @@ def test_split_packet_across_ring_and_referenced_bytes_keeps_the_bytes_alive():
     del data, out
     gc.collect()
     assert bytes(memoryview(sp))[len(sp.head):] == expected
+
+
+def test_only_a_host_sending_split_tso_segments_references():
+    """Where every segment is copied into a packet anyway (no split_tx, or no TSO),
+    copying MSS-sized pieces out of the application's memory is slower than out of the
+    ring: those hosts copy."""
+    for split, gso in ((False, GSO), (True, 0), (True, GSO)):
+        client = Host("10.0.0.1", isn_secret=bytes(16), gso_max=gso)
+        client.split_tx = split
+        server = Host("10.0.0.2", isn_secret=bytes(16), gso_max=GSO)
+        server.listen(80)
+        c = client.connect(("10.0.0.2", 80))
+        exchange(client, server, 0.0)
+        assert c.send(bytes(100_000)) == 100_000
+        assert c._send_ring.referenced == (100_000 if split and gso else 0)

@@ -32,10 +32,11 @@ class Settings:
     rcv_buf: int = 1 << 20
     #: Send buffer per connection: how much `send()` accepts before the peer acknowledges.
     snd_buf: int = 1 << 20
-    #: Zero-copy send: a `send()` of at least this many bytes of a `bytes` object (or a
-    #: contiguous memoryview of one) keeps a reference until they are acknowledged instead
-    #: of copying them (they count against snd_buf all the same); 0 always copies, else at
-    #: least 1024.
+    #: Zero-copy send, for a host whose link writes TSO super-segments as SplitPackets
+    #: (`split_tx` with `gso_max`: TunLink with offloads): a `send()` of at least this many
+    #: bytes of a `bytes` object (or a contiguous memoryview of one) keeps a reference until
+    #: they are acknowledged instead of copying them (they count against snd_buf all the
+    #: same); 0 always copies, else at least 1024.
     send_ref_min: int = 16384
     #: Disable Nagle's algorithm (RFC 9293 3.7.4) when True.
     nodelay: bool = False

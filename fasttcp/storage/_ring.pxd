@@ -78,7 +78,7 @@ cdef class SendRing:
     cdef readonly uint64_t tail     # offset after the last held byte (= bytes written)
     # Bytes-like writes of at least this many bytes whose contents cannot change are
     # referenced, not copied (0, the default: never).
-    cdef readonly Py_ssize_t ref_min
+    cdef Py_ssize_t _ref_min
     # Referenced runs in stream order, all inside [head, tail): ext[ext_first ...
     # ext_first + ext_count). The ring slots of their offsets go unused.
     cdef Extent* ext

@@ -53,15 +53,13 @@ cdef class SendRing:
 
     def __cinit__(self, capacity: int, ref_min: int = 0):
         cdef Py_ssize_t cap = _check_capacity(capacity)
-        if not 0 <= ref_min <= RING_MAX_CAPACITY:
-            raise ValueError(f"ref_min must be in 0..{RING_MAX_CAPACITY}, got {ref_min}")
         cdef size_t alloc = ring_alloc_size(<size_t>cap)
         self.buf = _alloc(alloc)
         self.mask = alloc - 1
         self.capacity = cap
         self.head = 0
         self.tail = 0
-        self.ref_min = ref_min
+        self.ref_min = ref_min                   # validated by the setter
         self.ext = NULL
         self.ext_first = 0
         self.ext_count = 0
@@ -216,7 +214,7 @@ cdef class SendRing:
         cdef const unsigned char* p
         cdef Py_ssize_t n, room
         cdef object owner = None
-        if self.ref_min:
+        if self._ref_min:
             if PyBytes_CheckExact(data):
                 owner = data
             elif type(data) is memoryview and PyBytes_CheckExact(data.obj) and data.c_contiguous:
@@ -224,7 +222,7 @@ cdef class SendRing:
         cdef int held = get_buffer(data, &view, &p, &n)
         try:
             room = self.free_space()
-            if owner is not None and n >= self.ref_min and room >= self.ref_min:
+            if owner is not None and n >= self._ref_min and room >= self._ref_min:
                 if n > room:
                     n = room
                 self.write_ref_c(owner, p, n)
@@ -233,6 +231,18 @@ cdef class SendRing:
         finally:
             if held:
                 PyBuffer_Release(&view)
+
+    @property
+    def ref_min(self) -> int:
+        """Writes of bytes whose contents cannot change are referenced from this size
+        on; 0 copies everything. Affects later writes only."""
+        return self._ref_min
+
+    @ref_min.setter
+    def ref_min(self, value) -> None:
+        if not isinstance(value, int) or not 0 <= value <= RING_MAX_CAPACITY:
+            raise ValueError(f"ref_min must be an int in 0..{RING_MAX_CAPACITY}, got {value!r}")
+        self._ref_min = value
 
     @property
     def referenced_runs(self) -> int:

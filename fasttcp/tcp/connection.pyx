@@ -193,8 +193,9 @@ cdef class Connection(Tcb):
 
     def send(self, data) -> int:
         """Queue bytes for sending; returns how many the send buffer took (maybe 0).
-        At least ``settings.send_ref_min`` bytes of a ``bytes`` object (or a contiguous
-        memoryview of one) are kept by reference until acknowledged, not copied."""
+        On a host that sends TSO super-segments as SplitPackets, at least
+        ``settings.send_ref_min`` bytes of a ``bytes`` object (or a contiguous memoryview
+        of one) are kept by reference until acknowledged, not copied."""
         self._raise_error()
         if self.fin_off is not None or self.st not in (
                 S_SYN_SENT, S_SYN_RECEIVED, S_ESTABLISHED, S_CLOSE_WAIT):
