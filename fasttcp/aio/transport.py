@@ -212,42 +212,45 @@ class TcpTransport(asyncio.Transport):
             if self._dropped_writes == 5:
                 log.warning("fasttcp: write() on a closed transport (data dropped)")
             return
-        tried = False
-        if type(data) is not bytes and not _immutable_view(data):
-            # The caller may reuse its buffer once write() returns: what the engine takes
-            # now goes straight into its send ring, and only the rest is copied to be kept.
-            n = 0
-            if type(data) is bytearray and data and not self._wbuf:   # no views needed
-                n = self._send_now(data)
-                if n is None or n == len(data):
-                    return
-                tried = True
+        if type(data) is bytes or _immutable_view(data):
+            self._write_kept(memoryview(data))
+            return
+        # The caller may reuse its buffer once write() returns: what the engine takes now
+        # goes straight into its send ring, and only the rest is copied to be kept.
+        if type(data) is bytearray and data and not self._wbuf:    # the common case
+            n = self._send_now(data)
+            if n is None or n == len(data):
+                return
             with memoryview(data) as given:
+                rest = given[n:].tobytes()
+        else:
+            with memoryview(data) as given:
+                if not given.c_contiguous:                # flattened once, then as bytes
+                    self._write_kept(memoryview(given.tobytes()))
+                    return
                 if not given.nbytes:
                     return
-                if not given.c_contiguous:
-                    data = given.tobytes()
-                else:
-                    with given.cast("B") as flat:
-                        if not tried and not self._wbuf:
-                            n = self._send_now(flat)
-                            if n is None or n == len(flat):
-                                return
-                            tried = True
-                        data = flat[n:].tobytes()
-        # bytes, or a view of bytes: nobody can change them, so a view is kept, not a copy.
-        view = memoryview(data)
+                with given.cast("B") as flat:
+                    n = 0 if self._wbuf else self._send_now(flat)
+                    if n is None or n == len(flat):
+                        return
+                    rest = flat[n:].tobytes()
+        self._queue(memoryview(rest))
+
+    def _write_kept(self, view: memoryview) -> None:
+        """Write bytes nobody can change: a view of them is kept, not a copy."""
         if not view.nbytes:
             return
         if view.ndim != 1 or view.format != "B":
             view = view.cast("B")
-        n = 0
-        if not tried and not self._wbuf:
-            n = self._send_now(view)
-            if n is None or n == len(view):
-                return
-        self._wbuf.append(view[n:])
-        self._wsize += len(view) - n
+        n = 0 if self._wbuf else self._send_now(view)
+        if n is not None and n < len(view):
+            self._queue(view[n:])
+
+    def _queue(self, view: memoryview) -> None:
+        """Keep ``view`` (of bytes nobody changes) until the send buffer has room."""
+        self._wbuf.append(view)
+        self._wsize += len(view)
         self._maybe_pause_protocol()
 
     def _send_now(self, view: memoryview) -> Optional[int]:

@@ -24,10 +24,6 @@ from fasttcp.wire._wire cimport get_buffer
 
 COMPILED = True
 
-#: The host's default `ref_min` (Host setting send_ref_min): below this a copy costs less
-#: than tracking a reference (and keeps a TSO super-segment in at most two pieces).
-REF_MIN = 16384
-
 
 cdef unsigned char* _alloc(size_t n) except NULL:
     cdef unsigned char* p = <unsigned char*>malloc(n)
