@@ -29,8 +29,9 @@ own timing also covers starting that process.
 - ``paired with veth``: fasttcp with offloads and the veth baseline in alternating rounds
   of one benchmark; ``x veth (median of pairs)`` is the median of the per-pair ratios,
   steadier than the ratio of two benchmarks' medians on this noisy VM.
-- ``sender hrtimers/round``: HRTIMER softirqs during the kernel sender's transfer, nearly
-  all of them its bbr pacing timer (``interop_util.hrtimer_softirqs``).
+- ``sender hrtimers/round``: HRTIMER softirqs on every CPU during the kernel sender's
+  transfer, nearly all of them its bbr pacing timer (``interop_util.hrtimer_softirqs``;
+  an upper bound: an idle second raises none, a cubic sender's transfer none).
 - Each benchmark first moves a small untimed transfer (the veth one a full one), so
   first-use costs of a fresh process (imports, heap growth) are not counted.
 - The baseline is kernel to kernel over a veth pair between two namespaces (pyroute2),
@@ -349,7 +350,8 @@ def test_paired_with_veth(benchmark, direction, protocol):
     alternating rounds of one benchmark, the order flipped every round. This VM has slow
     phases (the same CPU work taking up to twice as long, for seconds at a time) that
     otherwise land on one benchmark and not the other; paired rounds share them, so the
-    median of the per-pair ratios is the steadier ``x veth``."""
+    median of the per-pair ratios is the steadier ``x veth``. (pytest-benchmark's own
+    time columns cover a pair of transfers here: only ``extra_info`` means anything.)"""
     benchmark.group = f"TUN paired with veth {direction}"
     size = SIZE_FAST
     server_mode, client_mode = ("sink", "send") if direction == "upload" else ("source", "get")

@@ -501,23 +501,27 @@ def test_write_keeps_views_of_bytes_and_copies_only_what_the_caller_may_change()
 
 
 def test_every_kind_of_buffer_written_alone_is_sent() -> None:
-    """Each kind of buffer as the only write on an idle connection: nothing may wait in
-    the transport for an ACK that never comes."""
+    """Each kind of buffer as the only write on an idle connection, larger than the send
+    buffer (so the transport keeps the rest): nothing may wait in the transport for an
+    ACK that never comes."""
     import array
 
     async def main() -> None:
-        sa, sb = await queue_stacks()
+        sa, sb = await queue_stacks(snd_buf=8192)
         srv: List[Recorder] = []
         server = await sa.create_server(lambda: srv.append(Recorder()) or srv[-1], 9003)
         tr, proto = await sb.create_connection(Recorder, A, 9003)
         expected = b""
         blob = payload(40_000, 9)
         await asyncio.sleep(0.05)                     # handshake over: nothing in flight
+        kept = []
         for data, wire in ((memoryview(blob)[::2], blob[::2]), (blob, blob),
                            (memoryview(blob)[1:], blob[1:]), (bytearray(blob), blob),
+                           (memoryview(bytearray(blob)), blob),
                            (memoryview(array.array("H", blob[:100])), blob[:100])):
             await asyncio.sleep(0.02)                 # every ACK in: the connection idles
             tr.write(data)
+            kept.append(tr.get_write_buffer_size())
             expected += wire
             for _ in range(400):
                 if srv and len(srv[0].data) == len(expected):
@@ -525,6 +529,7 @@ def test_every_kind_of_buffer_written_alone_is_sent() -> None:
                 await asyncio.sleep(0.005)
             assert bytes(srv[0].data) == expected, type(data)
         assert tr.get_write_buffer_size() == 0
+        assert max(kept) > 0                          # the transport did keep some
         await close_all(tr, proto, server, sa, sb)
     run(main)
 

@@ -14,7 +14,7 @@ import pytest
 from fasttcp import Host
 from fasttcp.link import exchange
 from fasttcp.link._tunio import TunIO
-from fasttcp.wire import SplitPacket, parse
+from fasttcp.wire import SplitPacket, build_icmp_unreachable, parse
 
 GSO = 65000
 #: Host.receive's parse flag for packets from a TSO link (TCP checksums left to it).
@@ -196,3 +196,25 @@ def test_only_a_host_sending_split_tso_segments_references():
         exchange(client, server, 0.0)
         assert c.send(bytes(100_000)) == 100_000
         assert c._send_ring.referenced == (100_000 if split and gso else 0)
+
+
+def test_a_connection_without_super_segments_copies():
+    """Zero-copy send follows the connection's own super-segments: none towards a peer
+    with a smaller MSS, and none after an ICMP fragmentation-needed cut the MSS."""
+    client = Host("10.0.0.1", isn_secret=bytes(16), gso_max=GSO)
+    client.split_tx = True
+    server = Host("10.0.0.2", isn_secret=bytes(16), mtu=1400)
+    server.listen(80)
+    c = client.connect(("10.0.0.2", 80))
+    exchange(client, server, 0.0)
+    assert c.gso_max == 0
+    assert c.send(bytes(100_000)) == 100_000 and c._send_ring.referenced == 0
+
+    client, server, c, s = _pair(True)
+    assert c.gso_max > 0 and c.send(bytes(50_000)) == 50_000
+    assert c._send_ring.referenced == 50_000
+    first = bytes(client.transmit(0.01)[0])
+    client.receive([build_icmp_unreachable("10.9.9.9", "10.0.0.1", 4, first, mtu=1000)],
+                   0.02)
+    assert c.gso_max == 0 and c.info().mss == 960
+    assert c.send(bytes(50_000)) == 50_000 and c._send_ring.referenced == 50_000  # as before

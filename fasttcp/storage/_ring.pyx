@@ -236,8 +236,10 @@ cdef class SendRing:
 
     @ref_min.setter
     def ref_min(self, value) -> None:
-        if not isinstance(value, int) or not 0 <= value <= RING_MAX_CAPACITY:
-            raise ValueError(f"ref_min must be an int in 0..{RING_MAX_CAPACITY}, got {value!r}")
+        if not isinstance(value, int):
+            raise TypeError(f"ref_min must be an int, got {type(value).__name__}")
+        if not 0 <= value <= RING_MAX_CAPACITY:
+            raise ValueError(f"ref_min must be in 0..{RING_MAX_CAPACITY}, got {value}")
         self._ref_min = value
 
     @property

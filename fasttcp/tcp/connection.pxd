@@ -77,4 +77,5 @@ cdef class Connection(Tcb):
     cpdef _terminate(self, error)
     cpdef _fast_batch_done(self, double now)
     cdef _set_gso(self)
+    cdef _set_ref_min(self)
     cdef int64_t _initial_rcv_window(self)

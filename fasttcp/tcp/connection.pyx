@@ -417,6 +417,17 @@ cdef class Connection(Tcb):
         s = self.settings
         full = self.mss + (TS_OPTION_SPACE if self.ts_ok else 0) + 40 == s.mtu
         self.gso_max = min(s.gso_max, 65535 - 100) if full and s.gso_max > self.mss else 0
+        self._set_ref_min()
+
+    cdef _set_ref_min(self):
+        """Zero-copy send (settings.send_ref_min) only while super-segments go out as
+        SplitPackets, where the kernel reads the application's bytes itself. Where each
+        MSS-sized segment is copied into a packet anyway, copying it out of the
+        application's (cold) memory is slower than out of the (warm) ring: 18.3 against
+        19.8 Gbit/s in process. Affects later sends only."""
+        if self._send_ring is not None:
+            self._send_ring.ref_min = (self.settings.send_ref_min
+                                       if self.gso_max > 0 and self.host.split_tx else 0)
 
     cdef int64_t _initial_rcv_window(self):
         # The window field of a SYN is never scaled (RFC 7323 2.2).
@@ -1089,6 +1100,7 @@ cdef class Connection(Tcb):
             if new_mss < self.mss:
                 self.mss = new_mss
                 self.gso_max = 0
+                self._set_ref_min()
                 self.mss_limit = min(self.mss_limit, new_mss)
                 self.cc.set_mss(new_mss)
                 self.snd_nxt = self.snd_una          # resend at the new size
@@ -1302,6 +1314,7 @@ cdef class Connection(Tcb):
         # Buffers are created on first use: an idle connection holds no buffer memory.
         if self._send_ring is None:
             self._send_ring = self.host._take_ring()
+            self._set_ref_min()
         return self._send_ring
 
     def _reassembler(self) -> Reassembler:
