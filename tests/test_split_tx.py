@@ -21,9 +21,13 @@ GSO = 65000
 NO_TCP_CSUM = 1
 
 
-def _pair(split: bool, snd_buf: int = 1 << 20, **settings):
-    client = Host("10.0.0.1", isn_secret=bytes(16), gso_max=GSO, snd_buf=snd_buf, **settings)
-    server = Host("10.0.0.2", isn_secret=bytes(16), gso_max=GSO)
+def _pair(split: bool, snd_buf: int = 1 << 20, server_settings=None, **settings):
+    """A connected client/server pair; ``settings`` for the client, ``server_settings``
+    for the server (both over the defaults here)."""
+    client = Host("10.0.0.1", **{"isn_secret": bytes(16), "gso_max": GSO,
+                                 "snd_buf": snd_buf, **settings})
+    server = Host("10.0.0.2", **{"isn_secret": bytes(16), "gso_max": GSO,
+                                 **(server_settings or {})})
     client.split_tx = split
     lst = server.listen(80)
     c = client.connect(("10.0.0.2", 80))
@@ -146,12 +150,7 @@ def test_zero_copy_send_keeps_the_application_bytes_alive_in_a_split_packet():
 
 
 def test_send_ref_min_zero_always_copies_and_is_validated():
-    client = Host("10.0.0.1", isn_secret=bytes(16), gso_max=GSO, send_ref_min=0)
-    client.split_tx = True
-    server = Host("10.0.0.2", isn_secret=bytes(16), gso_max=GSO)
-    server.listen(80)
-    c = client.connect(("10.0.0.2", 80))
-    exchange(client, server, 0.0)
+    client, server, c, s = _pair(True, send_ref_min=0)
     data = random.Random(4).randbytes(100_000)
     refs = sys.getrefcount(data)
     assert c.send(data) == len(data) and sys.getrefcount(data) == refs
@@ -188,12 +187,7 @@ def test_only_a_host_sending_split_tso_segments_references():
     copying MSS-sized pieces out of the application's memory is slower than out of the
     ring: those hosts copy."""
     for split, gso in ((False, GSO), (True, 0), (True, GSO)):
-        client = Host("10.0.0.1", isn_secret=bytes(16), gso_max=gso)
-        client.split_tx = split
-        server = Host("10.0.0.2", isn_secret=bytes(16), gso_max=GSO)
-        server.listen(80)
-        c = client.connect(("10.0.0.2", 80))
-        exchange(client, server, 0.0)
+        client, server, c, s = _pair(split, gso_max=gso)
         assert c.send(bytes(100_000)) == 100_000
         assert c._send_ring.referenced == (100_000 if split and gso else 0)
 
@@ -201,12 +195,7 @@ def test_only_a_host_sending_split_tso_segments_references():
 def test_a_connection_without_super_segments_copies():
     """Zero-copy send follows the connection's own super-segments: none towards a peer
     with a smaller MSS, and none after an ICMP fragmentation-needed cut the MSS."""
-    client = Host("10.0.0.1", isn_secret=bytes(16), gso_max=GSO)
-    client.split_tx = True
-    server = Host("10.0.0.2", isn_secret=bytes(16), mtu=1400)
-    server.listen(80)
-    c = client.connect(("10.0.0.2", 80))
-    exchange(client, server, 0.0)
+    client, server, c, s = _pair(True, server_settings={"mtu": 1400, "gso_max": 0})
     assert c.gso_max == 0
     assert c.send(bytes(100_000)) == 100_000 and c._send_ring.referenced == 0
 
