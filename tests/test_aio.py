@@ -20,6 +20,7 @@ import fasttcp.aio
 from fasttcp import State
 from fasttcp.aio import (DatagramSocketLink, FastTcpStack, QueuePacketIO, TcpTransport,
                          UdpPacketIO)
+from fasttcp.link import LinkCapabilities
 
 A, B = "10.0.0.1", "10.0.0.2"
 MiB = 1 << 20
@@ -159,6 +160,8 @@ async def echo_over_links(la: Any, lb: Any, size: int, **driver: Any) -> Tuple[A
 class BudgetLink(DatagramSocketLink):
     """A datagram link whose recv_batch takes a byte budget, as TunLink's does."""
 
+    capabilities = LinkCapabilities(keeps_packets=False, recv_views=True, recv_max_bytes=True)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.budgets: List[Optional[int]] = []
@@ -198,7 +201,8 @@ class ArenaLink(DatagramSocketLink):
     at the start of every call, so anything the host kept by reference past settle()
     would be corrupted. Declares takes_split_packets like TunLink (it writes at once)."""
 
-    takes_split_packets = True
+    capabilities = LinkCapabilities(takes_split_packets=True, keeps_packets=False,
+                                    recv_views=True)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -46,7 +46,7 @@ import ipaddress
 from typing import Any, Callable, Optional, Tuple
 
 from fasttcp.aio.driver import Driver
-from fasttcp.aio.packet_io import DatagramSocketLink, PacketIO, QueuePacketIO, UdpPacketIO
+from fasttcp.link import DatagramSocketLink, PacketIO, QueuePacketIO, UdpPacketIO  # moved
 from fasttcp.aio.streams import ClientConnectedCb
 from fasttcp.aio.streams import open_connection as _open_connection
 from fasttcp.aio.streams import start_server as _start_server

@@ -1,19 +1,24 @@
 """Run a sans-IO :class:`fasttcp.Host` on an asyncio event loop.
 
-The :class:`Driver` owns the three calls the host needs (DESIGN.md, "Sans-IO host"):
+The :class:`Driver` owns the three calls the host needs (``receive``, ``transmit``,
+``poll_at``) and learns everything about the link from its capabilities record
+(:class:`~fasttcp.link.LinkCapabilities`, read once with
+:func:`~fasttcp.link.capabilities_of`):
 
-- input: for a file-descriptor link, ``loop.add_reader(link.fileno())`` reads batches with
+- input: for a batch link, ``loop.add_reader(link.fileno())`` reads batches with
   ``recv_batch`` (at most ``max_batches`` per callback, so one busy link cannot starve the
-  loop; at most ``batch_bytes`` per batch where the link takes ``max_bytes``); for a
-  :class:`~fasttcp.aio.packet_io.PacketIO`, a task awaits ``recv()`` and yields
+  loop; at most ``batch_bytes`` per batch where the record says ``recv_max_bytes``); for a
+  :class:`~fasttcp.link.PacketIO` (``packet_io``), a task awaits ``recv()`` and yields
   to the loop every ``max_batches`` batches. Every batch goes to ``host.receive(batch,
-  loop.time(), parse_flags, defer_copy)``, then readiness is dispatched and
+  loop.time(), caps.parse_flags, defer_copy)``, then readiness is dispatched and
   ``host.settle()`` copies what in-order data is left before the next read.
 - after every batch, timer and user call: ``host.pop_ready()`` is dispatched to the
   registered transports/servers, then ``host.transmit(now)`` goes out on the link. User
   calls (write, close...) only mark the driver dirty: one ``call_soon`` flush per loop turn
   serves all of them, so many small writes leave as full segments.
-- timers: one ``loop.call_at(host.poll_at())``, re-armed after every service.
+- timers: one ``loop.call_at(host.poll_at())``, re-armed after every service; for a link
+  that ``delays_packets`` (a FaultyLink wrapper), a second one calls ``link.flush()`` by
+  ``link.next_arrival()``.
 - output backpressure: when ``send_batch`` writes fewer packets than given (EAGAIN), the
   rest is kept (at most ``max_pending`` packets; beyond that they are dropped like a full
   device queue) and ``loop.add_writer`` finishes the job.
@@ -24,9 +29,10 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional
 
 from fasttcp.host.host import Host
+from fasttcp.link.capabilities import LinkCapabilities, capabilities_of
 from fasttcp.wire import SplitPacket
 
 __all__ = ["Driver"]
@@ -37,17 +43,7 @@ log = logging.getLogger("fasttcp.aio")
 _MAX_ROUNDS = 8
 
 
-def _recv_options(recv_batch: Any) -> Tuple[bool, bool]:
-    """Whether a link's ``recv_batch`` takes ``copy`` (TunLink: ``copy=False`` returns
-    views into its arena, valid until the next call) and ``max_bytes``."""
-    try:
-        params = inspect.signature(recv_batch).parameters
-    except (TypeError, ValueError):
-        return False, False
-    return "copy" in params, "max_bytes" in params
-
-
-#: Most bytes read per batch (a link whose recv_batch takes max_bytes). Every batch ends
+#: Most bytes read per batch (a link whose record says ``recv_max_bytes``). Every batch ends
 #: with one ACK per connection; 64 KB TSO super-packets would otherwise make a batch a
 #: whole receive window, and the sender waits for that ACK with nothing in flight.
 BATCH_BYTES = 512 * 1024
@@ -56,10 +52,12 @@ BATCH_BYTES = 512 * 1024
 class Driver:
     """Drives ``host`` over ``link`` on the running event loop (see the module docstring).
 
-    ``link`` is either a file-descriptor link (``recv_batch`` / ``send_batch`` / ``fileno``,
-    e.g. a TUN link or :class:`~fasttcp.aio.packet_io.DatagramSocketLink`) or a
-    :class:`~fasttcp.aio.packet_io.PacketIO`. Objects registered with :meth:`register` (keyed
-    by the host's Connection or Listener) get ``_on_ready()`` when the host reports them.
+    ``link`` is either a batch link with a file descriptor (``recv_batch`` / ``send_batch``
+    / ``fileno``, e.g. a TUN link or :class:`~fasttcp.link.DatagramSocketLink`) or a
+    :class:`~fasttcp.link.PacketIO`; its capabilities record says which (a link that
+    declares none gets the defaults of :func:`~fasttcp.link.capabilities_of`: plain
+    packets, no offloads). Objects registered with :meth:`register` (keyed by the host's
+    Connection or Listener) get ``_on_ready()`` when the host reports them.
     """
 
     def __init__(self, host: Host, link: Any, *, loop: Optional[asyncio.AbstractEventLoop] = None,
@@ -73,28 +71,29 @@ class Driver:
         self.defer_copy = defer_copy
         self.max_batches = max_batches
         self.max_pending = max_pending
-        if hasattr(link, "recv_batch") and hasattr(link, "send_batch"):
+        caps = capabilities_of(link)
+        self.capabilities: LinkCapabilities = caps
+        if caps.packet_io:
+            self._fd: Optional[int] = None
+            self._io: Any = link
+        else:
             try:
-                self._fd: Optional[int] = link.fileno()
+                self._fd = link.fileno()
             except (OSError, ValueError, AttributeError) as e:  # io.UnsupportedOperation too
                 raise TypeError(f"{type(link).__name__} has no file descriptor for the event "
                                 f"loop; in one process use QueuePacketIO") from e
             self._io = None
-            self._recv_views, self._recv_budget = _recv_options(link.recv_batch)
-            # A link that writes scatter lists takes TSO super-segments as headers plus
-            # views of the send ring (no copy); they are written at once or copied here.
-            # Any other link gets plain packets (it may keep them for later).
-            # (Looked up on the type: a wrapper that forwards attributes may still keep
-            # packets, so it must declare the flag itself.)
-            host.split_tx = bool(getattr(type(link), "takes_split_packets", False))
-        elif hasattr(link, "recv") and hasattr(link, "send"):
-            self._fd = None
-            self._io = link
-            host.split_tx = False
-            self._recv_views = self._recv_budget = False
-        else:
-            raise TypeError("link must be a fd link (recv_batch/send_batch/fileno) or a "
-                            "PacketIO (async recv()/send(packets))")
+        # The host's one link-dependent switch: SplitPackets (headers plus views of the
+        # send ring, no copy) only for a link that writes them at once and keeps nothing.
+        host.split_tx = caps.split_packets
+        self._parse_flags = caps.parse_flags
+        self._read_kw: Dict[str, Any] = {}
+        if caps.recv_views:
+            self._read_kw["copy"] = False
+        if caps.recv_max_bytes:
+            self._read_kw["max_bytes"] = batch_bytes
+        self._link_timer: Optional[asyncio.TimerHandle] = None
+        self._link_timer_when: Optional[float] = None
         self._handlers: Dict[Any, Any] = {}
         self._started = False
         self._closed = False
@@ -156,10 +155,10 @@ class Driver:
                 loop.remove_writer(self._fd)
         if self._pump is not None:
             self._pump.cancel()
-        for h in (self._timer, self._flush_handle):
+        for h in (self._timer, self._flush_handle, self._link_timer):
             if h is not None:
                 h.cancel()
-        self._timer = self._flush_handle = None
+        self._timer = self._flush_handle = self._link_timer = None
         self._pending.clear()
         self._handlers.clear()
 
@@ -195,13 +194,8 @@ class Driver:
 
     def _on_readable(self) -> None:
         recv_batch = self.link.recv_batch
-        # A TUN link with checksum offload says its TCP checksums are already verified.
-        parse_flags = getattr(self.link, "parse_flags", 0)
-        read_kw: Dict[str, Any] = {}
-        if self._recv_views:
-            read_kw["copy"] = False
-        if self._recv_budget:
-            read_kw["max_bytes"] = self.batch_bytes
+        parse_flags = self._parse_flags
+        read_kw = self._read_kw
         for _ in range(self.max_batches):
             try:
                 # Views into the link's receive arena when it offers them: the host has
@@ -248,7 +242,7 @@ class Driver:
                 continue
             if type(batch) is not list:
                 batch = list(batch)
-            self._ingest(batch, 0)
+            self._ingest(batch, self._parse_flags)
             n += 1
             if n >= self.max_batches:
                 # recv() need not suspend when data is waiting: let the loop breathe.
@@ -362,6 +356,8 @@ class Driver:
             except OSError as e:
                 log.error("fasttcp: link write failed, %d packets lost: %r", len(packets), e)
                 return
+            if self.capabilities.delays_packets:
+                self._arm_link_timer()
             if n is None or n >= len(packets):
                 return
             self._defer(packets[n:])
@@ -377,6 +373,32 @@ class Driver:
             self._send_busy = True
             fut = asyncio.ensure_future(r)
             fut.add_done_callback(self._io_send_done)
+
+    def _arm_link_timer(self) -> None:
+        """A link that delays packets (a FaultyLink wrapper) passes them on only when
+        flushed: wake up by its next arrival, which is a time on the link's clock."""
+        link = self.link
+        when = link.next_arrival()
+        if when is None or self._closed:
+            return
+        t = self._link_timer
+        if t is not None:
+            if self._link_timer_when is not None and self._link_timer_when <= when:
+                return
+            t.cancel()
+        self._link_timer = self.loop.call_later(max(0.0, when - link.clock()),
+                                                self._on_link_timer)
+        self._link_timer_when = when
+
+    def _on_link_timer(self) -> None:
+        self._link_timer = self._link_timer_when = None
+        if self._closed:
+            return
+        try:
+            self.link.flush()
+        except OSError as e:
+            log.error("fasttcp: link flush failed: %r", e)
+        self._arm_link_timer()
 
     def _on_writable(self) -> None:
         self.loop.remove_writer(self._fd)

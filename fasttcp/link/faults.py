@@ -28,7 +28,8 @@ The stages, in order, for each packet pushed at time ``now``:
 
 A FaultyLink can also wrap a link (e.g. a :class:`~fasttcp.link.MemoryLink` end): then it
 is a link itself, and impairs what is *sent* through it; wrap both ends to impair both
-directions.
+directions. Its capabilities record says ``delays_packets``: whoever drives it must call
+``flush()`` by ``next_arrival()`` (the asyncio driver arms a loop timer for that).
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Union
+
+from fasttcp.link.capabilities import LinkCapabilities, capabilities_of
 
 __all__ = ["FaultConfig", "FaultStats", "FaultyLink"]
 
@@ -140,7 +143,9 @@ class FaultyLink:
     Link use: ``FaultyLink(config, link=inner, clock=...)`` is a link whose ``send_batch``
     pushes into the pipe and whose due packets are passed to ``inner.send_batch`` on every
     ``send_batch``, ``recv_batch`` or ``flush`` call. ``recv_batch`` reads ``inner`` as is.
-    The owner's event loop should call ``flush()`` by ``next_arrival()``.
+    The owner's event loop must call ``flush()`` by ``next_arrival()`` (times on ``clock``,
+    by default ``time.monotonic``, the asyncio loop's clock): the record's
+    ``delays_packets`` says so.
 
     ``seed`` overrides ``config.seed`` (a simulator uses this to give the two directions of
     one link independent streams). Packets must be ``bytes`` (they are kept, not copied).
@@ -303,6 +308,20 @@ class FaultyLink:
         return len(self._heap) if self._use_heap else len(self._fifo)
 
     # ------------------------------------------------------------------ link interface
+
+    @property
+    def capabilities(self) -> LinkCapabilities:
+        """The wrapped link's record, changed by what the pipe does: packets wait in it
+        (kept, so never SplitPackets), they are dropped above the config's MTU, and
+        ``recv_batch(max)`` takes no options. A pipe without a link has the defaults."""
+        mtu = self.config.mtu
+        if self.link is None:
+            return LinkCapabilities(mtu=mtu, delays_packets=True)
+        inner = capabilities_of(self.link)
+        if inner.mtu is not None and (mtu is None or inner.mtu < mtu):
+            mtu = inner.mtu
+        return inner.replace(mtu=mtu, takes_split_packets=False, keeps_packets=True,
+                             recv_views=False, recv_max_bytes=False, delays_packets=True)
 
     def _inner(self) -> Any:
         if self.link is None:

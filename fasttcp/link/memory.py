@@ -1,14 +1,17 @@
 """MemoryLink: two in-process packet queues joined back to back, for tests and demos.
 
-A link moves whole IPv4 packets in batches (see DESIGN.md, "Links"): ``send_batch`` puts
-packets on the wire, ``recv_batch`` takes what arrived. A MemoryLink has no file descriptor,
-so ``fileno()`` raises; drive it from a loop that calls ``recv_batch`` when it wants to.
+A MemoryLink is a batch link (the contract is in :mod:`fasttcp.link.capabilities`):
+``send_batch`` puts packets on the wire, ``recv_batch`` takes what arrived. It has no file
+descriptor, so ``fileno()`` raises; drive it from a loop that calls ``recv_batch`` when it
+wants to.
 """
 from __future__ import annotations
 
 import io
 from collections import deque
 from typing import Iterable, Optional
+
+from fasttcp.link.capabilities import LinkCapabilities
 
 __all__ = ["MemoryLink", "exchange"]
 
@@ -21,6 +24,9 @@ class MemoryLink:
     and the receiver's ``rx_dropped`` both count it, and ``send_batch`` returns how many
     packets were taken.
     """
+
+    #: What waits in the queue is immutable bytes (anything else is copied on the way in).
+    capabilities = LinkCapabilities(keeps_packets=False)
 
     __slots__ = ("capacity", "peer", "closed", "_rx", "tx_packets", "tx_bytes",
                  "tx_dropped", "rx_packets", "rx_bytes", "rx_dropped")

@@ -17,6 +17,8 @@ import struct
 import time
 from typing import IO, Any, Callable, Iterable, Optional, Union
 
+from fasttcp.link.capabilities import LinkCapabilities, capabilities_of
+
 __all__ = ["LINKTYPE_RAW", "LINKTYPE_IPV4", "PcapWriter", "PcapLink", "RecordingHost",
            "read_pcap"]
 
@@ -129,6 +131,13 @@ class PcapLink:
         self.link = link
         self.writer = writer
         self.clock: Callable[[], float] = clock if clock is not None else time.time
+
+    @property
+    def capabilities(self) -> LinkCapabilities:
+        """The wrapped link's, less what this wrapper does not pass on: plain packets
+        only (the capture writes each as bytes), and ``recv_batch(max)`` without options."""
+        return capabilities_of(self.link).replace(
+            takes_split_packets=False, recv_views=False, recv_max_bytes=False)
 
     def send_batch(self, packets: Iterable[bytes]) -> Any:
         packets = list(packets)

@@ -61,6 +61,7 @@ from fasttcp.link._tunio import (
     RX_FLAG_GSO,
     TunIO,
 )
+from fasttcp.link.capabilities import PARSE_NO_TCP_CSUM, LinkCapabilities
 
 __all__ = ["TunLink", "TUN_F_CSUM", "TUN_F_TSO4", "TUN_F_TSO6", "RX_FLAG_CSUM_PARTIAL",
            "RX_FLAG_CSUM_VALID", "RX_FLAG_GSO", "tun_available"]
@@ -158,7 +159,7 @@ class TunLink:
 
     ``send_batch`` takes :class:`fasttcp.wire.SplitPacket` s (headers plus views of a
     connection's send ring) and writes each with one writev, without copying the
-    payload: ``takes_split_packets`` tells the asyncio driver so.
+    payload: its :attr:`capabilities` record tells the asyncio driver so.
 
     ``address`` is fasttcp's address; the kernel side of the device gets
     ``kernel_address`` (default: the first host address of ``address/prefix``). With
@@ -378,9 +379,6 @@ class TunLink:
         return io.recv_batch(-1 if max is None else max, copy,
                              -1 if max_bytes is None else max_bytes)
 
-    #: send_batch writes SplitPackets with scatter I/O, at once (see the class docstring).
-    takes_split_packets = True
-
     def send_batch(self, packets: Iterable[Any], gso: Optional[int] = None) -> int:
         """Write the packets; returns how many were written (the rest count as dropped).
         With the writer thread they are queued, in order, for it to write (:meth:`flush`
@@ -435,6 +433,18 @@ class TunLink:
     def parse_flags(self) -> int:
         """Pass to ``SegmentBatch.parse`` for packets from this link (module docstring)."""
         return self._io.parse_flags if self._io is not None else 0
+
+    @property
+    def capabilities(self) -> LinkCapabilities:
+        """What this open device does (the offloads the kernel accepted): SplitPackets are
+        written with scatter I/O at once (the writer thread copies what it queues), reads
+        can return views of the arena and stop at a byte budget."""
+        tso = 65535 if self.offload else 0
+        return LinkCapabilities(
+            mtu=self.mtu, rx_checksum_offload=bool(self.parse_flags & PARSE_NO_TCP_CSUM),
+            tx_checksum_offload=bool(self.offload_flags & TUN_F_CSUM),
+            tso_max_size=tso, gro_max_size=tso, takes_split_packets=True,
+            keeps_packets=False, recv_views=True, recv_max_bytes=True)
 
     @property
     def last_rx_flags(self) -> bytes:

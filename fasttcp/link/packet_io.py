@@ -10,21 +10,20 @@ Adapters:
 - :class:`QueuePacketIO` - an asyncio.Queue pair: two hosts in one event loop, no sockets.
 - :class:`UdpPacketIO` - a UDP datagram endpoint carrying one IPv4 packet per datagram, so
   TCP runs in-process over UDP without root.
-- :class:`DatagramSocketLink` - not a PacketIO but a file-descriptor link (``recv_batch`` /
-  ``send_batch`` / ``fileno``) over any non-blocking datagram socket (a UDP socket, an
-  ``AF_UNIX`` socketpair); the driver reads it with ``loop.add_reader`` like a TUN device.
+
+(:class:`~fasttcp.link.DatagramSocketLink` is not a PacketIO but a batch link over a
+datagram socket; :mod:`fasttcp.link.capabilities` describes both kinds.)
 """
 from __future__ import annotations
 
 import asyncio
-import errno
 import socket
 from collections import deque
-from typing import Any, Awaitable, Deque, List, Optional, Protocol, Tuple, Union, runtime_checkable
+from typing import Any, Awaitable, Deque, List, Optional, Protocol, Tuple, runtime_checkable
 
-__all__ = ["DatagramSocketLink", "PacketIO", "QueuePacketIO", "UdpPacketIO"]
+from fasttcp.link.capabilities import LinkCapabilities
 
-Packet = Union[bytes, bytearray, memoryview]
+__all__ = ["PacketIO", "QueuePacketIO", "UdpPacketIO"]
 
 
 @runtime_checkable
@@ -52,6 +51,9 @@ class QueuePacketIO:
     ``max_batch`` packets. ``send`` drops the batch when the peer's queue already holds
     ``max_queued`` packets (like a full device queue), counted in :attr:`dropped`.
     """
+
+    #: Packets wait in the peer's queue: they are kept (views are copied to bytes first).
+    capabilities = LinkCapabilities(packet_io=True, keeps_packets=True)
 
     def __init__(self, rx: asyncio.Queue, tx: asyncio.Queue, *, max_batch: int = 256,
                  max_queued: int = 16384) -> None:
@@ -114,6 +116,10 @@ class UdpPacketIO(asyncio.DatagramProtocol):
     server side); datagrams from any other address are dropped. ``send`` drops packets
     while the peer is unknown or the transport's buffer is above ``max_buffer`` bytes.
     """
+
+    #: One packet per datagram: at most 65,507 bytes of UDP payload. The transport may
+    #: buffer what it could not send yet, so packets are kept.
+    capabilities = LinkCapabilities(mtu=65507, packet_io=True, keeps_packets=True)
 
     def __init__(self, remote_addr: Optional[Tuple[str, int]] = None, *, max_batch: int = 256,
                  max_buffer: int = 4 << 20) -> None:
@@ -212,75 +218,3 @@ class UdpPacketIO(asyncio.DatagramProtocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
-
-
-# ========================================================================================
-# A file-descriptor link over a datagram socket
-# ========================================================================================
-
-class DatagramSocketLink:
-    """A link (``recv_batch`` / ``send_batch`` / ``fileno``) over a datagram socket.
-
-    One packet per datagram. The socket is made non-blocking; ``recv_batch`` reads until
-    the socket is empty or ``max`` packets were read, ``send_batch`` writes until the socket
-    would block and returns how many packets it wrote (the driver keeps the rest and waits
-    for the fd to be writable). ``peer`` is the destination for an unconnected socket.
-    """
-
-    def __init__(self, sock: socket.socket, peer: Optional[Any] = None,
-                 bufsize: int = 65535) -> None:
-        sock.setblocking(False)
-        self.sock = sock
-        self.peer = peer
-        self.bufsize = bufsize
-        self.rx_packets = 0
-        self.tx_packets = 0
-
-    @classmethod
-    def pair(cls) -> Tuple["DatagramSocketLink", "DatagramSocketLink"]:
-        """Two links joined by an ``AF_UNIX`` datagram socketpair."""
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        return cls(a), cls(b)
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def recv_batch(self, max: int = 64) -> List[bytes]:  # noqa: A002 - the link interface
-        out: List[bytes] = []
-        recv = self.sock.recv
-        size = self.bufsize
-        for _ in range(max):
-            try:
-                out.append(recv(size))
-            except (BlockingIOError, InterruptedError):
-                break
-            except ConnectionRefusedError:      # a UDP peer not there yet: nothing to read
-                continue
-        self.rx_packets += len(out)
-        return out
-
-    def send_batch(self, packets: List[Packet]) -> int:
-        sock = self.sock
-        peer = self.peer
-        n = 0
-        for p in packets:
-            try:
-                if peer is None:
-                    sock.send(p)
-                else:
-                    sock.sendto(p, peer)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:
-                if e.errno in (errno.ENOBUFS, errno.EAGAIN):
-                    break
-                if e.errno in (errno.ECONNREFUSED, errno.EMSGSIZE):
-                    n += 1                   # lost on the wire; TCP will retransmit
-                    continue
-                raise
-            n += 1
-        self.tx_packets += n
-        return n
-
-    def close(self) -> None:
-        self.sock.close()
