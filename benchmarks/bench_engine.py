@@ -14,7 +14,7 @@ from fasttcp.link import exchange
 from benchutil import median_seconds
 
 from fasttcp import Host, State
-from fasttcp.cli.memtransfer import bulk_transfer
+from fasttcp.transfer import bulk_transfer
 
 SIZE = 16 << 20
 

@@ -7,7 +7,8 @@ link rate, retransmissions and RTOs (mean of 5 seeds).
 """
 import pytest
 
-from fasttcp.link.transfer import netsim_transfer
+from fasttcp.link import FaultConfig
+from fasttcp.transfer import bulk_transfer
 
 SEEDS = (1, 2, 3, 4, 5)
 
@@ -22,13 +23,14 @@ def test_goodput_under_loss(benchmark, loss, sack, congestion):
     def run():
         runs.clear()
         for seed in SEEDS:
-            r = netsim_transfer(4 << 20, loss=loss, delay=0.01, rate=100e6, seed=seed,
-                                timestamps=sack, sack=sack, congestion=congestion)
-            assert r["intact"] and r["closed"]
+            faults = FaultConfig(loss=loss, delay=0.01, rate=100e6, seed=seed)
+            r = bulk_transfer(4 << 20, faults=faults, seed=seed, timestamps=sack, sack=sack,
+                              congestion=congestion)
+            assert r.intact and r.closed
             runs.append(r)
 
     benchmark.pedantic(run, rounds=1, iterations=1)
-    mean = lambda k: sum(r[k] for r in runs) / len(runs)   # noqa: E731
+    mean = lambda k: sum(getattr(r, k) for r in runs) / len(runs)   # noqa: E731
     benchmark.extra_info["Mbit/s"] = round(mean("goodput") / 1e6, 2)
     benchmark.extra_info["share of link"] = round(mean("link_share"), 3)
     benchmark.extra_info["retransmitted segments"] = round(mean("rtx"), 1)

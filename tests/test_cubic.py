@@ -14,7 +14,7 @@ import random
 import pytest
 
 from fasttcp import Host, State
-from fasttcp.cli.memtransfer import bulk_transfer
+from fasttcp.transfer import bulk_transfer
 from fasttcp.link import FaultConfig, NetSim
 from fasttcp.tcp.congestion import ALGORITHMS, INFINITE_SSTHRESH, CongestionControl, resolve
 from fasttcp.tcp.cubic import Cubic

@@ -23,7 +23,8 @@ import pytest
 from scapy.layers.inet import IP, TCP
 
 from fasttcp import ConnectionReset, State
-from fasttcp.link.transfer import netsim_transfer
+from fasttcp.link import FaultConfig
+from fasttcp.transfer import bulk_transfer
 from fasttcp.tcp.rtt import RttEstimator
 from fasttcp.wire import TcpOptions
 from tcp_harness import (MASK, PEER_IP, TS_IRS, TS_PEER0, ManualPeer, Net, Seg, TsConn, seq,
@@ -549,13 +550,13 @@ def lossy_run(seed: int, options: bool, congestion: str = "newreno",
     """``size`` bytes one way through NetSim: 100 Mbit/s, 10 ms each way, 5% loss both
     ways; the client closes once its data is queued, the server when it reads EOF.
     Returns the figures; asserts completeness and byte-exactness."""
-    r = netsim_transfer(size, loss=0.05, delay=0.01, rate=100e6, seed=seed,
-                        timestamps=options, sack=options, congestion=congestion)
-    assert r["intact"] and r["closed"]
-    assert r["errors"] == (None, None) and not r["internal_errors"]
-    return dict(seed=seed, options=options, congestion=congestion, time=r["time"],
-                rtx=r["rtx"], timeouts=r["timeouts"], recoveries=r["recoveries"],
-                lost=r["lost"], segments=r["segments"])
+    r = bulk_transfer(size, faults=FaultConfig(loss=0.05, delay=0.01, rate=100e6, seed=seed),
+                      seed=seed, timestamps=options, sack=options, congestion=congestion)
+    assert r.intact and r.closed
+    assert r.errors == (None, None) and not r.internal_errors
+    return dict(seed=seed, options=options, congestion=congestion, time=r.time,
+                rtx=r.rtx, timeouts=r.timeouts, recoveries=r.recoveries,
+                lost=r.lost, segments=r.segments)
 
 
 LOSSY_SEEDS = (1, 2, 3, 4, 5)

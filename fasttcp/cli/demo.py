@@ -144,7 +144,7 @@ async def tun_demo(link: TunLink, ns: str, size: int, mtu: int) -> int:
 
 
 def memory_demo(size: int, mtu: int) -> int:
-    from fasttcp.cli.memtransfer import bulk_transfer
+    from fasttcp.transfer import bulk_transfer
 
     print(f"fasttcp demo (in memory): {size / 2**20:.0f} MiB from a fasttcp client host "
           f"(10.0.0.1) to a fasttcp server host (10.0.0.2), MTU {mtu}, both in this process")
