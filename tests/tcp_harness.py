@@ -7,7 +7,8 @@ Two ways to drive a :class:`fasttcp.Host`:
   is captured with its time as a :class:`Seg`. Timers run only when the test moves the clock
   (:meth:`ManualPeer.advance`, :meth:`ManualPeer.next_timer`).
 * :class:`Net`: two hosts joined by a wire with a fixed one-way latency and an optional drop
-  filter, run in virtual time by :meth:`Net.run` until a condition holds or nothing is due.
+  filter, run in virtual time by :meth:`Net.run` until a condition holds or nothing is due
+  (a scripting face on :class:`fasttcp.link.NetSim`).
 
 Segments compare as compact tuples: ``seg.t`` is ``(flags, seq, ack, win, len)`` and
 ``seg.ts`` adds the options, ``(flags, seq, ack, win, len, opts)``. Flags are spelled as
@@ -16,12 +17,11 @@ scapy and tcpdump do (``"S"``, ``"SA"``, ``"A"``, ``"PA"``, ``"FA"``, ``"FPA"``,
 """
 from __future__ import annotations
 
-import heapq
-import itertools
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 from fasttcp import Host
+from fasttcp.link import FaultConfig, NetSim
 from fasttcp.wire import Packet, TcpFlags, TcpOptions, build_tcp, parse
 
 MASK = 0xFFFFFFFF
@@ -173,58 +173,67 @@ class ManualPeer:
 class Net:
     """Two hosts on a wire with a one-way ``latency`` (seconds), run in virtual time.
 
+    A scripting face on :class:`fasttcp.link.NetSim` (the one in-process network): its
+    clock, its pipes (a fixed delay each way) and its delivery rules; ``net.sim`` is it.
     ``drop(seg, sender)`` returning True loses that packet. ``log`` records every packet
-    sent as ``(sender_name, Seg)``, with ``Seg.time`` the send time.
+    sent as ``(sender_name, Seg)``, with ``Seg.time`` the send time. ``now`` and
+    ``latency`` may be set between runs (packets in flight keep their arrival time).
     """
 
     def __init__(self, a: Host, b: Host, latency: float = 0.001, now: float = 0.0,
                  drop: Optional[Callable[[Seg, str], bool]] = None) -> None:
         a._raise_internal = b._raise_internal = True
         self.hosts = {"a": a, "b": b}
-        self.latency = latency
-        self.now = now
+        self._names = {id(a): "a", id(b): "b"}
         self.drop = drop
         self.log: List[Tuple[str, Seg]] = []
-        self._wire: List[Tuple[float, int, str, bytes]] = []
-        self._n = itertools.count()
+        # Every host transmits at every step: tests act on hosts between steps.
+        self.sim = NetSim(transmit_all=True, start=now, drop=self._on_send)
+        self.sim.add_host(a)
+        self.sim.add_host(b)
+        self.latency = latency
         for h in (a, b):                      # start the hosts' clocks (see ManualPeer)
             h.receive([], now)
 
-    def _flush(self) -> None:
-        for name, host in self.hosts.items():
-            for raw in host.transmit(self.now):
-                seg = Seg.of(raw, self.now)
-                self.log.append((name, seg))
-                if self.drop is not None and self.drop(seg, name):
-                    continue
-                dst = "b" if name == "a" else "a"
-                heapq.heappush(self._wire, (self.now + self.latency, next(self._n), dst, raw))
+    @property
+    def now(self) -> float:
+        return self.sim.now
+
+    @now.setter
+    def now(self, t: float) -> None:
+        self.sim.now = t
+
+    @property
+    def latency(self) -> float:
+        return self._latency
+
+    @latency.setter
+    def latency(self, latency: float) -> None:
+        self._latency = latency
+        wire = FaultConfig(delay=latency)
+        self.sim.connect(self.hosts["a"], self.hosts["b"], wire, wire)
+
+    def _on_send(self, now: float, host: Host, raw: bytes) -> bool:
+        name = self._names[id(host)]
+        seg = Seg.of(raw, now)
+        self.log.append((name, seg))
+        return self.drop is not None and self.drop(seg, name)
 
     def next_event(self) -> Optional[float]:
-        times = [t for t in (h.poll_at() for h in self.hosts.values()) if t is not None]
-        if self._wire:
-            times.append(self._wire[0][0])
-        return min(times) if times else None
+        self.sim.refresh_timers()
+        return self.sim.next_event()
 
     def run(self, until: Optional[Callable[[], bool]] = None, deadline: float = 1e6,
             max_steps: int = 200000) -> float:
         """Step events until ``until()`` holds, nothing is due, or ``deadline``; returns now."""
-        self._flush()
+        sim = self.sim
+        sim.kick()
         for _ in range(max_steps):
             if until is not None and until():
-                return self.now
-            t = self.next_event()
-            if t is None or t > deadline:
-                return self.now
-            self.now = max(self.now, t)
-            arrivals = {"a": [], "b": []}
-            while self._wire and self._wire[0][0] <= self.now:
-                _, _, dst, raw = heapq.heappop(self._wire)
-                arrivals[dst].append(raw)
-            for name, pkts in arrivals.items():
-                if pkts:
-                    self.hosts[name].receive(pkts, self.now)
-            self._flush()
+                return sim.now
+            sim.refresh_timers()              # until() may have acted on a host
+            if not sim.step(until=deadline):
+                return sim.now
         raise AssertionError("Net.run(): step limit reached")
 
     def sent_by(self, name: str) -> List[Seg]:

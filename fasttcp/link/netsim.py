@@ -61,6 +61,10 @@ class NetSim:
     host at every step instead of only on hosts that received something or had a timer
     due; use it if hosts' apps act on each other behind NetSim's back.
 
+    ``drop``, if set, is scripted loss: ``drop(time, src_host, packet)`` is called for every
+    packet a host sends, in order, after the taps and before the pipe; True loses it
+    (counted in ``scripted_drops``). Tests use it to lose chosen segments.
+
     ``coalesce`` (seconds, default 0: exact) batches arrivals like a NIC's interrupt
     coalescing: a pipe's packets are delivered ``coalesce`` after the first of them arrived,
     together with every later one that has arrived by then. Behind a rate limit, where every
@@ -76,6 +80,7 @@ class NetSim:
         transmit_all: bool = False,
         coalesce: float = 0.0,
         start: float = 0.0,
+        drop: Optional[Callable[[float, Any, bytes], bool]] = None,
     ) -> None:
         if not coalesce >= 0:
             raise ValueError("coalesce must be >= 0 seconds")
@@ -87,6 +92,8 @@ class NetSim:
         self.hosts: list[Any] = []
         self.taps: list[Tap] = []
         self.rx_taps: list[Tap] = []
+        self.drop = drop
+        self.scripted_drops = 0
         self.steps = 0                      # steps taken over the simulator's life
         self.packets_sent = 0
         self.packets_delivered = 0
@@ -226,6 +233,12 @@ class NetSim:
             best = self.now
         return best
 
+    def refresh_timers(self) -> None:
+        """Read every host's ``poll_at()`` again: code outside the simulation (an app call
+        between steps) may have changed a host's timers without anything being sent."""
+        for i in range(len(self.hosts)):
+            self._refresh_poll(i)
+
     def kick(self) -> None:
         """Call ``transmit(now)`` on every host and send what they return (no time passes).
 
@@ -333,6 +346,11 @@ class NetSim:
                 for tap in taps:
                     for p in out:
                         tap(now, host, p)
+            drop = self.drop
+            if drop is not None:
+                kept = [p for p in out if not drop(now, host, p)]
+                self.scripted_drops += len(out) - len(kept)
+                out = kept
             routes = self._routes[i]
             # Group by pipe so each pipe gets one push per host per step.
             groups: dict[int, list] = {}
@@ -421,5 +439,6 @@ class NetSim:
                     else totals.get(k, 0) + v
         totals.update(steps=self.steps, packets_sent=self.packets_sent,
                       packets_delivered=self.packets_delivered,
-                      unroutable=self.unroutable, icmp_sent=self.icmp_sent)
+                      unroutable=self.unroutable, icmp_sent=self.icmp_sent,
+                      scripted_drops=self.scripted_drops)
         return totals
