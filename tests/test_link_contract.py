@@ -154,3 +154,49 @@ def test_faulty_link_with_loss_and_delay_under_the_driver_is_byte_exact() -> Non
         lb.close()
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def _tun_skip_reason() -> str:
+    import shutil
+
+    from interop_util import skip_reason
+    if shutil.which("curl") is None:
+        return "curl is not installed"
+    return skip_reason() or ""
+
+
+@pytest.mark.skipif(bool(_tun_skip_reason()), reason=_tun_skip_reason())
+def test_curl_downloads_through_a_faulty_tun_link(tmp_path: Any) -> None:
+    """The case that stalled: FaultyLink(loss=2%, delay=5 ms) around a TUN link inside
+    FastTcpStack, the kernel's curl downloading 8 MiB from fasttcp's HTTP server in a
+    namespace of its own. Complete and byte-exact well within curl's 60 s."""
+    import shutil
+    import subprocess
+
+    from interop_util import US, make_host, run_async, script_cmd, sha256_file, tun_netns
+
+    from fasttcp.cli.servers import HttpServer, generated_body
+
+    size = 8 << 20
+    out = tmp_path / "body"
+    with tun_netns(offload=False) as (ns, tun):
+        link = FaultyLink(FaultConfig(loss=0.02, delay=0.005), seed=1, link=tun)
+        host = make_host(tun)
+
+        async def main() -> subprocess.CompletedProcess:
+            async with FastTcpStack(host, link) as stack:
+                server = await stack.start_server(HttpServer(size=size), 80)
+                proc = await asyncio.create_subprocess_exec(
+                    *script_cmd(ns, "exec", "--", shutil.which("curl"), "-sS", "--max-time",
+                                "60", "-o", str(out), "-w", "%{http_code} %{size_download}",
+                                f"http://{US}/file"),
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                stdout, stderr = await proc.communicate()
+                server.close()
+                return subprocess.CompletedProcess([], proc.returncode, stdout, stderr)
+
+        r = run_async(main(), 90)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().split() == ["200", str(size)]
+    assert sha256_file(str(out)) == (size, hashlib.sha256(generated_body(size)).hexdigest())
+    assert link.stats.lost > 10 and link.stats.delivered > size // 1500
