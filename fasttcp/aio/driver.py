@@ -87,11 +87,9 @@ class Driver:
         # send ring, no copy) only for a link that writes them at once and keeps nothing.
         host.split_tx = caps.split_packets
         self._parse_flags = caps.parse_flags
-        self._read_kw: Dict[str, Any] = {}
-        if caps.recv_views:
-            self._read_kw["copy"] = False
-        if caps.recv_max_bytes:
-            self._read_kw["max_bytes"] = batch_bytes
+        self._recv_views = caps.recv_views
+        self._recv_budget = caps.recv_max_bytes
+        self._delays_packets = caps.delays_packets
         self._link_timer: Optional[asyncio.TimerHandle] = None
         self._link_timer_when: Optional[float] = None
         self._handlers: Dict[Any, Any] = {}
@@ -195,7 +193,11 @@ class Driver:
     def _on_readable(self) -> None:
         recv_batch = self.link.recv_batch
         parse_flags = self._parse_flags
-        read_kw = self._read_kw
+        read_kw: Dict[str, Any] = {}
+        if self._recv_views:
+            read_kw["copy"] = False
+        if self._recv_budget:
+            read_kw["max_bytes"] = self.batch_bytes
         for _ in range(self.max_batches):
             try:
                 # Views into the link's receive arena when it offers them: the host has
@@ -356,7 +358,7 @@ class Driver:
             except OSError as e:
                 log.error("fasttcp: link write failed, %d packets lost: %r", len(packets), e)
                 return
-            if self.capabilities.delays_packets:
+            if self._delays_packets:
                 self._arm_link_timer()
             if n is None or n >= len(packets):
                 return

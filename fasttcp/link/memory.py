@@ -121,7 +121,13 @@ class MemoryLink:
 
 def exchange(a, b, now: float, max_rounds: int = 50) -> int:
     """Wire two sans-IO hosts back to back at one instant: hand each one's output to the
-    other until both are quiet (or ``max_rounds``). Returns the packets moved."""
+    other until both are quiet (or ``max_rounds``). Returns the packets moved.
+
+    This is not a network of its own: it has no clock (the caller gives ``now``) and no
+    routing (everything ``a`` sends goes to ``b``). It is what a :class:`NetSim` with
+    perfect pipes does within one instant, without building one per call (tests and the
+    connection-rate benchmark call it per step). Anything with time, delay, faults or
+    capture belongs on :class:`~fasttcp.link.NetSim`."""
     moved = 0
     for _ in range(max_rounds):
         pa, pb = a.transmit(now), b.transmit(now)
