@@ -66,12 +66,13 @@ import pytest
 
 # The tests' helpers (tests/ is on pytest's ``pythonpath``, see pyproject.toml).
 import interop_util
-from interop_util import (US, VETH_B, cpu_seconds, make_host, script_cmd, skip_reason,
-                          tun_netns, veth_netns)
+from interop_util import (US, VETH_B, cpu_seconds, make_host, script_cmd, tun_netns,
+                          veth_netns)
+from netns_util import TUN_MARKS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
+pytestmark = TUN_MARKS
 
 MIB = 1 << 20
 ROUNDS = 3
