@@ -53,7 +53,7 @@ def test_connection_rate(benchmark):
         server = Host("10.0.0.2", isn_secret=secret, msl=0.0005)
         lst = server.listen(80, backlog=n)
         now = 0.0
-        for i in range(n):
+        for _i in range(n):
             c = client.connect(("10.0.0.2", 80))
             exchange(client, server, now)
             s = lst.accept()

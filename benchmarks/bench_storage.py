@@ -7,7 +7,7 @@ and GB/s are in each benchmark's ``extra_info``, printed by ``python benchmarks/
 The Cython driver is compiled into a temporary directory on first use (a few seconds).
 """
 import array
-import importlib
+import importlib.util
 import random
 import subprocess
 import sys
@@ -78,11 +78,12 @@ def cdrv():
     '''))
     subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=d,
                    check=True, capture_output=True)
-    sys.path.insert(0, str(d))
-    try:
-        yield importlib.import_module("storage_cdriver")
-    finally:
-        sys.path.remove(str(d))
+    # Loaded from its file: nothing is added to sys.path.
+    so = next(d.glob("storage_cdriver*.so"))
+    spec = importlib.util.spec_from_file_location("storage_cdriver", so)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _record(benchmark, segments: int = SEGS, seg_bytes: int = MSS) -> None:

@@ -64,15 +64,15 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
+# The tests' helpers (tests/ is on pytest's ``pythonpath``, see pyproject.toml).
+import interop_util
+from interop_util import (US, VETH_B, cpu_seconds, make_host, script_cmd, tun_netns,
+                          veth_netns)
+from netns_util import TUN_MARKS
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.join(os.path.dirname(HERE), "tests")
-if TESTS not in sys.path:
-    sys.path.insert(0, TESTS)
 
-from interop_util import (US, VETH_B, cpu_seconds, make_host, script_cmd,  # noqa: E402
-                          skip_reason, tun_netns, veth_netns)
-
-pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
+pytestmark = TUN_MARKS
 
 MIB = 1 << 20
 ROUNDS = 3
@@ -400,7 +400,6 @@ def test_paired_with_veth(benchmark, direction, protocol):
 
 PYTCP_CHILD = r"""
 import asyncio, fcntl, json, os, struct, sys
-sys.path.insert(0, sys.argv[1])
 from interop_util import KERNEL, US, script_cmd
 from fasttcp.link import netns as fns
 from pyroute2 import IPRoute
@@ -409,7 +408,7 @@ import pmd_pytcp.stack as stack
 import pmd_pytcp.socket as psock
 from pmd_pytcp.lib.interface_layer import InterfaceLayer
 
-ns, direction, size, rounds = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+ns, direction, size, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 name = "ptun%d" % (os.getpid() % 100000)
 with fns.entered(ns):     # a plain TUN *with* the 4-byte packet-information header
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
@@ -483,11 +482,16 @@ def test_pytcp_over_tun(benchmark, direction):
     benchmark.group = f"TUN goodput {direction}"
     size = SIZE_PYTCP
     runs: List[dict] = []
+    # The child imports interop_util from the tests' directory, like this module does.
+    path = [os.path.dirname(os.path.abspath(interop_util.__file__))]
+    if os.environ.get("PYTHONPATH"):
+        path.append(os.environ["PYTHONPATH"])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     with temp_netns() as ns:
         def run() -> None:
-            r = subprocess.run([sys.executable, "-c", PYTCP_CHILD, TESTS, ns, direction,
+            r = subprocess.run([sys.executable, "-c", PYTCP_CHILD, ns, direction,
                                 str(size), "1"], capture_output=True, timeout=TIMEOUT,
-                               cwd=os.path.dirname(HERE))
+                               cwd=os.path.dirname(HERE), env=env)
             runs.append(_parse(r.stdout, r.stderr, r.returncode))
 
         benchmark.pedantic(run, rounds=ROUNDS, iterations=1)

@@ -51,11 +51,6 @@ HTTP_OK = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
 # Namespaces, links, hosts (test-process side)
 # ==========================================================================================
 
-def skip_reason() -> Optional[str]:
-    from netns_util import tun_unavailable
-    return tun_unavailable()
-
-
 @contextmanager
 def tun_netns(offload: bool = True, mtu: int = 1500, **link_kw: Any) -> Iterator[Tuple[str, Any]]:
     """A private namespace with a TUN link in it: yields ``(netns, link)``; the kernel is

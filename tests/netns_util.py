@@ -55,10 +55,32 @@ def tun_unavailable() -> Optional[str]:
     return netns_unavailable()
 
 
-requires_netns = pytest.mark.skipif(netns_unavailable() is not None,
-                                    reason=str(netns_unavailable()))
-requires_tun = pytest.mark.skipif(tun_unavailable() is not None,
-                                  reason=str(tun_unavailable()))
+#: Marks of a test that makes network namespaces (and devices in them): the ``root`` and
+#: ``netns`` markers (``pytest -m "not root"`` deselects it), and a skip where it cannot run.
+#: A module of such tests sets ``pytestmark = NETNS_MARKS`` (or ``TUN_MARKS``).
+NETNS_MARKS = [pytest.mark.root, pytest.mark.netns,
+               pytest.mark.skipif(netns_unavailable() is not None,
+                                  reason=str(netns_unavailable()))]
+#: The same for a test that also needs /dev/net/tun.
+TUN_MARKS = [pytest.mark.root, pytest.mark.netns,
+             pytest.mark.skipif(tun_unavailable() is not None, reason=str(tun_unavailable()))]
+
+#: Fixtures that make a namespace (skipping without root): conftest.py gives every test
+#: that uses one, directly or through another fixture, the ``root`` and ``netns`` markers.
+NAMESPACE_FIXTURES = frozenset({"netns"})
+
+
+def _marked(marks: list) -> Callable:
+    def decorate(obj):
+        for mark in marks:
+            obj = mark(obj)
+        return obj
+    return decorate
+
+
+#: Decorators for single tests (or classes): ``@requires_netns``, ``@requires_tun``.
+requires_netns = _marked(NETNS_MARKS)
+requires_tun = _marked(TUN_MARKS)
 
 
 def unique_netns_name() -> str:

@@ -27,10 +27,12 @@ from typing import Any, List, Tuple
 import pytest
 
 from interop_util import (KERNEL, US, make_host, recv_to_eof, run_async, script_cmd,
-                          sha256_file, skip_reason, tun_netns)
-from netns_util import Background, sock_in, temp_netns, unique_ifname, wait_until
+                          sha256_file, tun_netns)
+from netns_util import TUN_MARKS, Background, sock_in, temp_netns, unique_ifname, wait_until
 
 from fasttcp.aio import FastTcpStack
+from fasttcp.cli import servers
+from fasttcp.cli.servers import HttpServer, generated_body
 import fasttcp as _fasttcp
 
 # Child processes import the same fasttcp as this one (the installed package in CI; the
@@ -40,10 +42,8 @@ CHILD_CWD = "/"
 CHILD_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
     [os.path.dirname(os.path.dirname(os.path.abspath(_fasttcp.__file__)))]
     + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-from fasttcp.cli import servers
-from fasttcp.cli.servers import HttpServer, generated_body
 
-pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
+pytestmark = TUN_MARKS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CURL = shutil.which("curl")

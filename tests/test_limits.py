@@ -80,7 +80,7 @@ def test_time_wait_table_limit():
     client, server = Host(CLIENT, max_time_wait=1), Host(SERVER)
     lst = server.listen(80, backlog=10)
     conns = []
-    for i in range(3):
+    for _i in range(3):
         c = client.connect((SERVER, 80), now=0.0)
         exchange(client, server, 0.0)
         s = lst.accept()

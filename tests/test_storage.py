@@ -684,7 +684,8 @@ def transfers(draw):
     and overlapping retransmissions, reads interleaved."""
     length = draw(st.integers(1, 3000))
     stream = draw(st.binary(min_size=length, max_size=length))
-    cuts = sorted(set(draw(st.lists(st.integers(1, length - 1), max_size=60)) if length > 1 else []))
+    cuts = sorted(set(draw(st.lists(st.integers(1, length - 1), max_size=60))
+                      if length > 1 else []))
     bounds = [0, *cuts, length]
     segs = [(a, b) for a, b in zip(bounds, bounds[1:])]
     extra = draw(st.lists(st.tuples(st.integers(0, length - 1), st.integers(1, 400)), max_size=20))

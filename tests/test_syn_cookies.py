@@ -129,7 +129,8 @@ def test_syn_flood_real_clients_connect_and_memory_stays_flat():
     def flood(n):
         batch = []
         for _ in range(n):
-            src = f"{rng.randrange(11, 223)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+            src = (f"{rng.randrange(11, 223)}.{rng.randrange(256)}.{rng.randrange(256)}"
+                   f".{rng.randrange(1, 255)}")
             batch.append(_syn(src, rng.randrange(1024, 65536), rng.getrandbits(32)))
         server.receive(batch, now)
         return [p for p in server.transmit(now)]
@@ -154,7 +155,7 @@ def test_syn_flood_real_clients_connect_and_memory_stays_flat():
     base = tracemalloc.get_traced_memory()[0]
     conns = [c.connect((SERVER, 80), now=now) for c in clients]
     cookie_replies = 0
-    for step in range(40):
+    for _step in range(40):
         now += 0.05
         out = flood(2_000)
         for c in clients:

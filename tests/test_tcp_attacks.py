@@ -59,7 +59,7 @@ def test_rst_in_window_but_not_exact_gets_challenge_ack():
     """3.2 (2): in the window but not RCV.NXT: a challenge ACK, the connection stays, and
     the RST's timestamp (however new) does not become TS.Recent."""
     ctx = ts_passive_open(delayed_ack=0)
-    p, c = ctx.p, ctx.c
+    c = ctx.c
     ctx.send("A", 1, 500, at=1.0)
     cases = [("R", 2), ("R", 1 + BIG - 1), ("RA", 1 + 4096), ("R", 1 + 70000)]
     for k, (flags, off) in enumerate(cases):
@@ -214,8 +214,10 @@ def test_ack_outside_the_acceptable_range_gets_challenge_ack_and_is_dropped():
                                (3001 - 65536, b"evil", "drop_ack_too_old"),
                                (3001 - (1 << 30), b"", "drop_ack_too_old")):
         t += 0.1
+        before = counters(ctx).get(counter, 0)
         out = ctx.send("PA" if data else "A", 2, 0x7FFF0000, data, ack=off, at=t)
         assert [s.ts for s in out] == [challenge(ctx, 3001, 2, t, (BIG - 1) >> 5)], off
+        assert counters(ctx)[counter] == before + 1, off
         assert c.readable == 1 and c.ts_recent == 210
     st = counters(ctx)
     assert (st["drop_ack_unsent"], st["drop_ack_too_old"], st["challenge_acks_out"]) == (2, 2, 4)
@@ -441,7 +443,6 @@ def test_blind_attack_during_a_transfer():
     byte-exact, neither connection is reset, TS.Recent is never poisoned, and every
     counter is what the reference model predicts for the forged segments."""
     net, ca, cb = two_hosts(0.005, timestamps=True, sack=True)
-    ha, hb = net.hosts["a"], net.hosts["b"]
     rng = random.Random(5961)
     attackers = {"a": Attacker(ca, rng), "b": Attacker(cb, rng)}
     conns = {"a": ca, "b": cb}

@@ -254,7 +254,7 @@ def test_duplicate_data_is_reported_once_as_a_dsack_block():
     SACK block (below the cumulative ACK, or inside a held out-of-order block, which then
     follows), and only in that one ACK."""
     ctx = ts_passive_open(delayed_ack=0)
-    p, c = ctx.p, ctx.c
+    c = ctx.c
     ack, = ctx.send("PA", 1, 1000, b"a" * 1000, at=1.0)
     assert ack.ack == ctx.r(1001) and list(ack.opts.sack) == []
     # All old: [1, 501) again.

@@ -380,13 +380,13 @@ def test_congestion_avoidance_grows_one_smss_per_window():
     cc = NewReno(MSS)
     cc.cwnd, cc.ssthresh = 20000, 10000
     # RFC 3465 2.1: bytes_acked reaches cwnd after 20 segments; then cwnd += SMSS.
-    for i in range(19):
+    for _i in range(19):
         cc.on_ack(MSS, 20000, 0.0, 0.1)
         assert cc.cwnd == 20000
     cc.on_ack(MSS, 20000, 0.0, 0.1)
     assert cc.cwnd == 21000 and cc.bytes_acked == 0
     # Several RTTs: one SMSS each, whatever the ACK pattern (here: two segments per ACK).
-    for rtt in range(5):
+    for _rtt in range(5):
         start = cc.cwnd
         for _ in range(start // (2 * MSS)):
             cc.on_ack(2 * MSS, start, 0.0, 0.1)

@@ -474,7 +474,7 @@ def setup_state(name: str) -> Tuple[Pair, Host, Optional[object]]:
         p.take(p.client)                        # the SYN is lost
         return p, p.client, c
     if name == "SYN-RECEIVED":
-        lst = p.server.listen(PORT)
+        p.server.listen(PORT)
         p.client.connect((SERVER_IP, PORT), local_port=40000)
         p.give(p.server, p.take(p.client))
         p.take(p.server)                        # the SYN,ACK is lost

@@ -852,7 +852,7 @@ def test_tx_thread_writes_everything_in_order_through_a_wrapping_ring(dgram_pair
         assert io.tx_thread and ref.tx_thread is False
         io.start_tx_thread(RING_MIN)                # a second start is a no-op
         total = sent_bytes = 0
-        for rnd in range(150):
+        for _rnd in range(150):
             pkts = [numbered(total + k, rng.choice([0, 5, 1000, 1460, 3000, 9000]))
                     for k in range(rng.randint(1, 12))]
             gso = rng.choice([0, 1448, -1500])

@@ -122,7 +122,8 @@ def mutate(pkt: bytes, rng: random.Random, rounds: int) -> bytes:
 PROPS = ("src", "dst", "src_int", "dst_int", "ttl", "tos", "ip_id", "ip_flags", "frag_offset",
          "proto", "ip_header_len", "total_length", "is_tcp", "is_icmp", "sport", "dport",
          "seq", "ack", "flags", "flag_bits", "reserved", "window", "urgent", "data_offset",
-         "options", "opt_bits", "tsval", "tsecr", "sack_blocks", "payload", "payload_len", "icmp_type", "icmp_code", "icmp_id", "icmp_seq",
+         "options", "opt_bits", "tsval", "tsecr", "sack_blocks", "payload", "payload_len",
+         "icmp_type", "icmp_code", "icmp_id", "icmp_seq",
          "icmp_mtu", "quoted",
          "raw")
 

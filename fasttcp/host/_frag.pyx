@@ -63,7 +63,7 @@ cdef enum HdrResult:
 
 
 cdef HdrResult _parse_header(const unsigned char* buf, Py_ssize_t n,
-                            FragHdr* h) noexcept nogil:
+                             FragHdr* h) noexcept nogil:
     """RFC 791 section 3.1 checks, as the wire layer's parse_packet does them, plus the
     fragment rules of section 3.2."""
     cdef uint16_t frag

@@ -7,11 +7,21 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Type, Union
 
 
-@dataclass
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Keyword settings of :class:`fasttcp.Host`. Unknown names are an error.
 
-    Times are seconds, sizes bytes.
+    Times are seconds, sizes bytes. Settings are immutable and checked when made (every
+    field; an invalid value raises ValueError): derive changed ones with
+    ``dataclasses.replace(settings, name=value)``, which checks them again.
     """
 
     #: Link MTU; the MSS we announce is ``mtu - 40`` unless ``mss`` is set (RFC 6691).
@@ -101,7 +111,7 @@ class Settings:
     congestion: Union[str, Type[Any]] = "cubic"
     #: Secret for ISNs (RFC 6528); None draws a random one per host.
     isn_secret: Optional[bytes] = None
-    #: First ephemeral port (IANA dynamic range, RFC 6335).
+    #: Ephemeral ports (first, last): the IANA dynamic range (RFC 6335).
     ephemeral_ports: tuple = field(default=(49152, 65535))
 
     @classmethod
@@ -111,41 +121,112 @@ class Settings:
         if unknown:
             raise TypeError(f"unknown setting(s): {', '.join(unknown)}; "
                             f"known: {', '.join(sorted(names))}")
-        s = cls(**kwargs)
-        s.validate()
-        return s
+        return cls(**kwargs)
 
     @property
     def effective_mss(self) -> int:
         return self.mss if self.mss is not None else self.mtu - 40
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
+        """Raise ValueError naming the first field with an invalid value."""
+        for name in _INT_FIELDS:
+            if not _is_int(getattr(self, name)):
+                raise ValueError(f"{name} must be an int, got {getattr(self, name)!r}")
+        for name in _FLOAT_FIELDS:
+            if not _is_number(getattr(self, name)):
+                raise ValueError(f"{name} must be a number of seconds, "
+                                 f"got {getattr(self, name)!r}")
+        for name in _BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not 68 <= self.mtu <= 65535:
-            raise ValueError("mtu must be 68..65535 (RFC 791)")
+            raise ValueError(f"mtu must be 68..65535 (RFC 791), got {self.mtu}")
+        if self.mss is not None and not _is_int(self.mss):
+            raise ValueError(f"mss must be an int or None, got {self.mss!r}")
         if not 1 <= self.effective_mss <= self.mtu - 40:
-            raise ValueError("mss must fit the mtu: at most mtu - 40")
+            raise ValueError(f"mss must fit the mtu: 1..mtu - 40 ({self.mtu - 40}), "
+                             f"got {self.effective_mss}")
         if not 0 < self.min_rto <= self.initial_rto <= self.max_rto:
-            raise ValueError("need 0 < min_rto <= initial_rto <= max_rto")
+            raise ValueError("need 0 < min_rto <= initial_rto <= max_rto, got "
+                             f"{self.min_rto}, {self.initial_rto}, {self.max_rto}")
         if not 0 <= self.delayed_ack <= 0.5:
-            raise ValueError("delayed_ack must be 0..0.5 s (RFC 1122 4.2.3.2)")
-        if (not isinstance(self.send_ref_min, int)
-                or not (self.send_ref_min == 0 or 1024 <= self.send_ref_min <= 1 << 30)):
+            raise ValueError("delayed_ack must be 0..0.5 s (RFC 1122 4.2.3.2), "
+                             f"got {self.delayed_ack}")
+        if not (self.send_ref_min == 0 or 1024 <= self.send_ref_min <= 1 << 30):
             # At least 1 KiB: each referenced run takes a table entry.
-            raise ValueError("send_ref_min must be 0 or 1024..2**30 bytes")
+            raise ValueError(f"send_ref_min must be 0 or 1024..2**30 bytes, "
+                             f"got {self.send_ref_min}")
         if self.rcv_buf < self.effective_mss or self.snd_buf < self.effective_mss:
-            raise ValueError("rcv_buf and snd_buf must hold at least one segment")
+            raise ValueError(f"rcv_buf and snd_buf must hold at least one segment "
+                             f"({self.effective_mss} bytes), got {self.rcv_buf}, {self.snd_buf}")
         if self.rcv_buf > (65535 << 14):
-            raise ValueError("rcv_buf larger than a scaled window can announce (RFC 7323)")
+            raise ValueError(f"rcv_buf larger than a scaled window can announce "
+                             f"(65535 << 14, RFC 7323), got {self.rcv_buf}")
         if self.msl < 0:
-            raise ValueError("msl must be >= 0")
+            raise ValueError(f"msl must be >= 0, got {self.msl}")
         if not 0 <= self.invalid_ack_interval <= 60:
-            raise ValueError("invalid_ack_interval must be 0..60 s")
+            raise ValueError(f"invalid_ack_interval must be 0..60 s, "
+                             f"got {self.invalid_ack_interval}")
         if not 1 <= self.ttl <= 255:
-            raise ValueError("ttl must be 1..255")
-        if self.backlog < 0 or self.syn_backlog < 1:
-            raise ValueError("backlog >= 0 and syn_backlog >= 1")
-        if self.isn_secret is not None and len(self.isn_secret) != 16:
-            raise ValueError("isn_secret must be 16 bytes")
+            raise ValueError(f"ttl must be 1..255, got {self.ttl}")
+        # Keepalive (RFC 1122 4.2.3.6).
+        if self.keepalive is not None and not (_is_number(self.keepalive)
+                                               and self.keepalive > 0):
+            raise ValueError(f"keepalive must be None (off) or > 0 s, got {self.keepalive!r}")
+        if not self.keepalive_interval > 0:
+            raise ValueError(f"keepalive_interval must be > 0 s, got {self.keepalive_interval}")
+        if self.keepalive_probes < 1:
+            raise ValueError(f"keepalive_probes must be >= 1, got {self.keepalive_probes}")
+        # Retransmission limits.
+        if self.max_retries < 0 or self.syn_retries < 0:
+            raise ValueError(f"max_retries and syn_retries must be >= 0, "
+                             f"got {self.max_retries}, {self.syn_retries}")
+        # Connection and queue limits.
+        if self.backlog < 0:
+            raise ValueError(f"backlog must be >= 0, got {self.backlog}")
+        if self.syn_backlog < 1:
+            raise ValueError(f"syn_backlog must be >= 1, got {self.syn_backlog}")
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {self.max_connections}")
+        if self.max_time_wait < 0:
+            raise ValueError(f"max_time_wait must be >= 0, got {self.max_time_wait}")
+        if not 0 <= self.max_ooo_holes <= 1 << 16:
+            raise ValueError(f"max_ooo_holes must be 0..65536, got {self.max_ooo_holes}")
+        if self.challenge_ack_limit < 0:
+            raise ValueError(f"challenge_ack_limit must be >= 0 (0 = unlimited), "
+                             f"got {self.challenge_ack_limit}")
+        if not (isinstance(self.syn_cookies, bool) or self.syn_cookies == "always"):
+            raise ValueError(f"syn_cookies must be True, False or \"always\", "
+                             f"got {self.syn_cookies!r}")
+        # IPv4 reassembly.
+        if self.frag_max_bytes < 1 or self.frag_max_datagrams < 1:
+            raise ValueError(f"frag_max_bytes and frag_max_datagrams must be >= 1, "
+                             f"got {self.frag_max_bytes}, {self.frag_max_datagrams}")
+        if not self.frag_timeout > 0:
+            raise ValueError(f"frag_timeout must be > 0 s, got {self.frag_timeout}")
+        # Segmentation offload: an IPv4 packet is at most 65535 bytes.
+        if not 0 <= self.gso_max <= 65535:
+            raise ValueError(f"gso_max must be 0 (off) or up to 65535 bytes, got {self.gso_max}")
+        self._validate_congestion()
+        if self.isn_secret is not None and not (isinstance(self.isn_secret, bytes)
+                                                and len(self.isn_secret) == 16):
+            raise ValueError(f"isn_secret must be None or 16 bytes, got {self.isn_secret!r}")
+        ports = self.ephemeral_ports
+        if not (isinstance(ports, tuple) and len(ports) == 2 and all(map(_is_int, ports))
+                and 1 <= ports[0] <= ports[1] <= 65535):
+            raise ValueError(f"ephemeral_ports must be a tuple (first, last) with "
+                             f"1 <= first <= last <= 65535, got {ports!r}")
+
+    def _validate_congestion(self) -> None:
+        # Imported on use, so that importing this module does not import fasttcp.tcp.
+        from fasttcp.tcp.congestion import resolve
+        try:
+            resolve(self.congestion)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"congestion: {e}") from None
 
     @functools.cached_property
     def rcv_wscale(self) -> int:
@@ -156,3 +237,11 @@ class Settings:
         while (65535 << shift) < self.rcv_buf and shift < 14:
             shift += 1
         return shift
+
+
+# Fields checked by type in validate(), from their annotations (strings under
+# ``from __future__ import annotations``), so a new field gets its type check too.
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Settings)}
+_INT_FIELDS = tuple(n for n, t in _FIELD_TYPES.items() if t == "int")
+_FLOAT_FIELDS = tuple(n for n, t in _FIELD_TYPES.items() if t == "float")
+_BOOL_FIELDS = tuple(n for n, t in _FIELD_TYPES.items() if t == "bool")

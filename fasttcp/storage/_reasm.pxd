@@ -37,7 +37,8 @@ cdef class Reassembler:
     cdef readonly uint64_t span_bytes
 
     # Store a segment; returns the bytes that became contiguous by this call.
-    cdef Py_ssize_t add_c(self, uint64_t offset, const unsigned char* data, Py_ssize_t n) noexcept nogil
+    cdef Py_ssize_t add_c(self, uint64_t offset, const unsigned char* data,
+                          Py_ssize_t n) noexcept nogil
     # Consume up to n contiguous bytes into dst; returns the count.
     cdef Py_ssize_t read_into(self, unsigned char* dst, Py_ssize_t n) noexcept nogil
     # Copy up to n contiguous bytes without consuming them.

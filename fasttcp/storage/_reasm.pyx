@@ -60,7 +60,8 @@ cdef class Reassembler:
 
     # --- C level ------------------------------------------------------------------------
 
-    cdef Py_ssize_t add_c(self, uint64_t offset, const unsigned char* data, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t add_c(self, uint64_t offset, const unsigned char* data,
+                          Py_ssize_t n) noexcept nogil:
         cdef uint64_t limit = self.read_pos + <uint64_t>self.max_bytes
         cdef uint64_t end, cur, rs, re, merged_end, room
         cdef uint64_t written = 0
@@ -144,7 +145,8 @@ cdef class Reassembler:
         if offset == self.next:
             # The hole at the front is filled (i == 0): runs [0, j) join the contiguous data.
             if 0 < j < self.nruns:
-                memmove(self.runs, self.runs + 2 * j, <size_t>(self.nruns - j) * 2 * sizeof(uint64_t))
+                memmove(self.runs, self.runs + 2 * j,
+                        <size_t>(self.nruns - j) * 2 * sizeof(uint64_t))
             self.nruns -= j
             self.held_ooo -= merged_end - offset
             self.next = merged_end

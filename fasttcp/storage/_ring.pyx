@@ -115,7 +115,8 @@ cdef class SendRing:
         self.tail += <uint64_t>n
         return 0
 
-    cdef Py_ssize_t copy_out(self, uint64_t offset, unsigned char* dst, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t copy_out(self, uint64_t offset, unsigned char* dst,
+                             Py_ssize_t n) noexcept nogil:
         cdef const unsigned char* p
         cdef Py_ssize_t done = 0, k
         if offset < self.head:

@@ -4,16 +4,15 @@
 Views over caller-owned buffers in the smoltcp manner: the C-level parser fills a SegDesc
 (numbers and offsets, nothing copied); the Python `Packet` view reads from one lazily.
 """
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Check, PyByteArray_GET_SIZE
+from cpython.buffer cimport PyBuffer_FillInfo, PyBuffer_Release
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
                             PyBytes_GET_SIZE)
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy, memset
 
-from fasttcp.wire.types import DropReason, IcmpType, MalformedPacket, TcpFlags, TcpOptions
+from fasttcp.wire.types import DropReason, MalformedPacket, TcpFlags, TcpOptions
 
 cdef extern from "_csum.h" nogil:
     void ft_csum_select(int force)
@@ -129,20 +128,26 @@ def select_checksum_implementation(str name) -> str:
 def seq_lt_py(uint32_t a, uint32_t b) -> bool:
     return seq_lt(a, b)
 
+
 def seq_le_py(uint32_t a, uint32_t b) -> bool:
     return seq_le(a, b)
+
 
 def seq_gt_py(uint32_t a, uint32_t b) -> bool:
     return seq_gt(a, b)
 
+
 def seq_ge_py(uint32_t a, uint32_t b) -> bool:
     return seq_ge(a, b)
+
 
 def seq_between_py(uint32_t lo, uint32_t x, uint32_t hi) -> bool:
     return seq_between(lo, x, hi)
 
+
 def seq_diff_py(uint32_t a, uint32_t b) -> int:
     return seq_diff(a, b)
+
 
 def seq_add(uint32_t a, long long n) -> int:
     return <uint32_t>(a + <uint32_t>(n & 0xffffffff))

@@ -1,0 +1,182 @@
+"""Settings: immutable, and every field checked when a Settings is made."""
+import dataclasses
+
+import pytest
+
+from fasttcp import Host, Settings
+from fasttcp.tcp.congestion import NewReno
+
+
+def test_defaults_are_valid():
+    s = Settings()
+    assert s.effective_mss == 1460
+    assert s.rcv_wscale == 5          # 1 MiB needs 65535 << 5
+
+
+def test_settings_are_frozen():
+    s = Settings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.rcv_buf = 1 << 16
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.gso_max = 65000
+    assert s.rcv_buf == 1 << 20 and s.gso_max == 0
+
+
+def test_host_settings_are_frozen():
+    host = Host("10.0.0.1", rcv_buf=1 << 16)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        host.settings.rcv_buf = 1 << 20
+    assert host.settings.rcv_buf == 1 << 16
+
+
+def test_replace_recomputes_the_derived_window_scale():
+    s = Settings()
+    assert s.rcv_wscale == 5
+    small = dataclasses.replace(s, rcv_buf=65535)
+    assert small.rcv_wscale == 0 and s.rcv_wscale == 5
+    assert dataclasses.replace(s, window_scaling=False).rcv_wscale == 0
+
+
+def test_replace_validates_again():
+    with pytest.raises(ValueError, match="ttl must be 1..255"):
+        dataclasses.replace(Settings(), ttl=0)
+
+
+def test_unknown_names_are_a_type_error():
+    with pytest.raises(TypeError, match="unknown setting"):
+        Settings.from_kwargs(rcv_buffer=1 << 16)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("mtu", 1500.0), ("rcv_buf", "1M"), ("backlog", True), ("gso_max", None),
+    ("min_rto", "0.2"), ("keepalive_interval", None), ("frag_timeout", True),
+    ("nodelay", 1), ("sack", "yes"), ("timestamps", None), ("mss", 1460.0),
+])
+def test_field_types_are_checked(name, value):
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        Settings(**{name: value})
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"mtu": 67}, "mtu must be 68..65535"),
+    ({"mtu": 65536}, "mtu must be 68..65535"),
+    ({"mss": 1461}, "mss must fit the mtu"),
+    ({"mss": 0}, "mss must fit the mtu"),
+    ({"rcv_buf": 1000}, "rcv_buf and snd_buf must hold at least one segment"),
+    ({"rcv_buf": (65535 << 14) + 1}, "rcv_buf larger than a scaled window"),
+    ({"send_ref_min": 1023}, "send_ref_min must be 0 or 1024"),
+    ({"ttl": 256}, "ttl must be 1..255"),
+])
+def test_sizes(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Settings(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"min_rto": 0}, "need 0 < min_rto <= initial_rto <= max_rto"),
+    ({"initial_rto": 100.0}, "need 0 < min_rto <= initial_rto <= max_rto"),
+    ({"delayed_ack": 0.6}, "delayed_ack must be 0..0.5 s"),
+    ({"msl": -1.0}, "msl must be >= 0"),
+    ({"invalid_ack_interval": 61}, "invalid_ack_interval must be 0..60 s"),
+])
+def test_timers(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Settings(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"keepalive": 0}, "keepalive must be None"),
+    ({"keepalive": -5.0}, "keepalive must be None"),
+    ({"keepalive": "2h"}, "keepalive must be None"),
+    ({"keepalive_interval": 0}, "keepalive_interval must be > 0 s"),
+    ({"keepalive_probes": 0}, "keepalive_probes must be >= 1"),
+])
+def test_keepalive(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Settings(**kwargs)
+    assert Settings(keepalive=None).keepalive is None
+    assert Settings(keepalive=1, keepalive_interval=1, keepalive_probes=1).keepalive == 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_retries": -1}, "max_retries and syn_retries must be >= 0"),
+    ({"syn_retries": -1}, "max_retries and syn_retries must be >= 0"),
+    ({"backlog": -1}, "backlog must be >= 0"),
+    ({"syn_backlog": 0}, "syn_backlog must be >= 1"),
+    ({"max_connections": 0}, "max_connections must be >= 1"),
+    ({"max_time_wait": -1}, "max_time_wait must be >= 0"),
+    ({"max_ooo_holes": -1}, "max_ooo_holes must be 0..65536"),
+    ({"max_ooo_holes": (1 << 16) + 1}, "max_ooo_holes must be 0..65536"),
+    ({"challenge_ack_limit": -1}, "challenge_ack_limit must be >= 0"),
+])
+def test_limits(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Settings(**kwargs)
+
+
+@pytest.mark.parametrize("value", ["never", "Always", 1, 0, None])
+def test_syn_cookies(value):
+    with pytest.raises(ValueError, match="syn_cookies must be True, False or \"always\""):
+        Settings(syn_cookies=value)
+
+
+def test_syn_cookies_valid_values():
+    for value in (True, False, "always"):
+        assert Settings(syn_cookies=value).syn_cookies == value
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"frag_max_bytes": 0}, "frag_max_bytes and frag_max_datagrams must be >= 1"),
+    ({"frag_max_datagrams": 0}, "frag_max_bytes and frag_max_datagrams must be >= 1"),
+    ({"frag_timeout": 0}, "frag_timeout must be > 0 s"),
+])
+def test_fragments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Settings(**kwargs)
+
+
+@pytest.mark.parametrize("value", [-1, 65536, 1 << 20])
+def test_gso_max(value):
+    with pytest.raises(ValueError, match="gso_max must be 0 \\(off\\) or up to 65535 bytes"):
+        Settings(gso_max=value)
+
+
+def test_gso_max_valid_values():
+    assert Settings(gso_max=0).gso_max == 0
+    assert Settings(gso_max=65000).gso_max == 65000
+
+
+@pytest.mark.parametrize("value, message", [
+    ("vegas", "congestion: unknown congestion control 'vegas'"),
+    (42, "congestion: congestion control must be a name or a CongestionControl subclass"),
+    (int, "congestion: congestion control must be a name or a CongestionControl subclass"),
+])
+def test_congestion(value, message):
+    with pytest.raises(ValueError, match=message):
+        Settings(congestion=value)
+
+
+def test_congestion_valid_values():
+    assert Settings(congestion="NewReno").congestion == "NewReno"
+    assert Settings(congestion=NewReno).congestion is NewReno
+
+
+@pytest.mark.parametrize("value", [b"short", bytes(17), "0123456789abcdef", 16])
+def test_isn_secret(value):
+    with pytest.raises(ValueError, match="isn_secret must be None or 16 bytes"):
+        Settings(isn_secret=value)
+
+
+@pytest.mark.parametrize("value", [
+    (0, 65535), (50000, 49999), (49152, 65536), [49152, 65535], (49152,), (1.0, 2),
+])
+def test_ephemeral_ports(value):
+    with pytest.raises(ValueError, match="ephemeral_ports must be a tuple"):
+        Settings(ephemeral_ports=value)
+
+
+def test_host_reports_invalid_settings():
+    with pytest.raises(ValueError, match="keepalive_probes must be >= 1"):
+        Host("10.0.0.1", keepalive_probes=0)
+    with pytest.raises(TypeError, match="unknown setting"):
+        Host("10.0.0.1", keepalive_count=3)
