@@ -21,7 +21,7 @@ _tunio.pxd). What the kernel may send us then, and what we do with it:
 - ``gso_type != NONE``: a TSO super-packet of up to 64 KiB, delivered whole as one packet,
   flagged ``RX_GSO``.
 """
-from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_FillInfo, PyBuffer_Release
+from cpython.buffer cimport PyBuffer_FillInfo, PyBuffer_Release
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF
@@ -243,9 +243,9 @@ cdef inline int64_t mono_ns() noexcept nogil:
 cdef void tx_spin(TxQueue* q, size_t seen) noexcept nogil:
     """Poll (without the lock) until the head moves or q.spin_ns pass."""
     cdef int64_t end = mono_ns() + q.spin_ns
-    cdef int i
+    cdef int _spin
     while ft_load_acquire(&q.head) == seen:
-        for i in range(64):
+        for _spin in range(64):
             ft_cpu_relax()
         if mono_ns() > end:
             return

@@ -54,12 +54,13 @@ class NetSim:
     """A virtual-time network. See the module docstring for the model.
 
     ``taps`` are called as ``tap(time, src_host, packet)`` for every packet a host sends
-    (before any fault; ``src_host`` is None for the router's ICMP), ``rx_taps`` as ``tap(time, dst_host, packet)`` for every packet
-    delivered. ``router_address``, if set, makes every MTU drop of a packet with DF set
-    answer the sender with ICMP "fragmentation needed" (type 3 code 4, RFC 792 / 1191) from
-    that address, carrying the pipe's MTU. ``transmit_all`` calls ``transmit`` on every
-    host at every step instead of only on hosts that received something or had a timer
-    due; use it if hosts' apps act on each other behind NetSim's back.
+    (before any fault; ``src_host`` is None for the router's ICMP), ``rx_taps`` as
+    ``tap(time, dst_host, packet)`` for every packet delivered. ``router_address``, if set,
+    makes every MTU drop of a packet with DF set answer the sender with ICMP "fragmentation
+    needed" (type 3 code 4, RFC 792 / 1191) from that address, carrying the pipe's MTU.
+    ``transmit_all`` calls ``transmit`` on every host at every step instead of only on hosts
+    that received something or had a timer due; use it if hosts' apps act on each other
+    behind NetSim's back.
 
     ``drop``, if set, is scripted loss: ``drop(time, src_host, packet)`` is called for every
     packet a host sends, in order, after the taps and before the pipe; True loses it
