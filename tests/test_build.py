@@ -10,6 +10,7 @@ COMPILED_MODULES = [
     "fasttcp.tcp._isn",
     "fasttcp.tcp._fastpath",
     "fasttcp.tcp._cookies",
+    "fasttcp.tcp.host_services",
     "fasttcp.link._tunio",
     "fasttcp.host._frag",
     "fasttcp.tcp.connection",

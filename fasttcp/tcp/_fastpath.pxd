@@ -10,11 +10,12 @@ from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 
 from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.storage._ring cimport SendRing
+from fasttcp.tcp.host_services cimport HostServices
 from fasttcp.tcp.rtt cimport RttEstimator
 from fasttcp.wire._wire cimport SegDesc, TcpOut
 
 cdef class Tcb:
-    cdef public object host
+    cdef public HostServices host
     cdef public object settings
     cdef public object state            # fasttcp.State (for Python)
     cdef public int st                  # the same as an int (for C)

@@ -20,19 +20,18 @@ from libc.string cimport memset
 
 from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.storage._ring cimport SendRing
+from fasttcp.tcp.host_services cimport (COUNT_FINS_OUT, COUNT_RETRANSMITTED_SEGMENTS,
+                                        HostServices)
 from fasttcp.wire._wire cimport (DROP_FRAGMENT, DROP_REASON_COUNT, IPPROTO_TCP, OPT_SACK, OPT_TS, SegDesc,
                                  SegmentBatch, TH_ACK, TH_CWR, TH_ECE, TH_FIN, TH_PSH, TH_RST,
                                  TH_SYN, TH_URG, TcpOut, build_tcp_headers, build_tcp_into,
                                  make_split_packet, seq_diff, seq_ge, seq_le, seq_lt,
                                  tcp_options_len)
 
-from fasttcp.wire.types import DropReason
-
 cdef enum:
     ST_ESTABLISHED = 4          # fasttcp.tcp.states.State.ESTABLISHED
 
 COMPILED = True
-DROP_COUNTER_NAMES = ["drop_" + DropReason(i).name.lower() for i in range(DROP_REASON_COUNT)]
 
 
 cdef class Tcb:
@@ -218,7 +217,7 @@ cdef class Tcb:
             if self.fin_off is not None and off + n == <uint64_t>self.fin_off:
                 flags |= TH_FIN
                 length += 1
-                self.host._count("fins_out")
+                self.host.count(COUNT_FINS_OUT)
         out.append(self.build(off, flags, self.advertised_window(), n, True, now))
         # Every segment carries the ACK: nothing is owed any more.
         self._ack_now = False
@@ -240,7 +239,7 @@ cdef class Tcb:
         self.segs_out += 1
         if retransmit:
             self.retransmits += 1
-            self.host._count("retransmitted_segments")
+            self.host.count(COUNT_RETRANSMITTED_SEGMENTS)
         else:
             self.bytes_sent += n
         return 0
@@ -397,7 +396,7 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
     return 1
 
 
-def receive_batch(object host, SegmentBatch batch, list packets, double now,
+def receive_batch(HostServices host, SegmentBatch batch, list packets, double now,
                   int parse_flags, dict conns, uint32_t addr, list deferred=None) -> None:
     """Parse and process one received batch for `host` (see Host.receive): `conns` is
     its connection table, `addr` its address; `deferred` (or None) collects the
@@ -411,7 +410,7 @@ def receive_batch(object host, SegmentBatch batch, list packets, double now,
     cdef uint16_t last_dport = 0, last_sport = 0
     cdef uint32_t last_src = 0
     cdef uint64_t drops[DROP_REASON_COUNT]
-    cdef uint64_t fast = 0, dropped = 0
+    cdef uint64_t fast = 0
     memset(drops, 0, sizeof(drops))
     batch.parse(packets, parse_flags)
     n = batch.count
@@ -424,10 +423,9 @@ def receive_batch(object host, SegmentBatch batch, list packets, double now,
                     _finish(touched, now)
                     touched = []
                 have_last = False
-                host._fragment(packets[i], now)
+                host.input_fragment(packets[i], now)
                 continue
             drops[d.reason] += 1
-            dropped += 1
             continue
         if d.proto == IPPROTO_TCP and d.dst == addr:
             if not (have_last and d.dport == last_dport and d.src == last_src
@@ -449,17 +447,10 @@ def receive_batch(object host, SegmentBatch batch, list packets, double now,
             _finish(touched, now)
             touched = []
         have_last = False
-        host._slow_input(batch.packet(i), now)
+        host.input_slow(batch.packet(i), now)
     if touched:
         _finish(touched, now)
-    host.packets_in += n
-    if fast:
-        host.fast_segments_in += fast
-    if dropped:
-        stats = host._stats
-        for i in range(DROP_REASON_COUNT):
-            if drops[i]:
-                stats[DROP_COUNTER_NAMES[i]] += drops[i]
+    host.count_batch(n, fast, drops)
 
 
 cdef int _finish(list touched, double now) except -1:

@@ -75,6 +75,7 @@ cdef class Connection(Tcb):
     cdef int64_t _data_end(self)
     cdef _set_state(self, int st)
     cpdef _terminate(self, error)
+    cdef _return_buffers(self)
     cpdef _fast_batch_done(self, double now)
     cdef _set_gso(self)
     cdef _set_ref_min(self)

@@ -23,6 +23,16 @@ from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.wire._wire cimport (OPT_MSS, OPT_SACK, OPT_SACK_PERM, OPT_TS, OPT_WSCALE, Packet,
                                  TH_ACK as ACK, TH_FIN as FIN, TH_RST as RST, TH_SYN as SYN)
 from fasttcp.tcp._fastpath import Tcb
+from fasttcp.tcp.host_services cimport (
+    COUNT_CHALLENGE_ACKS_OUT, COUNT_CHALLENGE_ACKS_SUPPRESSED, COUNT_DROP_ACK_TOO_OLD,
+    COUNT_DROP_ACK_UNSENT, COUNT_DROP_BAD_ACK, COUNT_DROP_MISSING_TIMESTAMP,
+    COUNT_DROP_OOO_HOLE_LIMIT, COUNT_DROP_OUT_OF_WINDOW, COUNT_DROP_PAWS,
+    COUNT_FAST_RETRANSMITS, COUNT_FIN_WAIT_2_ORPHANS, COUNT_HOLE_FILLS_IN,
+    COUNT_ICMP_IGNORED_SEQ, COUNT_ICMP_SOFT_ERRORS, COUNT_INVALID_ACKS_SUPPRESSED,
+    COUNT_KEEPALIVE_PROBES, COUNT_OOO_SEGMENTS_IN, COUNT_PMTU_UPDATES, COUNT_PURE_ACKS_OUT,
+    COUNT_RST_IN, COUNT_RSTS_OUT, COUNT_SACK_RECOVERIES, COUNT_SYN_ACKS_OUT,
+    COUNT_SYNS_OUT, COUNT_TIME_WAIT_OVERFLOW, COUNT_TIMEOUTS, COUNT_TRIMMED_TO_WINDOW,
+    COUNT_TS_RECENT_EXPIRED, COUNT_WINDOW_PROBES)
 from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
                                 ConnectionReset, ConnectionTimedOut, TcpError)
 from fasttcp.tcp.rtt import RttEstimator
@@ -129,7 +139,7 @@ cdef class Connection(Tcb):
         self.settings = s
         self.local_address = local
         self.remote_address = remote
-        self._lip = host._address_int
+        self._lip = self.host.address_int
         self._rip = remote_ip
         self.lport = local[1]
         self.rport = remote[1]
@@ -153,13 +163,13 @@ cdef class Connection(Tcb):
 
         # --- timers, congestion policy ---
         self.rtt = RttEstimator(s.initial_rto, s.min_rto, s.max_rto)
-        self.cc = host._make_congestion(self.mss)
+        self.cc = self.host.make_congestion(self.mss)
         # SACK scoreboard (RFC 6675 section 3): SACKed [start, end) send offsets above
         # SND.UNA, sorted and merged (_high_rxt / _rescue_rxt: HighRxt and RescueRxt).
         self.sacked = []
         # RFC 7323 5.4: a per-connection random offset of the timestamp clock, from a keyed
         # hash distinct from the ISN's (so TSval reveals nothing about the ISN).
-        self.ts_offset = host._isn.ts_offset(self.lport, remote_ip, self.rport)
+        self.ts_offset = self.host.ts_offset(self.lport, remote_ip, self.rport)
 
     # ===================================================================================
     # User calls
@@ -202,7 +212,7 @@ cdef class Connection(Tcb):
             raise ConnectionClosed("connection closing: send after shutdown/close")
         n = self._ring().write(data)
         if n:
-            self.host._want_output(self)
+            self.host.want_output(self)
         return n
 
     def recv(self, max_bytes: int = 65536) -> bytes:
@@ -274,7 +284,7 @@ cdef class Connection(Tcb):
             edge = self.rcv_nxt + self._reasm.window
             if edge - self.rcv_adv >= min(self.settings.rcv_buf // 2, self.mss_limit):
                 self._ack_now = True
-                self.host._want_output(self)
+                self.host.want_output(self)
 
     def shutdown(self) -> None:
         """Half-close: send FIN after the queued data, keep receiving (RFC 9293 3.10.4)."""
@@ -287,7 +297,7 @@ cdef class Connection(Tcb):
             self._set_state(S_LAST_ACK)
         elif st == S_SYN_SENT:
             self._terminate(None)
-        self.host._wake(self)
+        self.host.wake(self)
 
     def close(self) -> None:
         """Full close. With unread received data this resets the connection instead
@@ -308,7 +318,7 @@ cdef class Connection(Tcb):
         (like Linux's tcp_fin_timeout): nobody can read or close it any more, and a peer
         that never closes would otherwise hold it for ever. The TIME-WAIT timer serves."""
         self.timewait_at = now + 2 * self.settings.msl
-        self.host._count("fin_wait_2_orphans")
+        self.host.count(COUNT_FIN_WAIT_2_ORPHANS)
 
     def abort(self) -> None:
         """Reset the connection (RST) and discard everything (RFC 9293 3.10.5)."""
@@ -316,7 +326,7 @@ cdef class Connection(Tcb):
             return
         if self.state.synchronized:
             # RFC 9293 3.10.5: <SEQ=SND.NXT>, the highest sent (snd_nxt may be rewound).
-            self.host._emit(self._packet(self.snd_max, RST, ack=False), self)
+            self.host.emit(self._packet(self.snd_max, RST, ack=False))
         self._terminate(ConnectionAborted("connection aborted by this side"))
 
     def info(self) -> ConnectionInfo:
@@ -345,7 +355,7 @@ cdef class Connection(Tcb):
     def _open_active(self, now: float) -> None:
         self._set_state(S_SYN_SENT)
         self._ack_now = False
-        self.host._wake(self)
+        self.host.wake(self)
 
     cpdef _open_passive(self, Packet seg, double now):
         """A SYN reached a listener (RFC 9293 3.10.7.2)."""
@@ -355,7 +365,7 @@ cdef class Connection(Tcb):
         self._update_window_from(seg, syn=True)
         self.rcv_adv = self.rcv_nxt + self._initial_rcv_window()
         self._set_state(S_SYN_RECEIVED)
-        self.host._wake(self)
+        self.host.wake(self)
 
     cpdef _open_from_cookie(self, Packet seg, int mss, double now):
         """Rebuild the TCB from a validated SYN cookie's ACK (RFC 4987 3.6): our SYN
@@ -385,7 +395,7 @@ cdef class Connection(Tcb):
         self.last_ack_sent = self.rcv_nxt
         self._update_window_from(seg, syn=False)
         self._set_state(S_ESTABLISHED)
-        self.host._wake(self)
+        self.host.wake(self)
 
     cdef _take_syn_options(self, Packet seg):
         cdef int o = seg.d.opt_present
@@ -448,7 +458,7 @@ cdef class Connection(Tcb):
         elif st != S_CLOSED:
             self._segment_synchronized(seg, now)
         if self.st != S_CLOSED:
-            self.host._wake(self)
+            self.host.wake(self)
 
     cdef _segment_syn_sent(self, Packet seg, double now):
         cdef int flags
@@ -461,7 +471,7 @@ cdef class Connection(Tcb):
             if d <= 0 or d > self.snd_nxt:
                 if not flags & RST:
                     self._emit_rst(seq=seg.d.ack)
-                self.host._count("drop_bad_ack")
+                self.host.count(COUNT_DROP_BAD_ACK)
                 return
             ack_ok = True
         if flags & RST:
@@ -519,7 +529,7 @@ cdef class Connection(Tcb):
         has_ts = seg.d.opt_present & OPT_TS
         if self.ts_ok and not flags & RST:
             if not has_ts:
-                self.host._count("drop_missing_timestamp")    # RFC 7323 3.2
+                self.host.count(COUNT_DROP_MISSING_TIMESTAMP)    # RFC 7323 3.2
                 return
             if _sdiff(_tsval(seg), self.ts_recent) < 0:
                 if now - self.ts_recent_at > TS_RECENT_MAX_IDLE:
@@ -527,10 +537,10 @@ cdef class Connection(Tcb):
                     # (the peer's clock may have wrapped): take the segment's TSval.
                     self.ts_recent = _tsval(seg)
                     self.ts_recent_at = now
-                    self.host._count("ts_recent_expired")
+                    self.host.count(COUNT_TS_RECENT_EXPIRED)
                 else:
                     self._invalid_ack(seg_len, now)   # RFC 7323 5.3 R1: send an ACK
-                    self.host._count("drop_paws")
+                    self.host.count(COUNT_DROP_PAWS)
                     return
 
         # --- first: sequence number acceptability (3.10.7.4 table) ---
@@ -549,7 +559,7 @@ cdef class Connection(Tcb):
                 if plen and seq_off + plen <= self.rcv_nxt:
                     self._note_duplicate(seq_off, seq_off + plen)    # all old data
                 self._invalid_ack(seg_len, now)       # RFC 9293 3.10.7.4: <ACK>
-            self.host._count("drop_out_of_window")
+            self.host.count(COUNT_DROP_OUT_OF_WINDOW)
             return
 
         # --- second: RST (with RFC 5961 3.2 blind-reset protection) ---
@@ -567,7 +577,7 @@ cdef class Connection(Tcb):
                 self._terminate(ConnectionReset("connection reset by peer"))
             else:
                 self._terminate(None)
-            self.host._count("rst_in")
+            self.host.count(COUNT_RST_IN)
             return
 
         # --- fourth: SYN in a synchronized state: challenge ACK (RFC 5961 4.2) ---
@@ -583,19 +593,18 @@ cdef class Connection(Tcb):
             if self.snd_una < ack_off <= self.snd_max:
                 self._set_state(S_ESTABLISHED)
                 self._update_window_from(seg, syn=False)
-                if self.listener is not None:
-                    self.listener._established(self)
+                self.host.queue_for_accept(self)
             else:
                 self._emit_rst(seq=seg.d.ack)
                 return
         # RFC 5961 5.2: acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.NXT]; anything
         # else is dropped and answered with a (rate-limited) challenge ACK.
         if ack_off > self.snd_max:
-            self.host._count("drop_ack_unsent")
+            self.host.count(COUNT_DROP_ACK_UNSENT)
             self._challenge_ack(now)
             return
         if ack_off < self.snd_una - max(self.max_snd_wnd, 1):
-            self.host._count("drop_ack_too_old")
+            self.host.count(COUNT_DROP_ACK_TOO_OLD)
             self._challenge_ack(now)
             return
         # RFC 7323 4.3 (R3): TS.Recent follows the segment at the left edge of our last ACK.
@@ -658,7 +667,7 @@ cdef class Connection(Tcb):
         not draw one ACK each. Retransmitted data is always answered."""
         if seg_len == 0:
             if self._answered_recently(now):
-                self.host._count("invalid_acks_suppressed")
+                self.host.count(COUNT_INVALID_ACKS_SUPPRESSED)
                 return
             self._invalid_ack_at = now
         self._ack_now = True
@@ -676,14 +685,14 @@ cdef class Connection(Tcb):
         first so that one flooded connection cannot spend the host-wide budget, whose
         exhaustion an off-path attacker could otherwise observe (CVE-2016-5696)."""
         if self._answered_recently(now):
-            self.host._count("challenge_acks_suppressed")
+            self.host.count(COUNT_CHALLENGE_ACKS_SUPPRESSED)
             return
-        if self.host._challenge_ack_allowed(now):
+        if self.host.challenge_ack_allowed(now):
             self._invalid_ack_at = now
             self._ack_now = True
-            self.host._count("challenge_acks_out")
+            self.host.count(COUNT_CHALLENGE_ACKS_OUT)
         else:
-            self.host._count("challenge_acks_suppressed")
+            self.host.count(COUNT_CHALLENGE_ACKS_SUPPRESSED)
 
     cdef bint _acceptable(self, int64_t seq_off, int64_t seg_len, int64_t wnd):
         cdef int64_t nxt, end
@@ -753,7 +762,7 @@ cdef class Connection(Tcb):
             if self.fp_tsecr:
                 self._ts_sample(self.fp_tsecr, now)
                 self.fp_tsecr = 0
-        self.host._wake(self)
+        self.host.wake(self)
 
     cdef _ts_sample(self, uint32_t tsecr, double now):
         cdef uint32_t rtt_ms
@@ -823,7 +832,7 @@ cdef class Connection(Tcb):
         elif not self.persist:
             self.rtx_at = now + self.rtt.rto
         if self.host is not None:
-            self.host._wake(self)
+            self.host.wake(self)
 
     cdef _dupack(self, double now):
         self.dupacks += 1
@@ -851,7 +860,7 @@ cdef class Connection(Tcb):
             self.recover = self.snd_max
             self.cc.on_enter_recovery(self.snd_max - self.snd_una, now)
             self._retransmit_head()
-            self.host._count("fast_retransmits")
+            self.host.count(COUNT_FAST_RETRANSMITS)
 
     # --- SACK-based loss recovery (RFC 6675) --------------------------------------------
 
@@ -917,7 +926,7 @@ cdef class Connection(Tcb):
         self._high_rxt = self.snd_una
         self._rescue_rxt = None
         self._rtt_off = None
-        self.host._count("sack_recoveries")
+        self.host.count(COUNT_SACK_RECOVERIES)
 
     def _pipe(self) -> int:
         """SetPipe (RFC 6675 section 4): unSACKed bytes not deemed lost, plus unSACKed
@@ -1006,7 +1015,7 @@ cdef class Connection(Tcb):
         room = self.rcv_adv - seq_off
         if len(data) > room:
             data = data[:max(room, 0)]
-            self.host._count("trimmed_to_window")
+            self.host.count(COUNT_TRIMMED_TO_WINDOW)
         if not data:
             self._ack_now = True
             return
@@ -1016,9 +1025,9 @@ cdef class Connection(Tcb):
             if self._ack_now:
                 # RFC 5681 4.2: a duplicate ACK for every out-of-order segment, also within
                 # one batch: a coalesced ACK hides the duplicates a sender counts.
-                self.host._emit(self._packet(self.snd_max, ACK), self)
+                self.host.emit(self._packet(self.snd_max, ACK))
                 self._after_send_ack()
-                self.host._count("pure_acks_out")
+                self.host.count(COUNT_PURE_ACKS_OUT)
             self.last_ooo_off = seq_off           # its block goes first in our SACK option
         refused = reasm.dropped_segments
         dups = reasm.dup_bytes
@@ -1027,7 +1036,7 @@ cdef class Connection(Tcb):
             self._note_duplicate(seq_off, seq_off + len(data))   # held out of order already
         if reasm.dropped_segments != refused:
             # More holes than max_ooo_holes: the segment is not kept (the peer resends it).
-            self.host._count("drop_ooo_hole_limit")
+            self.host.count(COUNT_DROP_OOO_HOLE_LIMIT)
         self.rcv_nxt = 1 + reasm.next
         self.bytes_received += delivered
         n = len(data)
@@ -1037,7 +1046,7 @@ cdef class Connection(Tcb):
             # RFC 5681 4.2 / RFC 9293 3.8.6.3: out-of-order data, or data that fills a
             # hole, is acknowledged at once (it drives the sender's fast retransmit).
             self._ack_now = True
-            self.host._count("ooo_segments_in" if not in_order else "hole_fills_in")
+            self.host.count(COUNT_OOO_SEGMENTS_IN if not in_order else COUNT_HOLE_FILLS_IN)
         else:
             # Delayed ACK: at least every second full-sized segment (RFC 5681 4.2,
             # RFC 1122 4.2.3.2), else within the delayed-ACK timer.
@@ -1068,10 +1077,10 @@ cdef class Connection(Tcb):
             self._enter_time_wait(now)
 
     cdef _enter_time_wait(self, double now):
-        if self.host._time_wait_count >= self.settings.max_time_wait:
-            self.host._count("time_wait_overflow")
+        if self.host.time_wait_full():
+            self.host.count(COUNT_TIME_WAIT_OVERFLOW)
             self._ack_now = True
-            self.host._emit(self._packet(self.snd_nxt, ACK), self)   # still ACK their FIN
+            self.host.emit(self._packet(self.snd_nxt, ACK))   # still ACK their FIN
             self._terminate(None)
             return
         self._set_state(S_TIME_WAIT)
@@ -1091,7 +1100,7 @@ cdef class Connection(Tcb):
         # RFC 5927 4.1: act only on errors quoting a sequence number we have in flight.
         off = self.snd_una + _sdiff(quoted_seq, self._snd_seq(self.snd_una))
         if not (self.snd_una <= off < max(self.snd_max, self.snd_una + 1)):
-            self.host._count("icmp_ignored_seq")
+            self.host.count(COUNT_ICMP_IGNORED_SEQ)
             return
         if icmp_type == 3 and code == 4:
             # Fragmentation needed (RFC 1191): shrink the MSS; never below 536 + 40 = 576
@@ -1105,15 +1114,15 @@ cdef class Connection(Tcb):
                 self.cc.set_mss(new_mss)
                 self.snd_nxt = self.snd_una          # resend at the new size
                 self._rtt_off = None
-                self.host._count("pmtu_updates")
-                self.host._wake(self)
+                self.host.count(COUNT_PMTU_UPDATES)
+                self.host.wake(self)
             return
         if self.st == S_SYN_SENT and icmp_type == 3 and code in (2, 3):
             # Protocol/port unreachable to our SYN is as good as a RST (hard error).
             self._terminate(ConnectionRefused("connection refused (ICMP unreachable)"))
             return
         self.soft_error = (icmp_type, code)       # reported if the connection times out
-        self.host._count("icmp_soft_errors")
+        self.host.count(COUNT_ICMP_SOFT_ERRORS)
 
     # ===================================================================================
     # Timers
@@ -1143,7 +1152,7 @@ cdef class Connection(Tcb):
                 and self.st != S_CLOSED):
             self._on_keepalive(now)
         if self.st != S_CLOSED:
-            self.host._wake(self)
+            self.host.wake(self)
 
     def _on_rto(self, now: float) -> None:
         if self.snd_una >= self.snd_max and self.st not in (S_SYN_SENT,
@@ -1177,7 +1186,7 @@ cdef class Connection(Tcb):
             # or SWS avoidance would say about a short one (else nothing re-arms the timer).
             self._pending_rtx = True
         self._rtt_off = None
-        self.host._count("timeouts")
+        self.host.count(COUNT_TIMEOUTS)
 
     def _on_persist(self, now: float) -> None:
         # A zero-window probe (RFC 9293 3.8.6.1): the byte at SND.UNA, past the window,
@@ -1187,7 +1196,7 @@ cdef class Connection(Tcb):
         if self._data_end() > self.snd_una:
             self._probe = True
             self.rtt.backoff()
-            self.host._count("window_probes")
+            self.host.count(COUNT_WINDOW_PROBES)
         else:
             self.persist = False
             if self.snd_max > self.snd_una:
@@ -1202,9 +1211,9 @@ cdef class Connection(Tcb):
             return
         if self.st in (S_ESTABLISHED, S_CLOSE_WAIT, S_FIN_WAIT_2):
             # RFC 1122 4.2.3.6: SEG.SEQ = SND.NXT - 1, no data.
-            self.host._emit(self._packet(self.snd_max - 1, ACK), self)
+            self.host.emit(self._packet(self.snd_max - 1, ACK))
             self.keepalive_sent += 1
-            self.host._count("keepalive_probes")
+            self.host.count(COUNT_KEEPALIVE_PROBES)
         self.keepalive_at = now + s.keepalive_interval
 
     # ===================================================================================
@@ -1235,7 +1244,7 @@ cdef class Connection(Tcb):
             # it finds unacceptable is answered by an ACK, forever (both sides rewound).
             out.append(self._packet(self.snd_max, ACK))
             self._after_send_ack()
-            self.host._count("pure_acks_out")
+            self.host.count(COUNT_PURE_ACKS_OUT)
         # Keepalive (RFC 1122 4.2.3.6): the idle clock restarts with every segment received.
         if (self.settings.keepalive is not None and self.keepalive_sent == 0
                 and st in (S_ESTABLISHED, S_CLOSE_WAIT, S_FIN_WAIT_2)):
@@ -1263,7 +1272,7 @@ cdef class Connection(Tcb):
             self._rtt_start = now
         if ack:
             self._after_send_ack()
-        self.host._count("syn_acks_out" if ack else "syns_out")
+        self.host.count(COUNT_SYN_ACKS_OUT if ack else COUNT_SYNS_OUT)
 
     cdef bint _output_data(self, double now, list out) except -1:
         sent = False
@@ -1295,10 +1304,10 @@ cdef class Connection(Tcb):
         self.delack_at = None
 
     def _emit_rst(self, seq: int) -> None:
-        self.host._emit(build_tcp(self._lip, self._rip, self.local_address[1],
-                                  self.remote_address[1], seq & MASK, 0, RST, 0,
-                                  ttl=self.settings.ttl), self)
-        self.host._count("rsts_out")
+        self.host.emit(build_tcp(self._lip, self._rip, self.local_address[1],
+                                 self.remote_address[1], seq & MASK, 0, RST, 0,
+                                 ttl=self.settings.ttl))
+        self.host.count(COUNT_RSTS_OUT)
 
     # ===================================================================================
     # Helpers
@@ -1313,13 +1322,13 @@ cdef class Connection(Tcb):
     def _ring(self) -> SendRing:
         # Buffers are created on first use: an idle connection holds no buffer memory.
         if self._send_ring is None:
-            self._send_ring = self.host._take_ring()
+            self._send_ring = self.host.take_ring()
             self._set_ref_min()
         return self._send_ring
 
     def _reassembler(self) -> Reassembler:
         if self._reasm is None:
-            self._reasm = self.host._take_reassembler()
+            self._reasm = self.host.take_reassembler()
         return self._reasm
 
     cdef int64_t _data_end(self):
@@ -1331,10 +1340,10 @@ cdef class Connection(Tcb):
             self.fin_off = self._data_end()
 
     cdef _set_state(self, int st):
-        old = self.state
-        self.state = state = _STATES[st]
+        cdef int old = self.st
+        self.state = _STATES[st]
         self.st = st
-        self.host._state_changed(self, old, state)
+        self.host.state_changed(self, old, st)
 
     cpdef _terminate(self, error):
         """Enter CLOSED: delete the TCB (RFC 9293 3.10.7) and report ``error``."""
@@ -1342,6 +1351,20 @@ cdef class Connection(Tcb):
             self.error = error
         self.rtx_at = self.delack_at = self.timewait_at = self.keepalive_at = None
         self._set_state(S_CLOSED)
+        self._return_buffers()
+
+    cdef _return_buffers(self):
+        """Give the buffers to the host's pools for new connections: allocating and
+        freeing 1 MiB rings per connection costs more than the whole handshake."""
+        ring = self._send_ring
+        if ring is not None:
+            ring.reset()          # also lets go of referenced application bytes at once
+            if self.host.return_ring(ring):
+                self._send_ring = None
+        reasm = self._reasm
+        # Unread data stays readable after CLOSED: only an empty assembler goes back.
+        if reasm is not None and reasm.readable == 0 and self.host.return_reassembler(reasm):
+            self._reasm = None
 
     def _raise_error(self) -> None:
         if self.error is not None:
