@@ -11,6 +11,7 @@ COMPILED_MODULES = [
     "fasttcp.tcp._fastpath",
     "fasttcp.tcp._cookies",
     "fasttcp.tcp.host_services",
+    "fasttcp.tcp.tcb",
     "fasttcp.link._tunio",
     "fasttcp.host._frag",
     "fasttcp.tcp.connection",

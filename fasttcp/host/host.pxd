@@ -7,6 +7,7 @@ from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.storage._ring cimport SendRing
 from fasttcp.tcp.connection cimport Connection
 from fasttcp.tcp.host_services cimport COUNT_KINDS, Count, HostServices
+from fasttcp.tcp.tcb cimport STATE_COUNT
 from fasttcp.wire._wire cimport Packet
 
 
@@ -37,7 +38,7 @@ cdef class Host(HostServices):
     cdef public object state_observer
     # Counters of the per-packet paths, kept in C and merged into stats().
     cdef public uint64_t packets_in, packets_out, segments_in, fast_segments_in
-    cdef uint64_t state_entries[11]     # entries into each state, by state number
+    cdef uint64_t state_entries[STATE_COUNT]   # entries into each state, by number
     cdef uint64_t counts[COUNT_KINDS]   # what connections counted (HostServices.count)
 
     cdef _tcp_input(self, Packet pk, double now)

@@ -18,7 +18,8 @@ from fasttcp.tcp._isn import IsnGenerator
 from fasttcp.tcp import _fastpath
 from fasttcp.tcp._cookies import SynCookies, encode_options
 from fasttcp.tcp.congestion import resolve
-from fasttcp.tcp.connection cimport Connection, S_CLOSED, S_SYN_RECEIVED, S_TIME_WAIT
+from fasttcp.tcp.connection cimport Connection
+from fasttcp.tcp.tcb cimport S_CLOSED, S_SYN_RECEIVED, S_TIME_WAIT
 from fasttcp.tcp.host_services import COUNT_NAMES
 from fasttcp.wire._wire cimport (DROP_REASON_COUNT, Packet, TH_ACK as ACK, TH_FIN as FIN,
                                  TH_RST as RST, TH_SYN as SYN)

@@ -22,7 +22,6 @@ from fasttcp.storage import SendRing
 from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.wire._wire cimport (OPT_MSS, OPT_SACK, OPT_SACK_PERM, OPT_TS, OPT_WSCALE, Packet,
                                  TH_ACK as ACK, TH_FIN as FIN, TH_RST as RST, TH_SYN as SYN)
-from fasttcp.tcp._fastpath import Tcb
 from fasttcp.tcp.host_services cimport (
     COUNT_CHALLENGE_ACKS_OUT, COUNT_CHALLENGE_ACKS_SUPPRESSED, COUNT_DROP_ACK_TOO_OLD,
     COUNT_DROP_ACK_UNSENT, COUNT_DROP_BAD_ACK, COUNT_DROP_MISSING_TIMESTAMP,
@@ -38,9 +37,6 @@ from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionR
 from fasttcp.tcp.rtt import RttEstimator
 from fasttcp.tcp.states import State
 
-# States as module constants: an Enum member lookup costs ~100 ns on the slow path.
-(CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT,
- CLOSING, LAST_ACK, TIME_WAIT) = State      # in RFC 9293 order, as State defines them
 from fasttcp.wire import build_tcp
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,7 +83,7 @@ cdef class _ReceiveSpan:
         self.exports -= 1
 
 
-# The State members by number, for _set_state (the C code compares Tcb.st).
+# The State members by number, for Connection.state (the C code compares Tcb.st).
 _STATES = tuple(State)
 
 
@@ -124,14 +120,13 @@ cdef class Connection(Tcb):
     User calls: :meth:`send`, :meth:`recv`, :meth:`shutdown`, :meth:`close`, :meth:`abort`;
     inspect :attr:`state`, :attr:`eof`, :attr:`error`, :meth:`info`.
 
-    The variables the fast path needs live in the C struct of :class:`Tcb`
-    (``_fastpath.pxd``); the rest are declared in ``connection.pxd``.
+    Its variables are the C fields of :class:`Tcb` (``tcb.pxd``).
     """
 
     def __init__(self, host: "Host", tuple local, tuple remote, uint32_t remote_ip,
                  uint32_t iss, double now, bint passive) -> None:
         s = host.settings
-        # Every C field (the Tcb's and those in connection.pxd) starts at 0 / False / None:
+        # Every C field (tcb.pxd) starts at 0 / False / None:
         # no FIN queued or seen (fin_off, rcv_fin_off), no timer armed (rtx_at, delack_at,
         # timewait_at, keepalive_at), no error, no listener (set for passive opens until
         # accepted), no recovery state. Only what starts otherwise is set here.
@@ -149,7 +144,6 @@ cdef class Connection(Tcb):
         self.delayed_ack = s.delayed_ack
         self.key = (self.lport, remote_ip, self.rport)
         self.passive = passive
-        self.state = CLOSED
         self.created_at = now
         self._invalid_ack_at = -1e300           # no invalid segment answered yet
         self.last_recv_at = now
@@ -174,6 +168,11 @@ cdef class Connection(Tcb):
     # ===================================================================================
     # User calls
     # ===================================================================================
+
+    @property
+    def state(self) -> State:
+        """The connection's state (RFC 9293 3.3.2)."""
+        return _STATES[self.st]
 
     @property
     def eof(self) -> bool:
@@ -1341,7 +1340,6 @@ cdef class Connection(Tcb):
 
     cdef _set_state(self, int st):
         cdef int old = self.st
-        self.state = _STATES[st]
         self.st = st
         self.host.state_changed(self, old, st)
 
