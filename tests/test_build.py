@@ -12,6 +12,7 @@ COMPILED_MODULES = [
     "fasttcp.tcp._cookies",
     "fasttcp.tcp.host_services",
     "fasttcp.tcp.tcb",
+    "fasttcp.tcp.transitions",
     "fasttcp.link._tunio",
     "fasttcp.host._frag",
     "fasttcp.tcp.connection",

@@ -6,6 +6,11 @@ from libc.stdint cimport int64_t, uint32_t
 from fasttcp.tcp.tcb cimport (S_CLOSE_WAIT, S_CLOSED, S_CLOSING, S_ESTABLISHED, S_FIN_WAIT_1,
                               S_FIN_WAIT_2, S_LAST_ACK, S_LISTEN, S_SYN_RECEIVED, S_SYN_SENT,
                               S_TIME_WAIT, STATE_COUNT, Tcb)
+from fasttcp.tcp.transitions cimport (E_2MSL_TIMEOUT, E_ABORT, E_ACK_OF_SYN, E_ACTIVE_OPEN,
+                                      E_CLOSE, E_COOKIE_ACK, E_FIN, E_FIN_ACKED,
+                                      E_FIN_OURS_ACKED, E_ICMP_UNREACHABLE, E_PASSIVE_OPEN,
+                                      E_RST, E_SYN, E_SYN_ACK, E_TIME_WAIT_FULL, E_TIMEOUT,
+                                      next_state)
 from fasttcp.wire._wire cimport Packet
 
 
@@ -15,6 +20,14 @@ cdef class Connection(Tcb):
     cpdef on_segment(self, Packet seg, double now)
     cdef _segment_syn_sent(self, Packet seg, double now)
     cdef _segment_synchronized(self, Packet seg, double now)
+    cdef int _syn_received_syn(self, Packet seg, int64_t seq_off, double now) except -1
+    cdef int _check_sequence(self, Packet seg, int64_t seq_off, int64_t seg_len,
+                             double now) except -1
+    cdef int _check_rst(self, Packet seg, int64_t seq_off, double now) except -1
+    cdef int _check_syn(self, Packet seg, double now) except -1
+    cdef int _check_ack(self, Packet seg, int64_t seg_len, double now) except -1
+    cdef int _process_text(self, Packet seg, double now) except -1
+    cdef _process_fin(self, Packet seg, int64_t seq_off, double now)
     cdef _take_syn_options(self, Packet seg)
     cpdef _open_passive(self, Packet seg, double now)
     cpdef _open_from_cookie(self, Packet seg, int mss, double now)
@@ -31,7 +44,7 @@ cdef class Connection(Tcb):
     cdef _dupack(self, double now)
     cdef _receive_text(self, Packet seg, int64_t seq, double now)
     cdef _check_fin(self, double now)
-    cdef _enter_time_wait(self, double now)
+    cdef _enter_time_wait(self, int event, double now)
     cpdef object deadline(self)
     cpdef on_timer(self, double now)
     cpdef _output(self, double now, list out)
@@ -41,8 +54,8 @@ cdef class Connection(Tcb):
     cdef uint32_t _snd_seq(self, int64_t off) noexcept
     cdef uint32_t _rcv_seq(self, int64_t off) noexcept
     cdef int64_t _data_end(self)
-    cdef _set_state(self, int st)
-    cpdef _terminate(self, error)
+    cdef _transition(self, int event)
+    cdef _terminate(self, int event, error)
     cdef _return_buffers(self)
     cpdef _fast_batch_done(self, double now)
     cdef _set_gso(self)

@@ -35,6 +35,7 @@ from fasttcp.tcp.host_services cimport (
 from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
                                 ConnectionReset, ConnectionTimedOut, TcpError)
 from fasttcp.tcp.rtt import RttEstimator
+from fasttcp.tcp.transitions import TcpEvent
 from fasttcp.tcp.states import State
 
 from fasttcp.wire import build_tcp
@@ -288,14 +289,11 @@ cdef class Connection(Tcb):
     def shutdown(self) -> None:
         """Half-close: send FIN after the queued data, keep receiving (RFC 9293 3.10.4)."""
         st = self.st
-        if st in (S_ESTABLISHED, S_SYN_RECEIVED):
+        if st in (S_ESTABLISHED, S_SYN_RECEIVED, S_CLOSE_WAIT):
             self._queue_fin()
-            self._set_state(S_FIN_WAIT_1)
-        elif st == S_CLOSE_WAIT:
-            self._queue_fin()
-            self._set_state(S_LAST_ACK)
+            self._transition(E_CLOSE)
         elif st == S_SYN_SENT:
-            self._terminate(None)
+            self._terminate(E_CLOSE, None)
         self.host.wake(self)
 
     def close(self) -> None:
@@ -326,7 +324,7 @@ cdef class Connection(Tcb):
         if self.state.synchronized:
             # RFC 9293 3.10.5: <SEQ=SND.NXT>, the highest sent (snd_nxt may be rewound).
             self.host.emit(self._packet(self.snd_max, RST, ack=False))
-        self._terminate(ConnectionAborted("connection aborted by this side"))
+        self._terminate(E_ABORT, ConnectionAborted("connection aborted by this side"))
 
     def info(self) -> ConnectionInfo:
         return ConnectionInfo(
@@ -352,7 +350,7 @@ cdef class Connection(Tcb):
     # ===================================================================================
 
     def _open_active(self, now: float) -> None:
-        self._set_state(S_SYN_SENT)
+        self._transition(E_ACTIVE_OPEN)
         self._ack_now = False
         self.host.wake(self)
 
@@ -363,7 +361,7 @@ cdef class Connection(Tcb):
         self._take_syn_options(seg)
         self._update_window_from(seg, syn=True)
         self.rcv_adv = self.rcv_nxt + self._initial_rcv_window()
-        self._set_state(S_SYN_RECEIVED)
+        self._transition(E_PASSIVE_OPEN)
         self.host.wake(self)
 
     cpdef _open_from_cookie(self, Packet seg, int mss, double now):
@@ -393,7 +391,7 @@ cdef class Connection(Tcb):
         self.rcv_adv = self.rcv_nxt + self._initial_rcv_window()   # as our SYN-ACK said
         self.last_ack_sent = self.rcv_nxt
         self._update_window_from(seg, syn=False)
-        self._set_state(S_ESTABLISHED)
+        self._transition(E_COOKIE_ACK)
         self.host.wake(self)
 
     cdef _take_syn_options(self, Packet seg):
@@ -475,7 +473,7 @@ cdef class Connection(Tcb):
             ack_ok = True
         if flags & RST:
             if ack_ok:                   # RFC 5961 3.2: only if it acknowledges our SYN
-                self._terminate(ConnectionRefused("connection refused"))
+                self._terminate(E_RST, ConnectionRefused("connection refused"))
             return
         if not flags & SYN:
             return
@@ -486,7 +484,7 @@ cdef class Connection(Tcb):
         if ack_ok:
             self._ack_advance(1, now)
             self._update_window_from(seg, syn=True)
-            self._set_state(S_ESTABLISHED)
+            self._transition(E_SYN_ACK)
             self._ack_now = True
             if self._syn_retransmitted:
                 self.rtt.on_syn_timeout_fallback()   # RFC 6298 5.7
@@ -496,40 +494,64 @@ cdef class Connection(Tcb):
         else:
             # Simultaneous open (RFC 9293 figure 8): answer SYN,ACK from SYN-RECEIVED.
             self._update_window_from(seg, syn=True)
-            self._set_state(S_SYN_RECEIVED)
+            self._transition(E_SYN)
             self.snd_nxt = 0                   # resend our SYN, now with ACK
             self.rtx_at = None
 
     cdef _segment_synchronized(self, Packet seg, double now):
-        cdef int flags, st, has_ts
-        cdef int64_t plen, seg_len, seq_off, wnd, ack_off, fin_off
-        flags = seg.d.flags
-        st = self.st
-        plen = seg.d.payload_len
-        seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
-        seq_off = self.rcv_nxt + _sdiff(seg.d.seq, self._rcv_seq(self.rcv_nxt))
-        wnd = self.rcv_adv - self.rcv_nxt
+        """A segment in SYN-RECEIVED or a synchronized state: the checks of RFC 9293
+        3.10.7.4 in their order, one method each; a check returns 0 when the segment is
+        done with (dropped, answered or acted on)."""
+        cdef int flags = seg.d.flags
+        cdef int64_t plen = seg.d.payload_len
+        cdef int64_t seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        cdef int64_t seq_off = self.rcv_nxt + _sdiff(seg.d.seq, self._rcv_seq(self.rcv_nxt))
+        if self.st == S_SYN_RECEIVED and not self._syn_received_syn(seg, seq_off, now):
+            return
+        if not self._check_sequence(seg, seq_off, seg_len, now):    # first (and PAWS)
+            return
+        if not self._check_rst(seg, seq_off, now):                  # second
+            return
+        # Third, security: fasttcp sends and accepts no IP security option; nothing to do.
+        if not self._check_syn(seg, now):                           # fourth
+            return
+        if not self._check_ack(seg, seg_len, now):                  # fifth
+            return
+        # Sixth, URG: fasttcp has no urgent mode; the pointer is ignored (RFC 6093).
+        if not self._process_text(seg, now):                        # seventh
+            return
+        self._process_fin(seg, seq_off, now)                        # eighth
 
-        if st == S_SYN_RECEIVED and flags & SYN and seq_off == 0 and not flags & RST:
-            if not flags & ACK:
-                # A retransmitted SYN while our SYN,ACK is outstanding: answer it again.
-                self.snd_nxt = 0
-                return
-            # Simultaneous open (RFC 9293 figure 8, line 6): the peer's SYN,ACK carries the
-            # SYN we already acknowledged and acknowledges ours: the handshake is complete.
-            ack_off = _sdiff(seg.d.ack, self._snd_seq(0))
-            if 0 < ack_off <= self.snd_max:
-                self._set_state(S_ESTABLISHED)
-                self._ack_advance(ack_off, now)
-                self._update_window_from(seg, syn=True)
-                return
+    cdef int _syn_received_syn(self, Packet seg, int64_t seq_off, double now) except -1:
+        """SYN-RECEIVED and the peer's SYN again (at its ISN, no RST)."""
+        cdef int flags = seg.d.flags
+        cdef int64_t ack_off
+        if not (flags & SYN and seq_off == 0 and not flags & RST):
+            return 1
+        if not flags & ACK:
+            # A retransmitted SYN while our SYN,ACK is outstanding: answer it again.
+            self.snd_nxt = 0
+            return 0
+        # Simultaneous open (RFC 9293 figure 8, line 6): the peer's SYN,ACK carries the
+        # SYN we already acknowledged and acknowledges ours: the handshake is complete.
+        ack_off = _sdiff(seg.d.ack, self._snd_seq(0))
+        if 0 < ack_off <= self.snd_max:
+            self._transition(E_ACK_OF_SYN)
+            self._ack_advance(ack_off, now)
+            self._update_window_from(seg, syn=True)
+            return 0
+        return 1
 
-        # --- PAWS (RFC 7323 5.3 R1), before the sequence number test ---
-        has_ts = seg.d.opt_present & OPT_TS
+    cdef int _check_sequence(self, Packet seg, int64_t seq_off, int64_t seg_len,
+                             double now) except -1:
+        """First: PAWS (RFC 7323 5.3 R1), then sequence number acceptability (RFC 9293
+        3.10.7.4's table)."""
+        cdef int flags = seg.d.flags
+        cdef int64_t plen = seg.d.payload_len
         if self.ts_ok and not flags & RST:
-            if not has_ts:
+            if not seg.d.opt_present & OPT_TS:
                 self.host.count(COUNT_DROP_MISSING_TIMESTAMP)    # RFC 7323 3.2
-                return
+                return 0
             if _sdiff(_tsval(seg), self.ts_recent) < 0:
                 if now - self.ts_recent_at > TS_RECENT_MAX_IDLE:
                     # RFC 7323 5.5: idle for longer than 24 days, TS.Recent is invalid
@@ -540,112 +562,123 @@ cdef class Connection(Tcb):
                 else:
                     self._invalid_ack(seg_len, now)   # RFC 7323 5.3 R1: send an ACK
                     self.host.count(COUNT_DROP_PAWS)
-                    return
-
-        # --- first: sequence number acceptability (3.10.7.4 table) ---
-        if st == S_TIME_WAIT and flags & FIN and not flags & RST:
+                    return 0
+        if self.st == S_TIME_WAIT and flags & FIN and not flags & RST:
             # The peer did not see our ACK of its FIN: acknowledge again, restart 2*MSL.
             self._ack_now = True
             self.timewait_at = now + 2 * self.settings.msl
-            return
-        if not self._acceptable(seq_off, seg_len, wnd):
-            if flags & SYN and not flags & RST:
-                # RFC 5961 4.2: a SYN gets a challenge ACK "irrespective of the sequence
-                # number", so it is rate-limited (section 7) like the in-window ones.
-                self._challenge_ack(now)
-                return
-            if not flags & RST:
-                if plen and seq_off + plen <= self.rcv_nxt:
-                    self._note_duplicate(seq_off, seq_off + plen)    # all old data
-                self._invalid_ack(seg_len, now)       # RFC 9293 3.10.7.4: <ACK>
-            self.host.count(COUNT_DROP_OUT_OF_WINDOW)
-            return
-
-        # --- second: RST (with RFC 5961 3.2 blind-reset protection) ---
-        if flags & RST:
-            if seq_off != self.rcv_nxt:
-                self._challenge_ack(now)          # in window but not exact (RFC 5961 3.2)
-                return
-            if st == S_SYN_RECEIVED:
-                if self.passive:
-                    self._terminate(None)         # back to LISTEN: just forget it
-                else:
-                    self._terminate(ConnectionRefused("connection refused"))
-            elif st in (S_ESTABLISHED, S_FIN_WAIT_1, S_FIN_WAIT_2,
-                        S_CLOSE_WAIT):
-                self._terminate(ConnectionReset("connection reset by peer"))
-            else:
-                self._terminate(None)
-            self.host.count(COUNT_RST_IN)
-            return
-
-        # --- fourth: SYN in a synchronized state: challenge ACK (RFC 5961 4.2) ---
-        if flags & SYN:
+            return 0
+        if self._acceptable(seq_off, seg_len, self.rcv_adv - self.rcv_nxt):
+            return 1
+        if flags & SYN and not flags & RST:
+            # RFC 5961 4.2: a SYN gets a challenge ACK "irrespective of the sequence
+            # number", so it is rate-limited (section 7) like the in-window ones.
             self._challenge_ack(now)
-            return
+            return 0
+        if not flags & RST:
+            if plen and seq_off + plen <= self.rcv_nxt:
+                self._note_duplicate(seq_off, seq_off + plen)    # all old data
+            self._invalid_ack(seg_len, now)       # RFC 9293 3.10.7.4: <ACK>
+        self.host.count(COUNT_DROP_OUT_OF_WINDOW)
+        return 0
 
-        # --- fifth: ACK ---
-        if not flags & ACK:
-            return
-        ack_off = self.snd_una + _sdiff(seg.d.ack, self._snd_seq(self.snd_una))
+    cdef int _check_rst(self, Packet seg, int64_t seq_off, double now) except -1:
+        """Second: RST, with RFC 5961 3.2's blind-reset protection."""
+        cdef int st = self.st
+        if not seg.d.flags & RST:
+            return 1
+        if seq_off != self.rcv_nxt:
+            self._challenge_ack(now)              # in window but not exact (RFC 5961 3.2)
+            return 0
         if st == S_SYN_RECEIVED:
+            if self.passive:
+                self._terminate(E_RST, None)      # back to LISTEN: just forget it
+            else:
+                self._terminate(E_RST, ConnectionRefused("connection refused"))
+        elif st in (S_ESTABLISHED, S_FIN_WAIT_1, S_FIN_WAIT_2, S_CLOSE_WAIT):
+            self._terminate(E_RST, ConnectionReset("connection reset by peer"))
+        else:
+            self._terminate(E_RST, None)
+        self.host.count(COUNT_RST_IN)
+        return 0
+
+    cdef int _check_syn(self, Packet seg, double now) except -1:
+        """Fourth: a SYN in a synchronized state gets a challenge ACK (RFC 5961 4.2)."""
+        if seg.d.flags & SYN:
+            self._challenge_ack(now)
+            return 0
+        return 1
+
+    cdef int _check_ack(self, Packet seg, int64_t seg_len, double now) except -1:
+        """Fifth: ACK. Completes the handshake in SYN-RECEIVED, takes acceptable ACKs
+        (RFC 5961 5.2), and moves on when our FIN is acknowledged."""
+        cdef int64_t ack_off
+        cdef int st
+        if not seg.d.flags & ACK:
+            return 0
+        ack_off = self.snd_una + _sdiff(seg.d.ack, self._snd_seq(self.snd_una))
+        if self.st == S_SYN_RECEIVED:
             if self.snd_una < ack_off <= self.snd_max:
-                self._set_state(S_ESTABLISHED)
+                self._transition(E_ACK_OF_SYN)
                 self._update_window_from(seg, syn=False)
                 self.host.queue_for_accept(self)
             else:
                 self._emit_rst(seq=seg.d.ack)
-                return
+                return 0
         # RFC 5961 5.2: acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.NXT]; anything
         # else is dropped and answered with a (rate-limited) challenge ACK.
         if ack_off > self.snd_max:
             self.host.count(COUNT_DROP_ACK_UNSENT)
             self._challenge_ack(now)
-            return
+            return 0
         if ack_off < self.snd_una - max(self.max_snd_wnd, 1):
             self.host.count(COUNT_DROP_ACK_TOO_OLD)
             self._challenge_ack(now)
-            return
+            return 0
         # RFC 7323 4.3 (R3): TS.Recent follows the segment at the left edge of our last ACK.
         # Only now, after the RST, SYN and RFC 5961 ACK checks: a forged in-window segment
         # that gets a challenge ACK must not move TS.Recent, or later genuine segments
         # would all fail PAWS (as Linux, tcp_replace_ts_recent after ACK validation).
-        if has_ts and self.ts_ok and _sdiff(seg.d.seq, self._rcv_seq(self.last_ack_sent)) <= 0 \
+        if seg.d.opt_present & OPT_TS and self.ts_ok \
+                and _sdiff(seg.d.seq, self._rcv_seq(self.last_ack_sent)) <= 0 \
                 and _sdiff(_tsval(seg), self.ts_recent) >= 0:
             self.ts_recent = _tsval(seg)
             self.ts_recent_at = now
         self._process_ack(seg, ack_off, seg_len, now)
-        if self.st == S_CLOSED:
-            return
-        fin_acked = self.fin_off is not None and self.snd_una > self.fin_off
         st = self.st
-        if st == S_FIN_WAIT_1 and fin_acked:
-            self._set_state(S_FIN_WAIT_2)
-            if self.user_closed:
-                self._orphan_timeout(now)
-        elif st == S_CLOSING and fin_acked:
-            self._enter_time_wait(now)
-            return
-        elif st == S_LAST_ACK and fin_acked:
-            self._terminate(None)
-            return
-        elif st == S_TIME_WAIT:
-            return
+        if st == S_CLOSED:
+            return 0
+        if self.fin_off is not None and self.snd_una > self.fin_off:    # our FIN is acked
+            if st == S_FIN_WAIT_1:
+                self._transition(E_FIN_ACKED)
+                if self.user_closed:
+                    self._orphan_timeout(now)
+            elif st == S_CLOSING:
+                self._enter_time_wait(E_FIN_ACKED, now)
+                return 0
+            elif st == S_LAST_ACK:
+                self._terminate(E_FIN_ACKED, None)
+                return 0
+        return st != S_TIME_WAIT
 
-        # --- seventh: segment text ---
-        st = self.st
-        if plen and st in (S_ESTABLISHED, S_FIN_WAIT_1, S_FIN_WAIT_2):
+    cdef int _process_text(self, Packet seg, double now) except -1:
+        """Seventh: the segment's data, in the states that still receive."""
+        if seg.d.payload_len and self.st in (S_ESTABLISHED, S_FIN_WAIT_1, S_FIN_WAIT_2):
             if self.user_closed:
                 # Nobody will read it: reset (RFC 1122 4.2.2.13, as Linux does).
                 self._emit_rst(seq=self._snd_seq(self.snd_max))
-                self._terminate(ConnectionAborted("data arrived after close()"))
-                return
+                self._terminate(E_ABORT, ConnectionAborted("data arrived after close()"))
+                return 0
             self._receive_text(seg, seg.d.seq, now)
+        return 1
 
-        # --- eighth: FIN ---
-        if (flags & FIN and self.rcv_fin_off is None
-                and st not in (S_CLOSE_WAIT, S_CLOSING, S_LAST_ACK)):
-            fin_off = seq_off + plen
+    cdef _process_fin(self, Packet seg, int64_t seq_off, double now):
+        """Eighth: note the peer's FIN where it sits, and act on it once every byte before
+        it has arrived (maybe only now, with a hole filled)."""
+        cdef int64_t fin_off
+        if (seg.d.flags & FIN and self.rcv_fin_off is None
+                and self.st not in (S_CLOSE_WAIT, S_CLOSING, S_LAST_ACK)):
+            fin_off = seq_off + seg.d.payload_len
             if self.rcv_nxt <= fin_off < self.rcv_adv:   # a FIN trimmed off is not seen
                 self.rcv_fin_off = fin_off
         self._check_fin(now)
@@ -1066,23 +1099,25 @@ cdef class Connection(Tcb):
         self._ack_now = True                      # RFC 9293: ACK the FIN at once
         st = self.st
         if st in (S_SYN_RECEIVED, S_ESTABLISHED):
-            self._set_state(S_CLOSE_WAIT)
+            self._transition(E_FIN)
         elif st == S_FIN_WAIT_1:
             if self.fin_off is not None and self.snd_una > self.fin_off:
-                self._enter_time_wait(now)
+                self._enter_time_wait(E_FIN_OURS_ACKED, now)
             else:
-                self._set_state(S_CLOSING)
+                self._transition(E_FIN)           # to CLOSING
         elif st == S_FIN_WAIT_2:
-            self._enter_time_wait(now)
+            self._enter_time_wait(E_FIN, now)
 
-    cdef _enter_time_wait(self, double now):
+    cdef _enter_time_wait(self, int event, double now):
+        """TIME-WAIT by `event` (RFC 9293 3.10.7.4), or CLOSED when the host has
+        settings.max_time_wait connections in it already."""
         if self.host.time_wait_full():
             self.host.count(COUNT_TIME_WAIT_OVERFLOW)
             self._ack_now = True
             self.host.emit(self._packet(self.snd_nxt, ACK))   # still ACK their FIN
-            self._terminate(None)
+            self._terminate(E_TIME_WAIT_FULL, None)
             return
-        self._set_state(S_TIME_WAIT)
+        self._transition(event)
         self.rtx_at = None
         self.delack_at = None
         self.keepalive_at = None
@@ -1118,7 +1153,8 @@ cdef class Connection(Tcb):
             return
         if self.st == S_SYN_SENT and icmp_type == 3 and code in (2, 3):
             # Protocol/port unreachable to our SYN is as good as a RST (hard error).
-            self._terminate(ConnectionRefused("connection refused (ICMP unreachable)"))
+            self._terminate(E_ICMP_UNREACHABLE,
+                            ConnectionRefused("connection refused (ICMP unreachable)"))
             return
         self.soft_error = (icmp_type, code)       # reported if the connection times out
         self.host.count(COUNT_ICMP_SOFT_ERRORS)
@@ -1136,7 +1172,7 @@ cdef class Connection(Tcb):
 
     cpdef on_timer(self, double now):
         if self.timewait_at is not None and now >= self.timewait_at:
-            self._terminate(None)
+            self._terminate(E_2MSL_TIMEOUT, None)
             return
         if self.delack_at is not None and now >= self.delack_at:
             self.delack_at = None
@@ -1165,7 +1201,7 @@ cdef class Connection(Tcb):
             err = ConnectionTimedOut("connection timed out")
             if self.st == S_SYN_RECEIVED and self.passive:
                 err = None                        # a half-open connection just goes away
-            self._terminate(err)
+            self._terminate(E_TIMEOUT, err)
             return
         if self.st in (S_SYN_SENT, S_SYN_RECEIVED):
             self._syn_retransmitted = True
@@ -1206,7 +1242,7 @@ cdef class Connection(Tcb):
     def _on_keepalive(self, now: float) -> None:
         s = self.settings
         if self.keepalive_sent >= s.keepalive_probes:
-            self._terminate(ConnectionTimedOut("keepalive: peer not answering"))
+            self._terminate(E_TIMEOUT, ConnectionTimedOut("keepalive: peer not answering"))
             return
         if self.st in (S_ESTABLISHED, S_CLOSE_WAIT, S_FIN_WAIT_2):
             # RFC 1122 4.2.3.6: SEG.SEQ = SND.NXT - 1, no data.
@@ -1338,17 +1374,24 @@ cdef class Connection(Tcb):
         if self.fin_off is None:
             self.fin_off = self._data_end()
 
-    cdef _set_state(self, int st):
+    cdef _transition(self, int event):
+        """The one place a connection changes state: to where `event` leads from the
+        current state, as the table in transitions.pyx says; the host is told."""
         cdef int old = self.st
-        self.st = st
-        self.host.state_changed(self, old, st)
+        cdef int new = next_state(old, event)
+        if new < 0:
+            raise RuntimeError(f"TCP state machine: {_STATES[old].name} has no transition "
+                               f"on {TcpEvent(event).name}")
+        self.st = new
+        self.host.state_changed(self, old, new)
 
-    cpdef _terminate(self, error):
-        """Enter CLOSED: delete the TCB (RFC 9293 3.10.7) and report ``error``."""
+    cdef _terminate(self, int event, error):
+        """Enter CLOSED by `event`: delete the TCB (RFC 9293 3.10.7) and report
+        ``error``."""
         if error is not None and self.error is None:
             self.error = error
         self.rtx_at = self.delack_at = self.timewait_at = self.keepalive_at = None
-        self._set_state(S_CLOSED)
+        self._transition(event)
         self._return_buffers()
 
     cdef _return_buffers(self):
