@@ -72,12 +72,12 @@ class Listener:
             conn.abort()
         self.syn_queue.clear()
         self.accept_queue.clear()
-        self.host._listeners.pop(self.port, None)
+        (<Host>self.host)._listeners.pop(self.port, None)
 
     def _established(self, conn: Connection) -> None:
         self.syn_queue.discard(conn)
         self.accept_queue.append(conn)
-        self.host._ready.add(self)
+        (<Host>self.host)._ready.add(self)
 
     def __len__(self) -> int:
         return len(self.accept_queue)
