@@ -458,6 +458,8 @@ cdef class Connection(Tcb):
             self.host.wake(self)
 
     cdef _segment_syn_sent(self, Packet seg, double now):
+        """A segment in SYN-SENT (RFC 9293 3.10.7.3): first the ACK, second RST, (third,
+        security, does not apply), fourth SYN."""
         cdef int flags
         cdef int64_t d
         flags = seg.d.flags
