@@ -9,6 +9,10 @@ arithmetic below never wraps: on the send side offset 0 is our SYN (ISS), data b
 the stream is offset ``1 + k``, and our FIN follows the last byte. The receive side mirrors
 this from the peer's IRS. 32-bit sequence numbers exist only at the wire boundary
 (``_snd_seq``, ``_rcv_seq`` and the conversions in :meth:`on_segment`).
+
+The variables are the Tcb's (tcb.pxd). The state changes only in ``_transition``, by the
+table in transitions.pyx. The host is reached only through the HostServices interface
+(host_services.pxd).
 """
 from __future__ import annotations
 
