@@ -82,7 +82,7 @@ class FastTcpStack(Driver):
         self._ensure_started()
         ip = str(ipaddress.IPv4Address(host))
         # Stamp the host's clock: connect() reads it for the ISN (RFC 6528) and timers.
-        self.host.now = max(self.host.now, self.loop.time())
+        self.host.advance_clock(self.loop.time())
         conn = self.host.connect((ip, port), local_port)
         fut = self.loop.create_future()
         self.register(conn, _Connector(conn, fut))

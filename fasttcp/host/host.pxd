@@ -1,41 +1,68 @@
 # The host is compiled (host.pyx): its per-segment dispatch, timers and output loop run as
-# C with these fields typed. Other attributes live in the instance __dict__ (tests and
-# users may also set their own there).
-from libc.stdint cimport uint32_t, uint64_t
+# C with these fields typed. The underscore fields are the host's own (not visible from
+# Python); other attributes live in the instance __dict__ (tests and users may also set
+# their own there).
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
 
+from fasttcp.storage._reasm cimport Reassembler
+from fasttcp.storage._ring cimport SendRing
 from fasttcp.tcp.connection cimport Connection
+from fasttcp.tcp.host_services cimport COUNT_KINDS, Count, HostServices
+from fasttcp.tcp.tcb cimport STATE_COUNT
 from fasttcp.wire._wire cimport Packet
 
 
-cdef class Host:
+# A Host is the HostServices its connections talk to (fasttcp/tcp/host_services.pxd):
+# the methods declared there are implemented in host.pyx.
+cdef class Host(HostServices):
     cdef dict __dict__
     cdef object __weakref__
     cdef public object settings
     cdef public str address
-    cdef public uint32_t _address_int
-    cdef public dict _conns             # (lport, remote ip int, rport) -> Connection
-    cdef public dict _listeners         # port -> Listener
-    cdef public dict _armed             # Connection -> (deadline, seq) of its timer
-    cdef public dict _timer_conns       # seq of a live heap entry -> its Connection
-    cdef public dict _dirty             # ordered set of connections that need output
-    cdef public set _ready              # user-visible changes since the last pop_ready
-    cdef public object _ready_closed    # WeakSet: connections that closed since then
+    cdef dict _conns                    # (lport, remote ip int, rport) -> Connection
+    cdef dict _listeners                # port -> Listener
+    cdef dict _armed                    # Connection -> (deadline, seq) of its timer
+    cdef dict _timer_conns              # seq of a live heap entry -> its Connection
+    cdef dict _dirty                    # ordered set of connections that need output
+    cdef set _ready                     # user-visible changes since the last pop_ready
+    cdef object _ready_closed           # WeakSet: connections that closed since then
     cdef Py_ssize_t _closed_pending     # adds to it since then (WeakSet's len is Python code)
-    cdef public list _timers            # heap of (deadline, seq)
-    cdef public list _out               # packets emitted outside Connection._output
-    cdef public list _ring_pool, _reasm_pool
-    cdef public object _stats           # Counter
-    cdef public object _isn, _cookies, _frags, _batch, _timer_seq, _challenge_times
-    cdef public Py_ssize_t _time_wait_count
-    cdef public int _next_port
-    cdef public double now
+    cdef list _timers                   # heap of (deadline, seq)
+    cdef list _out                      # packets emitted outside Connection._output
+    cdef list _ring_pool, _reasm_pool
+    cdef object _stats                  # Counter
+    cdef object _isn, _cookies, _frags, _batch, _timer_seq, _challenge_times
+    cdef Py_ssize_t _time_wait_count
+    cdef int _next_port
     cdef public bint _raise_internal
+    # None, or a callable(conn, old State, new State) told of every state change.
+    cdef public object state_observer
     # Counters of the per-packet paths, kept in C and merged into stats().
-    cdef public uint64_t packets_in, packets_out, segments_in, fast_segments_in
-    cdef uint64_t state_entries[11]     # entries into each state, by state number
+    cdef readonly uint64_t packets_in, packets_out, segments_in, fast_segments_in
+    cdef uint64_t state_entries[STATE_COUNT]  # entries into each state, by number
+    cdef uint64_t counts[COUNT_KINDS]   # what connections counted (HostServices.count)
 
     cdef _tcp_input(self, Packet pk, double now)
     cdef _listen_input(self, lst, Packet pk, int flags, double now)
     cdef _reset_for(self, Packet pk, int flags)
     cdef _arm(self, Connection conn)
     cdef _disarm(self, Connection conn)
+
+    # HostServices
+    cdef int count(self, Count what) except -1
+    cdef int emit(self, object packet) except -1
+    cdef int want_output(self, object conn) except -1
+    cdef int wake(self, object conn) except -1
+    cdef SendRing take_ring(self)
+    cdef Reassembler take_reassembler(self)
+    cdef bint return_ring(self, SendRing ring) except -1
+    cdef bint return_reassembler(self, Reassembler reasm) except -1
+    cdef uint32_t ts_offset(self, uint16_t lport, uint32_t rip, uint16_t rport) except? 0
+    cdef object make_congestion(self, int mss)
+    cdef bint challenge_ack_allowed(self, double now) except -1
+    cdef bint time_wait_full(self) except -1
+    cdef int queue_for_accept(self, object conn) except -1
+    cdef int state_changed(self, object conn, int old, int new) except -1
+    cdef int input_fragment(self, object packet, double now) except -1
+    cdef int input_slow(self, Packet pk, double now) except -1
+    cdef int count_batch(self, uint64_t packets, uint64_t fast, const uint64_t* drops) except -1

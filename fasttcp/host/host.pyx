@@ -14,18 +14,23 @@ from collections import Counter, deque
 from typing import Any, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 from fasttcp.host.settings import Settings
-from fasttcp.storage import Reassembler, SendRing
 from fasttcp.tcp._isn import IsnGenerator
 from fasttcp.tcp import _fastpath
 from fasttcp.tcp._cookies import SynCookies, encode_options
-from fasttcp.tcp.congestion import CongestionControl, resolve
-from fasttcp.tcp.connection cimport Connection, S_CLOSED, S_TIME_WAIT
-from fasttcp.wire._wire cimport Packet, TH_ACK as ACK, TH_FIN as FIN, TH_RST as RST, TH_SYN as SYN
+from fasttcp.tcp.congestion import resolve
+from fasttcp.tcp.connection cimport Connection
+from fasttcp.tcp.tcb cimport S_CLOSED, S_SYN_RECEIVED, S_TIME_WAIT
+from fasttcp.tcp.host_services import COUNT_NAMES
+from fasttcp.wire._wire cimport (DROP_REASON_COUNT, Packet, TH_ACK as ACK, TH_FIN as FIN,
+                                 TH_RST as RST, TH_SYN as SYN)
+from fasttcp.wire.types import DropReason
 from fasttcp.tcp.states import State
 
 # States as module constants: an Enum member lookup costs ~100 ns on the slow path.
-CLOSED, SYN_RECEIVED, TIME_WAIT = State.CLOSED, State.SYN_RECEIVED, State.TIME_WAIT
+CLOSED = State.CLOSED
+_STATES = tuple(State)                                            # by state number
 _STATE_COUNTERS = ["state_" + s.name.lower() for s in State]     # by state number
+_DROP_COUNTER_NAMES = ["drop_" + DropReason(i).name.lower() for i in range(DROP_REASON_COUNT)]
 from fasttcp.host._frag import FragmentReassembler
 from fasttcp.wire import (MalformedPacket, SegmentBatch, TcpOptions,
                           build_icmp_echo, build_tcp, int_to_ip, ip_to_int, parse)
@@ -67,12 +72,12 @@ class Listener:
             conn.abort()
         self.syn_queue.clear()
         self.accept_queue.clear()
-        self.host._listeners.pop(self.port, None)
+        (<Host>self.host)._listeners.pop(self.port, None)
 
     def _established(self, conn: Connection) -> None:
         self.syn_queue.discard(conn)
         self.accept_queue.append(conn)
-        self.host._ready.add(self)
+        (<Host>self.host)._ready.add(self)
 
     def __len__(self) -> int:
         return len(self.accept_queue)
@@ -87,7 +92,7 @@ cdef class Host:
     def __init__(self, address: str, **settings: Any) -> None:
         self.settings = Settings.from_kwargs(**settings)
         self.address = address
-        self._address_int = ip_to_int(address)
+        self.address_int = ip_to_int(address)
         self._conns: Dict[Tuple[int, int, int], Connection] = {}
         self._listeners: Dict[int, Listener] = {}
         self._isn = IsnGenerator(self.settings.isn_secret)
@@ -119,9 +124,16 @@ cdef class Host:
         #: sets this for a link with ``takes_split_packets``). They are valid only until
         #: the connection's send buffer moves on.
         self.split_tx = False
-        self._next_port = self.settings.ephemeral_ports[0] + self._address_int % 1024
+        self._next_port = self.settings.ephemeral_ports[0] + self.address_int % 1024
         self.now = 0.0
         self._raise_internal = False   # tests flip this to see internal errors
+
+    def advance_clock(self, double now) -> None:
+        """Move the host's clock (:attr:`now`, what :meth:`connect` reads when given no
+        time) forward to ``now``; never backwards. For drivers that open connections
+        between receive/transmit calls."""
+        if now > self.now:
+            self.now = now
 
     # ===================================================================================
     # The sans-IO driver API
@@ -148,9 +160,9 @@ cdef class Host:
         if not isinstance(packets, list):
             packets = list(packets)
         # Parse the batch and run header prediction in C; the rest comes back through
-        # _slow_input one packet at a time.
+        # input_slow one packet at a time.
         _fastpath.receive_batch(self, self._batch, packets, now, parse_flags, self._conns,
-                                self._address_int, self._deferred if defer_copy else None)
+                                self.address_int, self._deferred if defer_copy else None)
 
     def settle(self) -> None:
         """Copy the data still held in the packets of ``receive(..., defer_copy=True)``
@@ -161,26 +173,27 @@ cdef class Host:
                 reasm.settle()
             deferred.clear()
 
-    def _fragment(self, packet, now: float) -> None:
+    cdef int input_fragment(self, object packet, double now) except -1:
         """An IPv4 fragment: reassemble (RFC 791, bounded; overlaps discard the datagram)
         and process the datagram once complete."""
         self._stats["fragments_in"] += 1
         whole = self._frags.add(bytes(packet), now)
         if whole is None:
-            return
+            return 0
         self._stats["datagrams_reassembled"] += 1
         try:
             pk = parse(whole)
         except MalformedPacket as e:
             self._stats["drop_" + e.reason.name.lower()] += 1
-            return
-        self._slow_input(pk, now)
+            return 0
+        self.input_slow(pk, now)
+        return 0
 
-    def _slow_input(self, Packet pk, double now) -> None:
+    cdef int input_slow(self, Packet pk, double now) except -1:
         stats = self._stats
-        if pk.d.dst != self._address_int:
+        if pk.d.dst != self.address_int:
             stats["drop_not_for_us"] += 1
-            return
+            return 0
         try:
             if pk.is_tcp:
                 self._tcp_input(pk, now)
@@ -193,6 +206,17 @@ cdef class Host:
             stats["drop_internal_error"] += 1
             if self._raise_internal:
                 raise
+        return 0
+
+    cdef int count_batch(self, uint64_t packets, uint64_t fast,
+                         const uint64_t* drops) except -1:
+        cdef Py_ssize_t i
+        self.packets_in += packets
+        self.fast_segments_in += fast
+        for i in range(DROP_REASON_COUNT):
+            if drops[i]:
+                self._stats[_DROP_COUNTER_NAMES[i]] += drops[i]
+        return 0
 
     def transmit(self, double now) -> List[Any]:
         """Run due timers and return every packet to send now: bytes, or with
@@ -267,7 +291,7 @@ cdef class Host:
         key = (lport, rip, rport)
         if key in self._conns:
             raise OSError(98, "address already in use for this 4-tuple")
-        iss = self._isn.isn(self._address_int, lport, rip, rport, self.now)
+        iss = self._isn.isn(self.address_int, lport, rip, rport, self.now)
         conn = Connection(self, (self.address, lport), (int_to_ip(rip), rport), rip, iss,
                           self.now, passive=False)
         self._conns[key] = conn
@@ -286,6 +310,11 @@ cdef class Host:
                         ("fast_path_segments", self.fast_segments_in)):
             if v:
                 d[name] = d.get(name, 0) + v
+        cdef int i
+        for i in range(<int>COUNT_KINDS):
+            if self.counts[i]:
+                name = COUNT_NAMES[i]
+                d[name] = d.get(name, 0) + self.counts[i]
         for st in range(len(_STATE_COUNTERS)):
             if self.state_entries[st]:
                 d[_STATE_COUNTERS[st]] = self.state_entries[st]
@@ -358,7 +387,7 @@ cdef class Host:
             stats["drop_max_connections"] += 1
             return
         rip = pk.d.src
-        iss = self._isn.isn(self._address_int, pk.d.dport, rip, pk.d.sport, now)
+        iss = self._isn.isn(self.address_int, pk.d.dport, rip, pk.d.sport, now)
         conn = Connection(self, (self.address, pk.d.dport), (int_to_ip(rip), pk.d.sport), rip,
                           iss, now, passive=True)
         conn.listener = lst
@@ -373,7 +402,7 @@ cdef class Host:
         opts = pk.options
         rip = pk.d.src
         peer_mss = opts.mss or 536
-        cookie, mss = self._cookies.make(self._address_int, pk.d.dport, rip, pk.d.sport, pk.d.seq,
+        cookie, mss = self._cookies.make(self.address_int, pk.d.dport, rip, pk.d.sport, pk.d.seq,
                                          min(peer_mss, s.effective_mss), now)
         reply = TcpOptions(mss=s.effective_mss)
         wscale = s.rcv_wscale if (s.window_scaling and opts.wscale is not None) else -1
@@ -391,7 +420,7 @@ cdef class Host:
             if wscale >= 0:
                 reply.wscale = wscale
             reply.sack_permitted = sack
-        self._out.append(build_tcp(self._address_int, rip, pk.d.dport, pk.d.sport, cookie,
+        self._out.append(build_tcp(self.address_int, rip, pk.d.dport, pk.d.sport, cookie,
                                    (pk.d.seq + 1) & MASK, SYN | ACK, min(s.rcv_buf, 65535),
                                    options=reply, ttl=s.ttl))
         lst.cookies_until = now + 2 * self._cookies.period
@@ -403,7 +432,7 @@ cdef class Host:
         rip = pk.d.src
         client_isn = (pk.d.seq - 1) & MASK
         cookie = (pk.d.ack - 1) & MASK
-        mss = self._cookies.check(self._address_int, pk.d.dport, rip, pk.d.sport, client_isn,
+        mss = self._cookies.check(self.address_int, pk.d.dport, rip, pk.d.sport, client_isn,
                                   cookie, now)
         if not mss:
             self._stats["syn_cookies_failed"] += 1
@@ -429,7 +458,7 @@ cdef class Host:
         else:
             seg_len = pk.d.payload_len + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
             seq, ack, rflags = 0, (pk.d.seq + seg_len) & MASK, RST | ACK
-        self._out.append(build_tcp(self._address_int, pk.d.src, pk.d.dport, pk.d.sport, seq, ack,
+        self._out.append(build_tcp(self.address_int, pk.d.src, pk.d.dport, pk.d.sport, seq, ack,
                                    rflags, 0, ttl=self.settings.ttl))
         self._stats["rsts_out"] += 1
 
@@ -437,14 +466,14 @@ cdef class Host:
         t = pk.icmp_type
         stats = self._stats
         if t == 8 and pk.icmp_code == 0:          # echo request (RFC 792, RFC 1122 3.2.2.6)
-            self._out.append(build_icmp_echo(self._address_int, pk.d.src, pk.icmp_id,
+            self._out.append(build_icmp_echo(self.address_int, pk.d.src, pk.icmp_id,
                                              pk.icmp_seq, pk.payload, reply=True,
                                              ttl=self.settings.ttl))
             stats["icmp_echo_replies"] += 1
             return
         if t in (3, 11, 12):
             q = pk.quoted
-            if q is None or q[2] != 6 or ip_to_int(q[0]) != self._address_int:
+            if q is None or q[2] != 6 or ip_to_int(q[0]) != self.address_int:
                 stats["icmp_ignored"] += 1
                 return
             conn = self._conns.get((q[3], ip_to_int(q[1]), q[4]))
@@ -457,10 +486,30 @@ cdef class Host:
         stats["icmp_ignored"] += 1
 
     # ===================================================================================
-    # Callbacks from connections
+    # HostServices: what connections ask of their host (fasttcp/tcp/host_services.pxd)
     # ===================================================================================
 
-    def _challenge_ack_allowed(self, now: float) -> bool:
+    cdef int count(self, Count what) except -1:
+        self.counts[<int>what] += 1
+        return 0
+
+    cdef int emit(self, object packet) except -1:
+        self._out.append(packet)
+        return 0
+
+    cdef int want_output(self, object conn) except -1:
+        # The application's own call (send, a read that opened the window) gives a
+        # connection something to transmit: nothing it has to be told about, so not
+        # "ready" (a driver would dispatch it once more per batch for nothing).
+        self._dirty[conn] = None
+        return 0
+
+    cdef int wake(self, object conn) except -1:
+        self._dirty[conn] = None
+        self._ready.add(conn)
+        return 0
+
+    cdef bint challenge_ack_allowed(self, double now) except -1:
         """Rate limit of challenge ACKs (RFC 5961 section 7): at most
         ``challenge_ack_limit`` in any one second over the whole host. A sliding window of
         send times: a token bucket of that size lets twice the limit through in a second
@@ -476,25 +525,18 @@ cdef class Host:
         times.append(now)
         return True
 
-    def _wake(self, conn: Connection) -> None:
-        self._dirty[conn] = None
-        self._ready.add(conn)
+    cdef bint time_wait_full(self) except -1:
+        return self._time_wait_count >= self.settings.max_time_wait
 
-    def _want_output(self, conn: Connection) -> None:
-        """The application's own call (send, a read that opened the window) gave `conn`
-        something to transmit: nothing it has to be told about, so not "ready" (a
-        driver would dispatch it once more per batch for nothing)."""
-        self._dirty[conn] = None
+    cdef int queue_for_accept(self, object conn) except -1:
+        lst = (<Connection>conn).listener
+        if lst is not None:
+            lst._established(conn)
+        return 0
 
-    def _emit(self, packet: bytes, conn: Optional[Connection] = None) -> None:
-        self._out.append(packet)
-
-    def _count(self, name: str, n: int = 1) -> None:
-        self._stats[name] += n
-
-    def _state_changed(self, Connection conn, old: State, new: State) -> None:
-        cdef int st = conn.st                 # == new
-        if st == S_CLOSED:
+    cdef int state_changed(self, object conn_obj, int old, int new) except -1:
+        cdef Connection conn = <Connection>conn_obj
+        if new == S_CLOSED:
             # Reported by the next pop_ready() only while someone still holds the
             # connection: a host driven without pop_ready() must not keep every
             # connection it ever had.
@@ -503,51 +545,55 @@ cdef class Host:
             self._closed_pending += 1
         else:
             self._ready.add(conn)
-        self.state_entries[st] += 1
-        if st == S_TIME_WAIT:
+        self.state_entries[new] += 1
+        if new == S_TIME_WAIT:
             self._time_wait_count += 1
-        elif old == TIME_WAIT:
+        elif old == S_TIME_WAIT:
             self._time_wait_count -= 1
-        if st == S_CLOSED:
+        if new == S_CLOSED:
             if self._conns.get(conn.key) is conn:
                 del self._conns[conn.key]
-            self._recycle(conn)
             self._disarm(conn)
             lst = conn.listener
             if lst is not None:
                 lst.syn_queue.discard(conn)
-            if old == SYN_RECEIVED and conn.passive:
+            if old == S_SYN_RECEIVED and conn.passive:
                 self._stats["half_open_dropped"] += 1
+        if self.state_observer is not None:
+            self.state_observer(conn, _STATES[old], _STATES[new])
+        return 0
 
     # Buffers of closed connections are kept for new ones: allocating and freeing 1 MiB
     # rings per connection costs more than the whole handshake.
 
-    def _take_ring(self) -> SendRing:
+    cdef SendRing take_ring(self):
         # The connection sets the ring's ref_min (zero-copy send) for its own segments.
         if self._ring_pool:
             return self._ring_pool.pop()
         return SendRing(self.settings.snd_buf)
 
-    def _take_reassembler(self) -> Reassembler:
+    cdef Reassembler take_reassembler(self):
         if self._reasm_pool:
             return self._reasm_pool.pop()
         return Reassembler(self.settings.rcv_buf, self.settings.max_ooo_holes)
 
-    def _recycle(self, conn: Connection) -> None:
-        ring = conn._send_ring
-        if ring is not None:
-            ring.reset()          # also lets go of referenced application bytes at once
-            if len(self._ring_pool) < POOL_MAX:
-                conn._send_ring = None
-                self._ring_pool.append(ring)
-        reasm = conn._reasm
-        # Unread data stays readable after CLOSED: only an empty assembler is recycled.
-        if reasm is not None and reasm.readable == 0 and len(self._reasm_pool) < POOL_MAX:
-            conn._reasm = None
+    cdef bint return_ring(self, SendRing ring) except -1:
+        if len(self._ring_pool) < POOL_MAX:
+            self._ring_pool.append(ring)
+            return True
+        return False
+
+    cdef bint return_reassembler(self, Reassembler reasm) except -1:
+        if len(self._reasm_pool) < POOL_MAX:
             reasm.reset()
             self._reasm_pool.append(reasm)
+            return True
+        return False
 
-    def _make_congestion(self, mss: int) -> CongestionControl:
+    cdef uint32_t ts_offset(self, uint16_t lport, uint32_t rip, uint16_t rport) except? 0:
+        return self._isn.ts_offset(lport, rip, rport)
+
+    cdef object make_congestion(self, int mss):
         return resolve(self.settings.congestion)(mss)
 
     cdef _arm(self, Connection conn):

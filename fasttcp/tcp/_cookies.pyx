@@ -84,16 +84,6 @@ cdef class SynCookies:
               uint32_t client_isn, uint32_t cookie, double now) -> int:
         return self.check_c(lip, lport, rip, rport, client_isn, cookie, now)
 
-    def bench_make(self, Py_ssize_t n, double now) -> int:
-        """Make n cookies in C (for the benchmark); returns a checksum of them."""
-        cdef Py_ssize_t i
-        cdef uint32_t acc = 0
-        with nogil:
-            for i in range(n):
-                acc ^= self.make_c(0x0A000002, 80, 0x0A000001 + <uint32_t>i, 40000, <uint32_t>i,
-                                   1460, now)
-        return acc
-
     def bench_check(self, Py_ssize_t n, double now) -> int:
         """Make and validate n cookies in C; returns how many validated."""
         cdef Py_ssize_t i

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""The TCP fast path: header prediction over a whole received batch, and segment output.
+"""The TCP receive fast path: header prediction over a whole received batch.
 
 Receive (`receive_batch`): every packet of the batch is parsed in C; a segment for an
 ESTABLISHED connection that carries the next expected in-order data and/or a plain
@@ -8,298 +8,19 @@ and RFC 1323 appendix) is taken entirely here: payload into the reassembly ring,
 forward, send ring released, ACK owed. Everything else — handshakes, FIN, RST, options,
 out-of-order data, duplicate ACKs, loss recovery — goes to the state machine in
 `connection.pyx`. The congestion policy and the RTO timer are then updated once per
-connection per batch, not per segment.
-
-Send (`Tcb.output_data`): the steady-state loop that cuts the send ring into segments
-(window, cwnd, Nagle, sender SWS avoidance) and builds each packet straight from the ring.
+connection per batch, not per segment. (The send side is Tcb's, in tcb.pyx.)
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.ref cimport PyObject
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset
 
 from fasttcp.storage._reasm cimport Reassembler
-from fasttcp.storage._ring cimport SendRing
-from fasttcp.wire._wire cimport (DROP_FRAGMENT, DROP_REASON_COUNT, IPPROTO_TCP, OPT_SACK, OPT_TS, SegDesc,
-                                 SegmentBatch, TH_ACK, TH_CWR, TH_ECE, TH_FIN, TH_PSH, TH_RST,
-                                 TH_SYN, TH_URG, TcpOut, build_tcp_headers, build_tcp_into,
-                                 make_split_packet, seq_diff, seq_ge, seq_le, seq_lt,
-                                 tcp_options_len)
-
-from fasttcp.wire.types import DropReason
-
-cdef enum:
-    ST_ESTABLISHED = 4          # fasttcp.tcp.states.State.ESTABLISHED
+from fasttcp.tcp.host_services cimport HostServices
+from fasttcp.tcp.tcb cimport S_ESTABLISHED, Tcb
+from fasttcp.wire._wire cimport (DROP_FRAGMENT, DROP_REASON_COUNT, IPPROTO_TCP, OPT_TS,
+                                 SegDesc, SegmentBatch, TH_ACK, TH_CWR, TH_ECE, TH_FIN,
+                                 TH_RST, TH_SYN, TH_URG, seq_diff, seq_le, seq_lt)
 
 COMPILED = True
-DROP_COUNTER_NAMES = ["drop_" + DropReason(i).name.lower() for i in range(DROP_REASON_COUNT)]
-
-
-cdef class Tcb:
-    """C fields of a connection; see _fastpath.pxd. Subclassed by Connection."""
-
-    cdef uint16_t advertised_window(self) noexcept:
-        """The window field to send, moving the advertised right edge: never backwards
-        (RFC 7323 2.4), and only by min(rcv_buf / 2, MSS) at a time (receiver SWS
-        avoidance, RFC 9293 3.8.6.2.2)."""
-        cdef int64_t free = self._reasm.window_c() if self._reasm is not None else self.rcv_buf
-        cdef uint64_t edge = self.rcv_nxt + <uint64_t>(free if free > 0 else 0)
-        cdef uint64_t thresh = self.rcv_buf // 2
-        cdef uint64_t wnd, adv2
-        cdef int shift
-        if thresh > <uint64_t>self.mss_limit:
-            thresh = self.mss_limit
-        if edge > self.rcv_adv and (edge - self.rcv_adv >= thresh or
-                                    (self.rcv_adv <= self.rcv_nxt and free >= self.mss_limit)):
-            self.rcv_adv = edge
-        wnd = self.rcv_adv - self.rcv_nxt if self.rcv_adv > self.rcv_nxt else 0
-        shift = self.rcv_wscale if self._ws_ok else 0
-        wnd >>= shift
-        if wnd > 65535:
-            wnd = 65535
-        adv2 = self.rcv_nxt + (wnd << shift)
-        if adv2 > self.rcv_adv:
-            self.rcv_adv = adv2
-        return <uint16_t>wnd
-
-    cdef int add_sack_blocks(self, TcpOut* t) noexcept:
-        """SACK blocks for an ACK (RFC 2018 section 4): first the block holding the latest
-        out-of-order segment, then the others, highest first; the builder keeps what fits."""
-        cdef Reassembler r = self._reasm
-        cdef Py_ssize_t first = -1, i, k = 0
-        cdef uint32_t base = self.irs + 1       # receive offset 1 is the reassembler's 0
-        if self.dsack_end:
-            # RFC 2883 section 4: the duplicate's block first, sent once.
-            t.sack[0] = <uint32_t>(self.irs + self.dsack_start)
-            t.sack[1] = <uint32_t>(self.irs + self.dsack_end)
-            k = 1
-            self.dsack_end = 0
-            t.opt_present |= OPT_SACK
-        if r is None or r.nruns == 0:
-            t.nsack = k
-            return k
-        if self.last_ooo_off:
-            first = r.run_index(self.last_ooo_off - 1)
-        if first >= 0:
-            t.sack[2 * k] = <uint32_t>(base + r.runs[2 * first])
-            t.sack[2 * k + 1] = <uint32_t>(base + r.runs[2 * first + 1])
-            k += 1
-        i = r.nruns - 1
-        while i >= 0 and k < 4:
-            if i != first:
-                t.sack[2 * k] = <uint32_t>(base + r.runs[2 * i])
-                t.sack[2 * k + 1] = <uint32_t>(base + r.runs[2 * i + 1])
-                k += 1
-            i -= 1
-        t.nsack = k
-        t.opt_present |= OPT_SACK
-        return k
-
-    cdef uint32_t tsval_at(self, double now) noexcept:
-        """Our TSval at `now`: a 1 ms clock plus the connection's random offset (RFC 7323
-        5.4), modulo 2**32."""
-        return <uint32_t>(<int64_t>(now * 1000.0)) + self.ts_offset
-
-    cdef void fill_header(self, TcpOut* t, uint64_t off, int flags, uint16_t window) noexcept:
-        """The addresses, ports, sequence numbers, flags and window of a segment at send
-        offset `off`; one with ACK acknowledges RCV.NXT, which becomes Last.ACK.sent."""
-        t.src = self._lip
-        t.dst = self._rip
-        t.sport = self.lport
-        t.dport = self.rport
-        t.seq = <uint32_t>(self.iss + off)
-        t.ack = <uint32_t>(self.irs + self.rcv_nxt) if flags & TH_ACK else 0
-        t.flags = flags
-        t.window = window
-        t.ttl = self.ttl
-        t.df = True
-        if flags & TH_ACK:
-            self.last_ack_sent = self.rcv_nxt
-
-    cdef object build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n,
-                      bint from_ring, double now):
-        """An IPv4+TCP packet for send offset `off` carrying n bytes from the send ring,
-        with the timestamp and SACK options the connection negotiated. A TSO
-        super-segment for a host whose link writes scatter lists (``host.split_tx``) is
-        a SplitPacket: the headers, then views of the send ring (no copy)."""
-        cdef TcpOut t
-        cdef Py_ssize_t total, olen, n1, n2
-        cdef bytes pkt
-        cdef unsigned char* p
-        cdef const unsigned char* p1
-        cdef const unsigned char* p2
-        cdef PyObject* o1 = NULL
-        cdef PyObject* o2 = NULL
-        memset(&t, 0, sizeof(t))
-        if self.ts_ok and not flags & TH_RST:
-            # RFC 7323 3.2: TSval from our clock, TSecr = TS.Recent on segments with ACK.
-            t.opt_present = OPT_TS
-            t.tsval = self.tsval_at(now)
-            t.tsecr = self.ts_recent if flags & TH_ACK else 0
-        if self.sack_ok and flags & TH_ACK and not flags & TH_RST:
-            self.add_sack_blocks(&t)
-        olen = tcp_options_len(&t)
-        total = 40 + olen + n
-        self.fill_header(&t, off, flags, window)
-        if n > self.mss:
-            t.no_tcp_csum = True                   # a super-segment: the TSO link sums it
-            if from_ring and self.host.split_tx:
-                # The payload in place, in at most two pieces: the ring's bytes up to its
-                # wrap or an application's bytes object (zero-copy send), then the rest.
-                n1 = self._send_ring.chunk_owned(off - 1, &p1, &o1)
-                if n1 > n:
-                    n1 = n
-                n2 = n - n1
-                p2 = NULL
-                o2 = o1
-                if n2 == 0 or self._send_ring.chunk_owned(
-                        off - 1 + <uint64_t>n1, &p2, &o2) >= n2:
-                    pkt = PyBytes_FromStringAndSize(NULL, 40 + olen)
-                    build_tcp_headers(<unsigned char*>PyBytes_AS_STRING(pkt), 40 + olen, &t, n)
-                    # The packet keeps alive whatever holds its payload.
-                    owner = <object>o1 if o2 == o1 else (<object>o1, <object>o2)
-                    return make_split_packet(pkt, owner, p1, n1, p2, n2)
-        pkt = PyBytes_FromStringAndSize(NULL, total)
-        p = <unsigned char*>PyBytes_AS_STRING(pkt)
-        if n and from_ring:
-            self._send_ring.copy_out(off - 1, p + 40 + olen, n)
-        build_tcp_into(p, total, &t, p + 40 + olen, n)
-        return pkt
-
-    cpdef bytes build_syn(self, bint ack, uint16_t window, int opts, double now):
-        """Our SYN (or SYN,ACK) with the options in `opts` (OPT_* bits): MSS from our
-        link, our window scale, SACK-permitted and timestamps (RFC 9293 3.1, 7323, 2018)."""
-        cdef TcpOut t
-        cdef Py_ssize_t total
-        cdef bytes pkt
-        memset(&t, 0, sizeof(t))
-        t.opt_present = opts
-        t.mss = self.mss_limit
-        t.wscale = self.settings.rcv_wscale
-        if opts & OPT_TS:
-            t.tsval = self.tsval_at(now)
-            t.tsecr = self.ts_recent if ack else 0
-        self.fill_header(&t, 0, TH_SYN | (TH_ACK if ack else 0), window)
-        total = 40 + tcp_options_len(&t)
-        pkt = PyBytes_FromStringAndSize(NULL, total)
-        build_tcp_into(<unsigned char*>PyBytes_AS_STRING(pkt), total, &t, NULL, 0)
-        return pkt
-
-    # --- Python-visible helpers used by the slow path ---
-
-    def _advertised_window(self) -> int:
-        return self.advertised_window()
-
-    def _packet(self, uint64_t off, int flags, bint ack=True) -> bytes:
-        """A segment without data (pure ACK, keepalive, RST) at send offset `off`."""
-        cdef uint16_t window = 0
-        if flags & TH_ACK or (ack and not flags & TH_RST):
-            flags |= TH_ACK
-            window = self.advertised_window()
-        return self.build(off, flags, window, 0, False, self.host.now)
-
-    def ts_now(self, double now) -> int:
-        """Our TSval for time `now`."""
-        return self.tsval_at(now)
-
-    def _send_segment(self, uint64_t off, uint64_t n, double now, list out,
-                      bint retransmit) -> None:
-        self.send_range(off, n, now, out, retransmit)
-
-    cdef int send_range(self, uint64_t off, uint64_t n, double now, list out,
-                        bint retransmit) except -1:
-        """Send data [off, off+n), with our FIN when it ends where the FIN sits."""
-        cdef uint64_t data_end = 1 + (self._send_ring.tail if self._send_ring is not None else 0)
-        cdef int flags = TH_ACK
-        cdef uint64_t length = n, end
-        if off + n == data_end:
-            if n:
-                flags |= TH_PSH                    # the last data of the buffer
-            if self.fin_off is not None and off + n == <uint64_t>self.fin_off:
-                flags |= TH_FIN
-                length += 1
-                self.host._count("fins_out")
-        out.append(self.build(off, flags, self.advertised_window(), n, True, now))
-        # Every segment carries the ACK: nothing is owed any more.
-        self._ack_now = False
-        self._unacked_bytes = 0
-        self.delack_at = None
-        end = off + length
-        if end > self.snd_nxt:
-            self.snd_nxt = end
-        if end > self.snd_max:
-            if self._rtt_off is None and not retransmit and not self.ts_ok:
-                self._rtt_off = off                # time this segment (one at a time)
-                self._rtt_start = now
-            self.snd_max = end
-        if retransmit and self._rtt_off is not None and off <= self._rtt_off < end:
-            self._rtt_off = None                   # Karn's rule
-        if self.rtx_at is None and not self.persist:
-            self.rtx_at = now + self.rtt.rto
-        self.last_send_at = now
-        self.segs_out += 1
-        if retransmit:
-            self.retransmits += 1
-            self.host._count("retransmitted_segments")
-        else:
-            self.bytes_sent += n
-        return 0
-
-    def output_data(self, double now, list out) -> int:
-        """Cut new data from the send ring into segments as the windows allow; returns
-        how many segments were sent."""
-        cdef uint64_t data_end = 1 + (self._send_ring.tail if self._send_ring is not None else 0)
-        cdef bint fin_queued = self.fin_off is not None
-        cdef uint64_t fin_off = self.fin_off if fin_queued else 0
-        cdef bint nodelay = self.nodelay or fin_queued   # a FIN-carrying tail skips Nagle
-        cdef object cwnd_obj = self.cc.cwnd
-        cdef uint64_t cwnd = (cwnd_obj if cwnd_obj > 0 else 0) + self.cwnd_bonus
-        cdef uint64_t nxt, avail, usable, wnd, n, mss = self.mss
-        cdef uint64_t seg_max = mss
-        cdef int sent = 0
-        if self.gso_max > mss:
-            # TSO: one super-segment carries as many MSS-sized segments as fit 64 KiB; the
-            # link (kernel) cuts it, so the wire sees ordinary segments.
-            seg_max = (self.gso_max // mss) * mss
-        while True:
-            nxt = self.snd_nxt
-            avail = data_end - nxt if data_end > nxt else 0
-            if avail > 0:
-                wnd = self.snd_wnd if self.snd_wnd < cwnd else cwnd
-                usable = self.snd_una + wnd - nxt if self.snd_una + wnd > nxt else 0
-                if usable == 0:
-                    if self.snd_wnd == 0 and self.rtx_at is None:
-                        self.persist = True        # nothing will elicit a window update
-                        self.rtx_at = now + self.rtt.rto
-                    break
-                n = seg_max
-                if avail < n:
-                    n = avail
-                if usable < n:
-                    n = usable
-                if n < mss and n < avail:
-                    # Sender SWS avoidance (RFC 9293 3.8.6.2.1): a partial segment only
-                    # when it is at least half the largest window the peer offered.
-                    if n < self.max_snd_wnd // 2:
-                        if self.snd_max == self.snd_una and self.rtx_at is None:
-                            # Nothing in flight will bring the window update that lets
-                            # this go (the last one may be lost): probe for it as for a
-                            # zero window (RFC 1122 4.2.3.4's override timeout, RFC 9293
-                            # 3.8.6.1), or both ends wait for ever.
-                            self.persist = True
-                            self.rtx_at = now + self.rtt.rto
-                        break
-                elif (n < mss and not nodelay and nxt >= self.snd_max
-                      and self.snd_max > self.snd_una):
-                    break                          # Nagle (RFC 9293 3.7.4) holds new data only
-                self.send_range(nxt, n, now, out, nxt < self.snd_max)
-                sent += 1
-                continue
-            if fin_queued and nxt == fin_off:      # all data out: the FIN on its own
-                self.send_range(nxt, 0, now, out, nxt < self.snd_max)
-                sent += 1
-            break
-        return sent
 
 
 cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, double now,
@@ -397,7 +118,7 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
     return 1
 
 
-def receive_batch(object host, SegmentBatch batch, list packets, double now,
+def receive_batch(HostServices host, SegmentBatch batch, list packets, double now,
                   int parse_flags, dict conns, uint32_t addr, list deferred=None) -> None:
     """Parse and process one received batch for `host` (see Host.receive): `conns` is
     its connection table, `addr` its address; `deferred` (or None) collects the
@@ -411,7 +132,7 @@ def receive_batch(object host, SegmentBatch batch, list packets, double now,
     cdef uint16_t last_dport = 0, last_sport = 0
     cdef uint32_t last_src = 0
     cdef uint64_t drops[DROP_REASON_COUNT]
-    cdef uint64_t fast = 0, dropped = 0
+    cdef uint64_t fast = 0
     memset(drops, 0, sizeof(drops))
     batch.parse(packets, parse_flags)
     n = batch.count
@@ -424,10 +145,9 @@ def receive_batch(object host, SegmentBatch batch, list packets, double now,
                     _finish(touched, now)
                     touched = []
                 have_last = False
-                host._fragment(packets[i], now)
+                host.input_fragment(packets[i], now)
                 continue
             drops[d.reason] += 1
-            dropped += 1
             continue
         if d.proto == IPPROTO_TCP and d.dst == addr:
             if not (have_last and d.dport == last_dport and d.src == last_src
@@ -436,7 +156,7 @@ def receive_batch(object host, SegmentBatch batch, list packets, double now,
                 c = <Tcb>obj if obj is not None else None
                 have_last = True
                 last_dport, last_src, last_sport = d.dport, d.src, d.sport
-            if (c is not None and c.st == ST_ESTABLISHED
+            if (c is not None and c.st == S_ESTABLISHED
                     and fast_segment(c, d, batch.bases[i], now, deferred)):
                 fast += 1
                 if not c.fp_touched:
@@ -449,17 +169,10 @@ def receive_batch(object host, SegmentBatch batch, list packets, double now,
             _finish(touched, now)
             touched = []
         have_last = False
-        host._slow_input(batch.packet(i), now)
+        host.input_slow(batch.packet(i), now)
     if touched:
         _finish(touched, now)
-    host.packets_in += n
-    if fast:
-        host.fast_segments_in += fast
-    if dropped:
-        stats = host._stats
-        for i in range(DROP_REASON_COUNT):
-            if drops[i]:
-                stats[DROP_COUNTER_NAMES[i]] += drops[i]
+    host.count_batch(n, fast, drops)
 
 
 cdef int _finish(list touched, double now) except -1:

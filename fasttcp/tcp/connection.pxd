@@ -1,52 +1,33 @@
 # The connection's slow path (connection.pyx) is compiled too: with `self` typed, every
-# read of a TCB field is a C load, not an attribute lookup. Fields the fast path needs are
-# in Tcb (_fastpath.pxd); the ones only the state machine uses are declared here.
+# read of a TCB field is a C load, not an attribute lookup. All the fields are the Tcb's
+# (tcb.pxd); Connection adds the state machine's methods.
 from libc.stdint cimport int64_t, uint32_t
 
-from fasttcp.tcp._fastpath cimport Tcb
+from fasttcp.tcp.tcb cimport (S_CLOSE_WAIT, S_CLOSED, S_CLOSING, S_ESTABLISHED, S_FIN_WAIT_1,
+                              S_FIN_WAIT_2, S_LAST_ACK, S_LISTEN, S_SYN_RECEIVED, S_SYN_SENT,
+                              S_TIME_WAIT, STATE_COUNT, Tcb)
+from fasttcp.tcp.transitions cimport (E_2MSL_TIMEOUT, E_ABORT, E_ACK_OF_SYN, E_ACTIVE_OPEN,
+                                      E_CLOSE, E_COOKIE_ACK, E_FIN, E_FIN_ACKED,
+                                      E_FIN_OURS_ACKED, E_ICMP_UNREACHABLE, E_PASSIVE_OPEN,
+                                      E_RST, E_SYN, E_SYN_ACK, E_TIME_WAIT_FULL, E_TIMEOUT,
+                                      next_state)
 from fasttcp.wire._wire cimport Packet
-
-# The states as C numbers (Tcb.st), in RFC 9293 order as fasttcp.State numbers them.
-cdef enum:
-    S_CLOSED = 0
-    S_LISTEN = 1
-    S_SYN_SENT = 2
-    S_SYN_RECEIVED = 3
-    S_ESTABLISHED = 4
-    S_FIN_WAIT_1 = 5
-    S_FIN_WAIT_2 = 6
-    S_CLOSE_WAIT = 7
-    S_CLOSING = 8
-    S_LAST_ACK = 9
-    S_TIME_WAIT = 10
 
 
 cdef class Connection(Tcb):
-    cdef public object local_address, remote_address   # (ip, port) tuples
-    cdef public tuple key                               # (lport, remote ip int, rport)
-    cdef public bint passive
-    cdef public object listener          # set for passive opens until accepted
-    cdef public object error             # the TcpError that ended the connection
-    cdef public double created_at
-    cdef public object rcv_fin_off       # the peer's FIN offset, once seen
-    cdef public bint _fin_received
-    cdef public object timewait_at, keepalive_at
-    cdef public bint _syn_retransmitted
-    cdef public bint _pending_rtx        # resend the segment at SND.UNA
-    cdef public bint _probe              # send a zero-window probe
-    cdef public object soft_error        # last ICMP soft error
-    cdef public double _ts_next_sample
-    cdef public object _ts_floor
-    cdef public list sacked              # SACK scoreboard: sorted [start, end) offsets
-    cdef public int64_t _high_rxt
-    cdef public object _rescue_rxt
-    cdef public bint _sack_recovery
-    cdef public double _invalid_ack_at  # when we last answered an invalid pure segment
     cdef object __weakref__
 
     cpdef on_segment(self, Packet seg, double now)
     cdef _segment_syn_sent(self, Packet seg, double now)
     cdef _segment_synchronized(self, Packet seg, double now)
+    cdef int _syn_received_syn(self, Packet seg, int64_t seq_off, double now) except -1
+    cdef int _check_sequence(self, Packet seg, int64_t seq_off, int64_t seg_len,
+                             double now) except -1
+    cdef int _check_rst(self, Packet seg, int64_t seq_off, double now) except -1
+    cdef int _check_syn(self, Packet seg, double now) except -1
+    cdef int _check_ack(self, Packet seg, int64_t seg_len, double now) except -1
+    cdef int _process_text(self, Packet seg, double now) except -1
+    cdef _process_fin(self, Packet seg, int64_t seq_off, double now)
     cdef _take_syn_options(self, Packet seg)
     cpdef _open_passive(self, Packet seg, double now)
     cpdef _open_from_cookie(self, Packet seg, int mss, double now)
@@ -63,7 +44,7 @@ cdef class Connection(Tcb):
     cdef _dupack(self, double now)
     cdef _receive_text(self, Packet seg, int64_t seq, double now)
     cdef _check_fin(self, double now)
-    cdef _enter_time_wait(self, double now)
+    cdef _enter_time_wait(self, int event, double now)
     cpdef object deadline(self)
     cpdef on_timer(self, double now)
     cpdef _output(self, double now, list out)
@@ -73,8 +54,9 @@ cdef class Connection(Tcb):
     cdef uint32_t _snd_seq(self, int64_t off) noexcept
     cdef uint32_t _rcv_seq(self, int64_t off) noexcept
     cdef int64_t _data_end(self)
-    cdef _set_state(self, int st)
-    cpdef _terminate(self, error)
+    cdef _transition(self, int event)
+    cdef _terminate(self, int event, error)
+    cdef _return_buffers(self)
     cpdef _fast_batch_done(self, double now)
     cdef _set_gso(self)
     cdef _set_ref_min(self)

@@ -9,6 +9,10 @@ arithmetic below never wraps: on the send side offset 0 is our SYN (ISS), data b
 the stream is offset ``1 + k``, and our FIN follows the last byte. The receive side mirrors
 this from the peer's IRS. 32-bit sequence numbers exist only at the wire boundary
 (``_snd_seq``, ``_rcv_seq`` and the conversions in :meth:`on_segment`).
+
+The variables are the Tcb's (tcb.pxd). The state changes only in ``_transition``, by the
+table in transitions.pyx. The host is reached only through the HostServices interface
+(host_services.pxd).
 """
 from __future__ import annotations
 
@@ -22,15 +26,22 @@ from fasttcp.storage import SendRing
 from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.wire._wire cimport (OPT_MSS, OPT_SACK, OPT_SACK_PERM, OPT_TS, OPT_WSCALE, Packet,
                                  TH_ACK as ACK, TH_FIN as FIN, TH_RST as RST, TH_SYN as SYN)
-from fasttcp.tcp._fastpath import Tcb
+from fasttcp.tcp.host_services cimport (
+    COUNT_CHALLENGE_ACKS_OUT, COUNT_CHALLENGE_ACKS_SUPPRESSED, COUNT_DROP_ACK_TOO_OLD,
+    COUNT_DROP_ACK_UNSENT, COUNT_DROP_BAD_ACK, COUNT_DROP_MISSING_TIMESTAMP,
+    COUNT_DROP_OOO_HOLE_LIMIT, COUNT_DROP_OUT_OF_WINDOW, COUNT_DROP_PAWS,
+    COUNT_FAST_RETRANSMITS, COUNT_FIN_WAIT_2_ORPHANS, COUNT_HOLE_FILLS_IN,
+    COUNT_ICMP_IGNORED_SEQ, COUNT_ICMP_SOFT_ERRORS, COUNT_INVALID_ACKS_SUPPRESSED,
+    COUNT_KEEPALIVE_PROBES, COUNT_OOO_SEGMENTS_IN, COUNT_PMTU_UPDATES, COUNT_PURE_ACKS_OUT,
+    COUNT_RST_IN, COUNT_RSTS_OUT, COUNT_SACK_RECOVERIES, COUNT_SYN_ACKS_OUT,
+    COUNT_SYNS_OUT, COUNT_TIME_WAIT_OVERFLOW, COUNT_TIMEOUTS, COUNT_TRIMMED_TO_WINDOW,
+    COUNT_TS_RECENT_EXPIRED, COUNT_WINDOW_PROBES)
 from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
                                 ConnectionReset, ConnectionTimedOut, TcpError)
 from fasttcp.tcp.rtt import RttEstimator
+from fasttcp.tcp.transitions import TcpEvent
 from fasttcp.tcp.states import State
 
-# States as module constants: an Enum member lookup costs ~100 ns on the slow path.
-(CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT,
- CLOSING, LAST_ACK, TIME_WAIT) = State      # in RFC 9293 order, as State defines them
 from fasttcp.wire import build_tcp
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -77,7 +88,7 @@ cdef class _ReceiveSpan:
         self.exports -= 1
 
 
-# The State members by number, for _set_state (the C code compares Tcb.st).
+# The State members by number, for Connection.state (the C code compares Tcb.st).
 _STATES = tuple(State)
 
 
@@ -114,14 +125,13 @@ cdef class Connection(Tcb):
     User calls: :meth:`send`, :meth:`recv`, :meth:`shutdown`, :meth:`close`, :meth:`abort`;
     inspect :attr:`state`, :attr:`eof`, :attr:`error`, :meth:`info`.
 
-    The variables the fast path needs live in the C struct of :class:`Tcb`
-    (``_fastpath.pxd``); the rest are declared in ``connection.pxd``.
+    Its variables are the C fields of :class:`Tcb` (``tcb.pxd``).
     """
 
     def __init__(self, host: "Host", tuple local, tuple remote, uint32_t remote_ip,
                  uint32_t iss, double now, bint passive) -> None:
         s = host.settings
-        # Every C field (the Tcb's and those in connection.pxd) starts at 0 / False / None:
+        # Every C field (tcb.pxd) starts at 0 / False / None:
         # no FIN queued or seen (fin_off, rcv_fin_off), no timer armed (rtx_at, delack_at,
         # timewait_at, keepalive_at), no error, no listener (set for passive opens until
         # accepted), no recovery state. Only what starts otherwise is set here.
@@ -129,7 +139,7 @@ cdef class Connection(Tcb):
         self.settings = s
         self.local_address = local
         self.remote_address = remote
-        self._lip = host._address_int
+        self._lip = self.host.address_int
         self._rip = remote_ip
         self.lport = local[1]
         self.rport = remote[1]
@@ -139,7 +149,6 @@ cdef class Connection(Tcb):
         self.delayed_ack = s.delayed_ack
         self.key = (self.lport, remote_ip, self.rport)
         self.passive = passive
-        self.state = CLOSED
         self.created_at = now
         self._invalid_ack_at = -1e300           # no invalid segment answered yet
         self.last_recv_at = now
@@ -153,17 +162,22 @@ cdef class Connection(Tcb):
 
         # --- timers, congestion policy ---
         self.rtt = RttEstimator(s.initial_rto, s.min_rto, s.max_rto)
-        self.cc = host._make_congestion(self.mss)
+        self.cc = self.host.make_congestion(self.mss)
         # SACK scoreboard (RFC 6675 section 3): SACKed [start, end) send offsets above
         # SND.UNA, sorted and merged (_high_rxt / _rescue_rxt: HighRxt and RescueRxt).
         self.sacked = []
         # RFC 7323 5.4: a per-connection random offset of the timestamp clock, from a keyed
         # hash distinct from the ISN's (so TSval reveals nothing about the ISN).
-        self.ts_offset = host._isn.ts_offset(self.lport, remote_ip, self.rport)
+        self.ts_offset = self.host.ts_offset(self.lport, remote_ip, self.rport)
 
     # ===================================================================================
     # User calls
     # ===================================================================================
+
+    @property
+    def state(self) -> State:
+        """The connection's state (RFC 9293 3.3.2)."""
+        return _STATES[self.st]
 
     @property
     def eof(self) -> bool:
@@ -202,7 +216,7 @@ cdef class Connection(Tcb):
             raise ConnectionClosed("connection closing: send after shutdown/close")
         n = self._ring().write(data)
         if n:
-            self.host._want_output(self)
+            self.host.want_output(self)
         return n
 
     def recv(self, max_bytes: int = 65536) -> bytes:
@@ -274,20 +288,17 @@ cdef class Connection(Tcb):
             edge = self.rcv_nxt + self._reasm.window
             if edge - self.rcv_adv >= min(self.settings.rcv_buf // 2, self.mss_limit):
                 self._ack_now = True
-                self.host._want_output(self)
+                self.host.want_output(self)
 
     def shutdown(self) -> None:
         """Half-close: send FIN after the queued data, keep receiving (RFC 9293 3.10.4)."""
         st = self.st
-        if st in (S_ESTABLISHED, S_SYN_RECEIVED):
+        if st in (S_ESTABLISHED, S_SYN_RECEIVED, S_CLOSE_WAIT):
             self._queue_fin()
-            self._set_state(S_FIN_WAIT_1)
-        elif st == S_CLOSE_WAIT:
-            self._queue_fin()
-            self._set_state(S_LAST_ACK)
+            self._transition(E_CLOSE)
         elif st == S_SYN_SENT:
-            self._terminate(None)
-        self.host._wake(self)
+            self._terminate(E_CLOSE, None)
+        self.host.wake(self)
 
     def close(self) -> None:
         """Full close. With unread received data this resets the connection instead
@@ -308,7 +319,7 @@ cdef class Connection(Tcb):
         (like Linux's tcp_fin_timeout): nobody can read or close it any more, and a peer
         that never closes would otherwise hold it for ever. The TIME-WAIT timer serves."""
         self.timewait_at = now + 2 * self.settings.msl
-        self.host._count("fin_wait_2_orphans")
+        self.host.count(COUNT_FIN_WAIT_2_ORPHANS)
 
     def abort(self) -> None:
         """Reset the connection (RST) and discard everything (RFC 9293 3.10.5)."""
@@ -316,8 +327,8 @@ cdef class Connection(Tcb):
             return
         if self.state.synchronized:
             # RFC 9293 3.10.5: <SEQ=SND.NXT>, the highest sent (snd_nxt may be rewound).
-            self.host._emit(self._packet(self.snd_max, RST, ack=False), self)
-        self._terminate(ConnectionAborted("connection aborted by this side"))
+            self.host.emit(self._packet(self.snd_max, RST, ack=False))
+        self._terminate(E_ABORT, ConnectionAborted("connection aborted by this side"))
 
     def info(self) -> ConnectionInfo:
         return ConnectionInfo(
@@ -343,9 +354,9 @@ cdef class Connection(Tcb):
     # ===================================================================================
 
     def _open_active(self, now: float) -> None:
-        self._set_state(S_SYN_SENT)
+        self._transition(E_ACTIVE_OPEN)
         self._ack_now = False
-        self.host._wake(self)
+        self.host.wake(self)
 
     cpdef _open_passive(self, Packet seg, double now):
         """A SYN reached a listener (RFC 9293 3.10.7.2)."""
@@ -354,8 +365,8 @@ cdef class Connection(Tcb):
         self._take_syn_options(seg)
         self._update_window_from(seg, syn=True)
         self.rcv_adv = self.rcv_nxt + self._initial_rcv_window()
-        self._set_state(S_SYN_RECEIVED)
-        self.host._wake(self)
+        self._transition(E_PASSIVE_OPEN)
+        self.host.wake(self)
 
     cpdef _open_from_cookie(self, Packet seg, int mss, double now):
         """Rebuild the TCB from a validated SYN cookie's ACK (RFC 4987 3.6): our SYN
@@ -384,8 +395,8 @@ cdef class Connection(Tcb):
         self.rcv_adv = self.rcv_nxt + self._initial_rcv_window()   # as our SYN-ACK said
         self.last_ack_sent = self.rcv_nxt
         self._update_window_from(seg, syn=False)
-        self._set_state(S_ESTABLISHED)
-        self.host._wake(self)
+        self._transition(E_COOKIE_ACK)
+        self.host.wake(self)
 
     cdef _take_syn_options(self, Packet seg):
         cdef int o = seg.d.opt_present
@@ -448,9 +459,11 @@ cdef class Connection(Tcb):
         elif st != S_CLOSED:
             self._segment_synchronized(seg, now)
         if self.st != S_CLOSED:
-            self.host._wake(self)
+            self.host.wake(self)
 
     cdef _segment_syn_sent(self, Packet seg, double now):
+        """A segment in SYN-SENT (RFC 9293 3.10.7.3): first the ACK, second RST, (third,
+        security, does not apply), fourth SYN."""
         cdef int flags
         cdef int64_t d
         flags = seg.d.flags
@@ -461,12 +474,12 @@ cdef class Connection(Tcb):
             if d <= 0 or d > self.snd_nxt:
                 if not flags & RST:
                     self._emit_rst(seq=seg.d.ack)
-                self.host._count("drop_bad_ack")
+                self.host.count(COUNT_DROP_BAD_ACK)
                 return
             ack_ok = True
         if flags & RST:
             if ack_ok:                   # RFC 5961 3.2: only if it acknowledges our SYN
-                self._terminate(ConnectionRefused("connection refused"))
+                self._terminate(E_RST, ConnectionRefused("connection refused"))
             return
         if not flags & SYN:
             return
@@ -477,7 +490,7 @@ cdef class Connection(Tcb):
         if ack_ok:
             self._ack_advance(1, now)
             self._update_window_from(seg, syn=True)
-            self._set_state(S_ESTABLISHED)
+            self._transition(E_SYN_ACK)
             self._ack_now = True
             if self._syn_retransmitted:
                 self.rtt.on_syn_timeout_fallback()   # RFC 6298 5.7
@@ -487,157 +500,191 @@ cdef class Connection(Tcb):
         else:
             # Simultaneous open (RFC 9293 figure 8): answer SYN,ACK from SYN-RECEIVED.
             self._update_window_from(seg, syn=True)
-            self._set_state(S_SYN_RECEIVED)
+            self._transition(E_SYN)
             self.snd_nxt = 0                   # resend our SYN, now with ACK
             self.rtx_at = None
 
     cdef _segment_synchronized(self, Packet seg, double now):
-        cdef int flags, st, has_ts
-        cdef int64_t plen, seg_len, seq_off, wnd, ack_off, fin_off
-        flags = seg.d.flags
-        st = self.st
-        plen = seg.d.payload_len
-        seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
-        seq_off = self.rcv_nxt + _sdiff(seg.d.seq, self._rcv_seq(self.rcv_nxt))
-        wnd = self.rcv_adv - self.rcv_nxt
+        """A segment in SYN-RECEIVED or a synchronized state: the checks of RFC 9293
+        3.10.7.4 in their order, one method each; a check returns 0 when the segment is
+        done with (dropped, answered or acted on)."""
+        cdef int flags = seg.d.flags
+        cdef int64_t plen = seg.d.payload_len
+        cdef int64_t seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        cdef int64_t seq_off = self.rcv_nxt + _sdiff(seg.d.seq, self._rcv_seq(self.rcv_nxt))
+        if self.st == S_SYN_RECEIVED and not self._syn_received_syn(seg, seq_off, now):
+            return
+        if not self._check_sequence(seg, seq_off, seg_len, now):    # first (and PAWS)
+            return
+        if not self._check_rst(seg, seq_off, now):                  # second
+            return
+        # Third, security: fasttcp sends and accepts no IP security option; nothing to do.
+        if not self._check_syn(seg, now):                           # fourth
+            return
+        if not self._check_ack(seg, seg_len, now):                  # fifth
+            return
+        # Sixth, URG: fasttcp has no urgent mode; the pointer is ignored (RFC 6093).
+        if not self._process_text(seg, now):                        # seventh
+            return
+        self._process_fin(seg, seq_off, now)                        # eighth
 
-        if st == S_SYN_RECEIVED and flags & SYN and seq_off == 0 and not flags & RST:
-            if not flags & ACK:
-                # A retransmitted SYN while our SYN,ACK is outstanding: answer it again.
-                self.snd_nxt = 0
-                return
-            # Simultaneous open (RFC 9293 figure 8, line 6): the peer's SYN,ACK carries the
-            # SYN we already acknowledged and acknowledges ours: the handshake is complete.
-            ack_off = _sdiff(seg.d.ack, self._snd_seq(0))
-            if 0 < ack_off <= self.snd_max:
-                self._set_state(S_ESTABLISHED)
-                self._ack_advance(ack_off, now)
-                self._update_window_from(seg, syn=True)
-                return
+    cdef int _syn_received_syn(self, Packet seg, int64_t seq_off, double now) except -1:
+        """SYN-RECEIVED and the peer's SYN again (at its ISN, no RST)."""
+        cdef int flags = seg.d.flags
+        cdef int64_t ack_off
+        if not (flags & SYN and seq_off == 0 and not flags & RST):
+            return 1
+        if not flags & ACK:
+            # A retransmitted SYN while our SYN,ACK is outstanding: answer it again.
+            self.snd_nxt = 0
+            return 0
+        # Simultaneous open (RFC 9293 figure 8, line 6): the peer's SYN,ACK carries the
+        # SYN we already acknowledged and acknowledges ours: the handshake is complete.
+        ack_off = _sdiff(seg.d.ack, self._snd_seq(0))
+        if 0 < ack_off <= self.snd_max:
+            self._transition(E_ACK_OF_SYN)
+            self._ack_advance(ack_off, now)
+            self._update_window_from(seg, syn=True)
+            return 0
+        return 1
 
-        # --- PAWS (RFC 7323 5.3 R1), before the sequence number test ---
-        has_ts = seg.d.opt_present & OPT_TS
+    cdef int _check_sequence(self, Packet seg, int64_t seq_off, int64_t seg_len,
+                             double now) except -1:
+        """First: PAWS (RFC 7323 5.3 R1), then sequence number acceptability (RFC 9293
+        3.10.7.4's table)."""
+        cdef int flags = seg.d.flags
+        cdef int64_t plen = seg.d.payload_len
         if self.ts_ok and not flags & RST:
-            if not has_ts:
-                self.host._count("drop_missing_timestamp")    # RFC 7323 3.2
-                return
+            if not seg.d.opt_present & OPT_TS:
+                self.host.count(COUNT_DROP_MISSING_TIMESTAMP)    # RFC 7323 3.2
+                return 0
             if _sdiff(_tsval(seg), self.ts_recent) < 0:
                 if now - self.ts_recent_at > TS_RECENT_MAX_IDLE:
                     # RFC 7323 5.5: idle for longer than 24 days, TS.Recent is invalid
                     # (the peer's clock may have wrapped): take the segment's TSval.
                     self.ts_recent = _tsval(seg)
                     self.ts_recent_at = now
-                    self.host._count("ts_recent_expired")
+                    self.host.count(COUNT_TS_RECENT_EXPIRED)
                 else:
                     self._invalid_ack(seg_len, now)   # RFC 7323 5.3 R1: send an ACK
-                    self.host._count("drop_paws")
-                    return
-
-        # --- first: sequence number acceptability (3.10.7.4 table) ---
-        if st == S_TIME_WAIT and flags & FIN and not flags & RST:
+                    self.host.count(COUNT_DROP_PAWS)
+                    return 0
+        if self.st == S_TIME_WAIT and flags & FIN and not flags & RST:
             # The peer did not see our ACK of its FIN: acknowledge again, restart 2*MSL.
             self._ack_now = True
             self.timewait_at = now + 2 * self.settings.msl
-            return
-        if not self._acceptable(seq_off, seg_len, wnd):
-            if flags & SYN and not flags & RST:
-                # RFC 5961 4.2: a SYN gets a challenge ACK "irrespective of the sequence
-                # number", so it is rate-limited (section 7) like the in-window ones.
-                self._challenge_ack(now)
-                return
-            if not flags & RST:
-                if plen and seq_off + plen <= self.rcv_nxt:
-                    self._note_duplicate(seq_off, seq_off + plen)    # all old data
-                self._invalid_ack(seg_len, now)       # RFC 9293 3.10.7.4: <ACK>
-            self.host._count("drop_out_of_window")
-            return
-
-        # --- second: RST (with RFC 5961 3.2 blind-reset protection) ---
-        if flags & RST:
-            if seq_off != self.rcv_nxt:
-                self._challenge_ack(now)          # in window but not exact (RFC 5961 3.2)
-                return
-            if st == S_SYN_RECEIVED:
-                if self.passive:
-                    self._terminate(None)         # back to LISTEN: just forget it
-                else:
-                    self._terminate(ConnectionRefused("connection refused"))
-            elif st in (S_ESTABLISHED, S_FIN_WAIT_1, S_FIN_WAIT_2,
-                        S_CLOSE_WAIT):
-                self._terminate(ConnectionReset("connection reset by peer"))
-            else:
-                self._terminate(None)
-            self.host._count("rst_in")
-            return
-
-        # --- fourth: SYN in a synchronized state: challenge ACK (RFC 5961 4.2) ---
-        if flags & SYN:
+            return 0
+        if self._acceptable(seq_off, seg_len, self.rcv_adv - self.rcv_nxt):
+            return 1
+        if flags & SYN and not flags & RST:
+            # RFC 5961 4.2: a SYN gets a challenge ACK "irrespective of the sequence
+            # number", so it is rate-limited (section 7) like the in-window ones.
             self._challenge_ack(now)
-            return
+            return 0
+        if not flags & RST:
+            if plen and seq_off + plen <= self.rcv_nxt:
+                self._note_duplicate(seq_off, seq_off + plen)    # all old data
+            self._invalid_ack(seg_len, now)       # RFC 9293 3.10.7.4: <ACK>
+        self.host.count(COUNT_DROP_OUT_OF_WINDOW)
+        return 0
 
-        # --- fifth: ACK ---
-        if not flags & ACK:
-            return
-        ack_off = self.snd_una + _sdiff(seg.d.ack, self._snd_seq(self.snd_una))
+    cdef int _check_rst(self, Packet seg, int64_t seq_off, double now) except -1:
+        """Second: RST, with RFC 5961 3.2's blind-reset protection."""
+        cdef int st = self.st
+        if not seg.d.flags & RST:
+            return 1
+        if seq_off != self.rcv_nxt:
+            self._challenge_ack(now)              # in window but not exact (RFC 5961 3.2)
+            return 0
         if st == S_SYN_RECEIVED:
+            if self.passive:
+                self._terminate(E_RST, None)      # back to LISTEN: just forget it
+            else:
+                self._terminate(E_RST, ConnectionRefused("connection refused"))
+        elif st in (S_ESTABLISHED, S_FIN_WAIT_1, S_FIN_WAIT_2, S_CLOSE_WAIT):
+            self._terminate(E_RST, ConnectionReset("connection reset by peer"))
+        else:
+            self._terminate(E_RST, None)
+        self.host.count(COUNT_RST_IN)
+        return 0
+
+    cdef int _check_syn(self, Packet seg, double now) except -1:
+        """Fourth: a SYN in a synchronized state gets a challenge ACK (RFC 5961 4.2)."""
+        if seg.d.flags & SYN:
+            self._challenge_ack(now)
+            return 0
+        return 1
+
+    cdef int _check_ack(self, Packet seg, int64_t seg_len, double now) except -1:
+        """Fifth: ACK. Completes the handshake in SYN-RECEIVED, takes acceptable ACKs
+        (RFC 5961 5.2), and moves on when our FIN is acknowledged."""
+        cdef int64_t ack_off
+        cdef int st
+        if not seg.d.flags & ACK:
+            return 0
+        ack_off = self.snd_una + _sdiff(seg.d.ack, self._snd_seq(self.snd_una))
+        if self.st == S_SYN_RECEIVED:
             if self.snd_una < ack_off <= self.snd_max:
-                self._set_state(S_ESTABLISHED)
+                self._transition(E_ACK_OF_SYN)
                 self._update_window_from(seg, syn=False)
-                if self.listener is not None:
-                    self.listener._established(self)
+                self.host.queue_for_accept(self)
             else:
                 self._emit_rst(seq=seg.d.ack)
-                return
+                return 0
         # RFC 5961 5.2: acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.NXT]; anything
         # else is dropped and answered with a (rate-limited) challenge ACK.
         if ack_off > self.snd_max:
-            self.host._count("drop_ack_unsent")
+            self.host.count(COUNT_DROP_ACK_UNSENT)
             self._challenge_ack(now)
-            return
+            return 0
         if ack_off < self.snd_una - max(self.max_snd_wnd, 1):
-            self.host._count("drop_ack_too_old")
+            self.host.count(COUNT_DROP_ACK_TOO_OLD)
             self._challenge_ack(now)
-            return
+            return 0
         # RFC 7323 4.3 (R3): TS.Recent follows the segment at the left edge of our last ACK.
         # Only now, after the RST, SYN and RFC 5961 ACK checks: a forged in-window segment
         # that gets a challenge ACK must not move TS.Recent, or later genuine segments
         # would all fail PAWS (as Linux, tcp_replace_ts_recent after ACK validation).
-        if has_ts and self.ts_ok and _sdiff(seg.d.seq, self._rcv_seq(self.last_ack_sent)) <= 0 \
+        if seg.d.opt_present & OPT_TS and self.ts_ok \
+                and _sdiff(seg.d.seq, self._rcv_seq(self.last_ack_sent)) <= 0 \
                 and _sdiff(_tsval(seg), self.ts_recent) >= 0:
             self.ts_recent = _tsval(seg)
             self.ts_recent_at = now
         self._process_ack(seg, ack_off, seg_len, now)
-        if self.st == S_CLOSED:
-            return
-        fin_acked = self.fin_off is not None and self.snd_una > self.fin_off
         st = self.st
-        if st == S_FIN_WAIT_1 and fin_acked:
-            self._set_state(S_FIN_WAIT_2)
-            if self.user_closed:
-                self._orphan_timeout(now)
-        elif st == S_CLOSING and fin_acked:
-            self._enter_time_wait(now)
-            return
-        elif st == S_LAST_ACK and fin_acked:
-            self._terminate(None)
-            return
-        elif st == S_TIME_WAIT:
-            return
+        if st == S_CLOSED:
+            return 0
+        if self.fin_off is not None and self.snd_una > self.fin_off:    # our FIN is acked
+            if st == S_FIN_WAIT_1:
+                self._transition(E_FIN_ACKED)
+                if self.user_closed:
+                    self._orphan_timeout(now)
+            elif st == S_CLOSING:
+                self._enter_time_wait(E_FIN_ACKED, now)
+                return 0
+            elif st == S_LAST_ACK:
+                self._terminate(E_FIN_ACKED, None)
+                return 0
+        return st != S_TIME_WAIT
 
-        # --- seventh: segment text ---
-        st = self.st
-        if plen and st in (S_ESTABLISHED, S_FIN_WAIT_1, S_FIN_WAIT_2):
+    cdef int _process_text(self, Packet seg, double now) except -1:
+        """Seventh: the segment's data, in the states that still receive."""
+        if seg.d.payload_len and self.st in (S_ESTABLISHED, S_FIN_WAIT_1, S_FIN_WAIT_2):
             if self.user_closed:
                 # Nobody will read it: reset (RFC 1122 4.2.2.13, as Linux does).
                 self._emit_rst(seq=self._snd_seq(self.snd_max))
-                self._terminate(ConnectionAborted("data arrived after close()"))
-                return
+                self._terminate(E_ABORT, ConnectionAborted("data arrived after close()"))
+                return 0
             self._receive_text(seg, seg.d.seq, now)
+        return 1
 
-        # --- eighth: FIN ---
-        if (flags & FIN and self.rcv_fin_off is None
-                and st not in (S_CLOSE_WAIT, S_CLOSING, S_LAST_ACK)):
-            fin_off = seq_off + plen
+    cdef _process_fin(self, Packet seg, int64_t seq_off, double now):
+        """Eighth: note the peer's FIN where it sits, and act on it once every byte before
+        it has arrived (maybe only now, with a hole filled)."""
+        cdef int64_t fin_off
+        if (seg.d.flags & FIN and self.rcv_fin_off is None
+                and self.st not in (S_CLOSE_WAIT, S_CLOSING, S_LAST_ACK)):
+            fin_off = seq_off + seg.d.payload_len
             if self.rcv_nxt <= fin_off < self.rcv_adv:   # a FIN trimmed off is not seen
                 self.rcv_fin_off = fin_off
         self._check_fin(now)
@@ -658,7 +705,7 @@ cdef class Connection(Tcb):
         not draw one ACK each. Retransmitted data is always answered."""
         if seg_len == 0:
             if self._answered_recently(now):
-                self.host._count("invalid_acks_suppressed")
+                self.host.count(COUNT_INVALID_ACKS_SUPPRESSED)
                 return
             self._invalid_ack_at = now
         self._ack_now = True
@@ -676,14 +723,14 @@ cdef class Connection(Tcb):
         first so that one flooded connection cannot spend the host-wide budget, whose
         exhaustion an off-path attacker could otherwise observe (CVE-2016-5696)."""
         if self._answered_recently(now):
-            self.host._count("challenge_acks_suppressed")
+            self.host.count(COUNT_CHALLENGE_ACKS_SUPPRESSED)
             return
-        if self.host._challenge_ack_allowed(now):
+        if self.host.challenge_ack_allowed(now):
             self._invalid_ack_at = now
             self._ack_now = True
-            self.host._count("challenge_acks_out")
+            self.host.count(COUNT_CHALLENGE_ACKS_OUT)
         else:
-            self.host._count("challenge_acks_suppressed")
+            self.host.count(COUNT_CHALLENGE_ACKS_SUPPRESSED)
 
     cdef bint _acceptable(self, int64_t seq_off, int64_t seg_len, int64_t wnd):
         cdef int64_t nxt, end
@@ -753,7 +800,7 @@ cdef class Connection(Tcb):
             if self.fp_tsecr:
                 self._ts_sample(self.fp_tsecr, now)
                 self.fp_tsecr = 0
-        self.host._wake(self)
+        self.host.wake(self)
 
     cdef _ts_sample(self, uint32_t tsecr, double now):
         cdef uint32_t rtt_ms
@@ -823,7 +870,7 @@ cdef class Connection(Tcb):
         elif not self.persist:
             self.rtx_at = now + self.rtt.rto
         if self.host is not None:
-            self.host._wake(self)
+            self.host.wake(self)
 
     cdef _dupack(self, double now):
         self.dupacks += 1
@@ -851,7 +898,7 @@ cdef class Connection(Tcb):
             self.recover = self.snd_max
             self.cc.on_enter_recovery(self.snd_max - self.snd_una, now)
             self._retransmit_head()
-            self.host._count("fast_retransmits")
+            self.host.count(COUNT_FAST_RETRANSMITS)
 
     # --- SACK-based loss recovery (RFC 6675) --------------------------------------------
 
@@ -917,7 +964,7 @@ cdef class Connection(Tcb):
         self._high_rxt = self.snd_una
         self._rescue_rxt = None
         self._rtt_off = None
-        self.host._count("sack_recoveries")
+        self.host.count(COUNT_SACK_RECOVERIES)
 
     def _pipe(self) -> int:
         """SetPipe (RFC 6675 section 4): unSACKed bytes not deemed lost, plus unSACKed
@@ -1006,7 +1053,7 @@ cdef class Connection(Tcb):
         room = self.rcv_adv - seq_off
         if len(data) > room:
             data = data[:max(room, 0)]
-            self.host._count("trimmed_to_window")
+            self.host.count(COUNT_TRIMMED_TO_WINDOW)
         if not data:
             self._ack_now = True
             return
@@ -1016,9 +1063,9 @@ cdef class Connection(Tcb):
             if self._ack_now:
                 # RFC 5681 4.2: a duplicate ACK for every out-of-order segment, also within
                 # one batch: a coalesced ACK hides the duplicates a sender counts.
-                self.host._emit(self._packet(self.snd_max, ACK), self)
+                self.host.emit(self._packet(self.snd_max, ACK))
                 self._after_send_ack()
-                self.host._count("pure_acks_out")
+                self.host.count(COUNT_PURE_ACKS_OUT)
             self.last_ooo_off = seq_off           # its block goes first in our SACK option
         refused = reasm.dropped_segments
         dups = reasm.dup_bytes
@@ -1027,7 +1074,7 @@ cdef class Connection(Tcb):
             self._note_duplicate(seq_off, seq_off + len(data))   # held out of order already
         if reasm.dropped_segments != refused:
             # More holes than max_ooo_holes: the segment is not kept (the peer resends it).
-            self.host._count("drop_ooo_hole_limit")
+            self.host.count(COUNT_DROP_OOO_HOLE_LIMIT)
         self.rcv_nxt = 1 + reasm.next
         self.bytes_received += delivered
         n = len(data)
@@ -1037,7 +1084,7 @@ cdef class Connection(Tcb):
             # RFC 5681 4.2 / RFC 9293 3.8.6.3: out-of-order data, or data that fills a
             # hole, is acknowledged at once (it drives the sender's fast retransmit).
             self._ack_now = True
-            self.host._count("ooo_segments_in" if not in_order else "hole_fills_in")
+            self.host.count(COUNT_OOO_SEGMENTS_IN if not in_order else COUNT_HOLE_FILLS_IN)
         else:
             # Delayed ACK: at least every second full-sized segment (RFC 5681 4.2,
             # RFC 1122 4.2.3.2), else within the delayed-ACK timer.
@@ -1058,23 +1105,25 @@ cdef class Connection(Tcb):
         self._ack_now = True                      # RFC 9293: ACK the FIN at once
         st = self.st
         if st in (S_SYN_RECEIVED, S_ESTABLISHED):
-            self._set_state(S_CLOSE_WAIT)
+            self._transition(E_FIN)
         elif st == S_FIN_WAIT_1:
             if self.fin_off is not None and self.snd_una > self.fin_off:
-                self._enter_time_wait(now)
+                self._enter_time_wait(E_FIN_OURS_ACKED, now)
             else:
-                self._set_state(S_CLOSING)
+                self._transition(E_FIN)           # to CLOSING
         elif st == S_FIN_WAIT_2:
-            self._enter_time_wait(now)
+            self._enter_time_wait(E_FIN, now)
 
-    cdef _enter_time_wait(self, double now):
-        if self.host._time_wait_count >= self.settings.max_time_wait:
-            self.host._count("time_wait_overflow")
+    cdef _enter_time_wait(self, int event, double now):
+        """TIME-WAIT by `event` (RFC 9293 3.10.7.4), or CLOSED when the host has
+        settings.max_time_wait connections in it already."""
+        if self.host.time_wait_full():
+            self.host.count(COUNT_TIME_WAIT_OVERFLOW)
             self._ack_now = True
-            self.host._emit(self._packet(self.snd_nxt, ACK), self)   # still ACK their FIN
-            self._terminate(None)
+            self.host.emit(self._packet(self.snd_nxt, ACK))   # still ACK their FIN
+            self._terminate(E_TIME_WAIT_FULL, None)
             return
-        self._set_state(S_TIME_WAIT)
+        self._transition(event)
         self.rtx_at = None
         self.delack_at = None
         self.keepalive_at = None
@@ -1091,7 +1140,7 @@ cdef class Connection(Tcb):
         # RFC 5927 4.1: act only on errors quoting a sequence number we have in flight.
         off = self.snd_una + _sdiff(quoted_seq, self._snd_seq(self.snd_una))
         if not (self.snd_una <= off < max(self.snd_max, self.snd_una + 1)):
-            self.host._count("icmp_ignored_seq")
+            self.host.count(COUNT_ICMP_IGNORED_SEQ)
             return
         if icmp_type == 3 and code == 4:
             # Fragmentation needed (RFC 1191): shrink the MSS; never below 536 + 40 = 576
@@ -1105,15 +1154,16 @@ cdef class Connection(Tcb):
                 self.cc.set_mss(new_mss)
                 self.snd_nxt = self.snd_una          # resend at the new size
                 self._rtt_off = None
-                self.host._count("pmtu_updates")
-                self.host._wake(self)
+                self.host.count(COUNT_PMTU_UPDATES)
+                self.host.wake(self)
             return
         if self.st == S_SYN_SENT and icmp_type == 3 and code in (2, 3):
             # Protocol/port unreachable to our SYN is as good as a RST (hard error).
-            self._terminate(ConnectionRefused("connection refused (ICMP unreachable)"))
+            self._terminate(E_ICMP_UNREACHABLE,
+                            ConnectionRefused("connection refused (ICMP unreachable)"))
             return
         self.soft_error = (icmp_type, code)       # reported if the connection times out
-        self.host._count("icmp_soft_errors")
+        self.host.count(COUNT_ICMP_SOFT_ERRORS)
 
     # ===================================================================================
     # Timers
@@ -1128,7 +1178,7 @@ cdef class Connection(Tcb):
 
     cpdef on_timer(self, double now):
         if self.timewait_at is not None and now >= self.timewait_at:
-            self._terminate(None)
+            self._terminate(E_2MSL_TIMEOUT, None)
             return
         if self.delack_at is not None and now >= self.delack_at:
             self.delack_at = None
@@ -1143,7 +1193,7 @@ cdef class Connection(Tcb):
                 and self.st != S_CLOSED):
             self._on_keepalive(now)
         if self.st != S_CLOSED:
-            self.host._wake(self)
+            self.host.wake(self)
 
     def _on_rto(self, now: float) -> None:
         if self.snd_una >= self.snd_max and self.st not in (S_SYN_SENT,
@@ -1157,7 +1207,7 @@ cdef class Connection(Tcb):
             err = ConnectionTimedOut("connection timed out")
             if self.st == S_SYN_RECEIVED and self.passive:
                 err = None                        # a half-open connection just goes away
-            self._terminate(err)
+            self._terminate(E_TIMEOUT, err)
             return
         if self.st in (S_SYN_SENT, S_SYN_RECEIVED):
             self._syn_retransmitted = True
@@ -1177,7 +1227,7 @@ cdef class Connection(Tcb):
             # or SWS avoidance would say about a short one (else nothing re-arms the timer).
             self._pending_rtx = True
         self._rtt_off = None
-        self.host._count("timeouts")
+        self.host.count(COUNT_TIMEOUTS)
 
     def _on_persist(self, now: float) -> None:
         # A zero-window probe (RFC 9293 3.8.6.1): the byte at SND.UNA, past the window,
@@ -1187,7 +1237,7 @@ cdef class Connection(Tcb):
         if self._data_end() > self.snd_una:
             self._probe = True
             self.rtt.backoff()
-            self.host._count("window_probes")
+            self.host.count(COUNT_WINDOW_PROBES)
         else:
             self.persist = False
             if self.snd_max > self.snd_una:
@@ -1198,13 +1248,13 @@ cdef class Connection(Tcb):
     def _on_keepalive(self, now: float) -> None:
         s = self.settings
         if self.keepalive_sent >= s.keepalive_probes:
-            self._terminate(ConnectionTimedOut("keepalive: peer not answering"))
+            self._terminate(E_TIMEOUT, ConnectionTimedOut("keepalive: peer not answering"))
             return
         if self.st in (S_ESTABLISHED, S_CLOSE_WAIT, S_FIN_WAIT_2):
             # RFC 1122 4.2.3.6: SEG.SEQ = SND.NXT - 1, no data.
-            self.host._emit(self._packet(self.snd_max - 1, ACK), self)
+            self.host.emit(self._packet(self.snd_max - 1, ACK))
             self.keepalive_sent += 1
-            self.host._count("keepalive_probes")
+            self.host.count(COUNT_KEEPALIVE_PROBES)
         self.keepalive_at = now + s.keepalive_interval
 
     # ===================================================================================
@@ -1235,7 +1285,7 @@ cdef class Connection(Tcb):
             # it finds unacceptable is answered by an ACK, forever (both sides rewound).
             out.append(self._packet(self.snd_max, ACK))
             self._after_send_ack()
-            self.host._count("pure_acks_out")
+            self.host.count(COUNT_PURE_ACKS_OUT)
         # Keepalive (RFC 1122 4.2.3.6): the idle clock restarts with every segment received.
         if (self.settings.keepalive is not None and self.keepalive_sent == 0
                 and st in (S_ESTABLISHED, S_CLOSE_WAIT, S_FIN_WAIT_2)):
@@ -1263,7 +1313,7 @@ cdef class Connection(Tcb):
             self._rtt_start = now
         if ack:
             self._after_send_ack()
-        self.host._count("syn_acks_out" if ack else "syns_out")
+        self.host.count(COUNT_SYN_ACKS_OUT if ack else COUNT_SYNS_OUT)
 
     cdef bint _output_data(self, double now, list out) except -1:
         sent = False
@@ -1295,10 +1345,10 @@ cdef class Connection(Tcb):
         self.delack_at = None
 
     def _emit_rst(self, seq: int) -> None:
-        self.host._emit(build_tcp(self._lip, self._rip, self.local_address[1],
-                                  self.remote_address[1], seq & MASK, 0, RST, 0,
-                                  ttl=self.settings.ttl), self)
-        self.host._count("rsts_out")
+        self.host.emit(build_tcp(self._lip, self._rip, self.local_address[1],
+                                 self.remote_address[1], seq & MASK, 0, RST, 0,
+                                 ttl=self.settings.ttl))
+        self.host.count(COUNT_RSTS_OUT)
 
     # ===================================================================================
     # Helpers
@@ -1313,13 +1363,13 @@ cdef class Connection(Tcb):
     def _ring(self) -> SendRing:
         # Buffers are created on first use: an idle connection holds no buffer memory.
         if self._send_ring is None:
-            self._send_ring = self.host._take_ring()
+            self._send_ring = self.host.take_ring()
             self._set_ref_min()
         return self._send_ring
 
     def _reassembler(self) -> Reassembler:
         if self._reasm is None:
-            self._reasm = self.host._take_reassembler()
+            self._reasm = self.host.take_reassembler()
         return self._reasm
 
     cdef int64_t _data_end(self):
@@ -1330,18 +1380,38 @@ cdef class Connection(Tcb):
         if self.fin_off is None:
             self.fin_off = self._data_end()
 
-    cdef _set_state(self, int st):
-        old = self.state
-        self.state = state = _STATES[st]
-        self.st = st
-        self.host._state_changed(self, old, state)
+    cdef _transition(self, int event):
+        """The one place a connection changes state: to where `event` leads from the
+        current state, as the table in transitions.pyx says; the host is told."""
+        cdef int old = self.st
+        cdef int new = next_state(old, event)
+        if new < 0:
+            raise RuntimeError(f"TCP state machine: {_STATES[old].name} has no transition "
+                               f"on {TcpEvent(event).name}")
+        self.st = new
+        self.host.state_changed(self, old, new)
 
-    cpdef _terminate(self, error):
-        """Enter CLOSED: delete the TCB (RFC 9293 3.10.7) and report ``error``."""
+    cdef _terminate(self, int event, error):
+        """Enter CLOSED by `event`: delete the TCB (RFC 9293 3.10.7) and report
+        ``error``."""
         if error is not None and self.error is None:
             self.error = error
         self.rtx_at = self.delack_at = self.timewait_at = self.keepalive_at = None
-        self._set_state(S_CLOSED)
+        self._transition(event)
+        self._return_buffers()
+
+    cdef _return_buffers(self):
+        """Give the buffers to the host's pools for new connections: allocating and
+        freeing 1 MiB rings per connection costs more than the whole handshake."""
+        ring = self._send_ring
+        if ring is not None:
+            ring.reset()          # also lets go of referenced application bytes at once
+            if self.host.return_ring(ring):
+                self._send_ring = None
+        reasm = self._reasm
+        # Unread data stays readable after CLOSED: only an empty assembler goes back.
+        if reasm is not None and reasm.readable == 0 and self.host.return_reassembler(reasm):
+            self._reasm = None
 
     def _raise_error(self) -> None:
         if self.error is not None:

@@ -1,0 +1,96 @@
+# What a connection may ask of its host, as C calls: the whole dependency of fasttcp.tcp on
+# fasttcp.host (see docs/ARCHITECTURE.md). fasttcp.host.host.Host subclasses HostServices
+# and implements every method; a Connection holds its host typed as HostServices, so each
+# call below is a C vtable call, not a Python attribute lookup.
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
+
+from fasttcp.storage._reasm cimport Reassembler
+from fasttcp.storage._ring cimport SendRing
+from fasttcp.wire._wire cimport Packet
+
+
+# The events a connection counts in Host.stats(). Each counter's name there is the
+# member's name without "COUNT_", in lower case (COUNT_DROP_PAWS -> "drop_paws").
+cpdef enum Count:
+    # segments dropped by the state machine
+    COUNT_DROP_BAD_ACK                  # SYN-SENT: an ACK of something we never sent
+    COUNT_DROP_MISSING_TIMESTAMP        # RFC 7323 3.2
+    COUNT_DROP_PAWS                     # RFC 7323 5.3 R1
+    COUNT_DROP_OUT_OF_WINDOW            # RFC 9293 3.10.7.4 first check
+    COUNT_DROP_ACK_UNSENT               # RFC 5961 5.2
+    COUNT_DROP_ACK_TOO_OLD              # RFC 5961 5.2
+    COUNT_DROP_OOO_HOLE_LIMIT           # more holes than settings.max_ooo_holes
+    # segments out
+    COUNT_SYNS_OUT
+    COUNT_SYN_ACKS_OUT
+    COUNT_FINS_OUT
+    COUNT_RSTS_OUT
+    COUNT_PURE_ACKS_OUT
+    COUNT_RETRANSMITTED_SEGMENTS
+    COUNT_KEEPALIVE_PROBES
+    COUNT_WINDOW_PROBES
+    # RFC 5961 challenge ACKs and the rate limit of invalid-segment answers
+    COUNT_CHALLENGE_ACKS_OUT
+    COUNT_CHALLENGE_ACKS_SUPPRESSED
+    COUNT_INVALID_ACKS_SUPPRESSED
+    # segments in
+    COUNT_RST_IN
+    COUNT_OOO_SEGMENTS_IN
+    COUNT_HOLE_FILLS_IN
+    COUNT_TRIMMED_TO_WINDOW
+    COUNT_TS_RECENT_EXPIRED             # RFC 7323 5.5
+    # loss recovery and timers
+    COUNT_FAST_RETRANSMITS
+    COUNT_SACK_RECOVERIES
+    COUNT_TIMEOUTS
+    COUNT_FIN_WAIT_2_ORPHANS
+    COUNT_TIME_WAIT_OVERFLOW
+    # ICMP
+    COUNT_ICMP_IGNORED_SEQ
+    COUNT_ICMP_SOFT_ERRORS
+    COUNT_PMTU_UPDATES
+    COUNT_KINDS                         # how many there are (not a counter)
+
+
+cdef class HostServices:
+    # The time of the host's latest receive/transmit/connect (read by the connection
+    # where no `now` is passed in); only the host moves it.
+    cdef readonly double now
+    cdef readonly uint32_t address_int  # the host's IPv4 address, as a number
+
+    # --- asked by a connection ---
+    cdef int count(self, Count what) except -1
+    # A packet made outside Connection._output (RST, keepalive, an immediate duplicate
+    # ACK) for the host's next transmit().
+    cdef int emit(self, object packet) except -1
+    # `conn` has output to send at the next transmit() ...
+    cdef int want_output(self, object conn) except -1
+    # ... and a change its user must be told of (Host.pop_ready).
+    cdef int wake(self, object conn) except -1
+    # Buffers, created on first use and given back when the connection closes; return_*
+    # is True when the host kept the buffer (then the connection must drop it).
+    cdef SendRing take_ring(self)
+    cdef Reassembler take_reassembler(self)
+    cdef bint return_ring(self, SendRing ring) except -1
+    cdef bint return_reassembler(self, Reassembler reasm) except -1
+    # The per-connection random offset of the timestamp clock (RFC 7323 5.4), from the
+    # host's ISN secret.
+    cdef uint32_t ts_offset(self, uint16_t lport, uint32_t rip, uint16_t rport) except? 0
+    # A fresh congestion controller (settings.congestion) for this MSS.
+    cdef object make_congestion(self, int mss)
+    # The host-wide challenge-ACK budget (RFC 5961 7): True when one may go out now.
+    cdef bint challenge_ack_allowed(self, double now) except -1
+    # TIME-WAIT accounting: True when settings.max_time_wait connections are in it.
+    cdef bint time_wait_full(self) except -1
+    # A passive open completed: `conn` goes to its listener's accept queue.
+    cdef int queue_for_accept(self, object conn) except -1
+    # `conn` moved from state `old` to `new` (fasttcp.tcp.tcb state numbers).
+    cdef int state_changed(self, object conn, int old, int new) except -1
+
+    # --- asked by the fast path's batch loop (fasttcp.tcp._fastpath.receive_batch) ---
+    # An IPv4 fragment, and a packet the fast path did not take.
+    cdef int input_fragment(self, object packet, double now) except -1
+    cdef int input_slow(self, Packet pk, double now) except -1
+    # The batch's totals: packets seen, segments the fast path took, and the packets the
+    # parser dropped, by fasttcp.wire DropReason (an array of DROP_REASON_COUNT).
+    cdef int count_batch(self, uint64_t packets, uint64_t fast, const uint64_t* drops) except -1

@@ -1,0 +1,139 @@
+# The transmission control block (RFC 9293 3.3.1): every variable of one connection, as C
+# fields of one cdef class, and the TCP states as one C enum.
+#
+# Connection (connection.pyx: the state machine, user calls, timers) subclasses Tcb; the
+# fast path (_fastpath.pyx) works on Tcb directly. Both read and write these fields as C
+# variables; Python code sees them as attributes. tcb.pyx holds Tcb's own methods: the
+# segment builder and the steady-state send loop.
+#
+# Sequence space: send and receive positions are signed 64-bit *offsets* from ISS and IRS
+# (offset 0 is the SYN, data byte k is offset 1 + k, the FIN follows the last byte), so
+# differences keep their sign and never wrap; 32-bit sequence numbers exist only at the
+# wire.
+from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
+
+from fasttcp.storage._reasm cimport Reassembler
+from fasttcp.storage._ring cimport SendRing
+from fasttcp.tcp.host_services cimport HostServices
+from fasttcp.tcp.rtt cimport RttEstimator
+from fasttcp.wire._wire cimport TcpOut
+
+
+# The eleven states (RFC 9293 3.3.2), numbered in the RFC's order. This is the one
+# definition: fasttcp.tcp.states.State takes its values from here.
+cpdef enum TcpState:
+    S_CLOSED = 0
+    S_LISTEN = 1
+    S_SYN_SENT = 2
+    S_SYN_RECEIVED = 3
+    S_ESTABLISHED = 4
+    S_FIN_WAIT_1 = 5
+    S_FIN_WAIT_2 = 6
+    S_CLOSE_WAIT = 7
+    S_CLOSING = 8
+    S_LAST_ACK = 9
+    S_TIME_WAIT = 10
+    STATE_COUNT = 11                    # how many there are (not a state)
+
+
+cdef class Tcb:
+    # --- the connection and its owner ---
+    cdef public HostServices host
+    cdef public object settings
+    cdef readonly int st                # the state (TcpState); changed only by
+                                        # Connection._transition (connection.pyx)
+    cdef public uint32_t _lip, _rip
+    cdef public uint16_t lport, rport
+    cdef public tuple key                               # (lport, remote ip int, rport)
+    cdef public object local_address, remote_address   # (ip, port) tuples
+    cdef public bint passive
+    cdef public bint user_closed        # close() was called: nobody reads any more
+    cdef public object listener         # set for passive opens until accepted
+    cdef public object error            # the TcpError that ended the connection
+    cdef public object soft_error       # last ICMP soft error
+    cdef public double created_at
+
+    # --- send sequence space (RFC 9293 3.3.1) ---
+    cdef public uint32_t iss
+    # snd_max: the highest offset sent (snd_nxt goes back below it to retransmit)
+    cdef public int64_t snd_una, snd_nxt, snd_max, snd_wnd, max_snd_wnd
+    cdef public uint32_t snd_wl1, snd_wl2
+    cdef public object fin_off          # offset of our FIN once queued, else None
+    cdef public SendRing _send_ring
+    cdef public bint nodelay
+    cdef public int ttl
+    cdef public bint _pending_rtx       # resend the segment at SND.UNA
+    cdef public bint _probe             # send a zero-window probe
+
+    # --- receive sequence space ---
+    cdef public uint32_t irs
+    cdef public int64_t rcv_nxt, rcv_adv   # rcv_adv: the right edge we have advertised
+    cdef public Reassembler _reasm
+    cdef public int rcv_buf
+    cdef public object rcv_fin_off      # the peer's FIN offset, once seen
+    cdef public bint _fin_received
+    # ACK owed: at once, or after delayed_ack (RFC 5681 4.2)
+    cdef public bint _ack_now
+    cdef public int _rcv_mss
+    cdef public int64_t _unacked_bytes
+    cdef public double delayed_ack
+
+    # --- timers (Optional[float] deadlines for the Python side) ---
+    cdef public object rtx_at, delack_at, timewait_at, keepalive_at
+    cdef public bint persist            # the retransmission timer is the persist timer
+    cdef public bint _syn_retransmitted
+    cdef public int retries, keepalive_sent
+    cdef public RttEstimator rtt
+    cdef public object _rtt_off         # the one timed segment (Karn: cleared on resends)
+    cdef public double _rtt_start, last_recv_at, last_send_at
+    cdef public double _invalid_ack_at  # when we last answered an invalid pure segment
+
+    # --- negotiated options ---
+    cdef public int mss, mss_limit, snd_wscale, rcv_wscale
+    cdef public bint _ws_ok             # window scaling (RFC 7323 2)
+    cdef public bint ts_ok              # both SYNs carried timestamps (RFC 7323 3)
+    cdef public uint32_t ts_recent      # TS.Recent
+    cdef public double ts_recent_at     # when TS.Recent was last set (RFC 7323 5.5)
+    cdef public uint32_t ts_offset      # per-connection random offset of our TS clock
+    cdef public int64_t last_ack_sent   # Last.ACK.sent, as a receive offset
+    cdef public double _ts_next_sample  # one timestamp RTT sample per RTT (RFC 7323 4.1)
+    cdef public object _ts_floor        # echoes older than our last timeout are ambiguous
+    cdef public bint sack_ok            # both SYNs carried SACK-permitted (RFC 2018)
+    cdef public int64_t last_ooo_off    # receive offset of the latest out-of-order segment
+    # D-SACK (RFC 2883): a duplicate segment's range (receive offsets), reported once as
+    # the first SACK block of the next ACK; dsack_end == 0 when none is pending.
+    cdef public int64_t dsack_start, dsack_end
+    cdef public uint32_t gso_max        # largest super-segment for a TSO link; 0 = off
+
+    # --- congestion control and loss recovery ---
+    cdef public object cc               # fasttcp.tcp.congestion.CongestionControl
+    cdef public bint in_recovery
+    cdef public int dupacks
+    cdef public int64_t recover
+    cdef public int64_t cwnd_bonus      # limited transmit (RFC 3042): dupacks * SMSS
+    # SACK scoreboard (RFC 6675 3): sorted [start, end) send offsets above SND.UNA
+    cdef public list sacked
+    cdef public int64_t _high_rxt       # HighRxt
+    cdef public object _rescue_rxt      # RescueRxt
+    cdef public bint _sack_recovery
+
+    # --- counters ---
+    cdef public int64_t bytes_sent, bytes_acked, bytes_received, segs_in, segs_out
+    cdef public int64_t retransmits
+
+    # --- per-batch accumulators of the fast path (_fastpath.pyx) ---
+    cdef public int64_t fp_acked
+    cdef public int64_t fp_flight
+    cdef public int fp_acks
+    cdef public bint fp_touched
+    cdef public uint32_t fp_tsecr       # TSecr of the last ACK the fast path took
+
+    cdef uint16_t advertised_window(self) noexcept
+    cdef uint32_t tsval_at(self, double now) noexcept
+    cdef void fill_header(self, TcpOut* t, uint64_t off, int flags, uint16_t window) noexcept
+    cdef object build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n,
+                     bint from_ring, double now)
+    cdef int add_sack_blocks(self, TcpOut* t) noexcept
+    cpdef bytes build_syn(self, bint ack, uint16_t window, int opts, double now)
+    cdef int send_range(self, uint64_t off, uint64_t n, double now, list out,
+                        bint retransmit) except -1
