@@ -35,15 +35,14 @@ async def open_connection(stack: "FastTcpStack", host: str, port: int, *,
 
 
 async def start_server(stack: "FastTcpStack", client_connected_cb: ClientConnectedCb,
-                       port: int, *, limit: int = DEFAULT_LIMIT,
-                       backlog: Optional[int] = None, start_serving: bool = True) -> "Server":
+                       port: int, *, limit: int = DEFAULT_LIMIT, **kwargs: Any) -> "Server":
     """Listen on ``port``; ``client_connected_cb(reader, writer)`` runs per connection (a
-    coroutine function becomes a task)."""
+    coroutine function becomes a task). ``kwargs`` go to ``stack.create_server``
+    (``backlog``, ``start_serving``, ``ssl``, ...)."""
     loop = asyncio.get_running_loop()
 
     def factory() -> asyncio.StreamReaderProtocol:
         reader = asyncio.StreamReader(limit=limit, loop=loop)
         return asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
 
-    return await stack.create_server(factory, port, backlog=backlog,
-                                     start_serving=start_serving)
+    return await stack.create_server(factory, port, **kwargs)
