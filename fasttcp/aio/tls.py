@@ -32,6 +32,10 @@ def check_ssl_args(ssl: SslArg, server_hostname: Optional[str],
         raise ValueError("server_hostname is only meaningful with ssl")
     if ssl_handshake_timeout is not None and not ssl:
         raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+    for name, value in (("ssl_handshake_timeout", ssl_handshake_timeout),
+                        ("ssl_shutdown_timeout", ssl_shutdown_timeout)):
+        if value is not None and value <= 0:
+            raise ValueError(f"{name} should be a positive number, got {value}")
     if ssl_shutdown_timeout is not None:
         if not ssl:
             raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")

@@ -82,7 +82,7 @@ READ_CHUNK = 256 * 1024
 DEFAULT_HIGH_WATER = 64 * 1024
 
 
-class TcpTransport(asyncio.Transport):
+class TcpTransport(asyncio.transports._FlowControlMixin, asyncio.Transport):
     """An :class:`asyncio.Transport` over one fasttcp connection.
 
     Extra info: ``peername``, ``sockname`` (``(ip, port)`` tuples), ``fasttcp_connection``
@@ -98,7 +98,9 @@ class TcpTransport(asyncio.Transport):
     :meth:`FastTcpStack.sendfile`) reads straight into the free space of the send buffer.
     """
 
-    # The flags asyncio's BaseEventLoop checks (start_tls, sendfile).
+    # The flags asyncio's BaseEventLoop checks (start_tls, sendfile). Its sendfile fallback
+    # also wants a _FlowControlMixin (the base above: _loop and _protocol_paused, which
+    # mean the same here; this class overrides all its methods).
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.FALLBACK
 
@@ -110,9 +112,8 @@ class TcpTransport(asyncio.Transport):
             "fasttcp_connection": conn,
             "fasttcp_stack": stack,
             "socket": None,
-        })
+        }, loop=stack.loop)
         self._stack = stack
-        self._loop = stack.loop
         self._conn = conn
         self._protocol = protocol
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
