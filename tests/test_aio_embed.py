@@ -657,3 +657,87 @@ def test_failed_lookup_raises_gaierror_and_refusals_propagate():
         sb.close()
 
     run(main)
+
+
+# ==========================================================================================
+# TLS: failures and cancellation
+# ==========================================================================================
+
+def test_tls_cancelled_handshake_resets_and_frees_the_connection(contexts):
+    """Cancelling open_connection(ssl=) during the handshake raises CancelledError and
+    leaves no open connection behind on either host."""
+    _, cctx = contexts
+
+    async def main() -> Tuple[List[Any], List[Any]]:
+        sa, sb = await stacks()
+
+        async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()
+            writer.close()
+
+        server = await sa.start_server(mute, 443)
+        task = asyncio.ensure_future(sb.open_connection(A, 443, ssl=cctx,
+                                                        server_hostname=NAME))
+        for _ in range(200):
+            if any(c.state.name == "ESTABLISHED" for c in sb.host.connections()):
+                break
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(300):
+            live = [c for c in list(sa.host.connections()) + list(sb.host.connections())
+                    if c.state.name in ("ESTABLISHED", "CLOSE_WAIT", "SYN_SENT")]
+            if not live:
+                break
+            await asyncio.sleep(0.01)
+        server.close()
+        sa.close()
+        sb.close()
+        return live, [c for c in sb.host.connections() if c.state.name == "ESTABLISHED"]
+
+    live, established = run(main)
+    assert live == [] and established == []
+
+
+def test_tls_server_drops_a_failed_handshake_quietly(contexts):
+    """A client that speaks no TLS to a TLS server: the connection is closed, the
+    application's protocol is never made, nothing reaches the exception handler (asyncio
+    reports it only in debug mode); the next good client is served."""
+    sctx, cctx = contexts
+
+    async def main() -> Tuple[bytes, List[str], List[Any], bytes]:
+        sa, sb = await stacks()
+        loop = asyncio.get_running_loop()
+        reported: List[Any] = []
+        loop.set_exception_handler(lambda _loop, ctx: reported.append(ctx))
+        made: List[str] = []
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            made.append("made")
+            await echo(reader, writer)
+
+        server = await sa.start_server(handler, 443, ssl=sctx)
+        reader, writer = await sb.open_connection(A, 443)
+        writer.write(b"GET / HTTP/1.0\r\n\r\n")
+        try:
+            answer = await reader.read()                # a TLS alert, then EOF
+        except ConnectionResetError:
+            answer = b"reset"
+        writer.close()
+        r2, w2 = await sb.open_connection(A, 443, ssl=cctx, server_hostname=NAME)
+        w2.write(b"fine")
+        got = await r2.readexactly(4)
+        w2.close()
+        await w2.wait_closed()
+        server.close()
+        await server.wait_closed()
+        sa.close()
+        sb.close()
+        return answer, made, reported, got
+
+    answer, made, reported, got = run(main)
+    assert not answer.startswith(b"HTTP")
+    assert made == ["made"]                            # only the good client
+    assert reported == []
+    assert got == b"fine"

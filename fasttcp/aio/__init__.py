@@ -6,7 +6,8 @@ file-descriptor link (a TUN device, :class:`DatagramSocketLink`) or any :class:`
 in UDP datagrams, no root needed). It offers the asyncio API you know:
 ``create_connection`` / ``create_server`` (any :class:`asyncio.Protocol`, unchanged) and
 ``open_connection`` / ``start_server`` (the standard StreamReader / StreamWriter). Errors are
-the usual ConnectionRefusedError / ConnectionResetError / TimeoutError.
+the usual ConnectionRefusedError / ConnectionResetError / TimeoutError. TLS (``ssl=`` and
+:meth:`FastTcpStack.start_tls`), ``sendfile`` and host names (a resolver) work as asyncio's.
 
 An echo server and a client, two hosts joined by an in-process packet pipe::
 
