@@ -7,7 +7,7 @@ The stack object exposes these as ``stack.open_connection`` and ``stack.start_se
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Tuple, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     from fasttcp.aio import FastTcpStack

@@ -55,9 +55,10 @@ def make_ssl_protocol(loop: asyncio.AbstractEventLoop, app_protocol: asyncio.Bas
     if ssl_shutdown_timeout is not None:          # 3.11+ (check_ssl_args)
         kwargs["ssl_shutdown_timeout"] = ssl_shutdown_timeout
     context = None if isinstance(ssl, bool) else ssl
-    return sslproto.SSLProtocol(loop, app_protocol, context, waiter, server_side,
-                                server_hostname, call_connection_made=call_connection_made,
-                                **kwargs)
+    # None: SSLProtocol makes asyncio's default client context (typeshed omits None).
+    return sslproto.SSLProtocol(
+        loop, app_protocol, context, waiter, server_side,  # type: ignore[arg-type]
+        server_hostname, call_connection_made=call_connection_made, **kwargs)
 
 
 async def start_tls(transport: asyncio.Transport, protocol: asyncio.BaseProtocol,

@@ -113,6 +113,7 @@ class TcpTransport(asyncio.transports._FlowControlMixin, asyncio.Transport):
             "fasttcp_stack": stack,
             "socket": None,
         }, loop=stack.loop)
+        self._loop: asyncio.AbstractEventLoop = stack.loop
         self._stack = stack
         self._conn = conn
         self._protocol = protocol
@@ -765,7 +766,7 @@ class _SendfileFlow(asyncio.Protocol):
             self._ready.set_result(None)
             self._ready = None
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(exc or ConnectionError("Connection is closed by peer"))
         self._proto.connection_lost(exc)
