@@ -387,6 +387,44 @@ def test_loop_start_tls_on_default_loop(contexts):
     assert run(main) == b"secret: ping"
 
 
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_stack_start_tls_stream_upgrades_streams(contexts, loop_kind):
+    """stack.start_tls_stream: StreamWriter.start_tls for fasttcp streams on any loop;
+    the reader and writer on both sides go on over TLS (and half-close is gone)."""
+    sctx, cctx = contexts
+
+    async def main() -> Tuple[bytes, bool, bool]:
+        sa, sb = await stacks()
+        seen: List[bool] = []
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            assert await reader.readline() == b"STARTTLS\n"
+            await sa.start_tls_stream(writer, sctx)
+            seen.append(writer.get_extra_info("ssl_object").server_side)
+            writer.write(b"secret: " + await reader.readexactly(4))
+            await writer.drain()
+            writer.close()
+
+        server = await sa.start_server(handler, 25)
+        reader, writer = await sb.open_connection(A, 25)
+        writer.write(b"STARTTLS\n")
+        await sb.start_tls_stream(writer, cctx, server_hostname=NAME)
+        client_side = not writer.get_extra_info("ssl_object").server_side
+        writer.write(b"ping")
+        got = await reader.read()
+        can_eof = writer.can_write_eof()
+        writer.close()
+        server.close()
+        sa.close()
+        sb.close()
+        return got, seen == [True] and client_side, can_eof
+
+    got, sides_ok, can_eof = run(main, loop_kind)
+    assert got == b"secret: ping"
+    assert sides_ok
+    assert can_eof is False
+
+
 def test_uvloop_start_tls_refuses_foreign_transports():
     """Why FastTcpStack.start_tls exists: uvloop's loop.start_tls checks for its own
     transport classes, so no foreign transport can pass it."""

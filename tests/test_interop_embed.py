@@ -157,18 +157,19 @@ def test_aiohttp_client_https_to_kernel(ca, loop_kind):
 
 class FastTcpHttpcoreBackend:
     """httpcore's network backend on a FastTcpStack: TCP by stack.open_connection (names
-    through the stack's resolver), TLS by StreamWriter.start_tls, which is asyncio's
-    loop.start_tls on the TcpTransport."""
+    through the stack's resolver); TLS by StreamWriter.start_tls (asyncio's
+    loop.start_tls on the TcpTransport) or by stack.start_tls_stream (any loop)."""
 
-    def __init__(self, stack: FastTcpStack) -> None:
+    def __init__(self, stack: FastTcpStack, stack_tls: bool) -> None:
         self.stack = stack
+        self.stack_tls = stack_tls
 
     async def connect_tcp(self, host: str, port: int, timeout: Optional[float] = None,
                           local_address: Optional[str] = None,
                           socket_options: Any = None) -> "FastTcpHttpcoreStream":
         reader, writer = await asyncio.wait_for(self.stack.open_connection(host, port),
                                                 timeout)
-        return FastTcpHttpcoreStream(reader, writer)
+        return FastTcpHttpcoreStream(reader, writer, self.stack if self.stack_tls else None)
 
     async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
@@ -178,8 +179,9 @@ class FastTcpHttpcoreBackend:
 
 
 class FastTcpHttpcoreStream:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 stack: Optional[FastTcpStack]) -> None:
+        self.reader, self.writer, self.stack = reader, writer, stack
 
     async def read(self, max_bytes: int, timeout: Optional[float] = None) -> bytes:
         return await asyncio.wait_for(self.reader.read(max_bytes), timeout)
@@ -193,8 +195,13 @@ class FastTcpHttpcoreStream:
 
     async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: Optional[str] = None,
                         timeout: Optional[float] = None) -> "FastTcpHttpcoreStream":
-        await self.writer.start_tls(ssl_context, server_hostname=server_hostname,
-                                    ssl_handshake_timeout=timeout)
+        if self.stack is not None:
+            await self.stack.start_tls_stream(self.writer, ssl_context,
+                                              server_hostname=server_hostname,
+                                              ssl_handshake_timeout=timeout)
+        else:
+            await self.writer.start_tls(ssl_context, server_hostname=server_hostname,
+                                        ssl_handshake_timeout=timeout)
         return self
 
     def get_extra_info(self, info: str) -> Any:
@@ -203,11 +210,16 @@ class FastTcpHttpcoreStream:
         return self.writer.get_extra_info(info)
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="StreamWriter.start_tls is 3.11+")
-def test_httpx_client_https_to_kernel_by_name(ca):
+@pytest.mark.parametrize("loop_kind,tls", [("asyncio", "loop.start_tls"),
+                                          ("asyncio", "stack.start_tls_stream"),
+                                          ("uvloop", "stack.start_tls_stream")])
+def test_httpx_client_https_to_kernel_by_name(ca, loop_kind, tls):
     """httpx over fasttcp: https://kernel.test (the stack's resolver maps the name), TLS
-    by loop.start_tls on the TcpTransport; the kernel server got the name as SNI and the
-    certificate was checked against it. Two requests, two connections."""
+    by asyncio's loop.start_tls on the TcpTransport or by the stack's (also on uvloop);
+    the kernel server got the name as SNI and the certificate was checked against it. Two
+    requests, two connections; an unknown name raises the resolver's gaierror."""
+    if tls == "loop.start_tls" and sys.version_info < (3, 11):
+        pytest.skip("StreamWriter.start_tls is 3.11+")
     httpx = pytest.importorskip("httpx")
     httpcore = pytest.importorskip("httpcore")
     body = os.urandom(3 * MiB)
@@ -226,7 +238,8 @@ def test_httpx_client_https_to_kernel_by_name(ca):
                     cctx = client_context(ca)
                     transport = httpx.AsyncHTTPTransport(verify=cctx)
                     transport._pool = httpcore.AsyncConnectionPool(
-                        ssl_context=cctx, network_backend=FastTcpHttpcoreBackend(stack))
+                        ssl_context=cctx,
+                        network_backend=FastTcpHttpcoreBackend(stack, tls != "loop.start_tls"))
                     async with httpx.AsyncClient(transport=transport) as client:
                         for _ in range(2):
                             r = await client.get(f"https://{KERNEL_NAME}:8443/blob")
@@ -235,7 +248,7 @@ def test_httpx_client_https_to_kernel_by_name(ca):
                             await client.get("https://missing.test:8443/")
                 return out
 
-            results = run_async(main(), 60)
+            results = run_loop(main(), loop_kind)
         finally:
             srv.join()
     assert [s for s, _ in results] == [200, 200]

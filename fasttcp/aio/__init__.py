@@ -53,6 +53,7 @@ from fasttcp.aio.packet_io import DatagramSocketLink, PacketIO, QueuePacketIO, U
 from fasttcp.aio.streams import ClientConnectedCb
 from fasttcp.aio.streams import open_connection as _open_connection
 from fasttcp.aio.streams import start_server as _start_server
+from fasttcp.aio.streams import start_tls as _start_tls_stream
 from fasttcp.aio.tls import SslArg, check_ssl_args, make_ssl_protocol
 from fasttcp.aio.tls import start_tls as _start_tls
 from fasttcp.aio.transport import Server, TcpTransport, _Connector
@@ -244,6 +245,17 @@ class FastTcpStack(Driver):
         ``protocol``) to TLS and return the new transport for ``protocol``."""
         return await _start_tls(transport, protocol, sslcontext, server_side=server_side,
                                 server_hostname=server_hostname,
+                                ssl_handshake_timeout=ssl_handshake_timeout,
+                                ssl_shutdown_timeout=ssl_shutdown_timeout)
+
+    async def start_tls_stream(self, writer: asyncio.StreamWriter,
+                               sslcontext: _ssl.SSLContext, *,
+                               server_hostname: Optional[str] = None,
+                               ssl_handshake_timeout: Optional[float] = None,
+                               ssl_shutdown_timeout: Optional[float] = None) -> None:
+        """``writer.start_tls(...)`` for streams of this stack, on any event loop: the
+        reader and writer go on over TLS."""
+        await _start_tls_stream(self, writer, sslcontext, server_hostname=server_hostname,
                                 ssl_handshake_timeout=ssl_handshake_timeout,
                                 ssl_shutdown_timeout=ssl_shutdown_timeout)
 
