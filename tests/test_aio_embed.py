@@ -546,6 +546,38 @@ def test_stack_sendfile_waits_for_the_peer(blob):
     assert sha(body) == sha(data)
 
 
+def test_stack_sendfile_raises_when_the_peer_resets(blob):
+    """A peer that resets while sendfile waits for room: sendfile raises the connection's
+    ConnectionResetError, the file position is after what went into the send buffer."""
+    path, data = blob
+
+    async def main() -> Tuple[int, int]:
+        sa, sb = await stacks()
+        writers: List[asyncio.StreamWriter] = []
+
+        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.transport.pause_reading()
+            writers.append(writer)
+
+        server = await sa.start_server(hold, 80)
+        _, writer = await sb.open_connection(A, 80)
+        with open(path, "rb") as f:
+            task = asyncio.ensure_future(sb.sendfile(writer.transport, f))
+            await asyncio.sleep(0.3)
+            assert not task.done()
+            writers[0].transport.abort()
+            with pytest.raises(ConnectionResetError):
+                await task
+            pos = f.tell()
+        server.close()
+        sa.close()
+        sb.close()
+        return pos, len(data)
+
+    pos, size = run(main)
+    assert 0 < pos < size
+
+
 @pytest.mark.parametrize("loop_kind", LOOPS)
 def test_stack_sendfile_over_tls(contexts, blob, loop_kind):
     """stack.sendfile on the TLS transport (chunks through write() with drain, on any

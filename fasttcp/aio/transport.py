@@ -528,7 +528,8 @@ class TcpTransport(asyncio.transports._FlowControlMixin, asyncio.Transport):
     def _call_connection_lost(self, exc: Optional[BaseException]) -> None:
         waiter, self._space_waiter = self._space_waiter, None
         if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionResetError("connection lost during sendfile()"))
+            waiter.set_exception(exc if isinstance(exc, Exception)
+                                 else ConnectionResetError("connection lost during sendfile()"))
         try:
             self._protocol.connection_lost(exc)
         finally:
