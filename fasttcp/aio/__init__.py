@@ -6,7 +6,8 @@ file-descriptor link (a TUN device, :class:`DatagramSocketLink`) or any :class:`
 in UDP datagrams, no root needed). It offers the asyncio API you know:
 ``create_connection`` / ``create_server`` (any :class:`asyncio.Protocol`, unchanged) and
 ``open_connection`` / ``start_server`` (the standard StreamReader / StreamWriter). Errors are
-the usual ConnectionRefusedError / ConnectionResetError / TimeoutError.
+the usual ConnectionRefusedError / ConnectionResetError / TimeoutError. TLS (``ssl=`` and
+:meth:`FastTcpStack.start_tls`), ``sendfile`` and host names (a resolver) work as asyncio's.
 
 An echo server and a client, two hosts joined by an in-process packet pipe::
 
@@ -43,14 +44,20 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from typing import Any, Callable, Optional, Tuple
+import socket
+import ssl as _ssl
+from typing import Any, Awaitable, Callable, List, Optional, Tuple
 
 from fasttcp.aio.driver import Driver
 from fasttcp.link import DatagramSocketLink, PacketIO, QueuePacketIO, UdpPacketIO  # moved
 from fasttcp.aio.streams import ClientConnectedCb
 from fasttcp.aio.streams import open_connection as _open_connection
 from fasttcp.aio.streams import start_server as _start_server
+from fasttcp.aio.streams import start_tls as _start_tls_stream
+from fasttcp.aio.tls import SslArg, check_ssl_args, make_ssl_protocol
+from fasttcp.aio.tls import start_tls as _start_tls
 from fasttcp.aio.transport import Server, TcpTransport, _Connector
+from fasttcp.aio.transport import sendfile_by_writes as _sendfile_by_writes
 from fasttcp.host.host import Host
 from fasttcp.tcp.states import State
 
@@ -58,6 +65,10 @@ __all__ = [
     "DatagramSocketLink", "Driver", "FastTcpStack", "PacketIO", "QueuePacketIO", "Server",
     "TcpTransport", "UdpPacketIO", "start",
 ]
+
+#: ``loop.getaddrinfo``'s signature: ``await resolver(host, port, family=..., type=...,
+#: proto=...)`` returns ``[(family, type, proto, canonname, sockaddr), ...]``.
+Resolver = Callable[..., Awaitable[List[Tuple[Any, ...]]]]
 
 
 class FastTcpStack(Driver):
@@ -71,14 +82,102 @@ class FastTcpStack(Driver):
     batch is done: Host.receive's ``defer_copy``; default True),
     ``max_batches`` (reads per loop turn), ``max_pending`` (packets kept when the link is
     full).
+
+    ``resolver`` looks up host names (see :attr:`resolver`); IPv4 literals never go to it.
     """
 
+    def __init__(self, host: Host, link: Any, *, resolver: Optional[Resolver] = None,
+                 **kwargs: Any) -> None:
+        super().__init__(host, link, **kwargs)
+        #: Looks up host names that are not IPv4 literals: an async callable with the
+        #: signature of ``loop.getaddrinfo`` (None: the running loop's getaddrinfo).
+        self.resolver: Optional[Resolver] = resolver
+
     async def create_connection(self, protocol_factory: Callable[[], asyncio.BaseProtocol],
-                                host: str, port: int, *, local_port: Optional[int] = None
-                                ) -> Tuple[TcpTransport, asyncio.BaseProtocol]:
-        """Open a connection to ``host`` (an IPv4 address) and ``port``; returns
+                                host: str, port: int, *, local_port: Optional[int] = None,
+                                ssl: SslArg = None, server_hostname: Optional[str] = None,
+                                ssl_handshake_timeout: Optional[float] = None,
+                                ssl_shutdown_timeout: Optional[float] = None
+                                ) -> Tuple[asyncio.Transport, asyncio.BaseProtocol]:
+        """Open a connection to ``host`` (an IPv4 address, or a name for :attr:`resolver`:
+        each IPv4 address it gives is tried in turn) and ``port``; returns
         ``(transport, protocol)`` once established. Raises ConnectionRefusedError (RST or
-        ICMP unreachable) or TimeoutError (SYN retries ran out); cancelling resets it."""
+        ICMP unreachable), TimeoutError (SYN retries ran out) or socket.gaierror (failed
+        lookup); cancelling resets it.
+
+        ``ssl`` (True or an :class:`ssl.SSLContext`), ``server_hostname`` (default: ``host``;
+        "" skips the name check), ``ssl_handshake_timeout`` and ``ssl_shutdown_timeout`` are
+        asyncio's: the transport returned then speaks TLS (module :mod:`fasttcp.aio.tls`)
+        and a failed handshake raises ssl.SSLError or, past the timeout,
+        ConnectionAbortedError."""
+        check_ssl_args(ssl, server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout)
+        if ssl and server_hostname is None:
+            server_hostname = host
+        exceptions: List[OSError] = []
+        for ip in await self._resolve(host, port):
+            try:
+                if not ssl:
+                    return await self._open_tcp(protocol_factory, ip, port, local_port)
+                return await self._open_tls(protocol_factory, ip, port, local_port, ssl,
+                                            server_hostname, ssl_handshake_timeout,
+                                            ssl_shutdown_timeout)
+            except (ConnectionRefusedError, TimeoutError) as exc:
+                exceptions.append(exc)          # the next address, as asyncio does
+        if len(exceptions) == 1 or len({str(e) for e in exceptions}) == 1:
+            raise exceptions[0]
+        raise OSError(f"Multiple exceptions: {', '.join(str(e) for e in exceptions)}")
+
+    async def _resolve(self, host: str, port: int) -> List[str]:
+        """``host`` if it is an IPv4 literal (never looked up), else the IPv4 addresses the
+        resolver gives, in its order."""
+        try:
+            return [str(ipaddress.IPv4Address(host))]
+        except ValueError:
+            pass
+        resolver = self.resolver or self.loop.getaddrinfo
+        infos = await resolver(host, port, family=socket.AF_INET, type=socket.SOCK_STREAM,
+                               proto=socket.IPPROTO_TCP)
+        ips: List[str] = []
+        for family, *_, sockaddr in infos:
+            if family == socket.AF_INET and sockaddr[0] not in ips:
+                ips.append(sockaddr[0])
+        if not ips:
+            raise OSError(f"getaddrinfo({host!r}) returned no IPv4 address")
+        return ips
+
+    async def _open_tls(self, protocol_factory: Callable[[], asyncio.BaseProtocol], ip: str,
+                        port: int, local_port: Optional[int], ssl: SslArg,
+                        server_hostname: Optional[str],
+                        ssl_handshake_timeout: Optional[float],
+                        ssl_shutdown_timeout: Optional[float]
+                        ) -> Tuple[asyncio.Transport, asyncio.BaseProtocol]:
+        """A connection with asyncio's TLS protocol on it; returns once the handshake is
+        done (asyncio's _create_connection_transport)."""
+        made: List[Any] = []
+
+        def tls_factory() -> asyncio.BaseProtocol:
+            protocol = protocol_factory()
+            waiter = self.loop.create_future()
+            tls = make_ssl_protocol(self.loop, protocol, ssl, waiter, server_side=False,
+                                    server_hostname=server_hostname,
+                                    ssl_handshake_timeout=ssl_handshake_timeout,
+                                    ssl_shutdown_timeout=ssl_shutdown_timeout)
+            made[:] = [protocol, waiter, tls._app_transport]
+            return tls
+
+        await self._open_tcp(tls_factory, ip, port, local_port)
+        protocol, waiter, app_transport = made
+        try:
+            await waiter
+        except BaseException:
+            app_transport.close()
+            raise
+        return app_transport, protocol
+
+    async def _open_tcp(self, protocol_factory: Callable[[], asyncio.BaseProtocol],
+                        host: str, port: int, local_port: Optional[int]
+                        ) -> Tuple[TcpTransport, asyncio.BaseProtocol]:
+        """The TCP connection of create_connection, to an IPv4 address."""
         self._ensure_started()
         ip = str(ipaddress.IPv4Address(host))
         # Stamp the host's clock: connect() reads it for the ISN (RFC 6528) and timers.
@@ -106,24 +205,71 @@ class FastTcpStack(Driver):
 
     async def create_server(self, protocol_factory: Callable[[], asyncio.BaseProtocol],
                             port: int, *, backlog: Optional[int] = None,
-                            start_serving: bool = True) -> Server:
+                            start_serving: bool = True,
+                            ssl: Optional[_ssl.SSLContext] = None,
+                            ssl_handshake_timeout: Optional[float] = None,
+                            ssl_shutdown_timeout: Optional[float] = None) -> Server:
         """Listen on ``port`` of the host's address; each accepted connection gets
-        ``protocol_factory()`` and a :class:`TcpTransport`."""
+        ``protocol_factory()`` and a :class:`TcpTransport`; with ``ssl`` (a server-side
+        :class:`ssl.SSLContext`), a TLS transport over it once the handshake is done."""
+        if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
+            raise TypeError(f"ssl argument must be an SSLContext or None, got {ssl!r}")
+        check_ssl_args(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)
         self._ensure_started()
-        server = Server(self, protocol_factory, port, backlog)
+        server = Server(self, protocol_factory, port, backlog, ssl=ssl,
+                        ssl_handshake_timeout=ssl_handshake_timeout,
+                        ssl_shutdown_timeout=ssl_shutdown_timeout)
         if start_serving:
             server._start_listening()
         return server
 
     async def open_connection(self, host: str, port: int, **kwargs: Any
                               ) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Like :func:`asyncio.open_connection`; ``limit`` and ``local_port`` are accepted."""
+        """Like :func:`asyncio.open_connection`; ``limit`` and the keyword arguments of
+        :meth:`create_connection` (``local_port``, ``ssl``, ``server_hostname``, ...)."""
         return await _open_connection(self, host, port, **kwargs)
 
     async def start_server(self, client_connected_cb: ClientConnectedCb, port: int,
                            **kwargs: Any) -> Server:
-        """Like :func:`asyncio.start_server`; ``limit``, ``backlog``, ``start_serving``."""
+        """Like :func:`asyncio.start_server`; ``limit`` and the keyword arguments of
+        :meth:`create_server` (``backlog``, ``start_serving``, ``ssl``, ...)."""
         return await _start_server(self, client_connected_cb, port, **kwargs)
+
+    async def start_tls(self, transport: asyncio.Transport, protocol: asyncio.BaseProtocol,
+                        sslcontext: _ssl.SSLContext, *, server_side: bool = False,
+                        server_hostname: Optional[str] = None,
+                        ssl_handshake_timeout: Optional[float] = None,
+                        ssl_shutdown_timeout: Optional[float] = None) -> asyncio.Transport:
+        """``loop.start_tls`` for this stack's transports, on any event loop (uvloop's own
+        accepts only its own transports): upgrade ``transport`` (whose protocol is
+        ``protocol``) to TLS and return the new transport for ``protocol``."""
+        return await _start_tls(transport, protocol, sslcontext, server_side=server_side,
+                                server_hostname=server_hostname,
+                                ssl_handshake_timeout=ssl_handshake_timeout,
+                                ssl_shutdown_timeout=ssl_shutdown_timeout)
+
+    async def start_tls_stream(self, writer: asyncio.StreamWriter,
+                               sslcontext: _ssl.SSLContext, *,
+                               server_hostname: Optional[str] = None,
+                               ssl_handshake_timeout: Optional[float] = None,
+                               ssl_shutdown_timeout: Optional[float] = None) -> None:
+        """``writer.start_tls(...)`` for streams of this stack, on any event loop: the
+        reader and writer go on over TLS."""
+        await _start_tls_stream(self, writer, sslcontext, server_hostname=server_hostname,
+                                ssl_handshake_timeout=ssl_handshake_timeout,
+                                ssl_shutdown_timeout=ssl_shutdown_timeout)
+
+    async def sendfile(self, transport: asyncio.Transport, file: Any, offset: int = 0,
+                       count: Optional[int] = None) -> int:
+        """``loop.sendfile`` for this stack's transports, on any event loop: a
+        :class:`TcpTransport` reads the file straight into its send buffer's free space
+        (:meth:`TcpTransport.sendfile`); a TLS transport over one gets the file through
+        ``write()`` in chunks, with drain, as asyncio's fallback does."""
+        if transport.is_closing():
+            raise RuntimeError("Transport is closing")
+        if isinstance(transport, TcpTransport):
+            return await transport.sendfile(file, offset, count)
+        return await _sendfile_by_writes(transport, file, offset, count)
 
     def close(self) -> None:
         """Close every server, reset every open connection, detach from the loop."""

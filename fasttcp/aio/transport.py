@@ -13,17 +13,23 @@ receive buffer fills and its window closes, which is the peer's flow control.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import os
+from asyncio import constants
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, Iterable, List, Optional, Set, Tuple
 
+from fasttcp.aio.tls import make_ssl_protocol
 from fasttcp.tcp.states import State
 
 if TYPE_CHECKING:  # pragma: no cover
+    import ssl as _ssl
+
     from fasttcp.aio.driver import Driver
     from fasttcp.tcp.connection import Connection
 
-__all__ = ["Server", "TcpTransport"]
+__all__ = ["Server", "TcpTransport", "sendfile_by_writes"]
 
 log = logging.getLogger("fasttcp.aio")
 
@@ -42,13 +48,41 @@ def _immutable_view(data: Any) -> bool:
     return type(data) is memoryview and type(data.obj) is bytes and data.c_contiguous
 
 
+#: Most bytes sendfile() reads at once.
+SENDFILE_CHUNK = 256 * 1024
+
+
+def _check_sendfile_params(file: Any, offset: int, count: Optional[int]) -> None:
+    """The checks of asyncio's loop.sendfile()."""
+    if "b" not in getattr(file, "mode", "b"):
+        raise ValueError("file should be opened in binary mode")
+    if not isinstance(offset, int):
+        raise TypeError(f"offset must be a non-negative integer (got {offset!r})")
+    if offset < 0:
+        raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
+    if count is not None:
+        if not isinstance(count, int):
+            raise TypeError(f"count must be a positive integer (got {count!r})")
+        if count <= 0:
+            raise ValueError(f"count must be a positive integer (got {count!r})")
+
+
+def _read_at(file: Any, fd: Optional[int], buf: memoryview, pos: int) -> int:
+    """Read into ``buf`` from ``pos``: pread on a file descriptor (the file position is
+    left alone), seek and readinto otherwise."""
+    if fd is not None:
+        return os.preadv(fd, [buf], pos)
+    file.seek(pos)
+    return file.readinto(buf) or 0
+
+
 #: Most bytes handed to data_received() per call.
 READ_CHUNK = 256 * 1024
 #: asyncio's default write-buffer limits.
 DEFAULT_HIGH_WATER = 64 * 1024
 
 
-class TcpTransport(asyncio.Transport):
+class TcpTransport(asyncio.transports._FlowControlMixin, asyncio.Transport):
     """An :class:`asyncio.Transport` over one fasttcp connection.
 
     Extra info: ``peername``, ``sockname`` (``(ip, port)`` tuples), ``fasttcp_connection``
@@ -57,7 +91,18 @@ class TcpTransport(asyncio.Transport):
     ``connection_lost(exc)`` gets None after :meth:`close` / :meth:`abort` or an orderly end,
     and the connection's error otherwise: ConnectionResetError (peer RST), TimeoutError
     (retransmissions or keepalive ran out).
+
+    TLS: ``loop.start_tls()`` accepts it on asyncio's own loops (``_start_tls_compatible``);
+    :meth:`FastTcpStack.start_tls` on any loop. ``loop.sendfile()`` takes asyncio's
+    read-and-write fallback (``_sendfile_compatible``); :meth:`sendfile` (and
+    :meth:`FastTcpStack.sendfile`) reads straight into the free space of the send buffer.
     """
+
+    # The flags asyncio's BaseEventLoop checks (start_tls, sendfile). Its sendfile fallback
+    # also wants a _FlowControlMixin (the base above: _loop and _protocol_paused, which
+    # mean the same here; this class overrides all its methods).
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.FALLBACK
 
     def __init__(self, stack: "Driver", conn: "Connection", protocol: asyncio.BaseProtocol,
                  server: Optional["Server"] = None) -> None:
@@ -67,9 +112,9 @@ class TcpTransport(asyncio.Transport):
             "fasttcp_connection": conn,
             "fasttcp_stack": stack,
             "socket": None,
-        })
+        }, loop=stack.loop)
+        self._loop: asyncio.AbstractEventLoop = stack.loop
         self._stack = stack
-        self._loop = stack.loop
         self._conn = conn
         self._protocol = protocol
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
@@ -87,6 +132,8 @@ class TcpTransport(asyncio.Transport):
         self._eof_delivered = False
         self._lost = False                 # connection_lost scheduled
         self._dropped_writes = 0
+        self._space_waiter: Optional[asyncio.Future] = None     # sendfile() waits here
+        self._sendfile_active = False
         if server is not None:
             server._attach(self)
         stack.register(conn, self)
@@ -145,10 +192,10 @@ class TcpTransport(asyncio.Transport):
         if self._lost or conn.state != State.CLOSED:
             return
         if conn.error is not None:
-            self._force_close(conn.error)
+            self._lose(conn.error)
         elif self._closing or (not self._paused and (self._eof_delivered or not conn.eof)):
             # An orderly end in both directions (and everything delivered).
-            self._force_close(None)
+            self._lose(None)
 
     def _deliver_buffered(self, proto: Any) -> None:
         """asyncio.BufferedProtocol: the engine copies straight into the protocol's buffer
@@ -189,6 +236,9 @@ class TcpTransport(asyncio.Transport):
                 return
             self._maybe_resume_protocol()
         if not wbuf:
+            waiter = self._space_waiter
+            if waiter is not None and self._conn.send_space > 0 and not waiter.done():
+                waiter.set_result(None)
             if self._eof_requested and not self._shut:
                 self._shut = True
                 self._conn.shutdown()
@@ -267,6 +317,59 @@ class TcpTransport(asyncio.Transport):
 
     def writelines(self, list_of_data: Iterable[Any]) -> None:
         self.write(b"".join(list_of_data))
+
+    async def sendfile(self, file: Any, offset: int = 0, count: Optional[int] = None) -> int:
+        """Send ``count`` bytes (all to the end when None) of the regular ``file`` (binary
+        mode) from ``offset``; returns the bytes sent, leaves the file position after them
+        (also on error), like ``loop.sendfile``. Each read fills at most the send buffer's
+        free space (and SENDFILE_CHUNK), in a worker thread, once earlier writes have all
+        reached the engine: the file is never held in memory and the protocol is never
+        paused."""
+        _check_sendfile_params(file, offset, count)
+        if self._eof_requested:
+            raise RuntimeError("Cannot call sendfile() after write_eof()")
+        if self._closing:
+            raise RuntimeError("Transport is closing")
+        if self._sendfile_active:
+            raise RuntimeError("another sendfile() is in progress")
+        self._sendfile_active = True
+        try:
+            fd: Optional[int] = file.fileno()
+        except (AttributeError, io.UnsupportedOperation):
+            fd = None
+        end = None if count is None else offset + count
+        pos = offset
+        buf = bytearray(SENDFILE_CHUNK)
+        view = memoryview(buf)
+        try:
+            while end is None or pos < end:
+                await self._send_space()
+                want = min(SENDFILE_CHUNK, max(self._conn.send_space, 1))
+                if end is not None:
+                    want = min(want, end - pos)
+                n = await self._loop.run_in_executor(None, _read_at, file, fd, view[:want],
+                                                     pos)
+                if not n:
+                    break                                   # end of file
+                if self._closing:
+                    raise ConnectionResetError("connection lost during sendfile()")
+                self.write(view[:n])      # into the send ring: its free space only grew
+                pos += n
+        finally:
+            self._sendfile_active = False
+            self._space_waiter = None
+            if pos > offset:
+                file.seek(pos)
+        return pos - offset
+
+    async def _send_space(self) -> None:
+        """Until every earlier write reached the engine and its send buffer has room."""
+        while self._wbuf or self._conn.send_space <= 0:
+            if self._closing:
+                raise ConnectionResetError("connection lost during sendfile()")
+            self._space_waiter = self._loop.create_future()
+            await self._space_waiter
+        self._space_waiter = None
 
     def write_eof(self) -> None:
         """Half-close: FIN after everything written so far; reading goes on."""
@@ -372,7 +475,7 @@ class TcpTransport(asyncio.Transport):
         self._wsize = 0
         self._conn.abort()
         self._stack.kick()
-        self._force_close(None)
+        self._lose(None)
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
@@ -389,7 +492,7 @@ class TcpTransport(asyncio.Transport):
     def _finish_close(self) -> None:
         self._conn.close()
         self._stack.kick()
-        self._force_close(None)
+        self._lose(None)
 
     def _fatal(self, exc: BaseException) -> None:
         conn = self._conn
@@ -398,9 +501,21 @@ class TcpTransport(asyncio.Transport):
         elif conn.state != State.CLOSED:
             conn.abort()
             self._stack.kick()
-        self._force_close(exc)
+        self._lose(exc)
 
     def _force_close(self, exc: Optional[BaseException]) -> None:
+        """asyncio's transport-internal contract (its TLS layer calls it on a fatal
+        error): drop buffered writes, close now, connection_lost(exc)."""
+        if self._lost:
+            return
+        self._wbuf.clear()
+        self._wsize = 0
+        if self._conn.state != State.CLOSED:
+            self._conn.close()
+            self._stack.kick()
+        self._lose(exc)
+
+    def _lose(self, exc: Optional[BaseException]) -> None:
         if self._lost:
             return
         self._lost = True
@@ -411,6 +526,10 @@ class TcpTransport(asyncio.Transport):
         self._loop.call_soon(self._call_connection_lost, exc)
 
     def _call_connection_lost(self, exc: Optional[BaseException]) -> None:
+        waiter, self._space_waiter = self._space_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc if isinstance(exc, Exception)
+                                 else ConnectionResetError("connection lost during sendfile()"))
         try:
             self._protocol.connection_lost(exc)
         finally:
@@ -451,8 +570,14 @@ class Server(asyncio.AbstractServer):
     """
 
     def __init__(self, stack: "Driver", protocol_factory: Callable[[], asyncio.BaseProtocol],
-                 port: int, backlog: Optional[int] = None) -> None:
+                 port: int, backlog: Optional[int] = None, *,
+                 ssl: Optional["_ssl.SSLContext"] = None,
+                 ssl_handshake_timeout: Optional[float] = None,
+                 ssl_shutdown_timeout: Optional[float] = None) -> None:
         self._stack = stack
+        self._ssl = ssl
+        self._ssl_handshake_timeout = ssl_handshake_timeout
+        self._ssl_shutdown_timeout = ssl_shutdown_timeout
         self._loop = stack.loop
         self._factory = protocol_factory
         self.port = port
@@ -481,6 +606,8 @@ class Server(asyncio.AbstractServer):
                 return
             try:
                 protocol = self._factory()
+                if self._ssl is not None:
+                    protocol = self._tls_protocol(protocol)
             except Exception as exc:
                 conn.abort()
                 self._loop.call_exception_handler({
@@ -495,6 +622,32 @@ class Server(asyncio.AbstractServer):
                 self._loop.call_exception_handler({
                     "message": "fasttcp: connection_made failed", "exception": exc,
                     "transport": transport, "protocol": protocol})
+
+    def _tls_protocol(self, app_protocol: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
+        """asyncio's TLS protocol around ``app_protocol``, which gets connection_made() once
+        the handshake is done. A failed handshake closes the connection; like asyncio, it is
+        reported to the exception handler only in debug mode."""
+        waiter = self._loop.create_future()
+        tls = make_ssl_protocol(self._loop, app_protocol, self._ssl, waiter, server_side=True,
+                                server_hostname=None,
+                                ssl_handshake_timeout=self._ssl_handshake_timeout,
+                                ssl_shutdown_timeout=self._ssl_shutdown_timeout)
+        app_transport = tls._app_transport
+
+        def handshake_done(fut: asyncio.Future) -> None:
+            if fut.cancelled():
+                return
+            exc = fut.exception()
+            if exc is None:
+                return
+            app_transport.close()
+            if self._loop.get_debug():
+                self._loop.call_exception_handler({
+                    "message": "Error on transport creation for incoming connection",
+                    "exception": exc, "protocol": app_protocol, "transport": app_transport})
+
+        waiter.add_done_callback(handshake_done)
+        return tls
 
     def _attach(self, transport: TcpTransport) -> None:
         self._transports.add(transport)
@@ -579,3 +732,86 @@ class Server(asyncio.AbstractServer):
     def __repr__(self) -> str:
         st = "serving" if self.is_serving() else "closed" if self._closed else "idle"
         return f"<fasttcp Server :{self.port} {st} connections={len(self._transports)}>"
+
+
+class _SendfileFlow(asyncio.Protocol):
+    """Stands in for the protocol of a transport while a file goes through its write():
+    catches pause_writing / resume_writing so the sender can wait (asyncio's
+    _SendfileFallbackProtocol, for any transport with asyncio's flow control)."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._proto = transport.get_protocol()
+        self._resume_reading = transport.is_reading()
+        high = transport.get_write_buffer_limits()[1]
+        paused = getattr(transport, "_protocol_paused",
+                         transport.get_write_buffer_size() > high)
+        self._was_paused = paused
+        self._ready: Optional[asyncio.Future] = (
+            asyncio.get_running_loop().create_future() if paused else None)
+        transport.pause_reading()
+        transport.set_protocol(self)
+
+    async def drain(self) -> None:
+        if self._transport.is_closing():
+            raise ConnectionError("Connection closed by peer")
+        if self._ready is not None:
+            await self._ready
+
+    def pause_writing(self) -> None:
+        if self._ready is None:
+            self._ready = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._ready is not None:
+            self._ready.set_result(None)
+            self._ready = None
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(exc or ConnectionError("Connection is closed by peer"))
+        self._proto.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        raise RuntimeError("Invalid state: reading should be paused")
+
+    def eof_received(self) -> Optional[bool]:
+        raise RuntimeError("Invalid state: reading should be paused")
+
+    def restore(self) -> None:
+        t = self._transport
+        t.set_protocol(self._proto)
+        if self._resume_reading:
+            t.resume_reading()
+        # The protocol's pause_writing / resume_writing calls must stay paired.
+        if self._ready is not None:
+            self._ready.cancel()
+            if not self._was_paused:
+                self._proto.pause_writing()       # type: ignore[attr-defined]
+        elif self._was_paused:
+            self._proto.resume_writing()          # type: ignore[attr-defined]
+
+
+async def sendfile_by_writes(transport: asyncio.Transport, file: Any, offset: int = 0,
+                             count: Optional[int] = None) -> int:
+    """``loop.sendfile``'s fallback for any flow-controlled transport (TLS): chunks read in
+    a worker thread go through ``write()``, each after the transport drained."""
+    _check_sendfile_params(file, offset, count)
+    loop = asyncio.get_running_loop()
+    flow = _SendfileFlow(transport)
+    sent = 0
+    try:
+        while count is None or sent < count:
+            want = SENDFILE_CHUNK if count is None else min(SENDFILE_CHUNK, count - sent)
+            await flow.drain()
+            file.seek(offset + sent)
+            chunk = await loop.run_in_executor(None, file.read, want)
+            if not chunk:
+                break
+            transport.write(chunk)
+            sent += len(chunk)
+        await flow.drain()
+    finally:
+        file.seek(offset + sent)
+        flow.restore()
+    return sent
