@@ -22,14 +22,13 @@ from typing import Any, List, Optional, Tuple
 import pytest
 import trustme
 
-from interop_util import (KERNEL, US, make_host, run_async, script_cmd, sha256_file,
-                          skip_reason, tun_netns)
-from netns_util import Background, sock_in
+from interop_util import KERNEL, US, make_host, run_async, script_cmd, sha256_file, tun_netns
+from netns_util import TUN_MARKS, Background, sock_in
 
 from fasttcp.aio import FastTcpStack, TcpTransport
 from fasttcp.cli.servers import HttpServer
 
-pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
+pytestmark = TUN_MARKS
 
 CURL = shutil.which("curl")
 needs_curl = pytest.mark.skipif(CURL is None, reason="curl is not installed")

@@ -2,11 +2,12 @@
 
 :class:`TcpTransport` implements the whole :class:`asyncio.Transport` contract on a
 :class:`fasttcp.Connection`, so any asyncio Protocol runs unchanged (an
-:class:`asyncio.BufferedProtocol` gets the data copied straight into its buffer). Writes the engine's send
-buffer does not take yet wait in the transport (``get_write_buffer_size``) and are fed as
-send space opens; above the high-water mark the protocol gets ``pause_writing()``, below
-the low-water mark ``resume_writing()``. ``pause_reading()`` stops delivery: the engine's
-receive buffer fills and its window closes, which is the peer's flow control.
+:class:`asyncio.BufferedProtocol` gets the data copied straight into its buffer). Writes the
+engine's send buffer does not take yet wait in the transport (``get_write_buffer_size``) and
+are fed as send space opens; above the high-water mark the protocol gets
+``pause_writing()``, below the low-water mark ``resume_writing()``. ``pause_reading()``
+stops delivery: the engine's receive buffer fills and its window closes, which is the peer's
+flow control.
 
 :class:`Server` is the :class:`asyncio.AbstractServer` of a listening port.
 """
