@@ -5,12 +5,15 @@ and the README's Python blocks, and rejects exactly the marked lines of
 tests/typing/rejected.py (so the stubs cannot silently decay to Any). The commands are in
 tests/typecheck.py, which .ci/run also runs on its own.
 """
+import ast
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
 import typecheck
+from fasttcp.host.settings import Settings
 
 pytest.importorskip("mypy", reason="mypy is in the test extra: pip install '.[test]'")
 
@@ -49,3 +52,14 @@ def test_mypy_strict_rejects_wrong_types(tmp_path, mypy_cache):
              for m in re.finditer(r"^.*rejected\.py:(\d+): error: .*\[([\w-]+)\]$",
                                   result.stdout, re.M)}
     assert found == expected, result.stdout + result.stderr
+
+
+def test_host_settings_keywords_match_settings():
+    """host.pyi types Host(**settings) with a TypedDict of Settings' fields: a setting
+    added to settings.py must be added there too (with the field's type)."""
+    stub = ast.parse((typecheck.package_dir() / "host" / "host.pyi").read_text())
+    cls = next(n for n in stub.body if isinstance(n, ast.ClassDef) and n.name == "_SettingsKwargs")
+    keys = [n.target.id for n in cls.body
+            if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)]
+    assert keys == [f.name for f in dataclasses.fields(Settings) if f.init], (
+        "fasttcp/host/host.pyi: _SettingsKwargs must list Settings' fields, in order")

@@ -2,9 +2,9 @@
 # Host and its Listener. Checked against the runtime by stubtest.
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import Any, Final, TypedDict, type_check_only
 
-from typing_extensions import Buffer, disjoint_base
+from typing_extensions import Buffer, Unpack, disjoint_base
 
 from fasttcp.host.settings import Settings
 from fasttcp.tcp.connection import Connection
@@ -17,6 +17,48 @@ COMPILED: Final[bool]
 MASK: Final[int]
 POOL_MAX: Final[int]
 CLOSED: Final[State]
+
+# The keyword settings of Host(): Settings' fields (fasttcp/host/settings.py), so that an
+# unknown name or a wrongly typed value is a type error as it is a runtime error.
+# tests/test_typing.py checks that the names match Settings' fields.
+@type_check_only
+class _SettingsKwargs(TypedDict, total=False):
+    mtu: int
+    mss: int | None
+    initial_rto: float
+    min_rto: float
+    max_rto: float
+    msl: float
+    rcv_buf: int
+    snd_buf: int
+    send_ref_min: int
+    nodelay: bool
+    delayed_ack: float
+    keepalive: float | None
+    keepalive_interval: float
+    keepalive_probes: int
+    max_retries: int
+    syn_retries: int
+    backlog: int
+    syn_backlog: int
+    max_connections: int
+    max_time_wait: int
+    max_ooo_holes: int
+    window_scaling: bool
+    timestamps: bool
+    sack: bool
+    dsack: bool
+    syn_cookies: bool | str
+    frag_max_bytes: int
+    frag_max_datagrams: int
+    frag_timeout: float
+    challenge_ack_limit: int
+    invalid_ack_interval: float
+    gso_max: int
+    ttl: int
+    congestion: str | type[Any]
+    isn_secret: bytes | None
+    ephemeral_ports: tuple[int, int]
 
 class Listener:
     """A listening port: a queue of half-open connections and a backlog of accepted ones."""
@@ -52,7 +94,7 @@ class Host(HostServices):
     def fast_segments_in(self) -> int: ...
     # Instance attributes (the instance __dict__).
     split_tx: bool
-    def __init__(self, address: str, **settings: Any) -> None: ...
+    def __init__(self, address: str, **settings: Unpack[_SettingsKwargs]) -> None: ...
     def advance_clock(self, now: float) -> None: ...
     def receive(self, packets: Iterable[Buffer], now: float, parse_flags: int = 0,
                 defer_copy: bool = False) -> None: ...

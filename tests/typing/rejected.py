@@ -24,6 +24,8 @@ checksum("text")  # E: arg-type
 SendRing("big")  # E: arg-type
 conn.no_such_method()  # E: attr-defined
 print(host.no_such_attribute)  # E: attr-defined
+fasttcp.Host("10.0.0.3", mtu="9000")  # E: arg-type
+fasttcp.Host("10.0.0.3", no_such_setting=1)  # E: call-arg
 
 # Correct uses: no errors here.
 sent: int = conn.send(b"x") + conn.send(memoryview(b"x")) + conn.send(bytearray(b"x"))
@@ -32,3 +34,4 @@ rto: float = ok_info.rto
 accepted: fasttcp.Connection | None = listener.accept()
 host.receive(host.transmit(0.0), 0.0)
 counts: dict[str, int] = host.stats()
+tuned = fasttcp.Host("10.0.0.4", mtu=9000, initial_rto=1, keepalive=None, congestion="cubic")
