@@ -2,14 +2,17 @@
 # Python can see (`cdef public` / `cdef readonly` in tcb.pxd) and Tcb's Python methods.
 # Checked against the runtime by stubtest (see .ci/stubtest-allowlist.txt).
 from enum import IntEnum
-from typing import Any, Final
+from typing import Final
 
 from typing_extensions import disjoint_base
 
 from fasttcp.host.host import Listener
 from fasttcp.host.settings import Settings
+from fasttcp.tcp.congestion import CongestionControl
+from fasttcp.tcp.errors import TcpError
 from fasttcp.tcp.host_services import HostServices
 from fasttcp.tcp.rtt import RttEstimator
+from fasttcp.wire._wire import SplitPacket
 
 COMPILED: Final[bool]
 
@@ -45,7 +48,7 @@ class Tcb:
     passive: bool
     user_closed: bool
     listener: Listener | None  # set for passive opens until accepted
-    error: BaseException | None
+    error: TcpError | None  # what ended the connection
     soft_error: tuple[int, int] | None
     created_at: float
     # --- send sequence space (offsets from ISS) ---
@@ -94,7 +97,7 @@ class Tcb:
     dsack_end: int
     gso_max: int
     # --- congestion control and loss recovery ---
-    cc: Any  # a fasttcp.tcp.congestion.CongestionControl (or a user's duck-typed policy)
+    cc: CongestionControl
     in_recovery: bool
     dupacks: int
     recover: int
@@ -116,4 +119,4 @@ class Tcb:
 
     def build_syn(self, ack: bool, window: int, opts: int, now: float) -> bytes: ...
     def ts_now(self, now: float) -> int: ...
-    def output_data(self, now: float, out: list[Any]) -> int: ...
+    def output_data(self, now: float, out: list[bytes | SplitPacket]) -> int: ...
