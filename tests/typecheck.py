@@ -6,7 +6,8 @@
 
 Both run in a scratch directory against whatever ``fasttcp`` the interpreter imports: the
 installed package in CI (its packaged stubs), the worktree's build with
-``PYTHONPATH=$PWD``. Run as a script (``.ci/run`` does) or through tests/test_typing.py.
+``PYTHONPATH=$PWD``. Run as a script (``.ci/run`` does) or through tests/test_typing.py;
+``--print-enums`` prints the compiled enums' members as stub lines.
 """
 from __future__ import annotations
 
@@ -65,7 +66,21 @@ def mypy_examples_and_readme(work: str, cache_dir: str) -> subprocess.CompletedP
     return mypy(paths, work, cache_dir)
 
 
+def print_enums() -> None:
+    """The members of the compiled modules' enums as stub lines, to paste into the .pyi
+    when a .pxd gains a counter, event or state (stubtest reports the difference)."""
+    import importlib
+    for module, name in (("fasttcp.tcp.host_services", "Count"),
+                         ("fasttcp.tcp.transitions", "TcpEvent"), ("fasttcp.tcp.tcb", "TcpState")):
+        print(f"# {module.replace('.', '/')}.pyi, class {name}:")
+        for member in getattr(importlib.import_module(module), name):
+            print(f"    {member.name} = {member.value}")
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--print-enums"]:
+        print_enums()
+        return 0
     failed = 0
     with tempfile.TemporaryDirectory() as work:
         for name, result in (("stubtest", stubtest(work)),
