@@ -48,7 +48,12 @@ def _run(args: list[str], cwd: str) -> subprocess.CompletedProcess[str]:
 
 
 def stubtest(cwd: str) -> subprocess.CompletedProcess[str]:
-    return _run(["mypy.stubtest", "--allowlist", str(ALLOWLIST), *compiled_modules()], cwd)
+    args = ["mypy.stubtest", "--allowlist", str(ALLOWLIST)]
+    if sys.version_info >= (3, 12):
+        # The allowlist's SplitPacket.__buffer__ entries are for Pythons without PEP 688's
+        # __buffer__; from 3.12 the runtime has it and those entries go unused.
+        args.append("--ignore-unused-allowlist")
+    return _run(args + compiled_modules(), cwd)
 
 
 def mypy(paths: list[str], cwd: str, cache_dir: str) -> subprocess.CompletedProcess[str]:
