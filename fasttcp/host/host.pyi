@@ -1,0 +1,109 @@
+# Type stub for the compiled module fasttcp.host.host (host.pyx / host.pxd): the sans-IO
+# Host and its Listener. Checked against the runtime by stubtest.
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, Final, TypedDict, type_check_only
+
+from typing_extensions import Buffer, Unpack, disjoint_base
+
+from fasttcp.host.settings import Settings
+from fasttcp.tcp.connection import Connection
+from fasttcp.tcp.host_services import COUNT_NAMES as COUNT_NAMES
+from fasttcp.tcp.host_services import HostServices
+from fasttcp.tcp.states import State
+from fasttcp.wire._wire import SplitPacket
+
+COMPILED: Final[bool]
+MASK: Final[int]
+POOL_MAX: Final[int]
+CLOSED: Final[State]
+
+# The keyword settings of Host(): Settings' fields (fasttcp/host/settings.py), so that an
+# unknown name or a wrongly typed value is a type error as it is a runtime error.
+# tests/test_typing.py checks that the names match Settings' fields.
+@type_check_only
+class _SettingsKwargs(TypedDict, total=False):
+    mtu: int
+    mss: int | None
+    initial_rto: float
+    min_rto: float
+    max_rto: float
+    msl: float
+    rcv_buf: int
+    snd_buf: int
+    send_ref_min: int
+    nodelay: bool
+    delayed_ack: float
+    keepalive: float | None
+    keepalive_interval: float
+    keepalive_probes: int
+    max_retries: int
+    syn_retries: int
+    backlog: int
+    syn_backlog: int
+    max_connections: int
+    max_time_wait: int
+    max_ooo_holes: int
+    window_scaling: bool
+    timestamps: bool
+    sack: bool
+    dsack: bool
+    syn_cookies: bool | str
+    frag_max_bytes: int
+    frag_max_datagrams: int
+    frag_timeout: float
+    challenge_ack_limit: int
+    invalid_ack_interval: float
+    gso_max: int
+    ttl: int
+    congestion: str | type[Any]
+    isn_secret: bytes | None
+    ephemeral_ports: tuple[int, int]
+
+class Listener:
+    """A listening port: a queue of half-open connections and a backlog of accepted ones."""
+
+    host: Host
+    port: int
+    backlog: int
+    syn_queue: set[Connection]
+    accept_queue: deque[Connection]
+    closed: bool
+    cookies_until: float
+    def __init__(self, host: Host, port: int, backlog: int) -> None: ...
+    def accept(self) -> Connection | None: ...
+    def close(self) -> None: ...
+    def __len__(self) -> int: ...
+
+@disjoint_base
+class Host(HostServices):
+    """A user-space TCP/IP host for one IPv4 address, driven by receive / transmit /
+    poll_at (sans-IO)."""
+
+    settings: Settings
+    address: str
+    # None, or a callable(conn, old State, new State) told of every state change.
+    state_observer: Callable[[Connection, State, State], object] | None
+    @property
+    def packets_in(self) -> int: ...
+    @property
+    def packets_out(self) -> int: ...
+    @property
+    def segments_in(self) -> int: ...
+    @property
+    def fast_segments_in(self) -> int: ...
+    # Instance attributes (the instance __dict__).
+    split_tx: bool
+    def __init__(self, address: str, **settings: Unpack[_SettingsKwargs]) -> None: ...
+    def advance_clock(self, now: float) -> None: ...
+    def receive(self, packets: Iterable[Buffer], now: float, parse_flags: int = 0,
+                defer_copy: bool = False) -> None: ...
+    def settle(self) -> None: ...
+    def transmit(self, now: float) -> list[bytes | SplitPacket]: ...
+    def poll_at(self) -> float | None: ...
+    def listen(self, port: int, backlog: int | None = None) -> Listener: ...
+    def connect(self, remote: tuple[str, int], local_port: int | None = None,
+                now: float | None = None) -> Connection: ...
+    def connections(self) -> list[Connection]: ...
+    def stats(self) -> dict[str, int]: ...
+    def pop_ready(self) -> set[Connection | Listener]: ...

@@ -1,0 +1,56 @@
+# Type stub for the compiled module fasttcp.tcp.host_services (host_services.pyx/.pxd).
+# The interface's methods are C-only (cdef): Python sees the class, its two readonly
+# fields and the Count enum. Checked against the runtime by stubtest.
+from enum import IntEnum
+from typing import Final
+
+from typing_extensions import disjoint_base
+
+COMPILED: Final[bool]
+# Counter names for Host.stats(), by Count value (the names without COUNT_, lower case).
+COUNT_NAMES: Final[tuple[str, ...]]
+
+class Count(IntEnum):
+    """The events a connection counts in Host.stats()."""
+
+    COUNT_DROP_BAD_ACK = 0
+    COUNT_DROP_MISSING_TIMESTAMP = 1
+    COUNT_DROP_PAWS = 2
+    COUNT_DROP_OUT_OF_WINDOW = 3
+    COUNT_DROP_ACK_UNSENT = 4
+    COUNT_DROP_ACK_TOO_OLD = 5
+    COUNT_DROP_OOO_HOLE_LIMIT = 6
+    COUNT_SYNS_OUT = 7
+    COUNT_SYN_ACKS_OUT = 8
+    COUNT_FINS_OUT = 9
+    COUNT_RSTS_OUT = 10
+    COUNT_PURE_ACKS_OUT = 11
+    COUNT_RETRANSMITTED_SEGMENTS = 12
+    COUNT_KEEPALIVE_PROBES = 13
+    COUNT_WINDOW_PROBES = 14
+    COUNT_CHALLENGE_ACKS_OUT = 15
+    COUNT_CHALLENGE_ACKS_SUPPRESSED = 16
+    COUNT_INVALID_ACKS_SUPPRESSED = 17
+    COUNT_RST_IN = 18
+    COUNT_OOO_SEGMENTS_IN = 19
+    COUNT_HOLE_FILLS_IN = 20
+    COUNT_TRIMMED_TO_WINDOW = 21
+    COUNT_TS_RECENT_EXPIRED = 22
+    COUNT_FAST_RETRANSMITS = 23
+    COUNT_SACK_RECOVERIES = 24
+    COUNT_TIMEOUTS = 25
+    COUNT_FIN_WAIT_2_ORPHANS = 26
+    COUNT_TIME_WAIT_OVERFLOW = 27
+    COUNT_ICMP_IGNORED_SEQ = 28
+    COUNT_ICMP_SOFT_ERRORS = 29
+    COUNT_PMTU_UPDATES = 30
+    COUNT_KINDS = 31
+
+@disjoint_base
+class HostServices:
+    """What a connection may ask of its host; implemented by fasttcp.host.host.Host."""
+
+    @property
+    def now(self) -> float: ...
+    @property
+    def address_int(self) -> int: ...
