@@ -51,6 +51,7 @@ def test_unknown_names_are_a_type_error():
     ("mtu", 1500.0), ("rcv_buf", "1M"), ("backlog", True), ("gso_max", None),
     ("min_rto", "0.2"), ("keepalive_interval", None), ("frag_timeout", True),
     ("nodelay", 1), ("sack", "yes"), ("timestamps", None), ("mss", 1460.0),
+    ("mtu_probing", True), ("mtu_probing", 1.0),
 ])
 def test_field_types_are_checked(name, value):
     with pytest.raises(ValueError, match=f"^{name} must be"):
@@ -144,6 +145,17 @@ def test_gso_max(value):
 def test_gso_max_valid_values():
     assert Settings(gso_max=0).gso_max == 0
     assert Settings(gso_max=65000).gso_max == 65000
+
+
+@pytest.mark.parametrize("value", [-1, 2, 3])
+def test_mtu_probing(value):
+    with pytest.raises(ValueError, match="mtu_probing must be 0 \\(off\\) or 1"):
+        Settings(mtu_probing=value)
+
+
+def test_mtu_probing_valid_values():
+    assert Settings().mtu_probing == 0              # off by default, as Linux's sysctl
+    assert Settings(mtu_probing=1).mtu_probing == 1
 
 
 @pytest.mark.parametrize("value, message", [

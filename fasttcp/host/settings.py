@@ -104,6 +104,14 @@ class Settings:
     #: Largest TCP super-segment (bytes) handed to a link with segmentation offload (a
     #: TunLink with offload cuts it into MTU-sized packets); 0 sends MSS-sized packets.
     gso_max: int = 0
+    #: Path MTU black-hole detection (RFC 4821's answer to a full-stop timeout, as Linux's
+    #: tcp_mtu_probing): 0 off (Linux's default), 1 on: when full-sized segments keep
+    #: timing out (more than tcp_retries1 = 3 timeouts in a row) and no ICMP frag-needed
+    #: came, the send MSS falls to Linux's tcp_base_mss (1024), then halves with each
+    #: further timeout (not below 48, tcp_mtu_probe_floor); counted as
+    #: ``pmtu_black_holes``. Off by default as in Linux: nothing probes back up, so on a
+    #: merely lossy path it would cost throughput for the rest of the connection.
+    mtu_probing: int = 0
     #: IPv4 TTL of packets we send.
     ttl: int = 64
     #: Congestion control policy: a name ("cubic", RFC 9438; "newreno", RFC 5681 + 6582)
@@ -207,6 +215,9 @@ class Settings:
                              f"got {self.frag_max_bytes}, {self.frag_max_datagrams}")
         if not self.frag_timeout > 0:
             raise ValueError(f"frag_timeout must be > 0 s, got {self.frag_timeout}")
+        if self.mtu_probing not in (0, 1):
+            raise ValueError(f"mtu_probing must be 0 (off) or 1 (black-hole detection), "
+                             f"got {self.mtu_probing!r}")
         # Segmentation offload: an IPv4 packet is at most 65535 bytes.
         if not 0 <= self.gso_max <= 65535:
             raise ValueError(f"gso_max must be 0 (off) or up to 65535 bytes, got {self.gso_max}")

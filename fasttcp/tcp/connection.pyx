@@ -32,7 +32,8 @@ from fasttcp.tcp.host_services cimport (
     COUNT_DROP_OOO_HOLE_LIMIT, COUNT_DROP_OUT_OF_WINDOW, COUNT_DROP_PAWS,
     COUNT_FAST_RETRANSMITS, COUNT_FIN_WAIT_2_ORPHANS, COUNT_HOLE_FILLS_IN,
     COUNT_ICMP_IGNORED_SEQ, COUNT_ICMP_SOFT_ERRORS, COUNT_INVALID_ACKS_SUPPRESSED,
-    COUNT_KEEPALIVE_PROBES, COUNT_OOO_SEGMENTS_IN, COUNT_PMTU_UPDATES, COUNT_PURE_ACKS_OUT,
+    COUNT_KEEPALIVE_PROBES, COUNT_OOO_SEGMENTS_IN, COUNT_PMTU_BLACK_HOLES,
+    COUNT_PMTU_UPDATES, COUNT_PURE_ACKS_OUT,
     COUNT_RST_IN, COUNT_RSTS_OUT, COUNT_SACK_RECOVERIES, COUNT_SYN_ACKS_OUT,
     COUNT_SYNS_OUT, COUNT_TIME_WAIT_OVERFLOW, COUNT_TIMEOUTS, COUNT_TRIMMED_TO_WINDOW,
     COUNT_TS_RECENT_EXPIRED, COUNT_WINDOW_PROBES)
@@ -57,6 +58,14 @@ cpdef enum:
     TS_OPTION_SPACE = 12        # NOP NOP + the 10-byte timestamps option, on every segment
     DEFAULT_PEER_MSS = 536      # RFC 9293 3.7.1 / RFC 6691: when the SYN has no MSS option
     MAX_WSCALE = 14             # RFC 7323 2.3
+    # Path MTU (RFC 1191, RFC 4821), with Linux's values: the smallest next-hop MTU a
+    # frag-needed may set (ip_rt_min_pmtu); for black-hole detection (tcp_mtu_probing=1)
+    # the timeouts before it acts (tcp_retries1), the MSS it first falls to
+    # (tcp_base_mss) and the floor of its halving (tcp_mtu_probe_floor).
+    MIN_PMTU = 552
+    BLACK_HOLE_RETRIES = 3
+    BASE_MSS = 1024
+    MTU_PROBE_FLOOR = 48
 
 
 cdef inline int64_t _sdiff(int64_t a, int64_t b) noexcept:
@@ -988,7 +997,7 @@ cdef class Connection(Tcb):
 
     def _next_seg(self):
         """NextSeg (RFC 6675 section 4): (offset, length, is_retransmission) or None."""
-        mss = self.mss
+        mss = self.mss_now()                    # its SACK blocks come out of its payload
         lost_edge = self._lost_boundary()
         start, hole_end = self._unsacked_from(max(self._high_rxt, self.snd_una))
         # (1) the first unSACKed hole above HighRxt that IsLost() says is lost
@@ -1143,16 +1152,20 @@ cdef class Connection(Tcb):
             self.host.count(COUNT_ICMP_IGNORED_SEQ)
             return
         if icmp_type == 3 and code == 4:
-            # Fragmentation needed (RFC 1191): shrink the MSS; never below 536 + 40 = 576
-            # bytes' worth of datagram (RFC 1191 section 3 plateau floor used by Linux: 552).
-            new_mss = max(mtu - 40, 536) if mtu else self.mss
+            # Fragmentation needed (RFC 1191): the next-hop MTU, never below Linux's
+            # min_pmtu (552), less the IP and TCP headers and the options every segment
+            # carries (timestamps, RFC 7323; RFC 9293 3.7.1), as Linux's tcp_mtu_to_mss.
+            # One that would not lower the MSS is ignored (RFC 1191 section 3).
+            if not mtu:
+                return
+            pmtu = max(mtu, MIN_PMTU)
+            new_mss = pmtu - 40 - (TS_OPTION_SPACE if self.ts_ok else 0)
             if new_mss < self.mss:
-                self.mss = new_mss
-                self.gso_max = 0
-                self._set_ref_min()
-                self.mss_limit = min(self.mss_limit, new_mss)
-                self.cc.set_mss(new_mss)
-                self.snd_nxt = self.snd_una          # resend at the new size
+                self.mss_limit = min(self.mss_limit, pmtu - 40)
+                self._set_send_mss(new_mss)
+                # Resend at once at the new size what was in flight: the packets were
+                # dropped (Linux's tcp_simple_retransmit).
+                self.snd_nxt = self.snd_una
                 self._rtt_off = None
                 self.host.count(COUNT_PMTU_UPDATES)
                 self.host.wake(self)
@@ -1164,6 +1177,15 @@ cdef class Connection(Tcb):
             return
         self.soft_error = (icmp_type, code)       # reported if the connection times out
         self.host.count(COUNT_ICMP_SOFT_ERRORS)
+
+    def _set_send_mss(self, new_mss: int) -> None:
+        """Lower the send MSS (path MTU discovery, black-hole detection): no more TSO
+        super-segments cut for the link's MTU, and congestion control counts the new
+        size."""
+        self.mss = new_mss
+        self.gso_max = 0
+        self._set_ref_min()
+        self.cc.set_mss(new_mss)
 
     # ===================================================================================
     # Timers
@@ -1211,6 +1233,15 @@ cdef class Connection(Tcb):
             return
         if self.st in (S_SYN_SENT, S_SYN_RECEIVED):
             self._syn_retransmitted = True
+        elif (self.settings.mtu_probing and self.retries > BLACK_HOLE_RETRIES
+              and min(self.snd_max, self._data_end()) - self.snd_una >= self.mss):
+            # Black-hole detection (RFC 4821's full-stop timeout; Linux tcp_mtu_probing=1,
+            # tcp_write_timeout): full-sized segments time out beyond tcp_retries1 with no
+            # frag-needed: first tcp_base_mss, then half the MSS each further timeout.
+            new_mss = BASE_MSS if self.mss > BASE_MSS else max(self.mss // 2, MTU_PROBE_FLOOR)
+            if new_mss < self.mss:
+                self._set_send_mss(new_mss)
+                self.host.count(COUNT_PMTU_BLACK_HOLES)
         # RFC 6298 5.4-5.6 and RFC 5681 eq. 4: back off, shrink cwnd, go back to SND.UNA.
         self.rtt.backoff()
         if self.ts_ok:
@@ -1324,7 +1355,7 @@ cdef class Connection(Tcb):
         if self._pending_rtx:                      # fast retransmit / partial ACK
             self._pending_rtx = False
             if self.snd_una < self.snd_max:
-                n = max(0, min(self.mss, self._data_end() - self.snd_una))
+                n = max(0, min(self.mss_now(), self._data_end() - self.snd_una))
                 self._send_segment(self.snd_una, n, now, out, True)
                 sent = True
         if self._probe:                            # zero-window probe: one byte

@@ -49,6 +49,8 @@ cpdef enum Count:
     COUNT_ICMP_IGNORED_SEQ
     COUNT_ICMP_SOFT_ERRORS
     COUNT_PMTU_UPDATES
+    # path MTU: segment sizes and black-hole detection (RFC 4821, Linux tcp_mtu_probing)
+    COUNT_PMTU_BLACK_HOLES              # MSS lowered after repeated timeouts
     COUNT_KINDS                         # how many there are (not a counter)
 
 

@@ -134,6 +134,8 @@ cdef class Tcb:
     cdef object build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n,
                      bint from_ring, double now)
     cdef int add_sack_blocks(self, TcpOut* t) noexcept
+    cdef int sack_space(self) noexcept
+    cdef int mss_now(self) noexcept
     cpdef bytes build_syn(self, bint ack, uint16_t window, int opts, double now)
     cdef int send_range(self, uint64_t off, uint64_t n, double now, list out,
                         bint retransmit) except -1

@@ -8,7 +8,7 @@ _fastpath.pyx.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.ref cimport PyObject
-from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset
 
 from fasttcp.storage._reasm cimport Reassembler
@@ -81,6 +81,32 @@ cdef class Tcb:
         t.opt_present |= OPT_SACK
         return k
 
+    cdef int sack_space(self) noexcept:
+        """Bytes the SACK option takes on our next segment with ACK: two NOPs, kind,
+        length and 8 per block (RFC 2018 3), as many blocks as add_sack_blocks reports and
+        the 40 bytes of option space hold; 0 when none is due."""
+        cdef Py_ssize_t k = 0, room
+        if not self.sack_ok:
+            return 0
+        if self.dsack_end:
+            k = 1
+        if self._reasm is not None:
+            k += self._reasm.nruns
+        if k == 0:
+            return 0
+        room = (40 - (12 if self.ts_ok else 0) - 4) // 8     # as tcp_options_len
+        if k > room:
+            k = room
+        return <int>(4 + 8 * k)
+
+    cdef int mss_now(self) noexcept:
+        """The payload of a full-sized data segment sent now: the MSS (which already
+        leaves room for the timestamps every segment carries) less the SACK blocks this
+        segment's ACK will carry. RFC 9293 3.7.1: the options of that very segment count
+        against the MTU; Linux's tcp_current_mss shrinks the payload the same way."""
+        cdef int m = self.mss - self.sack_space()
+        return m if m > 0 else 1
+
     cdef uint32_t tsval_at(self, double now) noexcept:
         """Our TSval at `now`: a 1 ms clock plus the connection's random offset (RFC 7323
         5.4), modulo 2**32."""
@@ -109,7 +135,7 @@ cdef class Tcb:
         super-segment for a host whose link writes scatter lists (``host.split_tx``) is
         a SplitPacket: the headers, then views of the send ring (no copy)."""
         cdef TcpOut t
-        cdef Py_ssize_t total, olen, n1, n2
+        cdef Py_ssize_t total, olen, n1, n2, budget
         cdef bytes pkt
         cdef unsigned char* p
         cdef const unsigned char* p1
@@ -125,6 +151,16 @@ cdef class Tcb:
         if self.sack_ok and flags & TH_ACK and not flags & TH_RST:
             self.add_sack_blocks(&t)
         olen = tcp_options_len(&t)
+        if t.nsack and n <= self.mss:
+            # Never above the path MTU (RFC 9293 3.7.1): the senders cut data by mss_now(),
+            # so this only trims SACK blocks of a segment cut before they were due.
+            budget = self.mss + (12 if self.ts_ok else 0) - n     # option room left
+            if olen > budget:
+                budget -= 12 if t.opt_present & OPT_TS else 0
+                t.nsack = <uint8_t>((budget - 4) // 8 if budget >= 12 else 0)
+                if t.nsack == 0:
+                    t.opt_present &= ~OPT_SACK
+                olen = tcp_options_len(&t)
         total = 40 + olen + n
         self.fill_header(&t, off, flags, window)
         if n > self.mss:
@@ -240,14 +276,18 @@ cdef class Tcb:
         cdef bint nodelay = self.nodelay or fin_queued   # a FIN-carrying tail skips Nagle
         cdef object cwnd_obj = self.cc.cwnd
         cdef uint64_t cwnd = (cwnd_obj if cwnd_obj > 0 else 0) + self.cwnd_bonus
-        cdef uint64_t nxt, avail, usable, wnd, n, mss = self.mss
-        cdef uint64_t seg_max = mss
+        cdef uint64_t nxt, avail, usable, wnd, n, mss
+        cdef uint64_t seg_max
         cdef int sent = 0
-        if self.gso_max > mss:
-            # TSO: one super-segment carries as many MSS-sized segments as fit 64 KiB; the
-            # link (kernel) cuts it, so the wire sees ordinary segments.
-            seg_max = (self.gso_max // mss) * mss
         while True:
+            # The segment's own SACK blocks come out of its payload (mss_now): the first
+            # segment may carry a D-SACK the next ones do not.
+            mss = seg_max = <uint64_t>self.mss_now()
+            if self.gso_max > mss:
+                # TSO: one super-segment carries as many MSS-sized segments as fit 64 KiB;
+                # the link (kernel) cuts it by the MTU less these very headers, so the wire
+                # sees ordinary segments of this size.
+                seg_max = (self.gso_max // mss) * mss
             nxt = self.snd_nxt
             avail = data_end - nxt if data_end > nxt else 0
             if avail > 0:
