@@ -192,3 +192,22 @@ def test_host_reports_invalid_settings():
         Host("10.0.0.1", keepalive_probes=0)
     with pytest.raises(TypeError, match="unknown setting"):
         Host("10.0.0.1", keepalive_count=3)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"quick_acks": -1}, "quick_acks must be 0..1024"),
+    ({"quick_acks": 1025}, "quick_acks must be 0..1024"),
+    ({"quick_acks": 2.0}, "quick_acks must be an int"),
+    ({"min_mss": 0}, "min_mss must be 1..65495 bytes"),
+    ({"min_mss": 65496}, "min_mss must be 1..65495 bytes"),
+    ({"min_mss": None}, "min_mss must be an int"),
+])
+def test_ack_policy_and_min_mss(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Settings(**kwargs)
+
+
+def test_ack_policy_and_min_mss_defaults():
+    s = Settings()
+    assert (s.quick_acks, s.min_mss) == (16, 48)        # Linux's TCP_MAX_QUICKACKS, 48
+    assert Settings(quick_acks=0, min_mss=1).quick_acks == 0

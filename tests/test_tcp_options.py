@@ -174,8 +174,9 @@ def test_tsecr_echoes_ts_recent_with_delayed_acks_holes_and_batches():
     """RFC 7323 4.3: TS.Recent takes SEG.TSval only when SEG.SEQ <= Last.ACK.sent, so a
     delayed ACK echoes the *earliest* unacknowledged segment; ACKs of out-of-order data echo
     the last in-sequence one; the ACK of the segment that fills the hole echoes that
-    segment (case B of 4.3). Our data carries TSecr = TS.Recent as well."""
-    ctx = ts_passive_open()
+    segment (case B of 4.3). Our data carries TSecr = TS.Recent as well. (Delayed ACKs
+    from the first segment on: no quick ACKs.)"""
+    ctx = ts_passive_open(quick_acks=0)
     p, c = ctx.p, ctx.c
     seg = b"d" * MSS_TS
     # Two full segments, separate arrivals: the ACK of both echoes the first (110).
@@ -197,7 +198,7 @@ def test_tsecr_echoes_ts_recent_with_delayed_acks_holes_and_batches():
     # last in-sequence segment), SACKing segment 7.
     blk = (ctx.r(1 + 6 * MSS_TS), ctx.r(1 + 7 * MSS_TS))
     ack, = ctx.send("A", 1 + 6 * MSS_TS, 150, seg, at=4.0)
-    assert ack.ts[:5] == ("A", ctx.s(1), ctx.r(1 + 5 * MSS_TS), (BIG - 5 * MSS_TS) >> 5, 0)
+    assert ack.ts[:5] == ("A", ctx.s(1), ctx.r(1 + 5 * MSS_TS), (BIG - 5 * MSS_TS + 31) >> 5, 0)
     assert ack.opts == ts_opts(ctx.tsv(4.0), 130, sack=[blk])
     # Segment 6 retransmitted with TSval 160 fills the hole: its TSval is echoed.
     ack, = ctx.send("A", 1 + 5 * MSS_TS, 160, seg, at=4.2)
@@ -206,7 +207,7 @@ def test_tsecr_echoes_ts_recent_with_delayed_acks_holes_and_batches():
     ctx.send("A", 1 + 7 * MSS_TS, 170, ack=1, at=5.0)
     c.send(b"reply")
     out, = p.tick(5.1)
-    assert out.ts == ("PA", ctx.s(1), ctx.r(1 + 7 * MSS_TS), (BIG - 7 * MSS_TS) >> 5, 5,
+    assert out.ts == ("PA", ctx.s(1), ctx.r(1 + 7 * MSS_TS), (BIG - 7 * MSS_TS + 31) >> 5, 5,
                       ts_opts(ctx.tsv(5.1), 170))
     assert c.recv(1 << 20) == seg * 7
 

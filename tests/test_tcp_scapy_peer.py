@@ -100,11 +100,10 @@ def test_full_connection_against_scapy():
     info = conn.info()
     assert (info.mss, info.snd_wnd, info.snd_wscale) == (1400, 229 << 3, 3)
 
-    # --- Data from scapy: acknowledged after the delayed-ACK timer (40 ms).
+    # --- Data from scapy: the first data of a connection is ACKed at once (a quick ACK,
+    # as Linux's quickack mode), not after the delayed-ACK timer.
     msg = b"GET / HTTP/1.0\r\n\r\n"
-    assert peer.send(ip() / tcp("PA", PEER_ISN + 1, iss + 1) / Raw(msg), at=0.1) == []
-    when, (ack,) = peer.next_timer()
-    assert when == pytest.approx(0.14)
+    ack, = peer.send(ip() / tcp("PA", PEER_ISN + 1, iss + 1) / Raw(msg), at=0.1)
     a = ack[TCP]
     assert (str(a.flags), a.seq, a.ack) == ("A", iss + 1, PEER_ISN + 1 + len(msg))
     assert a.window == ((1 << 20) - len(msg)) >> 5 and Raw not in ack
@@ -217,3 +216,59 @@ def test_scapy_ping():
     i = rep[ICMP]
     assert (i.type, i.code, i.id, i.seq) == (0, 0, 0x77, 3)
     assert rep[Raw].load == b"abcdefgh" * 8
+
+
+# --- The receive side (window edge, minimum MSS, ACK policy) against scapy's segments. ---
+
+def _scapy_established(peer: ScapyPeer, syn_options) -> tuple:
+    """A passive open from a scapy SYN with `syn_options`; returns (conn, iss)."""
+    lst = peer.host.listen(HOST_PORT)
+    sa, = peer.send(ip() / tcp("S", PEER_ISN, window=65535, options=syn_options), at=0.0)
+    iss = sa[TCP].seq
+    assert peer.send(ip() / tcp("A", PEER_ISN + 1, iss + 1, window=65535), at=0.05) == []
+    conn = lst.accept()
+    assert conn.state == State.ESTABLISHED
+    return conn, iss
+
+
+def test_scapy_unscaled_window_edge_is_the_advertised_65535():
+    """A peer without window scaling is offered 65535: data and RSTs past that edge are
+    outside the window (RFC 9293 3.10.7.4), the data dropped with an ACK, the RST silently."""
+    peer = ScapyPeer(sack=True)
+    conn, iss = _scapy_established(peer, [("MSS", 1460), ("SAckOK", b"")])
+    assert conn.info().rcv_wnd == 65535
+    far = ip() / tcp("A", PEER_ISN + 1 + 100_000, iss + 1) / Raw(b"z" * 500)
+    ack, = peer.send(far, at=0.1)
+    a = ack[TCP]
+    assert (str(a.flags), a.ack, a.window) == ("A", PEER_ISN + 1, 65535)
+    assert "SAck" not in tcp_options(ack)
+    assert peer.send(ip() / tcp("R", PEER_ISN + 1 + 65700), at=0.2) == []
+    assert conn.state == State.ESTABLISHED
+    assert peer.host.stats()["drop_out_of_window"] == 2
+
+
+def test_scapy_peer_mss_1_gets_48_byte_segments():
+    """MSS 1 in the SYN: clamped to 48 bytes of payload (Linux's tcp_min_snd_mss)."""
+    peer = ScapyPeer(nodelay=True)
+    conn, iss = _scapy_established(peer, [("MSS", 1)])
+    assert conn.info().mss == 48
+    conn.send(b"s" * 200)
+    segs = peer.collect(0.1)
+    assert [len(s[Raw].load) for s in segs] == [48, 48, 48, 48, 8]
+
+
+def test_scapy_ack_policy_quick_ack_2000_byte_segment_and_out_of_order_fin():
+    """The first data is ACKed at once (quickack mode); without quick ACKs a 2000-byte
+    segment (more than one full segment) still is; an out-of-order FIN draws an immediate
+    duplicate ACK (RFC 5681 4.2, as Linux)."""
+    peer = ScapyPeer()
+    conn, iss = _scapy_established(peer, [("MSS", 1460)])
+    ack, = peer.send(ip() / tcp("PA", PEER_ISN + 1, iss + 1) / Raw(b"q" * 1000), at=0.1)
+    assert ack[TCP].ack == PEER_ISN + 1001
+    peer = ScapyPeer(quick_acks=0)
+    conn, iss = _scapy_established(peer, [("MSS", 1460)])
+    ack, = peer.send(ip() / tcp("PA", PEER_ISN + 1, iss + 1) / Raw(b"q" * 2000), at=0.1)
+    assert ack[TCP].ack == PEER_ISN + 2001
+    dup, = peer.send(ip() / tcp("FA", PEER_ISN + 2101, iss + 1), at=0.2)
+    assert (str(dup[TCP].flags), dup[TCP].ack) == ("A", PEER_ISN + 2001)
+    assert conn.state == State.ESTABLISHED

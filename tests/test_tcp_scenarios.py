@@ -21,15 +21,18 @@ from tcp_harness import (HOST_IP, MASK, PEER_IP, SECRET, Ctx, ManualPeer, Net, S
 IRS = 1_000_000          # the peer's ISN unless a test says otherwise
 BIG = 1 << 20            # the default rcv_buf: window scale 5 (65535 << 4 < 2**20)
 W = BIG >> 5             # our window field with an empty 1 MiB buffer
-W1 = (BIG - 1) >> 5      # ... once the peer's FIN took one sequence number of the window
+# ... once the peer's FIN took one sequence number of the window: the field rounds up, so
+# the right edge already advertised stays put (RFC 7323 2.4)
+W1 = (BIG - 1 + 31) >> 5
 # A FIN without data carries no PSH (as Linux: "FA"); one riding on data does ("FPA").
 FIN = "FA"
 
 
 def wnd(unread: int) -> int:
     """Our window field (shift 5) with ``unread`` bytes received since the handshake: the
-    right edge stays put (RFC 7323 2.4) and the field rounds down."""
-    return (BIG - unread) >> 5
+    right edge stays put and the field rounds up, so that it never moves left (RFC 7323
+    2.4)."""
+    return (BIG - unread + 31) >> 5
 
 
 def active_open(peer_win: int = 65535, peer_opts=opts(1000, 0), irs: int = IRS,
@@ -167,7 +170,8 @@ def test_data_on_syn_ack_is_accepted():
     c = p.host.connect((PEER_IP, p.port), local_port=p.host_port)
     syn, = p.tick(0.0)
     ack, = p.send("SA", IRS, syn.seq + 1, 65535, data=b"hello", opts=opts(1000, 0), at=0.1)
-    assert ack.t == ("A", seq(syn.seq + 1), IRS + 6, wnd(5), 0)
+    # The first edge past the SYN's window: the free buffer in whole units of the shift.
+    assert ack.t == ("A", seq(syn.seq + 1), IRS + 6, (BIG - 5) >> 5, 0)
     assert c.recv() == b"hello"
 
 
@@ -323,7 +327,8 @@ def test_half_close_peer_keeps_sending_while_we_are_in_fin_wait_2():
     ack, = p.send("PA", ctx.r(1), ctx.s(2), 65535, data=b"a" * 700, at=1.2)
     assert ack.t == ("A", ctx.s(2), ctx.r(701), wnd(700), 0)
     ack, = p.send("PA", ctx.r(701), ctx.s(2), 65535, data=b"b" * 300, at=1.3)
-    assert ack.t == ("A", ctx.s(2), ctx.r(1001), wnd(1000), 0)
+    # The edge the previous ACK announced (rounded up past BIG + 1, by 28) stays put.
+    assert ack.t == ("A", ctx.s(2), ctx.r(1001), (BIG + 28 - 1000 + 31) >> 5, 0)
     assert c.recv() == b"a" * 700 + b"b" * 300
     ack, = p.send("FA", ctx.r(1001), ctx.s(2), 65535, at=1.4)
     assert ack.t[:3] == ("A", ctx.s(2), ctx.r(1002))
@@ -802,8 +807,9 @@ def test_receiver_advertises_shrinking_window_and_reopens_it():
 def test_delayed_ack_timing():
     """RFC 1122 4.2.3.2 / RFC 5681 4.2: a lone segment is ACKed when the delayed-ACK timer
     (40 ms default) fires; every second full-sized segment is ACKed at once; out-of-order
-    data is ACKed at once (a duplicate ACK), and so is the segment filling the hole."""
-    ctx = active_open()
+    data is ACKed at once (a duplicate ACK), and so is the segment filling the hole.
+    (Without the quick ACKs of a connection's first data: test_first_segments_are_quick_acked.)"""
+    ctx = active_open(quick_acks=0)
     p, c = ctx.p, ctx.c
     assert p.send("PA", ctx.r(1), ctx.s(1), 65535, data=b"a" * 100, at=1.0) == []
     assert p.host.poll_at() == pytest.approx(1.04)
@@ -829,7 +835,7 @@ def test_delayed_ack_timing():
 
 def test_delayed_ack_rides_on_data():
     """An ACK owed is carried by outgoing data instead of a separate segment."""
-    ctx = active_open(nodelay=True)
+    ctx = active_open(nodelay=True, quick_acks=0)
     p, c = ctx.p, ctx.c
     assert p.send("PA", ctx.r(1), ctx.s(1), 65535, data=b"req", at=1.0) == []
     c.send(b"resp")

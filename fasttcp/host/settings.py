@@ -54,6 +54,13 @@ class Settings:
     #: Delayed-ACK timer (RFC 1122 4.2.3.2, RFC 9293 3.8.6.3): at most 0.5 s; 0 disables
     #: delaying (every segment is acknowledged at once).
     delayed_ack: float = 0.04
+    #: ACKs sent at once, without delay, when data first arrives and again after
+    #: out-of-order data (Linux's quickack mode, at most TCP_MAX_QUICKACKS = 16): at most
+    #: rcv window / (2 * the peer's segment size), at least 2; 0 disables.
+    quick_acks: int = 16
+    #: The smallest send MSS (bytes of payload) a peer's MSS option can impose, unless our
+    #: own MTU allows less: as Linux's tcp_min_snd_mss (48) since CVE-2019-11479.
+    min_mss: int = 48
     #: Keepalive idle time before the first probe; None disables keepalive (the default,
     #: RFC 1122 4.2.3.6).
     keepalive: Optional[float] = None
@@ -163,6 +170,10 @@ class Settings:
         if not 0 <= self.delayed_ack <= 0.5:
             raise ValueError("delayed_ack must be 0..0.5 s (RFC 1122 4.2.3.2), "
                              f"got {self.delayed_ack}")
+        if not 0 <= self.quick_acks <= 1024:
+            raise ValueError(f"quick_acks must be 0..1024, got {self.quick_acks}")
+        if not 1 <= self.min_mss <= 65535 - 40:
+            raise ValueError(f"min_mss must be 1..65495 bytes, got {self.min_mss}")
         if not (self.send_ref_min == 0 or 1024 <= self.send_ref_min <= 1 << 30):
             # At least 1 KiB: each referenced run takes a table entry.
             raise ValueError(f"send_ref_min must be 0 or 1024..2**30 bytes, "

@@ -34,7 +34,6 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
     cdef uint64_t ack_off, wnd
     cdef Reassembler reasm
     cdef Py_ssize_t delivered, had_spans
-    cdef uint64_t full
     if (d.flags & (TH_SYN | TH_FIN | TH_RST | TH_URG | TH_ACK | TH_ECE | TH_CWR)) != TH_ACK:
         return 0
     if c.in_recovery or c.persist:
@@ -105,16 +104,9 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
             delivered = reasm.add_c(c.rcv_nxt - 1, base + d.payload_off, plen)
         c.rcv_nxt += <uint64_t>delivered
         c.bytes_received += <uint64_t>delivered
-        if <int>plen > c._rcv_mss:
-            c._rcv_mss = plen
-        c._unacked_bytes += plen
-        # Delayed ACK: at least every second full-sized segment (RFC 5681 4.2), else the
+        # The ACK policy (Tcb.data_ack_policy, tcb.pyx): now or after the delayed-ACK
         # timer; the ACK itself leaves once per batch at transmit().
-        full = c._rcv_mss if c._rcv_mss < c.mss_limit else c.mss_limit
-        if c.delayed_ack <= 0 or <uint64_t>c._unacked_bytes >= 2 * full:
-            c._ack_now = True
-        elif c.delack_at is None:
-            c.delack_at = now + c.delayed_ack
+        c.data_ack_policy(plen, False, now)
     return 1
 
 

@@ -294,8 +294,7 @@ cdef class Connection(Tcb):
         # Receiver SWS avoidance (RFC 9293 3.8.6.2.2): announce the opened window only
         # once it grew by min(rcv_buf / 2, MSS).
         if self.st in (S_ESTABLISHED, S_FIN_WAIT_1, S_FIN_WAIT_2):
-            edge = self.rcv_nxt + self._reasm.window
-            if edge - self.rcv_adv >= min(self.settings.rcv_buf // 2, self.mss_limit):
+            if self.window_edge() > self.rcv_adv:
                 self._ack_now = True
                 self.host.want_output(self)
 
@@ -398,9 +397,7 @@ cdef class Connection(Tcb):
         else:
             self._ws_ok = False
             self.snd_wscale = self.rcv_wscale = 0
-        self.mss = max(1, min(self.mss_limit, mss) - (TS_OPTION_SPACE if self.ts_ok else 0))
-        self.cc.set_mss(self.mss)
-        self._set_gso()
+        self._set_send_mss(mss)
         self.rcv_adv = self.rcv_nxt + self._initial_rcv_window()   # as our SYN-ACK said
         self.last_ack_sent = self.rcv_nxt
         self._update_window_from(seg, syn=False)
@@ -418,10 +415,7 @@ cdef class Connection(Tcb):
             self.ts_recent = seg.d.tsval
             self.ts_recent_at = self.host.now
         self.sack_ok = s.sack and o & OPT_SACK_PERM
-        # The option space a segment always carries comes out of the MSS (RFC 6691).
-        self.mss = max(1, min(self.mss_limit, peer_mss) - (TS_OPTION_SPACE if self.ts_ok else 0))
-        self.cc.set_mss(self.mss)
-        self._set_gso()
+        self._set_send_mss(peer_mss)
         # RFC 7323 2.2: scaling is on only when both SYNs carry the option.
         if o & OPT_WSCALE and s.window_scaling:
             self._ws_ok = True
@@ -430,6 +424,21 @@ cdef class Connection(Tcb):
             self._ws_ok = False
             self.snd_wscale = 0
             self.rcv_wscale = 0
+
+    cdef _set_send_mss(self, int peer_mss):
+        """The send MSS from the peer's MSS option: the option space a segment always
+        carries comes out of it (RFC 6691), and it is at least settings.min_mss bytes of
+        payload, as Linux's tcp_min_snd_mss (since CVE-2019-11479: a peer announcing a tiny
+        MSS must not make us cut its data into one segment per byte), unless our own MTU
+        allows less. Also the first estimate of the peer's segment size for the ACK policy
+        (Linux's tcp_initialize_rcv_mss: at most 536 bytes and half our window)."""
+        cdef int opts = TS_OPTION_SPACE if self.ts_ok else 0
+        cdef int floor = min(self.settings.min_mss, self.mss_limit - opts)
+        self.mss = max(1, floor, min(self.mss_limit, peer_mss) - opts)
+        self.cc.set_mss(self.mss)
+        self._set_gso()
+        self._rcv_mss = max(1, min(self.mss_limit, self.mss, DEFAULT_PEER_MSS,
+                                   self._initial_rcv_window() // 2))
 
     cdef _set_gso(self):
         """Super-segments only when our segments fill the link MTU: the TSO link cuts
@@ -696,6 +705,11 @@ cdef class Connection(Tcb):
             fin_off = seq_off + seg.d.payload_len
             if self.rcv_nxt <= fin_off < self.rcv_adv:   # a FIN trimmed off is not seen
                 self.rcv_fin_off = fin_off
+                if fin_off > self.rcv_nxt and not seg.d.payload_len:
+                    # Out of order: an immediate duplicate ACK, as for out-of-order data
+                    # (RFC 5681 4.2; Linux queues the FIN out of order and ACKs at once).
+                    # (A FIN riding on data was answered with that data.)
+                    self._dup_ack_now()
         self._check_fin(now)
 
     cdef _note_duplicate(self, int64_t start, int64_t end):
@@ -1069,12 +1083,7 @@ cdef class Connection(Tcb):
         had_holes = reasm.holes > 0
         in_order = seq_off == self.rcv_nxt
         if not in_order:
-            if self._ack_now:
-                # RFC 5681 4.2: a duplicate ACK for every out-of-order segment, also within
-                # one batch: a coalesced ACK hides the duplicates a sender counts.
-                self.host.emit(self._packet(self.snd_max, ACK))
-                self._after_send_ack()
-                self.host.count(COUNT_PURE_ACKS_OUT)
+            self._dup_ack_now()
             self.last_ooo_off = seq_off           # its block goes first in our SACK option
         refused = reasm.dropped_segments
         dups = reasm.dup_bytes
@@ -1087,22 +1096,25 @@ cdef class Connection(Tcb):
         self.rcv_nxt = 1 + reasm.next
         self.bytes_received += delivered
         n = len(data)
-        if n > self._rcv_mss:
-            self._rcv_mss = n
         if not in_order or had_holes or delivered == 0:
             # RFC 5681 4.2 / RFC 9293 3.8.6.3: out-of-order data, or data that fills a
             # hole, is acknowledged at once (it drives the sender's fast retransmit).
-            self._ack_now = True
             self.host.count(COUNT_OOO_SEGMENTS_IN if not in_order else COUNT_HOLE_FILLS_IN)
-        else:
-            # Delayed ACK: at least every second full-sized segment (RFC 5681 4.2,
-            # RFC 1122 4.2.3.2), else within the delayed-ACK timer.
-            self._unacked_bytes += n
-            if (self.settings.delayed_ack <= 0
-                    or self._unacked_bytes >= 2 * min(self._rcv_mss, self.mss_limit)):
-                self._ack_now = True
-            elif self.delack_at is None:
-                self.delack_at = now + self.settings.delayed_ack
+        # The ACK policy (Tcb.data_ack_policy, tcb.pyx); reordering grants quick ACKs again
+        # (Linux's tcp_enter_quickack_mode).
+        self.data_ack_policy(n, not in_order or had_holes or delivered == 0, now)
+        if not in_order:
+            self.enter_quickack()
+
+    cdef _dup_ack_now(self):
+        """An out-of-order segment arrived: its duplicate ACK is owed at once. RFC 5681 4.2:
+        one for every out-of-order segment, also within one batch (a coalesced ACK hides
+        the duplicates a sender counts): an ACK already owed goes out first."""
+        if self._ack_now:
+            self.host.emit(self._packet(self.snd_max, ACK))
+            self._after_send_ack()
+            self.host.count(COUNT_PURE_ACKS_OUT)
+        self._ack_now = True
 
     cdef _check_fin(self, double now):
         cdef int st
@@ -1371,9 +1383,7 @@ cdef class Connection(Tcb):
         return self.output_data(now, out) > 0 or sent
 
     cdef _after_send_ack(self):
-        self._ack_now = False
-        self._unacked_bytes = 0
-        self.delack_at = None
+        self.ack_sent()
 
     def _emit_rst(self, seq: int) -> None:
         self.host.emit(build_tcp(self._lip, self._rip, self.local_address[1],

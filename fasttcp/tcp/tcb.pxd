@@ -74,9 +74,11 @@ cdef class Tcb:
     cdef public bint _fin_received
     # ACK owed: at once, or after delayed_ack (RFC 5681 4.2)
     cdef public bint _ack_now
-    cdef public int _rcv_mss
+    cdef public int _rcv_mss            # estimate of the peer's MSS (the ACK policy)
     cdef public int64_t _unacked_bytes
     cdef public double delayed_ack
+    cdef public int _quick_acks         # ACKs left to send at once (Linux's quickack mode)
+    cdef public bint _data_seen         # data has arrived (quick ACKs granted)
 
     # --- timers (Optional[float] deadlines for the Python side) ---
     cdef public object rtx_at, delack_at, timewait_at, keepalive_at
@@ -128,7 +130,11 @@ cdef class Tcb:
     cdef public bint fp_touched
     cdef public uint32_t fp_tsecr       # TSecr of the last ACK the fast path took
 
+    cdef int64_t window_edge(self) noexcept
     cdef uint16_t advertised_window(self) noexcept
+    cdef int enter_quickack(self) except -1
+    cdef int data_ack_policy(self, int64_t n, bint at_once, double now) except -1
+    cdef int ack_sent(self) except -1
     cdef uint32_t tsval_at(self, double now) noexcept
     cdef void fill_header(self, TcpOut* t, uint64_t off, int flags, uint16_t window) noexcept
     cdef object build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n,

@@ -24,29 +24,93 @@ cdef class Tcb:
     """Every variable of a connection (tcb.pxd) and the segment output on them.
     Subclassed by Connection."""
 
-    cdef uint16_t advertised_window(self) noexcept:
-        """The window field to send, moving the advertised right edge: never backwards
-        (RFC 7323 2.4), and only by min(rcv_buf / 2, MSS) at a time (receiver SWS
-        avoidance, RFC 9293 3.8.6.2.2)."""
+    cdef int64_t window_edge(self) noexcept:
+        """Where the right edge of the receive window (RCV.NXT + RCV.WND) belongs now: at
+        the end of the free buffer, cut to what the 16-bit window field can say (65535 <<
+        our shift, RFC 7323 2.3) in whole units of the shift; but moved right only once it
+        can move by min(rcv_buf / 2, MSS) (receiver SWS avoidance, RFC 9293 3.8.6.2.2),
+        and never left: otherwise the edge already advertised (rcv_adv)."""
         cdef int64_t free = self._reasm.window_c() if self._reasm is not None else self.rcv_buf
-        cdef uint64_t edge = self.rcv_nxt + <uint64_t>(free if free > 0 else 0)
-        cdef uint64_t thresh = self.rcv_buf // 2
-        cdef uint64_t wnd, adv2
-        cdef int shift
-        if thresh > <uint64_t>self.mss_limit:
+        cdef int shift = self.rcv_wscale if self._ws_ok else 0
+        cdef int64_t cap = (<int64_t>65535) << shift
+        cdef int64_t thresh = self.rcv_buf // 2
+        cdef int64_t edge
+        if thresh > self.mss_limit:
             thresh = self.mss_limit
-        if edge > self.rcv_adv and (edge - self.rcv_adv >= thresh or
-                                    (self.rcv_adv <= self.rcv_nxt and free >= self.mss_limit)):
-            self.rcv_adv = edge
-        wnd = self.rcv_adv - self.rcv_nxt if self.rcv_adv > self.rcv_nxt else 0
-        shift = self.rcv_wscale if self._ws_ok else 0
-        wnd >>= shift
+        if free < 0:
+            free = 0
+        if free > cap:
+            free = cap
+        edge = self.rcv_nxt + ((free >> shift) << shift)
+        if edge > self.rcv_adv and edge - self.rcv_adv >= thresh:
+            return edge
+        return self.rcv_adv
+
+    cdef uint16_t advertised_window(self) noexcept:
+        """The window field to send; rcv_adv becomes the right edge it announces, so RCV.WND
+        (rcv_adv - rcv_nxt: the acceptance test, RST/SYN checks, trimming) is exactly what
+        the peer was offered, after scaling and clamping."""
+        cdef int shift = self.rcv_wscale if self._ws_ok else 0
+        cdef int64_t wnd = self.window_edge() - self.rcv_nxt
+        if wnd < 0:
+            wnd = 0
+        # A scaled window rounds up to whole units, so the edge already advertised never
+        # moves left (RFC 7323 2.4, RFC 9293 3.8.6.2.1; as Linux's tcp_select_window).
+        wnd = (wnd + ((<int64_t>1 << shift) - 1)) >> shift
         if wnd > 65535:
             wnd = 65535
-        adv2 = self.rcv_nxt + (wnd << shift)
-        if adv2 > self.rcv_adv:
-            self.rcv_adv = adv2
+        self.rcv_adv = self.rcv_nxt + (wnd << shift)
         return <uint16_t>wnd
+
+    # --- ACK policy (RFC 5681 4.2, RFC 9293 3.8.6.3), modelled on Linux's quickack mode --
+    # Receiving data: the receiver's estimate of the peer's MSS (_rcv_mss) is the largest
+    # segment seen, at most ours (tcp_measure_rcv_mss). An ACK goes at once when more than
+    # one such segment is unacknowledged (__tcp_ack_snd_check: at least every second
+    # full-sized segment, RFC 5681 4.2), while quick ACKs are left (tcp_in_quickack_mode),
+    # and for out-of-order data or data filling a hole (RFC 5681 4.2); otherwise within
+    # the delayed-ACK timer (RFC 1122 4.2.3.2). Quick ACKs (settings.quick_acks, Linux's
+    # TCP_MAX_QUICKACKS = 16) are granted when the first data arrives and again after
+    # out-of-order data (tcp_incr_quickack / tcp_enter_quickack_mode); each ACK that
+    # acknowledges data uses one (tcp_dec_quickack_mode).
+
+    cdef int enter_quickack(self) except -1:
+        """Grant quick ACKs: rcv window / (2 * rcv_mss) of them, at least 2, at most
+        settings.quick_acks (tcp_incr_quickack)."""
+        cdef int most = self.settings.quick_acks
+        cdef int64_t n = (self.rcv_adv - self.rcv_nxt) // (2 * max(self._rcv_mss, 1))
+        if n < 2:
+            n = 2
+        if n > most:
+            n = most
+        if n > self._quick_acks:
+            self._quick_acks = <int>n
+        return 0
+
+    cdef int data_ack_policy(self, int64_t n, bint at_once, double now) except -1:
+        """n bytes of data arrived (`at_once`: out of order, filling a hole, or refused):
+        owe an ACK now or arm the delayed-ACK timer."""
+        if not self._data_seen:
+            self._data_seen = True
+            self.enter_quickack()
+        if n > self._rcv_mss:
+            self._rcv_mss = <int>(n if n < self.mss_limit else self.mss_limit)
+        self._unacked_bytes += n
+        if (at_once or self._quick_acks > 0 or self.delayed_ack <= 0
+                or self._unacked_bytes > self._rcv_mss):
+            self._ack_now = True
+        elif self.delack_at is None:
+            self.delack_at = now + self.delayed_ack
+        return 0
+
+    cdef int ack_sent(self) except -1:
+        """A segment with ACK went out: nothing is owed any more; one that acknowledged
+        data used a quick ACK."""
+        if self._unacked_bytes > 0 and self._quick_acks > 0:
+            self._quick_acks -= 1
+        self._ack_now = False
+        self._unacked_bytes = 0
+        self.delack_at = None
+        return 0
 
     cdef int add_sack_blocks(self, TcpOut* t) noexcept:
         """SACK blocks for an ACK (RFC 2018 section 4): first the block holding the latest
@@ -242,10 +306,7 @@ cdef class Tcb:
                 length += 1
                 self.host.count(COUNT_FINS_OUT)
         out.append(self.build(off, flags, self.advertised_window(), n, True, now))
-        # Every segment carries the ACK: nothing is owed any more.
-        self._ack_now = False
-        self._unacked_bytes = 0
-        self.delack_at = None
+        self.ack_sent()                            # every segment carries the ACK
         end = off + length
         if end > self.snd_nxt:
             self.snd_nxt = end
