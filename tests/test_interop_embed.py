@@ -104,7 +104,13 @@ class KernelTlsServer:
                     tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n"
                                 b"Connection: close\r\n\r\n" % len(body))
                     tls.sendall(body)
-                    tls.unwrap()                   # close_notify, then the TCP close
+                    try:
+                        tls.unwrap()               # close_notify, then the TCP close
+                    except (ConnectionResetError, BrokenPipeError):
+                        # The client closed first (Connection: close): our close_notify
+                        # then reaches a closed socket, which answers with RST, as
+                        # Linux does (TCPAbortOnData). The body was delivered already.
+                        pass
             return count
 
         self.thread = Background(serve)
