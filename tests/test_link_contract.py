@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import random
+import shutil
 import socket
 from typing import Any, List
 
@@ -17,6 +18,7 @@ from fasttcp.link import (DatagramSocketLink, FaultConfig, FaultyLink, LinkCapab
                           MemoryLink, PacketIO, PcapLink, PcapWriter, QueuePacketIO,
                           capabilities_of)
 from fasttcp.link.capabilities import PARSE_NO_TCP_CSUM
+from netns_util import requires_tun
 
 A, B = "10.0.0.1", "10.0.0.2"
 
@@ -156,21 +158,12 @@ def test_faulty_link_with_loss_and_delay_under_the_driver_is_byte_exact() -> Non
     asyncio.run(asyncio.wait_for(main(), 60))
 
 
-def _tun_skip_reason() -> str:
-    import shutil
-
-    from interop_util import skip_reason
-    if shutil.which("curl") is None:
-        return "curl is not installed"
-    return skip_reason() or ""
-
-
-@pytest.mark.skipif(bool(_tun_skip_reason()), reason=_tun_skip_reason())
+@requires_tun
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_downloads_through_a_faulty_tun_link(tmp_path: Any) -> None:
     """The case that stalled: FaultyLink(loss=2%, delay=5 ms) around a TUN link inside
     FastTcpStack, the kernel's curl downloading 8 MiB from fasttcp's HTTP server in a
     namespace of its own. Complete and byte-exact well within curl's 60 s."""
-    import shutil
     import subprocess
 
     from interop_util import US, make_host, run_async, script_cmd, sha256_file, tun_netns
