@@ -527,6 +527,12 @@ class TunLink:
     def closed(self) -> bool:
         return self._io is None
 
+    @property
+    def created_netns(self) -> bool:
+        """True while the link holds a namespace it created (removed by :meth:`close`
+        unless ``keep_netns``)."""
+        return self._created_netns
+
     def stats(self) -> dict:
         """Counters: rx/tx packets, bytes, GSO packets, drops and errors."""
         return self._io.stats() if self._io is not None else {}
