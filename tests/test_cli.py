@@ -220,8 +220,13 @@ def test_serve_status_lines_stats_watch_and_cleanup_of_its_namespace(tmp_path):
             assert w.returncode == 0, w.stderr
             lines = w.stdout.splitlines()
             assert len(lines) == 3 and all(x.startswith(f"fasttcp {US}: ") for x in lines)
-            p.send_signal(signal.SIGTERM)
-            out, err = p.communicate(timeout=30)
+            with child("stats", "--control", ctl, "--watch", "0.1") as watch:
+                read_line_until(watch, f"fasttcp {US}: ", 20)
+                p.send_signal(signal.SIGTERM)
+                out, err = p.communicate(timeout=30)
+                _, werr = watch.communicate(timeout=20)     # ends when the server goes
+            assert watch.returncode == 1
+            assert werr == f"fasttcp stats: the server on {ctl} is gone\n", werr
         assert p.returncode == 0, err
         assert err == "", err
         last = out.strip().splitlines()[-1]
@@ -331,3 +336,20 @@ def test_demo_sigint_mid_transfer_one_line_and_cleanup():
     assert out.strip().splitlines()[-1] == (f"fasttcp demo: interrupted by SIGINT; TUN "
                                             f"device and namespace {space} removed"), out
     assert not leftover
+
+
+def test_demo_falls_back_to_memory_when_the_tun_setup_fails(monkeypatch, capsys):
+    """A TUN device that cannot be set up (as every namespace link failed with pyroute2
+    0.8.1 before): the demo says why and runs the transfer in memory."""
+    from fasttcp.cli import demo
+
+    def refuse(*args, **kwargs):
+        raise OSError(5, "configuring ftdemo0: RuntimeError: no netlink today")
+
+    monkeypatch.setattr(demo, "TunLink", refuse)
+    monkeypatch.setattr(demo, "tun_available", lambda: None)
+    assert demo.run_demo(1 << 20, 1500, True, False) == 0
+    out = capsys.readouterr().out
+    assert ("(TUN demo unavailable: setting up the TUN device failed: configuring "
+            "ftdemo0: RuntimeError: no netlink today; running the transfer in memory)") in out
+    assert "content matches" in out

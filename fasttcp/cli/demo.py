@@ -199,7 +199,7 @@ def run_demo(size: int, mtu: int, offload: bool, memory: bool) -> int:
             link = TunLink("ftdemo0", address=ADDRESS, prefix=24, mtu=mtu, netns=ns,
                            offload=offload)
         except OSError as e:                   # the link removed what it had made
-            reason = f"setting up the TUN device failed: {e}"
+            reason = f"setting up the TUN device failed: {e.strerror or e}"
         else:
             return _run_tun_demo(link, ns, size, mtu)
     print(f"(TUN demo unavailable: {reason}; running the transfer in memory)")
