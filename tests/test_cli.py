@@ -353,3 +353,23 @@ def test_demo_falls_back_to_memory_when_the_tun_setup_fails(monkeypatch, capsys)
     assert ("(TUN demo unavailable: setting up the TUN device failed: configuring "
             "ftdemo0: RuntimeError: no netlink today; running the transfer in memory)") in out
     assert "content matches" in out
+
+
+def test_status_line_counts_states_rtt_and_rates():
+    from fasttcp.cli.serve import status_line
+
+    def conn(state, srtt):
+        return {"state": state, "srtt_ms": srtt}
+
+    previous = {"address": US, "time": 100.0, "stats": {}, "connections": [],
+                "link": {"rx_bytes": 1000, "tx_bytes": 0}}
+    data = {"address": US, "time": 102.0,
+            "stats": {"packets_in": 7, "packets_out": 9, "retransmitted_segments": 1},
+            "connections": [conn("ESTABLISHED", 0.5), conn("ESTABLISHED", 1.5),
+                            conn("TIME-WAIT", 9.0)],
+            "link": {"rx_bytes": 1000 + 250_000, "tx_bytes": 5_000_000}}
+    assert status_line(data, previous) == (
+        f"fasttcp {US}: 3 connections (ESTABLISHED 2, TIME-WAIT 1); packets in 7 out 9; "
+        "retransmitted 1; srtt 1.000 ms; rx 1.0 Mbit/s tx 20.0 Mbit/s")
+    assert status_line(previous) == (f"fasttcp {US}: 0 connections; packets in 0 out 0; "
+                                     "retransmitted 0")
