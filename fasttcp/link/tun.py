@@ -180,7 +180,11 @@ def run_outside_loop(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
     t = threading.Thread(target=run, name="fasttcp-netlink", daemon=True)
     t.start()
-    t.join()
+    try:
+        t.join()
+    except BaseException:
+        t.join()              # interrupted (KeyboardInterrupt): let fn finish, then raise
+        raise
     if "error" in box:
         err = box.pop("error")
         try:
@@ -253,7 +257,13 @@ class TunLink:
         self.owned = True
         self.keep_netns = keep_netns
         _require_tun()
-        run_outside_loop(self._setup, raw, offload, rps_mask, complete_checksums, tx_thread)
+        try:
+            run_outside_loop(self._setup, raw, offload, rps_mask, complete_checksums,
+                             tx_thread)
+        except BaseException:
+            if self._io is not None:          # set up, but the wait for it was interrupted
+                self.close()
+            raise
 
     def _setup(self, raw: bytes, offload: bool, rps_mask: Optional[int],
                complete_checksums: bool, tx_thread: Optional[bool]) -> None:
