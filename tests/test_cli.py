@@ -22,7 +22,8 @@ from typing import Iterator, List, Optional
 
 import pytest
 
-from netns_util import requires_tun, temp_netns, unique_ifname, unique_netns_name, wait_until
+from netns_util import (requires_tun, sock_in, temp_netns, unique_ifname, unique_netns_name,
+                        wait_until)
 
 import fasttcp as _fasttcp
 from fasttcp.link import netns as ns
@@ -222,6 +223,11 @@ def test_serve_status_lines_stats_watch_and_cleanup_of_its_namespace(tmp_path):
             assert len(lines) == 3 and all(x.startswith(f"fasttcp {US}: ") for x in lines)
             with child("stats", "--control", ctl, "--watch", "0.1") as watch:
                 read_line_until(watch, f"fasttcp {US}: ", 20)
+                watch.send_signal(signal.SIGINT)              # a user's Ctrl-C: quiet, 0
+                _, werr = watch.communicate(timeout=20)
+            assert watch.returncode == 0 and werr == "", werr
+            with child("stats", "--control", ctl, "--watch", "0.1") as watch:
+                read_line_until(watch, f"fasttcp {US}: ", 20)
                 p.send_signal(signal.SIGTERM)
                 out, err = p.communicate(timeout=30)
                 _, werr = watch.communicate(timeout=20)     # ends when the server goes
@@ -269,15 +275,16 @@ def test_control_socket_of_a_live_server_is_refused(tmp_path):
 @requires_tun
 @needs_curl
 def test_sigint_mid_transfer_closes_gracefully(tmp_path):
-    """SIGINT while curl downloads 1 GiB at 16 MB/s: serve stops accepting, waits --grace,
-    then closes the connection with a FIN (curl: the transfer ended early, exit 18 - not
-    a reset, 56), prints one line, exits 0 and removes its device."""
+    """SIGINT while curl downloads 1 GiB at 16 MB/s: serve stops accepting (a new
+    connection is refused), waits --grace, then closes the connection with a FIN (curl:
+    the transfer ended early, exit 18 - not a reset, 56), prints one line, exits 0 and
+    removes its device."""
     ctl = str(tmp_path / "ctl.sock")
     out = str(tmp_path / "body")
     tun = unique_ifname("ftc")
     with temp_netns() as space:
         with child("serve", "http", "--netns", space, "--tun", tun, "--size", "1G",
-                   "--control", ctl, "--stats-interval", "0", "--grace", "0.3",
+                   "--control", ctl, "--stats-interval", "0", "--grace", "3",
                    "--duration", "60") as p:
             read_line_until(p, "fasttcp serving http", 20)
             curl = subprocess.Popen(
@@ -294,6 +301,15 @@ def test_sigint_mid_transfer_closes_gracefully(tmp_path):
                 assert wait_until(transferring, 20, 0.1), "no transfer under way"
                 t0 = time.monotonic()
                 p.send_signal(signal.SIGINT)
+                # During --grace the listener is gone: a new connection is refused.
+                assert wait_until(lambda: (stats_json(ctl) or {"stats": {}})["stats"]
+                                  .get("listeners") == 0, 2.5, 0.05), "still listening"
+                probe = sock_in(space, timeout=5)
+                try:
+                    with pytest.raises(ConnectionRefusedError):
+                        probe.connect((US, 80))
+                finally:
+                    probe.close()
                 sout, serr = p.communicate(timeout=30)
                 stop_time = time.monotonic() - t0
                 _, cerr = curl.communicate(timeout=30)
@@ -307,8 +323,8 @@ def test_sigint_mid_transfer_closes_gracefully(tmp_path):
     assert serr == "", serr
     last = sout.strip().splitlines()[-1]
     assert last == (f"fasttcp serve: stopped by SIGINT; connections: 0 finished, 1 closed "
-                    f"after --grace 0.3 s; removed {tun}"), sout
-    assert stop_time < 0.3 + 2 * 2 + 3                      # grace, close bounds, slack
+                    f"after --grace 3 s; removed {tun}"), sout
+    assert 3 <= stop_time < 3 + 2 * 2 + 3                   # grace, close bounds, slack
     assert curl.returncode == 18, (curl.returncode, cerr)   # partial file, not a reset
     assert 1 << 20 < os.path.getsize(out) < 1 << 30
     assert not os.path.exists(ctl)

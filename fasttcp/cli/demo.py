@@ -159,7 +159,7 @@ async def tun_demo(link: TunLink, ns: str, size: int, mtu: int) -> int:
     for line in finished:
         print(line)
     print(f"  goodput: {size * 8 / xfer / 1e9:.2f} Gbit/s ({xfer * 1000:.0f} ms after the "
-          f"handshake, which took {result['time_connect'] * 1e6:.0f} us)")
+          f"handshake, which took {ms(result['time_connect'])})")
     st = host.stats()
     print(f"  host: {st.get('packets_in', 0)} packets in ({st.get('fast_path_segments', 0)} "
           f"on the fast path), {st.get('packets_out', 0)} out, "
