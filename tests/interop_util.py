@@ -56,8 +56,8 @@ def tun_netns(offload: bool = True, mtu: int = 1500, **link_kw: Any) -> Iterator
     """A private namespace with a TUN link in it: yields ``(netns, link)``; the kernel is
     KERNEL/24 on the device, fasttcp is US. Link and namespace are gone afterwards.
 
-    pyroute2's sync API cannot run inside a running event loop: call this outside
-    ``asyncio.run``."""
+    Usable inside a running event loop too (TunLink does its netlink work in a helper
+    thread there), though it blocks the loop while it sets up."""
     from netns_util import temp_netns, unique_ifname
 
     from fasttcp.link.tun import TunLink
