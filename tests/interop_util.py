@@ -56,8 +56,8 @@ def tun_netns(offload: bool = True, mtu: int = 1500, **link_kw: Any) -> Iterator
     """A private namespace with a TUN link in it: yields ``(netns, link)``; the kernel is
     KERNEL/24 on the device, fasttcp is US. Link and namespace are gone afterwards.
 
-    pyroute2's sync API cannot run inside a running event loop: call this outside
-    ``asyncio.run``."""
+    Usable inside a running event loop too (TunLink does its netlink work in a helper
+    thread there), though it blocks the loop while it sets up."""
     from netns_util import temp_netns, unique_ifname
 
     from fasttcp.link.tun import TunLink
@@ -85,17 +85,18 @@ def veth_netns(mtu: int = 1500) -> Iterator[Tuple[str, str]]:
     """Two namespaces joined by a veth pair (pyroute2): yields ``(ns_a, ns_b)``; ns_a has
     VETH_A/24, ns_b has VETH_B/24. Both are removed afterwards (the pair goes with them)."""
     from netns_util import temp_netns
-    from pyroute2 import IPRoute
+
+    from fasttcp.link import netns as ns
 
     with temp_netns() as a, temp_netns() as b:
-        with IPRoute(netns=a, flags=0) as ipr:
+        with ns.iproute(a) as ipr:
             ipr.link("add", ifname="veth-a", kind="veth",
                      peer={"ifname": "veth-b", "net_ns_fd": b})
             idx = ipr.link_lookup(ifname="veth-a")[0]
             ipr.link("set", index=idx, mtu=mtu)
             ipr.addr("add", index=idx, address=VETH_A, prefixlen=24)
             ipr.link("set", index=idx, state="up")
-        with IPRoute(netns=b, flags=0) as ipr:
+        with ns.iproute(b) as ipr:
             idx = ipr.link_lookup(ifname="veth-b")[0]
             ipr.link("set", index=idx, mtu=mtu)
             ipr.addr("add", index=idx, address=VETH_B, prefixlen=24)

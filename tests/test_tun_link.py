@@ -110,8 +110,7 @@ def pseudo_sum(raw: bytes) -> int:
 
 def ip_link(netns: str, name: str):
     """(link message, IPv4 (address, prefix) list) of a device, or None, via pyroute2."""
-    from pyroute2 import IPRoute
-    with IPRoute(netns=netns, flags=0) as ipr:
+    with ns.iproute(netns) as ipr:
         idx = ipr.link_lookup(ifname=name)
         if not idx:
             return None
@@ -206,9 +205,8 @@ def test_rps_cpus_and_sysfs_paths_are_checked(netns):
 def test_attach_existing_device_and_offload_flags_reset(netns):
     """A persistent device (made with pyroute2) is attached to and left in place; the
     offload flags are set on every open, since they outlive the fd."""
-    from pyroute2 import IPRoute
     name = unique_ifname("ftp")
-    with IPRoute(netns=netns, flags=0) as ipr:
+    with ns.iproute(netns) as ipr:
         ipr.link("add", ifname=name, kind="tuntap", mode="tun")
         idx = ipr.link_lookup(ifname=name)[0]
         ipr.addr("add", index=idx, address=KERNEL, prefixlen=24)

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -30,12 +31,17 @@ def _enter_netns(name: str):
     return enter
 
 
+def ms(seconds: Any) -> str:
+    """A time in milliseconds, the unit every RTT and RTO the command line prints is in
+    (``fasttcp stats`` too): ``0.125 ms``; ``-`` when unknown."""
+    return "-" if seconds is None else f"{seconds * 1000:.3f} ms"
+
+
 def _info_line(conn) -> str:
     i = conn.info()
-    srtt = "-" if i.srtt is None else f"{i.srtt * 1e6:.0f} us"
     return (f"state={i.state} mss={i.mss} wscale={i.snd_wscale}/{i.rcv_wscale} "
             f"timestamps={'on' if conn.ts_ok else 'off'} sack={'on' if conn.sack_ok else 'off'} "
-            f"cwnd={i.cwnd} srtt={srtt} rto={i.rto * 1000:.0f} ms "
+            f"cwnd={i.cwnd} srtt={ms(i.srtt)} rto={ms(i.rto)} "
             f"retransmits={i.retransmits} bytes_acked={i.bytes_acked}")
 
 
@@ -43,9 +49,10 @@ async def _python_client(ns: str, url_path: str, size: int) -> Dict[str, Any]:
     """The kernel's TCP through a plain Python socket in the namespace (no curl)."""
     from fasttcp.link.netns import socket_in
 
+    s = socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(30)
+
     def run() -> Dict[str, Any]:
-        s = socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
-        s.settimeout(30)
         t0 = time.perf_counter()
         s.connect((ADDRESS, 80))
         t_conn = time.perf_counter() - t0
@@ -71,11 +78,19 @@ async def _python_client(ns: str, url_path: str, size: int) -> Dict[str, Any]:
             h.update(chunk)
             got += n
         total = time.perf_counter() - t0
-        s.close()
         return {"client": "python socket", "bytes": got, "sha256": h.hexdigest(),
                 "time_connect": t_conn, "time_total": total}
 
-    return await asyncio.get_running_loop().run_in_executor(None, run)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(None, run)
+    except asyncio.CancelledError:
+        try:
+            s.shutdown(socket.SHUT_RDWR)          # the thread's recv returns at once
+        except OSError:
+            pass
+        raise
+    finally:
+        s.close()
 
 
 async def _curl_client(ns: str, curl: str, size: int) -> Dict[str, Any]:
@@ -87,7 +102,12 @@ async def _curl_client(ns: str, curl: str, size: int) -> Dict[str, Any]:
             "%{http_code} %{size_download} %{time_connect} %{time_total}",
             f"http://{ADDRESS}/file", stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, preexec_fn=_enter_netns(ns))
-        out, err = await asyncio.wait_for(proc.communicate(), 90)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), 90)
+        finally:
+            if proc.returncode is None:        # cancelled or timed out: no stray curl
+                proc.kill()
+                await proc.wait()
         if proc.returncode != 0:
             raise RuntimeError(f"curl failed ({proc.returncode}): {err.decode().strip()}")
         code, nbytes, t_conn, t_total = out.decode().split()
@@ -109,9 +129,15 @@ async def tun_demo(link: TunLink, ns: str, size: int, mtu: int) -> int:
     async def handler(reader, writer):
         conn = writer.get_extra_info("fasttcp_connection")
         print(f"  handshake: {conn.remote_address[0]}:{conn.remote_address[1]} -> "
-              f"{ADDRESS}:80 established; {_info_line(conn)}")
+              f"{ADDRESS}:80 established; {_info_line(conn)}", flush=True)
         t0 = time.perf_counter()
-        await http(reader, writer)
+        try:
+            await http(reader, writer)
+        except asyncio.CancelledError:
+            # Interrupted: end the task normally (asyncio's stream machinery reports a
+            # cancelled handler task as an error).
+            writer.close()
+            return
         finished.append(f"  server: response sent and connection closed in "
                         f"{(time.perf_counter() - t0) * 1000:.0f} ms; {_info_line(conn)}")
 
@@ -133,7 +159,7 @@ async def tun_demo(link: TunLink, ns: str, size: int, mtu: int) -> int:
     for line in finished:
         print(line)
     print(f"  goodput: {size * 8 / xfer / 1e9:.2f} Gbit/s ({xfer * 1000:.0f} ms after the "
-          f"handshake, which took {result['time_connect'] * 1e6:.0f} us)")
+          f"handshake, which took {ms(result['time_connect'])})")
     st = host.stats()
     print(f"  host: {st.get('packets_in', 0)} packets in ({st.get('fast_path_segments', 0)} "
           f"on the fast path), {st.get('packets_out', 0)} out, "
@@ -154,30 +180,66 @@ def memory_demo(size: int, mtu: int) -> int:
     print(f"  goodput: {r.gbit_per_s:.2f} Gbit/s of wall time "
           f"({r.wall_seconds * 1000:.0f} ms for both stacks' work)")
     ci, si = r.client_info, r.server_info
-    print(f"  client info: state={ci.state} mss={ci.mss} cwnd={ci.cwnd} srtt={ci.srtt} "
-          f"rto={ci.rto} retransmits={ci.retransmits} bytes_acked={ci.bytes_acked}")
+    print(f"  client info: state={ci.state} mss={ci.mss} cwnd={ci.cwnd} srtt={ms(ci.srtt)} "
+          f"rto={ms(ci.rto)} retransmits={ci.retransmits} bytes_acked={ci.bytes_acked}")
     print(f"  server info: state={si.state} bytes_received={si.bytes_received}")
     return 0 if r.intact else 1
 
 
 def run_demo(size: int, mtu: int, offload: bool, memory: bool) -> int:
-    reason = None if not memory else "--memory was given"
-    if reason is None:
-        reason = tun_available()
+    reason = "--memory was given" if memory else tun_available()
     if reason is None:
         ns = f"fasttcp-demo-{os.getpid()}"
         print(f"fasttcp demo: the Linux kernel's TCP downloads {size / 2**20:.0f} MiB from a "
               f"fasttcp HTTP server over a TUN device (MTU {mtu}, offload "
               f"{'on' if offload else 'off'})")
         print(f"  setting up network namespace {ns}: TUN ftdemo0, kernel side 10.77.0.1/24, "
-              f"fasttcp on {ADDRESS}")
-        # pyroute2's netlink calls run outside the event loop (they drive their own).
-        link = TunLink("ftdemo0", address=ADDRESS, prefix=24, mtu=mtu, netns=ns,
-                       offload=offload)
+              f"fasttcp on {ADDRESS}", flush=True)
         try:
-            return asyncio.run(tun_demo(link, ns, size, mtu))
-        finally:
-            link.close()
-            print(f"  cleaned up: TUN device and namespace {ns} removed")
+            link = TunLink("ftdemo0", address=ADDRESS, prefix=24, mtu=mtu, netns=ns,
+                           offload=offload)
+        except OSError as e:                   # the link removed what it had made
+            reason = f"setting up the TUN device failed: {e.strerror or e}"
+        else:
+            return _run_tun_demo(link, ns, size, mtu)
     print(f"(TUN demo unavailable: {reason}; running the transfer in memory)")
     return memory_demo(size, mtu)
+
+
+def _run_tun_demo(link: TunLink, ns: str, size: int, mtu: int) -> int:
+    """tun_demo on a loop of its own; SIGINT or SIGTERM cancels it, and either way the
+    device and namespace are removed (with those signals ignored meanwhile)."""
+    stopped: List[signal.Signals] = []
+
+    async def main() -> int:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+
+        def stop(sig: signal.Signals) -> None:
+            if not stopped:
+                stopped.append(sig)
+                task.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop, sig)
+        return await tun_demo(link, ns, size, mtu)
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        if not stopped:
+            raise
+        return 128 + stopped[0]
+    finally:
+        saved = {sig: signal.signal(sig, signal.SIG_IGN)
+                 for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            link.close()
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
+        if stopped:
+            print(f"fasttcp demo: interrupted by {stopped[0].name}; TUN device and namespace "
+                  f"{ns} removed", flush=True)
+        else:
+            print(f"  cleaned up: TUN device and namespace {ns} removed")

@@ -7,12 +7,21 @@ import ipaddress
 import json
 import os
 import signal
-from typing import Any, Dict, List, Optional
+import socket
+import stat
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from fasttcp.aio import FastTcpStack
 from fasttcp.cli.servers import DEFAULT_PORTS, control_path, make_handler
 from fasttcp.host.host import Host
+from fasttcp.link import netns as _ns
 from fasttcp.link.tun import TunLink
+from fasttcp.tcp.states import State
+
+#: After --grace, connections still open are closed (FIN) and get this long to finish the
+#: close handshake before they are reset.
+CLOSE_TIMEOUT = 2.0
 
 
 def snapshot(host: Host, link: Any = None) -> Dict[str, Any]:
@@ -29,8 +38,8 @@ def snapshot(host: Host, link: Any = None) -> Dict[str, Any]:
             "bytes_acked": i.bytes_acked, "bytes_received": i.bytes_received,
             "send_buffered": i.send_buffered, "recv_buffered": i.recv_buffered,
         })
-    data: Dict[str, Any] = {"address": host.address, "stats": host.stats(),
-                            "connections": conns}
+    data: Dict[str, Any] = {"address": host.address, "time": time.time(),
+                            "stats": host.stats(), "connections": conns}
     if link is not None and hasattr(link, "stats"):
         data["link"] = link.stats()
     return data
@@ -55,20 +64,98 @@ def render(data: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def serve_control(path: str, host: Host, link: Any) -> asyncio.AbstractServer:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(json.dumps(snapshot(host, link)).encode())
-        await writer.drain()
-        writer.close()
+def status_line(data: Dict[str, Any], previous: Optional[Dict[str, Any]] = None) -> str:
+    """One line about a snapshot: connections by state, packets, bytes, retransmissions,
+    the mean smoothed RTT (ms, as everywhere in the command line) and, given the previous
+    snapshot, the link's receive and transmit rates since."""
+    states: Dict[str, int] = {}
+    rtts = []
+    for c in data["connections"]:
+        states[c["state"]] = states.get(c["state"], 0) + 1
+        if c["srtt_ms"] is not None and c["state"] == "ESTABLISHED":
+            rtts.append(c["srtt_ms"])
+    n = len(data["connections"])
+    by_state = ", ".join(f"{k} {v}" for k, v in sorted(states.items()))
+    st = data["stats"]
+    line = (f"fasttcp {data['address']}: {n} connection{'' if n == 1 else 's'}"
+            f"{f' ({by_state})' if by_state else ''}; packets in {st.get('packets_in', 0)} "
+            f"out {st.get('packets_out', 0)}; retransmitted {st.get('retransmitted_segments', 0)}")
+    if rtts:
+        line += f"; srtt {sum(rtts) / len(rtts):.3f} ms"
+    link = data.get("link") or {}
+    if previous is not None and link and previous.get("link"):
+        dt = data.get("time", 0) - previous.get("time", 0)
+        if dt > 0:
+            rx = (link.get("rx_bytes", 0) - previous["link"].get("rx_bytes", 0)) * 8 / dt
+            tx = (link.get("tx_bytes", 0) - previous["link"].get("tx_bytes", 0)) * 8 / dt
+            line += f"; rx {rx / 1e6:.1f} Mbit/s tx {tx / 1e6:.1f} Mbit/s"
+    return line
 
-    if os.path.exists(path):
-        os.unlink(path)
-    return await asyncio.start_unix_server(answer, path)
+
+# ------------------------------------------------------------------------------------------
+# The control socket
+# ------------------------------------------------------------------------------------------
+
+def check_control(path: str) -> None:
+    """Refuse a control socket path that is not ours to take: something other than a
+    socket, or a socket a live server answers on. A stale socket (nobody listening) is
+    fine: :func:`serve_control` replaces it."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise FileExistsError(f"control socket {path} exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        try:
+            s.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return                                             # stale
+        except OSError as e:
+            raise OSError(e.errno, f"control socket {path}: {e.strerror}") from e
+    raise FileExistsError(f"another fasttcp server answers on control socket {path} "
+                          "(stop it, or give this one --control PATH)")
+
+
+class ControlSocket:
+    """The Unix socket ``fasttcp stats`` reads; :meth:`close` removes the path only while it
+    is still this socket (another server may have replaced it since)."""
+
+    def __init__(self, path: str, server: asyncio.AbstractServer, ident: Tuple[int, int]):
+        self.path, self.server, self.ident = path, server, ident
+
+    def close(self) -> None:
+        self.server.close()
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if (st.st_dev, st.st_ino) == self.ident:
+            os.unlink(self.path)
+
+
+async def serve_control(path: str, host: Host, link: Any) -> ControlSocket:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(json.dumps(snapshot(host, link)).encode())
+            await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    check_control(path)
+    try:
+        os.unlink(path)                                        # a stale one
+    except FileNotFoundError:
+        pass
+    server = await asyncio.start_unix_server(answer, path)
+    st = os.lstat(path)
+    return ControlSocket(path, server, (st.st_dev, st.st_ino))
 
 
 def read_control(path: str) -> Dict[str, Any]:
-    import socket
-
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(5)
         s.connect(path)
@@ -77,6 +164,10 @@ def read_control(path: str) -> Dict[str, Any]:
             chunks.append(chunk)
     return json.loads(b"".join(chunks))
 
+
+# ------------------------------------------------------------------------------------------
+# Checks before anything is created
+# ------------------------------------------------------------------------------------------
 
 def kernel_side(address: str) -> str:
     """The kernel's address on the TUN: the first address of ADDR's /24."""
@@ -88,49 +179,212 @@ def kernel_side(address: str) -> str:
     return first
 
 
+def check_address(address: str) -> str:
+    """fasttcp's address for ``serve``: a host address of its /24 other than the first
+    (the kernel's). Returns the kernel's address."""
+    kernel = kernel_side(address)
+    TunLink._check_addresses(address, 24, kernel)    # network, broadcast, multicast, ...
+    return kernel
+
+
+def routing_conflict(netns: Optional[str], address: str, tun: str) -> Optional[str]:
+    """Why ADDR's /24 would not reach a new TUN device in ``netns`` (None: it would): an
+    address of the /24 on another interface, or a route for it (or a part of it) through
+    one. The connected route of the TUN would lose to either, and every connection would
+    time out."""
+    net = ipaddress.ip_network(f"{address}/24", strict=False)
+    where = f" in network namespace {netns}" if netns else ""
+    if netns is not None and not _ns.netns_exists(netns):
+        return None
+    with _ns.iproute(netns) as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        for a in ipr.get_addr(family=socket.AF_INET):
+            ip = a.get_attr("IFA_ADDRESS")
+            if ip and ipaddress.ip_address(ip) in net and names.get(a["index"]) != tun:
+                return (f"{net} is already in use{where}: {ip}/{a['prefixlen']} is on "
+                        f"{names.get(a['index'], a['index'])}")
+        for r in ipr.get_routes(family=socket.AF_INET):
+            if r.get_attr("RTA_TABLE") not in (None, 254) or r["dst_len"] < net.prefixlen:
+                continue
+            dst = r.get_attr("RTA_DST")
+            if dst is None:
+                continue
+            route = ipaddress.ip_network(f"{dst}/{r['dst_len']}", strict=False)
+            oif = names.get(r.get_attr("RTA_OIF"), r.get_attr("RTA_OIF"))
+            if route.overlaps(net) and oif != tun:
+                via = r.get_attr("RTA_GATEWAY")
+                return (f"{net} is already routed{where}: {route} "
+                        f"{f'via {via} ' if via else ''}dev {oif}")
+    return None
+
+
+def check_root(root: Optional[str]) -> None:
+    if root is None:
+        return
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"--root {root}: no such directory")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise PermissionError(f"--root {root}: directory not readable")
+
+
+# ------------------------------------------------------------------------------------------
+# serve
+# ------------------------------------------------------------------------------------------
+
+class _Stop:
+    """What ended the serving: a signal, or --duration."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+
+
 def serve(service: str, *, netns: Optional[str], tun: str, address: str,
           port: Optional[int], root: Optional[str], size: int, offload: bool,
-          mtu: int, control: Optional[str], duration: Optional[float] = None) -> int:
-    kernel = kernel_side(address)
-    # pyroute2's netlink calls run outside the event loop (they drive their own).
+          mtu: int, control: Optional[str], duration: Optional[float] = None,
+          stats_interval: float = 0.0, grace: float = 5.0,
+          out: Callable[[str], None] = lambda line: print(line, flush=True)) -> int:
+    """Serve until SIGINT, SIGTERM or ``duration``; then stop accepting, let connections
+    finish for up to ``grace`` seconds, close the rest (reset those that do not close
+    within CLOSE_TIMEOUT), remove the device, the control socket and a namespace this
+    command created, and print one line. Bad input raises OSError or ValueError before
+    anything is created."""
+    kernel = check_address(address)
+    check_root(root)
+    ctl_path = control or control_path(tun)
+    check_control(ctl_path)
+    conflict = routing_conflict(netns, address, tun)
+    if conflict is not None:
+        raise OSError(f"{conflict}; pick another --address or namespace")
     link = TunLink(tun, address=address, prefix=24, mtu=mtu, netns=netns, offload=offload,
-                   kernel_address=kernel, keep_netns=True)
+                   kernel_address=kernel)
+    created_ns = link.created_netns and not link.keep_netns
+    summary = ""
     try:
-        return asyncio.run(_serve(link, service, netns=netns, tun=tun, address=address,
-                                  kernel=kernel, port=port, root=root, size=size,
-                                  control=control, duration=duration))
+        summary = asyncio.run(_serve(link, service, netns=netns, tun=tun, address=address,
+                                     kernel=kernel, port=port, root=root, size=size,
+                                     ctl_path=ctl_path, duration=duration,
+                                     stats_interval=stats_interval, grace=grace, out=out))
     finally:
-        link.close()
+        saved = {sig: signal.signal(sig, signal.SIG_IGN)
+                 for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            link.close()                     # the device, and a namespace it created
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
+    removed = f"; removed {tun}" + (f" and network namespace {netns}" if created_ns else "")
+    out(f"fasttcp serve: {summary}{removed}")
+    return 0
 
 
 async def _serve(link: TunLink, service: str, *, netns: Optional[str], tun: str,
                  address: str, kernel: str, port: Optional[int], root: Optional[str],
-                 size: int, control: Optional[str], duration: Optional[float]) -> int:
+                 size: int, ctl_path: str, duration: Optional[float],
+                 stats_interval: float, grace: float, out: Callable[[str], None]) -> str:
     host = Host(address, mtu=link.mtu, gso_max=65000 if link.offload else 0)
     port = port or DEFAULT_PORTS[service]
-    ctl_path = control or control_path(tun)
-    try:
-        async with FastTcpStack(host, link) as stack:
-            server = await stack.start_server(make_handler(service, root, size), port)
-            ctl = await serve_control(ctl_path, host, link)
+    handler = make_handler(service, root, size)
+    active: Dict[asyncio.Task, asyncio.StreamWriter] = {}
+    stopping = False
+
+    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        active[task] = writer
+        try:
+            await handler(reader, writer)
+        except asyncio.CancelledError:
+            # Cancelled by the stop: the connection is closed (FIN), and the task ends
+            # normally - asyncio's stream machinery reports a cancelled one as an error.
+            if not stopping:
+                raise
+            writer.close()
+        finally:
+            active.pop(task, None)
+
+    stop = _Stop()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set, sig.name)
+    async with FastTcpStack(host, link) as stack:
+        server = await stack.start_server(tracked, port)
+        ctl = await serve_control(ctl_path, host, link)
+        try:
             where = f" in netns {netns}" if netns else ""
-            print(f"fasttcp serving {service} on {address}:{port} via {tun}{where}; the kernel "
-                  f"side is {kernel}/24 (offload {'on' if link.offload else 'off'}). "
-                  f"Stats: fasttcp stats --control {ctl_path}", flush=True)
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
+            out(f"fasttcp serving {service} on {address}:{port} via {tun}{where}; the kernel "
+                f"side is {kernel}/24 (offload {'on' if link.offload else 'off'}). "
+                f"Stats: fasttcp stats --control {ctl_path}")
+            ticker = None
+            if stats_interval > 0:
+                ticker = asyncio.create_task(_status(host, link, stats_interval, out))
             try:
-                if duration is None:
-                    await stop.wait()
-                else:
-                    await asyncio.wait_for(stop.wait(), duration)
+                await asyncio.wait_for(stop.event.wait(), duration)
             except asyncio.TimeoutError:
-                pass
+                stop.set(f"--duration {duration:g} s")
+            if ticker is not None:
+                ticker.cancel()
+            server.close()                     # stop accepting
+            stopping = True
+            finished = 0
+            if active:
+                done, _ = await asyncio.wait(list(active), timeout=grace)
+                finished = len(done)
+            left = list(active)
+            for task in left:
+                task.cancel()                  # the handler closes its connection
+            if left:
+                await asyncio.wait(left, timeout=CLOSE_TIMEOUT)
+            closed, reset = await _close_connections(host, stack, CLOSE_TIMEOUT)
+        finally:
             ctl.close()
-            server.close()
-    finally:
-        if os.path.exists(ctl_path):
-            os.unlink(ctl_path)
-    return 0
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+    parts = [f"{finished} finished"]
+    if left:
+        parts.append(f"{len(left)} closed after --grace {grace:g} s")
+    if reset:
+        parts.append(f"{reset} reset")
+    return f"stopped by {stop.reason}; connections: {', '.join(parts)}"
+
+
+#: States in which our side of a connection is done: our FIN was acknowledged (or the
+#: connection is gone). A closed transport's connection lives on in the engine until then,
+#: sending what its send buffer still holds, and then the FIN.
+_DONE = {State.FIN_WAIT_2, State.TIME_WAIT, State.CLOSED}
+
+
+async def _close_connections(host: Host, stack: FastTcpStack, timeout: float) -> Tuple[int, int]:
+    """Close every connection still open and wait, at most ``timeout`` seconds, until each
+    has sent what it holds and its FIN was acknowledged; reset the rest. Returns (closed,
+    reset) counts of the connections that were still open."""
+    pending = [c for c in host.connections() if c.state not in _DONE]
+    for c in pending:
+        if c.state in (State.ESTABLISHED, State.CLOSE_WAIT, State.SYN_RECEIVED):
+            c.close()                           # a connection no handler holds any more
+    stack.kick()
+    end = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.01) + 1):
+        if all(c.state in _DONE for c in pending) or time.monotonic() >= end:
+            break
+        await asyncio.sleep(0.01)
+    reset = 0
+    for c in pending:
+        if c.state not in _DONE:
+            c.abort()                           # RST, sent by the stack's last flush
+            reset += 1
+    return len(pending) - reset, reset
+
+
+async def _status(host: Host, link: Any, interval: float, out: Callable[[str], None]) -> None:
+    previous = snapshot(host, link)
+    while True:
+        await asyncio.sleep(interval)
+        data = snapshot(host, link)
+        out(status_line(data, previous))
+        previous = data

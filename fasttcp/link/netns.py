@@ -11,9 +11,9 @@ import os
 import socket
 import threading
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
-__all__ = ["create_netns", "entered", "netns_exists", "read_net_sysfs", "remove_netns",
+__all__ = ["create_netns", "entered", "iproute", "netns_exists", "read_net_sysfs", "remove_netns",
            "socket_in", "validate_netns_name", "write_net_sysfs"]
 
 # A name is one path component under /run/netns (iproute2 forbids '/', '.' and '..').
@@ -107,6 +107,23 @@ def entered(name: str | None) -> Iterator[None]:
                 raise RuntimeError("could not return to the original network namespace") from e
     finally:
         os.close(saved)
+
+
+@contextmanager
+def iproute(name: str | None) -> Iterator[Any]:
+    """A pyroute2 ``IPRoute`` for namespace ``name`` (None: ours), closed on exit.
+
+    The calling thread stays inside the namespace for the whole block (:func:`entered`):
+    the netlink socket is opened there (a socket stays in the namespace it was made in),
+    and so is anything pyroute2 does with ioctls, such as creating a tuntap device. This
+    works the same on every supported pyroute2 (0.7 and 0.8 have no
+    ``IPRoute(netns=...)``). pyroute2 0.8 and later cannot run their synchronous API inside
+    a running asyncio loop (see ``fasttcp.link.tun.run_outside_loop``).
+    """
+    from pyroute2 import IPRoute
+    with entered(name):
+        with IPRoute() as ipr:
+            yield ipr
 
 
 def socket_in(name: str | None, family: int = socket.AF_INET,

@@ -18,9 +18,11 @@ import time
 from typing import IO, Any, Callable, Iterable, Optional, Union
 
 from fasttcp.link.capabilities import LinkCapabilities, capabilities_of
+from fasttcp.link._tunio import RX_FLAG_CSUM_PARTIAL
+from fasttcp.wire import pseudo_header_checksum
 
 __all__ = ["LINKTYPE_RAW", "LINKTYPE_IPV4", "PcapWriter", "PcapLink", "RecordingHost",
-           "read_pcap"]
+           "complete_checksum", "read_pcap"]
 
 LINKTYPE_RAW = 101
 LINKTYPE_IPV4 = 228
@@ -124,13 +126,25 @@ class PcapLink:
 
     ``clock`` gives the timestamps (wall clock by default; pass the virtual clock in a
     simulation). Other attributes are those of the wrapped link.
+
+    ``complete_checksums`` (default True): a received packet whose checksum an offload left
+    partial (the link's ``last_rx_flags`` has ``RX_FLAG_CSUM_PARTIAL`` for it, as a
+    :class:`~fasttcp.link.TunLink` with offloads reports) is recorded with its TCP or UDP
+    checksum computed, so Wireshark does not flag every packet the local kernel sent. Only
+    the capture's copy changes; the packet handed on is the link's. Checksums that were
+    not partial are recorded as they came, wrong ones included. False records every
+    packet exactly as the link delivered it.
     """
 
     def __init__(self, link: Any, writer: PcapWriter,
-                 clock: Optional[Callable[[], float]] = None) -> None:
+                 clock: Optional[Callable[[], float]] = None, *,
+                 complete_checksums: bool = True) -> None:
         self.link = link
         self.writer = writer
         self.clock: Callable[[], float] = clock if clock is not None else time.time
+        self.complete_checksums = complete_checksums
+        #: Received packets recorded with a completed checksum.
+        self.checksums_completed = 0
 
     @property
     def capabilities(self) -> LinkCapabilities:
@@ -150,8 +164,17 @@ class PcapLink:
         packets = self.link.recv_batch(max)
         if packets:
             now = self.clock()
-            for p in packets:
-                self.writer.write(p, now)
+            flags = b""
+            if self.complete_checksums:
+                flags = getattr(self.link, "last_rx_flags", b"") or b""
+            write = self.writer.write
+            for i, p in enumerate(packets):
+                if i < len(flags) and flags[i] & RX_FLAG_CSUM_PARTIAL:
+                    fixed = complete_checksum(p)
+                    if fixed is not None:
+                        self.checksums_completed += 1
+                        p = fixed
+                write(p, now)
         return packets
 
     def fileno(self) -> int:
@@ -159,6 +182,29 @@ class PcapLink:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.link, name)
+
+
+def complete_checksum(packet: Any) -> Optional[bytes]:
+    """A copy of an IPv4 TCP or UDP packet with its transport checksum computed over the
+    pseudo-header and the whole segment; None for anything else (other protocols, IP
+    fragments, truncated or malformed packets)."""
+    b = bytearray(packet)
+    if len(b) < 20 or b[0] >> 4 != 4:
+        return None
+    ihl = (b[0] & 15) * 4
+    total = int.from_bytes(b[2:4], "big")
+    proto = b[9]
+    field = {6: 16, 17: 6}.get(proto)
+    if (field is None or ihl < 20 or total > len(b) or ihl + field + 2 > total
+            or int.from_bytes(b[6:8], "big") & 0x3FFF):           # MF or a fragment offset
+        return None
+    b[ihl + field:ihl + field + 2] = b"\0\0"
+    c = pseudo_header_checksum(bytes(b[12:16]), bytes(b[16:20]), proto,
+                               memoryview(b)[ihl:total])
+    if proto == 17 and c == 0:
+        c = 0xFFFF                                 # RFC 768: 0 means "no checksum"
+    b[ihl + field:ihl + field + 2] = c.to_bytes(2, "big")
+    return bytes(b)
 
 
 class RecordingHost:

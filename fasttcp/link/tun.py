@@ -45,13 +45,16 @@ the second core, so it is off there (measured: README, "What limits it").
 """
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
+import functools
 import ipaddress
 import os
 import select
 import struct
-from typing import Any, Iterable, Optional
+import threading
+from typing import Any, Callable, Iterable, Optional
 
 from fasttcp.link import netns as _ns
 from fasttcp.link._tunio import (
@@ -142,16 +145,53 @@ def _check_name(name: str) -> bytes:
     return raw
 
 
-def _iproute(netns: Optional[str]):
-    from pyroute2 import IPRoute
-    if netns is None:
-        return IPRoute()
-    return IPRoute(netns=netns, flags=0)        # flags=0: never create it behind our back
+def _iproute(netns: Optional[str]) -> Any:
+    return _ns.iproute(netns)
 
 
 def _netlink_error(e: Exception, what: str) -> OSError:
     code = getattr(e, "code", 0) or errno.EIO
-    return OSError(code, f"{what}: {os.strerror(code)}")
+    if not isinstance(code, int) or code <= 0:
+        code = errno.EIO
+    return OSError(code, f"{what}: {type(e).__name__}: {e}" if code == errno.EIO
+                   else f"{what}: {os.strerror(code)}")
+
+
+def run_outside_loop(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, in a helper thread when an asyncio event loop is running in
+    this one (and waited for: this thread blocks meanwhile), else right here.
+
+    pyroute2 0.8 and later run their synchronous API on an event loop of their own, which
+    fails inside a running loop; a thread has none. Netlink work is short (a few
+    milliseconds); code on an event loop that must not block at all awaits
+    :meth:`TunLink.open` instead.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn(*args, **kwargs)
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn(*args, **kwargs)
+        except BaseException as e:                 # noqa: BLE001 - re-raised below
+            box["error"] = e
+
+    t = threading.Thread(target=run, name="fasttcp-netlink", daemon=True)
+    t.start()
+    try:
+        t.join()
+    except BaseException:
+        t.join()              # interrupted (KeyboardInterrupt): let fn finish, then raise
+        raise
+    if "error" in box:
+        err = box.pop("error")
+        try:
+            raise err
+        finally:
+            del err                                # no reference cycle through the frame
+    return box["result"]
 
 
 class TunLink:
@@ -168,7 +208,13 @@ class TunLink:
 
     Raises ``ValueError`` (bad name, address, prefix, MTU), ``FileNotFoundError`` (no
     /dev/net/tun), ``PermissionError`` (no CAP_NET_ADMIN) and ``FileExistsError`` (the
-    interface name is taken).
+    interface name is taken); a netlink failure is an ``OSError`` whose ``__cause__`` is
+    pyroute2's exception.
+
+    On an event loop, ``link = await TunLink.open(...)`` sets up without blocking it (and
+    ``await link.aclose()`` tears down). The plain constructor works there too: it does
+    its netlink work in a helper thread (pyroute2 0.8+ cannot run inside a running loop)
+    and blocks the loop for those few milliseconds.
 
     One reader and one writer at a time: ``recv_batch`` reuses one receive arena and both
     calls release the GIL while they run. Writes never block (a full queue drops).
@@ -211,6 +257,17 @@ class TunLink:
         self.owned = True
         self.keep_netns = keep_netns
         _require_tun()
+        try:
+            run_outside_loop(self._setup, raw, offload, rps_mask, complete_checksums,
+                             tx_thread)
+        except BaseException:
+            if self._io is not None:          # set up, but the wait for it was interrupted
+                self.close()
+            raise
+
+    def _setup(self, raw: bytes, offload: bool, rps_mask: Optional[int],
+               complete_checksums: bool, tx_thread: Optional[bool]) -> None:
+        name, netns = self.name, self.netns
         fd = -1
         try:
             if netns is not None:
@@ -220,7 +277,7 @@ class TunLink:
             if rps_mask is not None:
                 _ns.write_net_sysfs(netns, f"class/net/{name}/queues/rx-0/rps_cpus",
                                     f"{rps_mask:x}")
-            self._io = TunIO(fd, vnet, int(batch), complete_checksums)
+            self._io = TunIO(fd, vnet, self.batch, complete_checksums)
             self._start_writer(tx_thread, flags)
         except BaseException:
             if self._io is not None:
@@ -234,6 +291,27 @@ class TunLink:
             raise
         self.offload_flags = flags
         self._fd = fd
+
+    @classmethod
+    async def open(cls, *args: Any, **kwargs: Any) -> "TunLink":
+        """``await TunLink.open(...)``: the constructor (same arguments) run in the event
+        loop's default executor, so the loop keeps running while the device and namespace
+        are set up. If the awaiting task is cancelled meanwhile, the link is closed once
+        it is made."""
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(None, functools.partial(cls, *args, **kwargs))
+        return await _shielded(loop, fut)
+
+    @classmethod
+    async def open_existing(cls, *args: Any, **kwargs: Any) -> "TunLink":
+        """``await TunLink.open_existing(...)``: :meth:`attach` in the default executor."""
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(None, functools.partial(cls.attach, *args, **kwargs))
+        return await _shielded(loop, fut)
+
+    async def aclose(self) -> None:
+        """:meth:`close` in the default executor (removing a namespace takes a few ms)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
 
     @classmethod
     def attach(cls, name: str, netns: Optional[str] = None, *, address: Optional[str] = None,
@@ -258,7 +336,7 @@ class TunLink:
         self._init_state(name, netns, batch)
         self.owned = False
         self.keep_netns = True
-        info = self._read_device(name, netns)
+        info = run_outside_loop(self._read_device, name, netns)
         if info is None:
             raise FileNotFoundError(f"no interface {name!r}"
                                     + (f" in network namespace {netns!r}" if netns else ""))
@@ -459,6 +537,12 @@ class TunLink:
     def closed(self) -> bool:
         return self._io is None
 
+    @property
+    def created_netns(self) -> bool:
+        """True while the link holds a namespace it created (removed by :meth:`close`
+        unless ``keep_netns``)."""
+        return self._created_netns
+
     def stats(self) -> dict:
         """Counters: rx/tx packets, bytes, GSO packets, drops and errors."""
         return self._io.stats() if self._io is not None else {}
@@ -477,17 +561,21 @@ class TunLink:
         os.close(self._fd)
         self._fd = -1
         if self._created_netns and not self.keep_netns:
-            _ns.remove_netns(self.netns)       # takes the device with it
             self._created_netns = False
+            run_outside_loop(_ns.remove_netns, self.netns)     # takes the device with it
             return
         if self.owned:
-            try:
-                with _iproute(self.netns) as ipr:
-                    idx = ipr.link_lookup(ifname=self.name)
-                    if idx:                   # made persistent by someone: delete it
-                        ipr.link("del", index=idx[0])
-            except FileNotFoundError:
-                pass                          # the namespace itself is gone
+            run_outside_loop(self._delete_device, self.name, self.netns)
+
+    @staticmethod
+    def _delete_device(name: str, netns: Optional[str]) -> None:
+        try:
+            with _iproute(netns) as ipr:
+                idx = ipr.link_lookup(ifname=name)
+                if idx:                       # made persistent by someone: delete it
+                    ipr.link("del", index=idx[0])
+        except FileNotFoundError:
+            pass                              # the namespace itself is gone
 
     def __enter__(self) -> "TunLink":
         return self
@@ -511,6 +599,17 @@ class TunLink:
         state = "closed" if self._io is None else f"fd={self._fd}"
         return (f"<TunLink {self.name}{where} {self.address} kernel={self.kernel_address}"
                 f"/{self.prefix} mtu={self.mtu} offload=0x{self.offload_flags:x} {state}>")
+
+
+async def _shielded(loop: asyncio.AbstractEventLoop, fut: "asyncio.Future[TunLink]") -> TunLink:
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        def discard(f: "asyncio.Future[TunLink]") -> None:
+            if not f.cancelled() and f.exception() is None:
+                loop.run_in_executor(None, f.result().close)
+        fut.add_done_callback(discard)
+        raise
 
 
 # ------------------------------------------------------------------------------------------
