@@ -34,6 +34,8 @@ class _SettingsKwargs(TypedDict, total=False):
     send_ref_min: int
     nodelay: bool
     delayed_ack: float
+    quick_acks: int
+    min_mss: int
     keepalive: float | None
     keepalive_interval: float
     keepalive_probes: int
@@ -55,6 +57,7 @@ class _SettingsKwargs(TypedDict, total=False):
     challenge_ack_limit: int
     invalid_ack_interval: float
     gso_max: int
+    mtu_probing: int
     ttl: int
     congestion: str | type[Any]
     isn_secret: bytes | None

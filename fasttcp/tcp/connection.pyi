@@ -17,6 +17,10 @@ MASK: Final[int]
 TS_OPTION_SPACE: Final[int]
 DEFAULT_PEER_MSS: Final[int]
 MAX_WSCALE: Final[int]
+MIN_PMTU: Final[int]
+BLACK_HOLE_RETRIES: Final[int]
+BASE_MSS: Final[int]
+MTU_PROBE_FLOOR: Final[int]
 
 @dataclass
 class ConnectionInfo:

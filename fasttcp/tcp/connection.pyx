@@ -1174,7 +1174,7 @@ cdef class Connection(Tcb):
             new_mss = pmtu - 40 - (TS_OPTION_SPACE if self.ts_ok else 0)
             if new_mss < self.mss:
                 self.mss_limit = min(self.mss_limit, pmtu - 40)
-                self._set_send_mss(new_mss)
+                self._lower_send_mss(new_mss)
                 # Resend at once at the new size what was in flight: the packets were
                 # dropped (Linux's tcp_simple_retransmit).
                 self.snd_nxt = self.snd_una
@@ -1190,7 +1190,7 @@ cdef class Connection(Tcb):
         self.soft_error = (icmp_type, code)       # reported if the connection times out
         self.host.count(COUNT_ICMP_SOFT_ERRORS)
 
-    def _set_send_mss(self, new_mss: int) -> None:
+    def _lower_send_mss(self, new_mss: int) -> None:
         """Lower the send MSS (path MTU discovery, black-hole detection): no more TSO
         super-segments cut for the link's MTU, and congestion control counts the new
         size."""
@@ -1252,7 +1252,7 @@ cdef class Connection(Tcb):
             # frag-needed: first tcp_base_mss, then half the MSS each further timeout.
             new_mss = BASE_MSS if self.mss > BASE_MSS else max(self.mss // 2, MTU_PROBE_FLOOR)
             if new_mss < self.mss:
-                self._set_send_mss(new_mss)
+                self._lower_send_mss(new_mss)
                 self.host.count(COUNT_PMTU_BLACK_HOLES)
         # RFC 6298 5.4-5.6 and RFC 5681 eq. 4: back off, shrink cwnd, go back to SND.UNA.
         self.rtt.backoff()

@@ -44,7 +44,8 @@ class Count(IntEnum):
     COUNT_ICMP_IGNORED_SEQ = 28
     COUNT_ICMP_SOFT_ERRORS = 29
     COUNT_PMTU_UPDATES = 30
-    COUNT_KINDS = 31
+    COUNT_PMTU_BLACK_HOLES = 31
+    COUNT_KINDS = 32
 
 @disjoint_base
 class HostServices:
