@@ -320,6 +320,10 @@ cdef class Host:
                 d[_STATE_COUNTERS[st]] = self.state_entries[st]
         d["connections"] = len(self._conns)
         d["time_wait"] = self._time_wait_count
+        d["orphans"] = self._orphans
+        # Buffers kept for new connections (at most POOL_MAX of each kind).
+        d["pooled_send_rings"] = len(self._ring_pool)
+        d["pooled_reassemblers"] = len(self._reasm_pool)
         for k, v in self._frags.stats().items():
             if v:
                 d["reasm_" + k] = v
@@ -528,6 +532,14 @@ cdef class Host:
     cdef bint time_wait_full(self) except -1:
         return self._time_wait_count >= self.settings.max_time_wait
 
+    cdef bint adopt_orphan(self, object conn) except -1:
+        # Linux tcp_close: with more than tcp_max_orphans orphans the new one is reset.
+        if self._orphans >= self.settings.max_orphans:
+            return False
+        self._orphans += 1
+        (<Connection>conn).orphan = True
+        return True
+
     cdef int queue_for_accept(self, object conn) except -1:
         lst = (<Connection>conn).listener
         if lst is not None:
@@ -550,6 +562,9 @@ cdef class Host:
             self._time_wait_count += 1
         elif old == S_TIME_WAIT:
             self._time_wait_count -= 1
+        if conn.orphan and (new == S_CLOSED or new == S_TIME_WAIT):
+            conn.orphan = False                # TIME-WAIT has its own limit (max_time_wait)
+            self._orphans -= 1
         if new == S_CLOSED:
             if self._conns.get(conn.key) is conn:
                 del self._conns[conn.key]

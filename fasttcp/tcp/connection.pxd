@@ -45,6 +45,7 @@ cdef class Connection(Tcb):
     cdef _receive_text(self, Packet seg, int64_t seq, double now)
     cdef _check_fin(self, double now)
     cdef _enter_time_wait(self, int event, double now)
+    cdef bint _user_timed_out(self, double now) except -1
     cpdef object deadline(self)
     cpdef on_timer(self, double now)
     cpdef _output(self, double now, list out)
