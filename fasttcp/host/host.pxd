@@ -4,7 +4,7 @@
 # their own there).
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 
-from fasttcp.storage._reasm cimport Reassembler
+from fasttcp.storage._reasm cimport OooBudget, Reassembler
 from fasttcp.storage._ring cimport SendRing
 from fasttcp.tcp.connection cimport Connection
 from fasttcp.tcp.host_services cimport COUNT_KINDS, Count, HostServices
@@ -34,6 +34,8 @@ cdef class Host(HostServices):
     cdef object _isn, _cookies, _frags, _batch, _timer_seq, _challenge_times
     cdef Py_ssize_t _time_wait_count
     cdef Py_ssize_t _orphans            # connections with conn.orphan set
+    # Out-of-order bytes held by all the host's reassemblers (settings.ooo_budget).
+    cdef readonly OooBudget ooo_budget
     cdef int _next_port
     cdef public bint _raise_internal
     # None, or a callable(conn, old State, new State) told of every state change.

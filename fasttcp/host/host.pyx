@@ -117,6 +117,7 @@ cdef class Host:
         self._challenge_times: Deque[float] = deque()   # challenge ACKs of the last second
         self._time_wait_count = 0
         self._reasm_pool: List[Reassembler] = []
+        self.ooo_budget = OooBudget(s.ooo_budget)
         #: Reassemblers holding data by reference since receive(defer_copy=True).
         self._deferred: list = []
         #: transmit() may return SplitPackets (TSO super-segments as headers + views of
@@ -321,6 +322,10 @@ cdef class Host:
         d["connections"] = len(self._conns)
         d["time_wait"] = self._time_wait_count
         d["orphans"] = self._orphans
+        # Out-of-order bytes held now by all connections, and dropped to stay within
+        # settings.ooo_budget (RFC 2018 section 8 reneging).
+        d["ooo_bytes"] = self.ooo_budget.held
+        d["ooo_pruned_bytes"] = self.ooo_budget.pruned_bytes
         # Buffers kept for new connections (at most POOL_MAX of each kind).
         d["pooled_send_rings"] = len(self._ring_pool)
         d["pooled_reassemblers"] = len(self._reasm_pool)
@@ -590,7 +595,8 @@ cdef class Host:
     cdef Reassembler take_reassembler(self):
         if self._reasm_pool:
             return self._reasm_pool.pop()
-        return Reassembler(self.settings.rcv_buf, self.settings.max_ooo_holes)
+        return Reassembler(self.settings.rcv_buf, self.settings.max_ooo_holes,
+                           self.ooo_budget)
 
     cdef bint return_ring(self, SendRing ring) except -1:
         if len(self._ring_pool) < POOL_MAX:

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from cpython.buffer cimport PyBuffer_FillInfo
-from libc.stdint cimport int32_t, int64_t, uint32_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
 from fasttcp.storage import SendRing
-from fasttcp.storage._reasm cimport Reassembler
+from fasttcp.storage._reasm cimport OooBudget, Reassembler
 from fasttcp.wire._wire cimport (OPT_MSS, OPT_SACK, OPT_SACK_PERM, OPT_TS, OPT_WSCALE, Packet,
                                  TH_ACK as ACK, TH_FIN as FIN, TH_RST as RST, TH_SYN as SYN)
 from fasttcp.tcp.host_services cimport (
@@ -37,8 +37,9 @@ from fasttcp.tcp.host_services cimport (
     COUNT_SYNS_OUT, COUNT_TIME_WAIT_OVERFLOW, COUNT_TIMEOUTS, COUNT_TRIMMED_TO_WINDOW,
     COUNT_TS_RECENT_EXPIRED, COUNT_WINDOW_PROBES)
 from fasttcp.tcp.host_services cimport (
-    COUNT_ORPHAN_PROBE_ABORTS, COUNT_ORPHAN_RETRY_ABORTS, COUNT_ORPHANS_RESET,
-    COUNT_PERSIST_TIMEOUTS, COUNT_USER_TIMEOUTS)
+    COUNT_DROP_OOO_BUDGET, COUNT_OOO_PRUNES, COUNT_ORPHAN_PROBE_ABORTS,
+    COUNT_ORPHAN_RETRY_ABORTS, COUNT_ORPHANS_RESET, COUNT_PERSIST_TIMEOUTS,
+    COUNT_USER_TIMEOUTS)
 from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
                                 ConnectionReset, ConnectionTimedOut, TcpError)
 from fasttcp.tcp.rtt import RttEstimator
@@ -1080,6 +1081,9 @@ cdef class Connection(Tcb):
                 self.host.emit(self._packet(self.snd_max, ACK))
                 self._after_send_ack()
                 self.host.count(COUNT_PURE_ACKS_OUT)
+            if not self._ooo_admit(reasm, seq_off - 1, len(data)):
+                self._ack_now = True              # a duplicate ACK all the same
+                return
             self.last_ooo_off = seq_off           # its block goes first in our SACK option
         refused = reasm.dropped_segments
         dups = reasm.dup_bytes
@@ -1108,6 +1112,32 @@ cdef class Connection(Tcb):
                 self._ack_now = True
             elif self.delack_at is None:
                 self.delack_at = now + self.settings.delayed_ack
+
+    cdef bint _ooo_admit(self, Reassembler reasm, uint64_t off, int64_t n) except -1:
+        """Room in the host's out-of-order budget (settings.ooo_budget) for the data at
+        reassembler offset `off`, n bytes. Under pressure this connection drops its own
+        newest out-of-order data first: from the highest sequence down to the arriving
+        segment, at least rcv_buf / 8 at a time (Linux tcp_prune_ofo_queue). That reneges
+        on SACKed data, which RFC 2018 section 8 allows: the SACK blocks come from what is
+        held, so they stop naming it, and the sender keeps data until it is cumulatively
+        acknowledged. False (counted) when the segment still does not fit."""
+        cdef OooBudget budget = reasm.budget
+        cdef uint64_t need, goal
+        if budget is None:
+            return True
+        need = reasm.missing_c(off, off + <uint64_t>n)
+        if budget.held + need <= budget.limit:
+            return True
+        goal = budget.held + need - budget.limit
+        if goal < <uint64_t>(reasm.max_bytes >> 3):
+            goal = <uint64_t>(reasm.max_bytes >> 3)
+        if reasm.prune_c(off, goal):
+            self.host.count(COUNT_OOO_PRUNES)
+            need = reasm.missing_c(off, off + <uint64_t>n)
+            if budget.held + need <= budget.limit:
+                return True
+        self.host.count(COUNT_DROP_OOO_BUDGET)
+        return False
 
     cdef _check_fin(self, double now):
         cdef int st
