@@ -240,3 +240,31 @@ def test_24h_of_live_zero_window_connections():
     net2.run(deadline=t0 + DAY, max_steps=200 * n)
     assert all(c.state == State.CLOSED for c in conns2)
     assert a2.stats()["user_timeouts"] == n and a2.stats()["connections"] == 0
+
+
+def test_persist_backoff_ends_when_the_window_opens_through_the_fast_path():
+    """The window reopens in two steps: first too little for a full segment (the backoff
+    stays, Linux tcp_ack_probe), then fully by ACKs that header prediction takes. The
+    next zero window starts probing at the RTO again, not where the old backoff was."""
+    p = ManualPeer()
+    lst = p.host.listen(80)
+    sa, = p.send("S", 1000, 0, 600)
+    p.send("A", 1001, sa.seq + 1, 600, at=0.05)
+    c = lst.accept()
+    c.send(b"x" * 5000)
+    first, = p.tick()
+    ack = first.seq + len(first.data)
+    p.send("A", 1001, ack, 0, at=0.1)
+    _probe_times(p, lambda s: p.send("A", 1001, ack, 0), until=5.0)
+    assert c.probes_out >= 3
+    out = p.send("A", 1001, ack, 300)            # half the largest window: 300 bytes go
+    assert [len(s.data) for s in out] == [300] and c.probes_out >= 3
+    ack += 300
+    out = p.send("A", 1001, ack, 600)            # a plain ACK: the fast path's
+    assert c.probes_out == 0
+    nxt = [s for s in out if s.data]
+    ack = nxt[-1].seq + len(nxt[-1].data)
+    p.send("A", 1001, ack, 0)                    # shut again
+    t0 = p.now
+    times = _probe_times(p, lambda s: p.send("A", 1001, ack, 0), until=t0 + 10.0)
+    assert times[0] - t0 == pytest.approx(c.rtt.rto, rel=0.05)

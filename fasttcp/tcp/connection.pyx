@@ -815,6 +815,8 @@ cdef class Connection(Tcb):
             if self.fp_tsecr:
                 self._ts_sample(self.fp_tsecr, now)
                 self.fp_tsecr = 0
+        if self.probes_out and self.snd_wnd >= min(self.mss, self._data_end() - self.snd_una):
+            self.probes_out = 0                   # the window opened (as in _process_ack)
         self.host.wake(self)
 
     cdef _ts_sample(self, uint32_t tsecr, double now):
