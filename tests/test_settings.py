@@ -115,6 +115,26 @@ def test_limits(kwargs, message):
         Settings(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"ooo_budget": -1}, "ooo_budget must be >= 0 bytes"),
+    ({"ooo_budget": 1.5}, "ooo_budget must be an int"),
+    ({"orphan_retries": -1}, "orphan_retries must be >= 0"),
+    ({"max_orphans": -1}, "max_orphans must be >= 0"),
+    ({"user_timeout": 0}, "user_timeout must be None"),
+    ({"user_timeout": -1.0}, "user_timeout must be None"),
+    ({"user_timeout": "30s"}, "user_timeout must be None"),
+])
+def test_memory_and_orphan_limits(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Settings(**kwargs)
+    s = Settings()
+    # The documented defaults (settings.py): Linux's tcp_orphan_retries 0 means 8.
+    assert (s.ooo_budget, s.orphan_retries, s.max_orphans, s.user_timeout) == (
+        64 << 20, 8, 16384, None)
+    assert Settings(ooo_budget=0, orphan_retries=0, max_orphans=0,
+                    user_timeout=0.5).user_timeout == 0.5
+
+
 @pytest.mark.parametrize("value", ["never", "Always", 1, 0, None])
 def test_syn_cookies(value):
     with pytest.raises(ValueError, match="syn_cookies must be True, False or \"always\""):

@@ -38,10 +38,11 @@ CLIENT_IP, SERVER_IP, PORT = "10.0.0.1", "10.0.0.2", 80
 
 # Small buffers and segments, so that short runs still fill windows (zero windows,
 # persist), cut many segments and lose some; short timers so virtual time stays short.
-# Retries are many so that a finite fault schedule cannot time a connection out.
+# Retries are many so that a finite fault schedule cannot time a connection out (also
+# a closed one: orphan_retries).
 SETTINGS = dict(mtu=576, rcv_buf=8192, snd_buf=8192, initial_rto=0.2, min_rto=0.05,
                 max_rto=1.0, msl=0.05, delayed_ack=0.01, syn_retries=60, max_retries=60,
-                isn_secret=bytes(16))
+                orphan_retries=60, isn_secret=bytes(16))
 LINK_DELAY = 0.002              # one-way link delay
 MAX_STREAM = 64 * 1024
 STREAMS = [random.Random(f"stream{i}").randbytes(MAX_STREAM) for i in range(2)]

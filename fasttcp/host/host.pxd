@@ -4,7 +4,7 @@
 # their own there).
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 
-from fasttcp.storage._reasm cimport Reassembler
+from fasttcp.storage._reasm cimport OooBudget, Reassembler
 from fasttcp.storage._ring cimport SendRing
 from fasttcp.tcp.connection cimport Connection
 from fasttcp.tcp.host_services cimport COUNT_KINDS, Count, HostServices
@@ -33,6 +33,9 @@ cdef class Host(HostServices):
     cdef object _stats                  # Counter
     cdef object _isn, _cookies, _frags, _batch, _timer_seq, _challenge_times
     cdef Py_ssize_t _time_wait_count
+    cdef Py_ssize_t _orphans            # connections with conn.orphan set
+    # Out-of-order bytes held by all the host's reassemblers (settings.ooo_budget).
+    cdef readonly OooBudget ooo_budget
     cdef int _next_port
     cdef public bint _raise_internal
     # None, or a callable(conn, old State, new State) told of every state change.
@@ -61,6 +64,7 @@ cdef class Host(HostServices):
     cdef object make_congestion(self, int mss)
     cdef bint challenge_ack_allowed(self, double now) except -1
     cdef bint time_wait_full(self) except -1
+    cdef bint adopt_orphan(self, object conn) except -1
     cdef int queue_for_accept(self, object conn) except -1
     cdef int state_changed(self, object conn, int old, int new) except -1
     cdef int input_fragment(self, object packet, double now) except -1

@@ -117,6 +117,7 @@ cdef class Host:
         self._challenge_times: Deque[float] = deque()   # challenge ACKs of the last second
         self._time_wait_count = 0
         self._reasm_pool: List[Reassembler] = []
+        self.ooo_budget = OooBudget(s.ooo_budget)
         #: Reassemblers holding data by reference since receive(defer_copy=True).
         self._deferred: list = []
         #: transmit() may return SplitPackets (TSO super-segments as headers + views of
@@ -320,6 +321,14 @@ cdef class Host:
                 d[_STATE_COUNTERS[st]] = self.state_entries[st]
         d["connections"] = len(self._conns)
         d["time_wait"] = self._time_wait_count
+        d["orphans"] = self._orphans
+        # Out-of-order bytes held now by all connections, and dropped to stay within
+        # settings.ooo_budget (RFC 2018 section 8 reneging).
+        d["ooo_bytes"] = self.ooo_budget.held
+        d["ooo_pruned_bytes"] = self.ooo_budget.pruned_bytes
+        # Buffers kept for new connections (at most POOL_MAX of each kind).
+        d["pooled_send_rings"] = len(self._ring_pool)
+        d["pooled_reassemblers"] = len(self._reasm_pool)
         for k, v in self._frags.stats().items():
             if v:
                 d["reasm_" + k] = v
@@ -528,6 +537,14 @@ cdef class Host:
     cdef bint time_wait_full(self) except -1:
         return self._time_wait_count >= self.settings.max_time_wait
 
+    cdef bint adopt_orphan(self, object conn) except -1:
+        # Linux tcp_close: with more than tcp_max_orphans orphans the new one is reset.
+        if self._orphans >= self.settings.max_orphans:
+            return False
+        self._orphans += 1
+        (<Connection>conn).orphan = True
+        return True
+
     cdef int queue_for_accept(self, object conn) except -1:
         lst = (<Connection>conn).listener
         if lst is not None:
@@ -550,6 +567,9 @@ cdef class Host:
             self._time_wait_count += 1
         elif old == S_TIME_WAIT:
             self._time_wait_count -= 1
+        if conn.orphan and (new == S_CLOSED or new == S_TIME_WAIT):
+            conn.orphan = False                # TIME-WAIT has its own limit (max_time_wait)
+            self._orphans -= 1
         if new == S_CLOSED:
             if self._conns.get(conn.key) is conn:
                 del self._conns[conn.key]
@@ -575,7 +595,8 @@ cdef class Host:
     cdef Reassembler take_reassembler(self):
         if self._reasm_pool:
             return self._reasm_pool.pop()
-        return Reassembler(self.settings.rcv_buf, self.settings.max_ooo_holes)
+        return Reassembler(self.settings.rcv_buf, self.settings.max_ooo_holes,
+                           self.ooo_budget)
 
     cdef bint return_ring(self, SendRing ring) except -1:
         if len(self._ring_pool) < POOL_MAX:

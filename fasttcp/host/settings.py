@@ -82,6 +82,29 @@ class Settings:
     max_time_wait: int = 16384
     #: Most separate out-of-order holes per connection (the bytes are bounded by rcv_buf).
     max_ooo_holes: int = 64
+    #: Most bytes held out of order by all connections together (each is also bounded by
+    #: rcv_buf). Under pressure a connection drops its own out-of-order data from the
+    #: highest sequence downwards, above the arriving segment (Linux tcp_prune_ofo_queue;
+    #: RFC 2018 section 8 lets a receiver renege on SACKed data), and a segment that still
+    #: does not fit is dropped (counted as ``drop_ooo_budget``). 64 MiB: 64 connections
+    #: with their whole default rcv_buf out of order, the share Linux's tcp_mem puts all TCP
+    #: memory under pressure at (1/16 of RAM) on a 1 GiB machine. 0 keeps none.
+    ooo_budget: int = 64 << 20
+    #: Zero-window probes (RFC 9293 3.8.6.1) an orphan (a connection the application
+    #: closed, with data or FIN still to deliver) sends before it gives up, and RTO
+    #: retransmissions it makes: Linux's tcp_orphan_retries, whose default (0) means 8. A
+    #: live connection keeps probing while the peer answers (RFC 1122 4.2.2.17) and gives
+    #: up after max_retries unanswered probes.
+    orphan_retries: int = 8
+    #: Most orphans the host holds; a connection closed beyond it is reset at once (Linux's
+    #: tcp_max_orphans, which like tcp_max_tw_buckets defaults to half the connection
+    #: table: the same default as max_time_wait).
+    max_orphans: int = 16384
+    #: RFC 5482 user timeout (Linux TCP_USER_TIMEOUT): a connection whose data (or FIN)
+    #: stays unacknowledged this many seconds, also behind a zero window whose probes the
+    #: peer answers, is aborted with ConnectionTimedOut. None (the default) leaves it to
+    #: max_retries, and a peer that answers probes keeps a live connection open.
+    user_timeout: Optional[float] = None
     #: Window scaling (RFC 7323); the shift is the smallest that covers rcv_buf.
     window_scaling: bool = True
     #: TCP timestamps (RFC 7323): RTT samples from every ACK and PAWS.
@@ -214,6 +237,16 @@ class Settings:
             raise ValueError(f"max_time_wait must be >= 0, got {self.max_time_wait}")
         if not 0 <= self.max_ooo_holes <= 1 << 16:
             raise ValueError(f"max_ooo_holes must be 0..65536, got {self.max_ooo_holes}")
+        if self.ooo_budget < 0:
+            raise ValueError(f"ooo_budget must be >= 0 bytes, got {self.ooo_budget}")
+        if self.orphan_retries < 0:
+            raise ValueError(f"orphan_retries must be >= 0, got {self.orphan_retries}")
+        if self.max_orphans < 0:
+            raise ValueError(f"max_orphans must be >= 0, got {self.max_orphans}")
+        if self.user_timeout is not None and not (_is_number(self.user_timeout)
+                                                  and self.user_timeout > 0):
+            raise ValueError(f"user_timeout must be None (off) or > 0 s, "
+                             f"got {self.user_timeout!r}")
         if self.challenge_ack_limit < 0:
             raise ValueError(f"challenge_ack_limit must be >= 0 (0 = unlimited), "
                              f"got {self.challenge_ack_limit}")

@@ -1,10 +1,19 @@
 # C-level interface of the receive-side assembler (out-of-order store + receive buffer).
 cimport cython
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int64_t, uint64_t
 
 
 cdef enum:
     MAX_SPANS = 32
+
+
+# The host-wide account of out-of-order bytes (settings.ooo_budget): one per host, shared
+# by its reassemblers, which keep `held` equal to the sum of their held_ooo.
+@cython.final
+cdef class OooBudget:
+    cdef readonly uint64_t held          # bytes held out of order, all reassemblers
+    cdef public uint64_t limit           # the most `held` may reach
+    cdef readonly uint64_t pruned_bytes  # dropped by prune_c to stay within the limit
 
 
 @cython.final
@@ -22,6 +31,7 @@ cdef class Reassembler:
     cdef readonly uint64_t read_pos      # bytes the user consumed
     cdef readonly uint64_t next          # end of the contiguous data (RCV.NXT as an offset)
     cdef readonly uint64_t held_ooo      # bytes held in the out-of-order runs
+    cdef readonly OooBudget budget       # the host's account of held_ooo, or None
     # statistics
     cdef readonly uint64_t dup_bytes         # already received: before `next` or in a run
     cdef readonly uint64_t trimmed_bytes     # beyond the window edge read_pos + max_bytes
@@ -48,6 +58,14 @@ cdef class Reassembler:
     cdef Py_ssize_t readable_chunk(self, const unsigned char** p) noexcept nogil
     # Consume n bytes (clamped to readable) after reading them through readable_chunk.
     cdef void consume(self, Py_ssize_t n) noexcept nogil
+    # Bytes of [offset, end), clipped to the window, that no run holds yet: what storing
+    # them out of order would add to held_ooo.
+    cdef uint64_t missing_c(self, uint64_t offset, uint64_t end) noexcept nogil
+    # Drop out-of-order bytes at offsets >= floor, highest first, until `goal` bytes are
+    # freed or none are left above floor; returns the bytes freed (Linux
+    # tcp_prune_ofo_queue). SACK blocks, made from the runs, no longer name them.
+    cdef uint64_t prune_c(self, uint64_t floor, uint64_t goal) noexcept nogil
+    cdef void _account(self, int64_t delta) noexcept nogil
     # Index of the out-of-order run holding `offset`, or -1.
     cdef Py_ssize_t run_index(self, uint64_t offset) noexcept nogil
     # As add_c, but in-order data with nothing else pending is only remembered (no copy)

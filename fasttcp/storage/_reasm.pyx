@@ -16,7 +16,7 @@ a peer cannot grow either.
 """
 from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free as c_free, malloc
 from libc.string cimport memcpy, memmove
 
@@ -30,14 +30,29 @@ COMPILED = True
 MAX_HOLES_LIMIT = 1 << 16
 
 
+cdef class OooBudget:
+    """Bytes held out of order by every Reassembler sharing this account, and the most
+    they may hold (a host's settings.ooo_budget). The reassemblers keep ``held`` up to
+    date as they store, deliver, prune and drop out-of-order data."""
+
+    def __cinit__(self, limit: int):
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        self.limit = limit
+
+    def __repr__(self) -> str:
+        return f"<OooBudget held={self.held} limit={self.limit} pruned={self.pruned_bytes}>"
+
+
 cdef class Reassembler:
     """Receive buffer for one stream with bounded out-of-order storage.
 
     `read_pos` <= `next` <= (out-of-order runs) < `read_pos + max_bytes`; `readable` =
-    `next - read_pos` bytes are ready for the user.
+    `next - read_pos` bytes are ready for the user. With a `budget` (OooBudget) every
+    out-of-order byte held is also counted there.
     """
 
-    def __cinit__(self, max_bytes: int, max_holes: int = 32):
+    def __cinit__(self, max_bytes: int, max_holes: int = 32, OooBudget budget=None):
         if not (1 <= max_bytes <= RING_MAX_CAPACITY):
             raise ValueError(f"max_bytes must be in 1..{RING_MAX_CAPACITY}, got {max_bytes}")
         if not (0 <= max_holes <= MAX_HOLES_LIMIT):
@@ -51,14 +66,66 @@ cdef class Reassembler:
         self.mask = alloc - 1
         self.max_bytes = max_bytes
         self.max_holes = max_holes
+        self.budget = budget
 
     def __dealloc__(self):
+        self._account(-<int64_t>self.held_ooo)
         c_free(self.buf)
         c_free(self.runs)
         self.buf = NULL
         self.runs = NULL
 
     # --- C level ------------------------------------------------------------------------
+
+    cdef void _account(self, int64_t delta) noexcept nogil:
+        # held_ooo itself is updated by the caller; the host's total follows it.
+        if self.budget is not None:
+            self.budget.held += <uint64_t>delta
+
+    cdef uint64_t missing_c(self, uint64_t offset, uint64_t end) noexcept nogil:
+        cdef uint64_t limit = self.read_pos + <uint64_t>self.max_bytes
+        cdef uint64_t n, rs, re
+        cdef Py_ssize_t r
+        if offset < self.next:
+            offset = self.next
+        if end > limit:
+            end = limit
+        if end <= offset:
+            return 0
+        n = end - offset
+        for r in range(self.nruns):
+            rs = self.runs[2 * r]
+            re = self.runs[2 * r + 1]
+            if rs >= end:
+                break
+            if re > offset:
+                n -= (re if re < end else end) - (rs if rs > offset else offset)
+        return n
+
+    cdef uint64_t prune_c(self, uint64_t floor, uint64_t goal) noexcept nogil:
+        cdef uint64_t freed = 0, rs, re, cut
+        cdef Py_ssize_t r = self.nruns - 1
+        while r >= 0 and freed < goal:
+            rs = self.runs[2 * r]
+            re = self.runs[2 * r + 1]
+            if re <= floor:
+                break
+            cut = rs if rs > floor else floor
+            if re - cut > goal - freed:
+                cut = re - (goal - freed)
+            freed += re - cut
+            if cut == rs:
+                self.nruns -= 1                     # the highest run goes entirely
+            else:
+                self.runs[2 * r + 1] = cut          # the run keeps its lower part
+                break
+            r -= 1
+        if freed:
+            self.held_ooo -= freed
+            self._account(-<int64_t>freed)
+            if self.budget is not None:
+                self.budget.pruned_bytes += freed
+        return freed
 
     cdef Py_ssize_t add_c(self, uint64_t offset, const unsigned char* data,
                           Py_ssize_t n) noexcept nogil:
@@ -137,6 +204,7 @@ cdef class Reassembler:
             written += end - cur
         self.dup_bytes += <uint64_t>n - written
         self.held_ooo += written
+        self._account(<int64_t>written)
 
         merged_end = end
         if k and self.runs[2 * (j - 1) + 1] > merged_end:
@@ -149,6 +217,7 @@ cdef class Reassembler:
                         <size_t>(self.nruns - j) * 2 * sizeof(uint64_t))
             self.nruns -= j
             self.held_ooo -= merged_end - offset
+            self._account(-<int64_t>(merged_end - offset))
             self.next = merged_end
             return <Py_ssize_t>(merged_end - offset)
 
@@ -331,6 +400,15 @@ cdef class Reassembler:
         material of SACK blocks, RFC 2018)."""
         return [(self.runs[2 * r], self.runs[2 * r + 1]) for r in range(self.nruns)]
 
+    def missing(self, offset: int, end: int) -> int:
+        """Bytes of [offset, end) inside the window that no out-of-order run holds."""
+        return self.missing_c(<uint64_t>offset, <uint64_t>end)
+
+    def prune(self, floor: int, goal: int) -> int:
+        """Drop held out-of-order bytes at offsets >= floor, highest first, until goal
+        bytes are freed; returns the bytes freed."""
+        return self.prune_c(<uint64_t>floor, <uint64_t>goal)
+
     def run_containing(self, offset: int):
         """The (start, end) run holding `offset`, or None: RFC 2018 section 4 wants the
         block of the most recently received segment reported first."""
@@ -365,6 +443,7 @@ cdef class Reassembler:
         self.nruns = 0
         self.read_pos = 0
         self.next = 0
+        self._account(-<int64_t>self.held_ooo)
         self.held_ooo = 0
         self.dup_bytes = 0
         self.trimmed_bytes = 0

@@ -1,7 +1,9 @@
 # The connection's slow path (connection.pyx) is compiled too: with `self` typed, every
 # read of a TCB field is a C load, not an attribute lookup. All the fields are the Tcb's
 # (tcb.pxd); Connection adds the state machine's methods.
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+from fasttcp.storage._reasm cimport Reassembler
 
 from fasttcp.tcp.tcb cimport (S_CLOSE_WAIT, S_CLOSED, S_CLOSING, S_ESTABLISHED, S_FIN_WAIT_1,
                               S_FIN_WAIT_2, S_LAST_ACK, S_LISTEN, S_SYN_RECEIVED, S_SYN_SENT,
@@ -43,8 +45,10 @@ cdef class Connection(Tcb):
     cdef _ack_advance(self, int64_t ack_off, double now)
     cdef _dupack(self, double now)
     cdef _receive_text(self, Packet seg, int64_t seq, double now)
+    cdef bint _ooo_admit(self, Reassembler reasm, uint64_t off, int64_t n) except -1
     cdef _check_fin(self, double now)
     cdef _enter_time_wait(self, int event, double now)
+    cdef bint _user_timed_out(self, double now) except -1
     cpdef object deadline(self)
     cpdef on_timer(self, double now)
     cpdef _output(self, double now, list out)

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from cpython.buffer cimport PyBuffer_FillInfo
-from libc.stdint cimport int32_t, int64_t, uint32_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
 from fasttcp.storage import SendRing
-from fasttcp.storage._reasm cimport Reassembler
+from fasttcp.storage._reasm cimport OooBudget, Reassembler
 from fasttcp.wire._wire cimport (OPT_MSS, OPT_SACK, OPT_SACK_PERM, OPT_TS, OPT_WSCALE, Packet,
                                  TH_ACK as ACK, TH_FIN as FIN, TH_RST as RST, TH_SYN as SYN)
 from fasttcp.tcp.host_services cimport (
@@ -37,6 +37,10 @@ from fasttcp.tcp.host_services cimport (
     COUNT_RST_IN, COUNT_RSTS_OUT, COUNT_SACK_RECOVERIES, COUNT_SYN_ACKS_OUT,
     COUNT_SYNS_OUT, COUNT_TIME_WAIT_OVERFLOW, COUNT_TIMEOUTS, COUNT_TRIMMED_TO_WINDOW,
     COUNT_TS_RECENT_EXPIRED, COUNT_WINDOW_PROBES)
+from fasttcp.tcp.host_services cimport (
+    COUNT_DROP_OOO_BUDGET, COUNT_OOO_PRUNES, COUNT_ORPHAN_PROBE_ABORTS,
+    COUNT_ORPHAN_RETRY_ABORTS, COUNT_ORPHANS_RESET, COUNT_PERSIST_TIMEOUTS,
+    COUNT_USER_TIMEOUTS)
 from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
                                 ConnectionReset, ConnectionTimedOut, TcpError)
 from fasttcp.tcp.rtt import RttEstimator
@@ -321,6 +325,12 @@ cdef class Connection(Tcb):
             self.shutdown()
         elif self.st == S_FIN_WAIT_2:
             self._orphan_timeout(self.host.now)
+        if not self.orphan and self.st in (S_FIN_WAIT_1, S_FIN_WAIT_2, S_CLOSING, S_LAST_ACK):
+            # Only the host holds it now: an orphan. With settings.max_orphans of them held
+            # already it is reset at once instead (Linux tcp_close: tcp_too_many_orphans).
+            if not self.host.adopt_orphan(self):
+                self.host.count(COUNT_ORPHANS_RESET)
+                self.abort()
 
     def _orphan_timeout(self, now: float) -> None:
         """A fully closed connection in FIN-WAIT-2 waits for the peer's FIN at most 2*MSL
@@ -777,6 +787,7 @@ cdef class Connection(Tcb):
     cdef _process_ack(self, Packet seg, int64_t ack_off, int64_t seg_len, double now):
         cdef int64_t wnd, wl1_d, newly_sacked
         wnd = seg.d.window << self.snd_wscale
+        self.probes_unanswered = 0                # the peer answers (RFC 1122 4.2.2.17)
         # Window update rule (RFC 9293 3.10.7.4, fifth check, ESTABLISHED).
         wl1_d = _sdiff(seg.d.seq, self.snd_wl1)
         window_changed = wnd != self.snd_wnd
@@ -792,6 +803,10 @@ cdef class Connection(Tcb):
                 # A probe byte the receiver refused (beyond its zero window, RFC 9293
                 # 3.8.6.1) was dropped, not lost in flight: send again from SND.UNA.
                 self.snd_nxt = self.snd_una
+            if self.probes_out and ack_off + wnd >= min(self._data_end(), ack_off + self.mss):
+                # The window lets the next segment out: the persist backoff and the stall
+                # end (Linux tcp_ack_probe clears icsk_backoff only then).
+                self.probes_out = 0
 
         newly_sacked = 0
         if self.sack_ok and seg.d.opt_present & OPT_SACK:
@@ -823,6 +838,8 @@ cdef class Connection(Tcb):
             if self.fp_tsecr:
                 self._ts_sample(self.fp_tsecr, now)
                 self.fp_tsecr = 0
+        if self.probes_out and self.snd_wnd >= min(self.mss, self._data_end() - self.snd_una):
+            self.probes_out = 0                   # the window opened (as in _process_ack)
         self.host.wake(self)
 
     cdef _ts_sample(self, uint32_t tsecr, double now):
@@ -1084,6 +1101,8 @@ cdef class Connection(Tcb):
         in_order = seq_off == self.rcv_nxt
         if not in_order:
             self._dup_ack_now()
+            if not self._ooo_admit(reasm, seq_off - 1, len(data)):
+                return                            # refused; its duplicate ACK is owed
             self.last_ooo_off = seq_off           # its block goes first in our SACK option
         refused = reasm.dropped_segments
         dups = reasm.dup_bytes
@@ -1115,6 +1134,32 @@ cdef class Connection(Tcb):
             self._after_send_ack()
             self.host.count(COUNT_PURE_ACKS_OUT)
         self._ack_now = True
+
+    cdef bint _ooo_admit(self, Reassembler reasm, uint64_t off, int64_t n) except -1:
+        """Room in the host's out-of-order budget (settings.ooo_budget) for the data at
+        reassembler offset `off`, n bytes. Under pressure this connection drops its own
+        newest out-of-order data first: from the highest sequence down to the arriving
+        segment, at least rcv_buf / 8 at a time (Linux tcp_prune_ofo_queue). That reneges
+        on SACKed data, which RFC 2018 section 8 allows: the SACK blocks come from what is
+        held, so they stop naming it, and the sender keeps data until it is cumulatively
+        acknowledged. False (counted) when the segment still does not fit."""
+        cdef OooBudget budget = reasm.budget
+        cdef uint64_t need, goal
+        if budget is None:
+            return True
+        need = reasm.missing_c(off, off + <uint64_t>n)
+        if budget.held + need <= budget.limit:
+            return True
+        goal = budget.held + need - budget.limit
+        if goal < <uint64_t>(reasm.max_bytes >> 3):
+            goal = <uint64_t>(reasm.max_bytes >> 3)
+        if reasm.prune_c(off, goal):
+            self.host.count(COUNT_OOO_PRUNES)
+            need = reasm.missing_c(off, off + <uint64_t>n)
+            if budget.held + need <= budget.limit:
+                return True
+        self.host.count(COUNT_DROP_OOO_BUDGET)
+        return False
 
     cdef _check_fin(self, double now):
         cdef int st
@@ -1233,11 +1278,22 @@ cdef class Connection(Tcb):
         if self.snd_una >= self.snd_max and self.st not in (S_SYN_SENT,
                                                                S_SYN_RECEIVED):
             return
+        s = self.settings
+        if self.retries == 0 and self.probes_out == 0:
+            self.stall_at = now - self.rtt.rto    # a stall begins: when this timer started
         self.retries += 1
-        limit = (self.settings.syn_retries if self.st in (S_SYN_SENT,
-                                                            S_SYN_RECEIVED)
-                 else self.settings.max_retries)
-        if self.retries > limit:
+        if self.st in (S_SYN_SENT, S_SYN_RECEIVED):
+            limit = s.syn_retries
+        elif self.orphan:
+            limit = s.orphan_retries              # Linux tcp_write_timeout, SOCK_DEAD
+        else:
+            limit = s.max_retries
+        timed_out = self.retries > limit
+        if timed_out and self.orphan and limit == s.orphan_retries:
+            self.host.count(COUNT_ORPHAN_RETRY_ABORTS)
+        elif self._user_timed_out(now):
+            return
+        if timed_out:
             err = ConnectionTimedOut("connection timed out")
             if self.st == S_SYN_RECEIVED and self.passive:
                 err = None                        # a half-open connection just goes away
@@ -1274,12 +1330,32 @@ cdef class Connection(Tcb):
 
     def _on_persist(self, now: float) -> None:
         # A zero-window probe (RFC 9293 3.8.6.1): the byte at SND.UNA, past the window,
-        # backed off like the RTO but never giving up while the peer answers. Also when
+        # the interval doubling with each probe up to max_rto (persist_timeout). Also when
         # sender SWS avoidance holds data with nothing in flight (output_data): then the
         # byte fits the window and its ACK brings the window we may have missed.
         if self._data_end() > self.snd_una:
+            s = self.settings
+            if self.retries == 0 and self.probes_out == 0:
+                self.stall_at = now - self.persist_timeout()   # when the window shut
+            if self.orphan and self.probes_out >= s.orphan_retries:
+                # Nobody will read or send on it: give up after orphan_retries probes,
+                # answered or not (Linux tcp_probe_timer with SOCK_DEAD).
+                self.host.count(COUNT_ORPHAN_PROBE_ABORTS)
+                self._terminate(E_TIMEOUT, ConnectionTimedOut("orphan: zero window"))
+                return
+            if self.probes_unanswered >= s.max_retries:
+                # RFC 1122 4.2.2.17 keeps the connection open only while the receiver
+                # acknowledges the probes: max_retries unanswered ones end it (Linux:
+                # tcp_retries2 against icsk_probes_out).
+                self.host.count(COUNT_PERSIST_TIMEOUTS)
+                self._terminate(E_TIMEOUT, ConnectionTimedOut("zero window: peer not "
+                                                              "answering probes"))
+                return
+            if self._user_timed_out(now):
+                return
             self._probe = True
-            self.rtt.backoff()
+            self.probes_out += 1
+            self.probes_unanswered += 1
             self.host.count(COUNT_WINDOW_PROBES)
         else:
             self.persist = False
@@ -1287,6 +1363,18 @@ cdef class Connection(Tcb):
                 # A FIN went out while persisting (send_range arms no RTO then): it needs
                 # its retransmission timer (RFC 6298 5.1).
                 self.rtx_at = now + self.rtt.rto
+
+    cdef bint _user_timed_out(self, double now) except -1:
+        """RFC 5482 / Linux TCP_USER_TIMEOUT: end the connection when its data has stayed
+        unacknowledged, or behind a shut window, for settings.user_timeout seconds since
+        the stall began (stall_at). Returns True when it did."""
+        ut = self.settings.user_timeout
+        if ut is None or now - self.stall_at < ut:
+            return False
+        self.host.count(COUNT_USER_TIMEOUTS)
+        self._terminate(E_TIMEOUT, ConnectionTimedOut("user timeout: data unacknowledged "
+                                                      f"for {ut:g} s"))
+        return True
 
     def _on_keepalive(self, now: float) -> None:
         s = self.settings
@@ -1373,10 +1461,15 @@ cdef class Connection(Tcb):
         if self._probe:                            # zero-window probe: one byte
             self._probe = False
             if self._data_end() > self.snd_una:
-                self._send_segment(self.snd_una, 1, now, out, self.snd_una < self.snd_max)
+                n = 1
+                if self.snd_wnd > 0 and self.snd_max == self.snd_una:
+                    # Sender SWS avoidance held a short segment and its override timeout
+                    # ran out (RFC 1122 4.2.3.4): send what the window takes, up to an MSS.
+                    n = min(self.mss, self.snd_wnd, self._data_end() - self.snd_una)
+                self._send_segment(self.snd_una, n, now, out, self.snd_una < self.snd_max)
                 sent = True
             self.persist = True
-            self.rtx_at = now + self.rtt.rto
+            self.rtx_at = now + self.persist_timeout()
         if self.in_recovery and self._sack_recovery:
             return self._output_sack_recovery(now, out) or sent
         # The steady-state loop (windows, Nagle, SWS, FIN) is compiled: Tcb.output_data.

@@ -51,6 +51,15 @@ cpdef enum Count:
     COUNT_PMTU_UPDATES
     # path MTU: segment sizes and black-hole detection (RFC 4821, Linux tcp_mtu_probing)
     COUNT_PMTU_BLACK_HOLES              # MSS lowered after repeated timeouts
+    # zero windows, orphans, user timeout (RFC 1122 4.2.2.17, RFC 5482) and the host-wide
+    # out-of-order budget (settings.ooo_budget)
+    COUNT_PERSIST_TIMEOUTS              # max_retries zero-window probes went unanswered
+    COUNT_ORPHAN_PROBE_ABORTS           # an orphan gave up after orphan_retries probes
+    COUNT_ORPHAN_RETRY_ABORTS           # an orphan gave up after orphan_retries RTOs
+    COUNT_ORPHANS_RESET                 # closed with max_orphans held: reset at once
+    COUNT_USER_TIMEOUTS                 # data unacknowledged for user_timeout
+    COUNT_OOO_PRUNES                    # out-of-order data dropped to stay in the budget
+    COUNT_DROP_OOO_BUDGET               # a segment refused: the budget was still full
     COUNT_KINDS                         # how many there are (not a counter)
 
 
@@ -84,6 +93,10 @@ cdef class HostServices:
     cdef bint challenge_ack_allowed(self, double now) except -1
     # TIME-WAIT accounting: True when settings.max_time_wait connections are in it.
     cdef bint time_wait_full(self) except -1
+    # The application closed `conn` before it reached CLOSED or TIME-WAIT: True when the
+    # host takes it as an orphan (and sets conn.orphan; state_changed lets it go), False
+    # when settings.max_orphans are held already (Linux tcp_too_many_orphans).
+    cdef bint adopt_orphan(self, object conn) except -1
     # A passive open completed: `conn` goes to its listener's accept queue.
     cdef int queue_for_accept(self, object conn) except -1
     # `conn` moved from state `old` to `new` (fasttcp.tcp.tcb state numbers).

@@ -50,6 +50,9 @@ cdef class HostServices:
     cdef bint time_wait_full(self) except -1:
         raise NotImplementedError
 
+    cdef bint adopt_orphan(self, object conn) except -1:
+        raise NotImplementedError
+
     cdef int queue_for_accept(self, object conn) except -1:
         raise NotImplementedError
 

@@ -89,6 +89,16 @@ cdef class Tcb:
     cdef public object _rtt_off         # the one timed segment (Karn: cleared on resends)
     cdef public double _rtt_start, last_recv_at, last_send_at
     cdef public double _invalid_ack_at  # when we last answered an invalid pure segment
+    # Zero-window probing (RFC 9293 3.8.6.1, RFC 1122 4.2.2.17), as Linux counts it:
+    # probes_out: probes since the window last let a segment out (the persist backoff
+    # shift, Linux icsk_backoff; also what an orphan's orphan_retries limits);
+    # probes_unanswered: probes since the peer last sent an ACK (Linux icsk_probes_out,
+    # limited by max_retries). stall_at: when the current stall began (the first timer
+    # expiry without progress; valid while retries or probes_out is non-zero), for
+    # settings.user_timeout (RFC 5482).
+    cdef public int probes_out, probes_unanswered
+    cdef public double stall_at
+    cdef public bint orphan             # counted in the host's orphans (settings.max_orphans)
 
     # --- negotiated options ---
     cdef public int mss, mss_limit, snd_wscale, rcv_wscale
@@ -145,3 +155,4 @@ cdef class Tcb:
     cpdef bytes build_syn(self, bint ack, uint16_t window, int opts, double now)
     cdef int send_range(self, uint64_t off, uint64_t n, double now, list out,
                         bint retransmit) except -1
+    cdef double persist_timeout(self) noexcept

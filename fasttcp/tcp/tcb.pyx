@@ -328,6 +328,18 @@ cdef class Tcb:
             self.bytes_sent += n
         return 0
 
+    cdef double persist_timeout(self) noexcept:
+        """The persist timer's interval: the RTO doubled with every probe since the window
+        last opened (RFC 9293 3.8.6.1, RFC 1122 4.2.2.17: exponential backoff), capped at
+        max_rto (Linux: tcp_probe0_when, up to TCP_RTO_MAX). Kept apart from the RTO's own
+        backoff: an RTT sample (an ACK of the probe byte) must not reset it."""
+        cdef double t = self.rtt.rto
+        cdef int k = self.probes_out
+        while k > 0 and t < self.rtt.max_rto:
+            t *= 2
+            k -= 1
+        return t if t < self.rtt.max_rto else self.rtt.max_rto
+
     def output_data(self, double now, list out) -> int:
         """Cut new data from the send ring into segments as the windows allow; returns
         how many segments were sent."""
@@ -357,7 +369,7 @@ cdef class Tcb:
                 if usable == 0:
                     if self.snd_wnd == 0 and self.rtx_at is None:
                         self.persist = True        # nothing will elicit a window update
-                        self.rtx_at = now + self.rtt.rto
+                        self.rtx_at = now + self.persist_timeout()
                     break
                 n = seg_max
                 if avail < n:
@@ -374,7 +386,7 @@ cdef class Tcb:
                             # zero window (RFC 1122 4.2.3.4's override timeout, RFC 9293
                             # 3.8.6.1), or both ends wait for ever.
                             self.persist = True
-                            self.rtx_at = now + self.rtt.rto
+                            self.rtx_at = now + self.persist_timeout()
                         break
                 elif (n < mss and not nodelay and nxt >= self.snd_max
                       and self.snd_max > self.snd_una):
