@@ -58,6 +58,8 @@ cdef class Connection(Tcb):
     cdef _terminate(self, int event, error)
     cdef _return_buffers(self)
     cpdef _fast_batch_done(self, double now)
+    cdef _arm_pto(self, double now)
+    cdef _rate_sample(self, double now)
     cdef _set_gso(self)
     cdef _set_ref_min(self)
     cdef int64_t _initial_rcv_window(self)

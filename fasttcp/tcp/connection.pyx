@@ -33,11 +33,14 @@ from fasttcp.tcp.host_services cimport (
     COUNT_FAST_RETRANSMITS, COUNT_FIN_WAIT_2_ORPHANS, COUNT_HOLE_FILLS_IN,
     COUNT_ICMP_IGNORED_SEQ, COUNT_ICMP_SOFT_ERRORS, COUNT_INVALID_ACKS_SUPPRESSED,
     COUNT_KEEPALIVE_PROBES, COUNT_OOO_SEGMENTS_IN, COUNT_PMTU_UPDATES, COUNT_PURE_ACKS_OUT,
-    COUNT_RST_IN, COUNT_RSTS_OUT, COUNT_SACK_RECOVERIES, COUNT_SYN_ACKS_OUT,
-    COUNT_SYNS_OUT, COUNT_TIME_WAIT_OVERFLOW, COUNT_TIMEOUTS, COUNT_TRIMMED_TO_WINDOW,
+    COUNT_REORDERING, COUNT_RST_IN, COUNT_RSTS_OUT, COUNT_SACK_RECOVERIES,
+    COUNT_SEGMENTS_MARKED_LOST, COUNT_SYN_ACKS_OUT, COUNT_SYNS_OUT, COUNT_TIME_WAIT_OVERFLOW,
+    COUNT_TIMEOUTS,
+    COUNT_TLP_LOSSES_REPAIRED, COUNT_TLP_PROBES, COUNT_TRIMMED_TO_WINDOW,
     COUNT_TS_RECENT_EXPIRED, COUNT_WINDOW_PROBES)
 from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
                                 ConnectionReset, ConnectionTimedOut, TcpError)
+from fasttcp.tcp.loss import WC_DEL_ACK_T, Prr, resolve_loss
 from fasttcp.tcp.rtt import RttEstimator
 from fasttcp.tcp.transitions import TcpEvent
 from fasttcp.tcp.states import State
@@ -54,6 +57,8 @@ MASK = 0xFFFFFFFF
 cdef double TS_RECENT_MAX_IDLE = 24 * 86400.0
 
 cpdef enum:
+    LR_TLP = 1                  # the loss timer (Tcb._lr_at) is the TLP's PTO (RFC 8985 7.2)
+    LR_REO = 2                  # ... RACK's reordering timer (RFC 8985 6.2 step 5)
     TS_OPTION_SPACE = 12        # NOP NOP + the 10-byte timestamps option, on every segment
     DEFAULT_PEER_MSS = 536      # RFC 9293 3.7.1 / RFC 6691: when the SYN has no MSS option
     MAX_WSCALE = 14             # RFC 7323 2.3
@@ -117,6 +122,10 @@ class ConnectionInfo:
     unacked: int
     send_buffered: int
     recv_buffered: int
+    reordering: int = 3             # largest reordering seen, in segments (Linux: at least 3)
+    tlp_probes: int = 0             # tail-loss probes sent (RFC 8985 7)
+    spurious_rtx_undone: int = 0    # window reductions undone as spurious
+    delivery_rate: float = 0.0      # bytes/s acknowledged over the latest round trip
 
 
 cdef class Connection(Tcb):
@@ -169,6 +178,7 @@ cdef class Connection(Tcb):
         # RFC 7323 5.4: a per-connection random offset of the timestamp clock, from a keyed
         # hash distinct from the ISN's (so TSval reveals nothing about the ISN).
         self.ts_offset = self.host.ts_offset(self.lport, remote_ip, self.rport)
+        self._dr_t0 = -1.0                      # no delivery-rate interval open
 
     # ===================================================================================
     # User calls
@@ -343,6 +353,9 @@ cdef class Connection(Tcb):
             rcv_wscale=self.rcv_wscale if self._ws_ok else 0, unacked=self.in_flight,
             send_buffered=len(self._send_ring) if self._send_ring is not None else 0,
             recv_buffered=self.readable,
+            reordering=max(3, -(-self.rtxq.reorder_dist // self.mss)) if self.rtxq else 3,
+            tlp_probes=self.tlp_probes, spurious_rtx_undone=self.spurious_rtx_undone,
+            delivery_rate=self.delivery_rate,
         )
 
     def __repr__(self) -> str:
@@ -771,13 +784,27 @@ cdef class Connection(Tcb):
                 self.snd_nxt = self.snd_una
 
         newly_sacked = 0
+        dsack = False
         if self.sack_ok and seg.d.opt_present & OPT_SACK:
-            newly_sacked = self._update_scoreboard(seg.sack_blocks, ack_off)
+            blocks = seg.sack_blocks
+            dsack = self._is_dsack(blocks, ack_off)
+            newly_sacked = self._update_scoreboard(blocks, ack_off)
+        q = self.rtxq
+        una_before = self.snd_una
+        flight_before = self.snd_max - self.snd_una
+        delivered = 0
+        if q is not None and self.sack_ok:
+            # The bookkeeping of RACK (RFC 8985 6.2 steps 2-3) for this ACK, in C.
+            reordered = q.reordered
+            delivered = q.on_ack(max(ack_off, self.snd_una), self.sacked, now,
+                                 self.rtt.min_rtt)
+            for _ in range(q.reordered - reordered):
+                self.host.count(COUNT_REORDERING)
         if ack_off > self.snd_una:
             if self.ts_ok and _tsecr(seg):
                 self._ts_sample(_tsecr(seg), now)
             self._new_ack(ack_off, now)
-            if self.sack_ok and not self.in_recovery and self.sacked \
+            if q is None and self.sack_ok and not self.in_recovery and self.sacked \
                     and self._lost_boundary() > self.snd_una and self.snd_una >= self.recover:
                 self._enter_recovery(now)         # RFC 6675 5 (2): IsLost(HighACK + 1)
         elif (ack_off == self.snd_una and seg_len == 0 and self.snd_max > self.snd_una
@@ -786,6 +813,8 @@ cdef class Connection(Tcb):
             # 6675 section 2). Not with a zero window: those ACKs answer window probes
             # (RFC 9293 3.8.6.1), and a fast retransmit would send past the window.
             self._dupack(now)
+        if q is not None and self.sack_ok and self.st != S_CLOSED:
+            self._loss_step(now, delivered, dsack, self.snd_una > una_before, flight_before)
 
     cpdef _fast_batch_done(self, double now):
         """After the fast path took segments of this connection in a batch: the RTO
@@ -800,6 +829,13 @@ cdef class Connection(Tcb):
             if self.fp_tsecr:
                 self._ts_sample(self.fp_tsecr, now)
                 self.fp_tsecr = 0
+            self._rate_sample(now)
+            if self.rtxq is not None:
+                # RFC 8985 7.2: an ACK of new data restarts the PTO (7.4: and may end a
+                # probe episode).
+                if self.tlp_end and self.snd_una >= self.tlp_end:
+                    self._tlp_acked(now, False, self.fp_flight)
+                self._arm_pto(now)
         self.host.wake(self)
 
     cdef _ts_sample(self, uint32_t tsecr, double now):
@@ -834,12 +870,15 @@ cdef class Connection(Tcb):
         self._ack_advance(ack_off, now)
         self.cwnd_bonus = 0
         self.bytes_acked += max(0, data_acked)
+        self._rate_sample(now)
         flight = self.snd_max - self.snd_una
         if self.in_recovery:
             if ack_off >= self.recover:           # full ACK (RFC 6582 3.2 step 5)
                 self.in_recovery = False
                 self.dupacks = 0
                 self.cc.on_exit_recovery(flight)
+                if self.loss is not None:
+                    self.loss.on_exit_recovery()
             elif self._sack_recovery:
                 pass                              # RFC 6675: pipe decides what goes next
             else:                                 # partial ACK: resend the next hole
@@ -867,6 +906,7 @@ cdef class Connection(Tcb):
         if self.snd_una >= self.snd_max:
             if not self.persist:
                 self.rtx_at = None
+            self._lr_at = None                    # nothing left to probe or mark lost
         elif not self.persist:
             self.rtx_at = now + self.rtt.rto
         if self.host is not None:
@@ -884,6 +924,13 @@ cdef class Connection(Tcb):
                 self.cc.on_dupack_in_recovery()   # RFC 5681 3.2 step 4 (no SACK: inflate)
             return
         if self.sack_ok and self.sacked:
+            if self.rtxq is not None:
+                # The loss-detection policy decides (_loss_step). RFC 6675 5 (2)'s
+                # DupAcks >= DupThresh stays DupThresh's; RACK replaces it (RFC 8985 6).
+                if (self.dupacks >= 3 and self._loss_policy().name == "dupthresh"
+                        and self.snd_una >= self.recover):
+                    self._enter_recovery(now)
+                return
             # RFC 6675 5 (2): DupAcks >= DupThresh, or IsLost(HighACK + 1).
             if (self.dupacks >= 3 or self._lost_boundary() > self.snd_una) \
                     and self.snd_una >= self.recover:
@@ -964,11 +1011,163 @@ cdef class Connection(Tcb):
         self._high_rxt = self.snd_una
         self._rescue_rxt = None
         self._rtt_off = None
+        q = self.rtxq
+        if q is not None:
+            # PRR (RFC 6937 section 3): RecoverFS = SND.NXT - SND.UNA at the start.
+            if self.prr is None:
+                self.prr = Prr(self.mss)
+            self.prr.start(self.snd_max - self.snd_una, self.mss)
+            q.trim(self.snd_una)
+            if not q.lost_bytes():
+                # RFC 6675 5 (4.2): retransmit the first segment presumed lost, HighACK+1.
+                q.mark_lost_below(self.snd_una + self.mss)
+            if self._lr_kind == LR_TLP:
+                self._lr_at = None                # no probes during recovery (RFC 8985 7.2)
         self.host.count(COUNT_SACK_RECOVERIES)
+
+    # --- RACK-TLP (RFC 8985) and PRR (RFC 6937) ------------------------------------------
+
+    def _loss_policy(self):
+        """The loss-detection policy (Settings.loss_detection), made on first use."""
+        if self.loss is None:
+            self.loss = resolve_loss(self.settings.loss_detection)()
+        return self.loss
+
+    def _is_dsack(self, blocks, ack_off: int) -> bool:
+        """RFC 2883 section 4: the first SACK block is a D-SACK when it lies below the
+        cumulative ACK or within the second block."""
+        if not blocks:
+            return False
+        base = self._snd_seq(self.snd_una)
+        lo = self.snd_una + _sdiff(blocks[0][0], base)
+        hi = self.snd_una + _sdiff(blocks[0][1], base)
+        if hi <= ack_off:
+            return hi > lo
+        if len(blocks) > 1:
+            lo2 = self.snd_una + _sdiff(blocks[1][0], base)
+            hi2 = self.snd_una + _sdiff(blocks[1][1], base)
+            return lo2 <= lo and hi <= hi2
+        return False
+
+    def _loss_step(self, now: float, delivered: int, dsack: bool, advanced: bool,
+                   flight_before: int) -> None:
+        """Per ACK on a SACK connection: end a TLP episode (RFC 8985 7.4), let the
+        loss-detection policy mark lost segments, enter recovery when any is (RFC 8985
+        6.2, RFC 6675 5), set PRR's window (RFC 6937), restart the PTO (RFC 8985 7.2)."""
+        loss = self._loss_policy()
+        self.rtxq.trim(self.snd_una)
+        if self.tlp_end:
+            self._tlp_acked(now, dsack, flight_before)
+        lost, at = loss.on_ack(self, now, dsack)
+        self._after_detect(now, lost, at)
+        if self.in_recovery and self._sack_recovery:
+            self._prr_ack(delivered, advanced)
+        elif advanced:
+            self._arm_pto(now)
+
+    def _after_detect(self, now: float, lost: int, at) -> None:
+        for _ in range(lost):
+            self.host.count(COUNT_SEGMENTS_MARKED_LOST)
+        if at is not None:
+            self._lr_at = at                      # RACK reordering timer (RFC 8985 6.2)
+            self._lr_kind = LR_REO
+        elif self._lr_kind == LR_REO:
+            self._lr_at = None
+            self._lr_kind = 0
+        if (not self.in_recovery and self.snd_una >= self.recover
+                and self.rtxq.lost_bytes() > 0):
+            self._enter_recovery(now)
+
+    def _prr_ack(self, delivered: int, advanced: bool) -> None:
+        """cwnd = pipe + sndcnt (RFC 6937 section 3; Linux tcp_cwnd_reduction, which
+        leaves cwnd alone on an ACK that delivers nothing once recovery has sent)."""
+        if delivered <= 0 and self.prr.out > 0:
+            return
+        pipe = self._pipe()
+        self.cc.cwnd = pipe + self.prr.on_ack(delivered, pipe, self.cc.ssthresh, advanced)
+
+    def _tlp_acked(self, now: float, dsack: bool, flight: int) -> None:
+        """RFC 8985 7.4: the ACK of a probe episode. A D-SACK for a probe that was a
+        retransmission says nothing was lost; an ACK past it without one says the probe
+        repaired a loss, and the window is reduced (Linux tcp_process_tlp_ack: CWR, then
+        cwnd = ssthresh)."""
+        if dsack and self.tlp_is_retrans:
+            self.tlp_end = 0
+        elif self.snd_una >= self.tlp_end:
+            if self.tlp_is_retrans and not self.in_recovery:
+                self.cc.on_enter_recovery(flight, now)
+                self.cc.on_exit_recovery(self.snd_max - self.snd_una)
+                self.host.count(COUNT_TLP_LOSSES_REPAIRED)
+            self.tlp_end = 0
+
+    cdef _arm_pto(self, double now):
+        """RFC 8985 7.2: PTO = 2 * SRTT (+ WCDelAckT with one segment in flight), when the
+        RTO would not fire first; one probe per episode, none in recovery."""
+        cdef double pto, rto_left
+        if self._lr_kind == LR_REO and self._lr_at is not None:
+            return
+        if (self.in_recovery or self.persist or self.tlp_end or self.snd_max <= self.snd_una
+                or not self.settings.tlp or self.st < S_ESTABLISHED
+                or not self._loss_policy().tlp):
+            if self._lr_kind == LR_TLP:
+                self._lr_at = None
+            return
+        pto = 2 * self.rtt._srtt if self.rtt.has_sample else 1.0
+        if self.snd_max - self.snd_una <= self.mss:
+            pto += WC_DEL_ACK_T
+        rto_left = self.rtx_at - now if self.rtx_at is not None else self.rtt.rto
+        if pto >= rto_left:
+            if self._lr_kind == LR_TLP:
+                self._lr_at = None
+            return
+        self._lr_at = now + pto
+        self._lr_kind = LR_TLP
+
+    def _on_loss_timer(self, now: float) -> None:
+        kind = self._lr_kind
+        self._lr_kind = 0
+        q = self.rtxq
+        if q is None or self.snd_una >= self.snd_max:
+            return
+        if kind == LR_REO:
+            # RFC 8985 6.2 step 5 again, now that the reordering window has passed; what
+            # the fast path acknowledged meanwhile is delivered first.
+            q.on_ack(self.snd_una, self.sacked, now, self.rtt.min_rtt)
+            lost, at = self._loss_policy().detect(self, now)
+            self._after_detect(now, lost, at)
+            if self.in_recovery and self._sack_recovery:
+                self._prr_ack(0, False)
+        elif kind == LR_TLP and not self.in_recovery and not self.tlp_end:
+            # RFC 8985 7.3: new data if the windows allow (cwnd is not consulted), else
+            # the last segment again; sent at the next output.
+            if (self._data_end() > self.snd_nxt == self.snd_max
+                    and self.snd_una + self.snd_wnd > self.snd_nxt):
+                self._tlp_send = 1
+            else:
+                self._tlp_send = 2
+
+    cdef _rate_sample(self, double now):
+        """delivery_rate: bytes acknowledged per second over about one SRTT."""
+        cdef double span
+        if self._dr_t0 < 0:
+            self._dr_t0 = now
+            self._dr_b0 = self.bytes_acked
+            return
+        span = now - self._dr_t0
+        if span > 0 and span >= (self.rtt._srtt if self.rtt.has_sample else 0.0):
+            self.delivery_rate = (self.bytes_acked - self._dr_b0) / span
+            if self.snd_una >= self.snd_max:
+                self._dr_t0 = -1.0                # idle next: open a new interval later
+            else:
+                self._dr_t0 = now
+                self._dr_b0 = self.bytes_acked
 
     def _pipe(self) -> int:
         """SetPipe (RFC 6675 section 4): unSACKed bytes not deemed lost, plus unSACKed
         bytes already retransmitted."""
+        if self.rtxq is not None:
+            self.rtxq.trim(self.snd_una)
+            return self.rtxq.pipe()               # by the loss policy's marks, in C
         una, top = self.snd_una, self.snd_max
         lost_edge = self._lost_boundary()
         unsacked = (top - una) - self._sacked_bytes(una, top)
@@ -989,6 +1188,8 @@ cdef class Connection(Tcb):
     def _next_seg(self):
         """NextSeg (RFC 6675 section 4): (offset, length, is_retransmission) or None."""
         mss = self.mss
+        if self.rtxq is not None:
+            return self._next_seg_marked()
         lost_edge = self._lost_boundary()
         start, hole_end = self._unsacked_from(max(self._high_rxt, self.snd_una))
         # (1) the first unSACKed hole above HighRxt that IsLost() says is lost
@@ -1002,6 +1203,33 @@ cdef class Connection(Tcb):
         # (3) an unSACKed hole above HighRxt below the highest SACKed byte: a SHOULD we
         # skip. With ACKs lost, such holes are often data whose SACK we never heard of;
         # with or without it our 1% / 5% loss runs measured the same retransmissions.
+        # (4) rescue retransmission, once per recovery window
+        if self._rescue_rxt is None or self.snd_una > self._rescue_rxt:
+            top_start, _ = self._unsacked_from(max(self.snd_max - mss, self.snd_una))
+            if top_start < self.snd_max:
+                self._rescue_rxt = self.recover
+                return top_start, min(mss, self.snd_max - top_start), True
+        return None
+
+    def _next_seg_marked(self):
+        """NextSeg (RFC 6675 section 4) with IsLost() given by the loss-detection
+        policy's marks (RACK, RFC 8985 6.2, or DupThresh): (offset, length, rtx) or None."""
+        mss = self.mss
+        # (1) the first segment deemed lost and not retransmitted since
+        r = self.rtxq.next_lost(self.snd_una)
+        if r is not None:
+            return r[0], min(mss, r[1] - r[0]), True
+        # (2) new data, as the receiver's window allows
+        data_end = self._data_end()
+        if data_end > self.snd_nxt and self.snd_una + self.snd_wnd > self.snd_nxt:
+            n = min(mss, data_end - self.snd_nxt, self.snd_una + self.snd_wnd - self.snd_nxt)
+            return self.snd_nxt, n, False
+        # (3) an unSACKed segment above HighRxt and below the highest SACKed byte
+        # (section 4 NextSeg rule (3), a SHOULD; Linux retransmits such a hole at once).
+        if self.sacked:
+            start, hole_end = self._unsacked_from(max(self._high_rxt, self.snd_una))
+            if start < self.sacked[-1][1] and start < hole_end:
+                return start, min(mss, hole_end - start), True
         # (4) rescue retransmission, once per recovery window
         if self._rescue_rxt is None or self.snd_una > self._rescue_rxt:
             top_start, _ = self._unsacked_from(max(self.snd_max - mss, self.snd_una))
@@ -1031,6 +1259,8 @@ cdef class Connection(Tcb):
             if rtx:
                 self._high_rxt = max(self._high_rxt, off + max(n, 1))
             pipe += max(n, 1)
+            if self.prr is not None:
+                self.prr.sent(max(n, 1))          # prr_out (RFC 6937 section 3)
             sent = True
         return sent
 
@@ -1171,7 +1401,8 @@ cdef class Connection(Tcb):
 
     cpdef object deadline(self):
         best = None
-        for t in (self.rtx_at, self.delack_at, self.timewait_at, self.keepalive_at):
+        for t in (self.rtx_at, self.delack_at, self.timewait_at, self.keepalive_at,
+                  self._lr_at):
             if t is not None and (best is None or t < best):
                 best = t
         return best
@@ -1183,6 +1414,10 @@ cdef class Connection(Tcb):
         if self.delack_at is not None and now >= self.delack_at:
             self.delack_at = None
             self._ack_now = True
+        if self._lr_at is not None and now >= self._lr_at:
+            self._lr_at = None                    # TLP or RACK reordering timer (RFC 8985)
+            if self.rtx_at is None or now < self.rtx_at:
+                self._on_loss_timer(now)
         if self.rtx_at is not None and now >= self.rtx_at:
             self.rtx_at = None
             if self.persist:
@@ -1221,6 +1456,11 @@ cdef class Connection(Tcb):
         self.cwnd_bonus = 0
         self.recover = self.snd_max
         self.sacked = []                          # RFC 2018 section 8: the receiver may renege
+        if self.rtxq is not None:                 # RFC 8985 6.3: all in flight is lost
+            self.rtxq.mark_all_lost()
+        self._lr_at = None
+        self.tlp_end = 0
+        self._tlp_send = 0
         self.snd_nxt = self.snd_una
         if self.snd_wnd > 0 and self.st not in (S_SYN_SENT, S_SYN_RECEIVED):
             # RFC 6298 5.4: retransmit the earliest unacknowledged segment, whatever Nagle
@@ -1334,10 +1574,46 @@ cdef class Connection(Tcb):
                 sent = True
             self.persist = True
             self.rtx_at = now + self.rtt.rto
+        if self._tlp_send:
+            sent = self._send_probe(now, out) or sent
         if self.in_recovery and self._sack_recovery:
             return self._output_sack_recovery(now, out) or sent
         # The steady-state loop (windows, Nagle, SWS, FIN) is compiled: Tcb.output_data.
-        return self.output_data(now, out) > 0 or sent
+        if self.output_data(now, out) > 0:
+            if self.rtxq is not None:
+                self._arm_pto(now)                # RFC 8985 7.2: after sending new data
+            return True
+        return sent
+
+    def _send_probe(self, now: float, out: list) -> bool:
+        """The tail-loss probe (RFC 8985 7.3): one segment of new data, or the last
+        segment sent, then the RTO restarted."""
+        kind, self._tlp_send = self._tlp_send, 0
+        if self.snd_una >= self.snd_max or self.in_recovery:
+            return False
+        data_end = self._data_end()
+        if kind == 1 and data_end > self.snd_nxt:
+            off = self.snd_nxt
+            n = min(self.mss, data_end - off, self.snd_una + self.snd_wnd - off)
+            rtx = False
+        else:
+            # The last segment sent: its data ends at SND.MAX (or the data's end, when the
+            # FIN went too), whatever the user has queued beyond.
+            top = min(data_end, self.snd_max)
+            off = max(self.snd_una, top - self.mss)
+            n = max(0, top - off)
+            rtx = True
+        if n <= 0 and not (self.fin_off is not None and off == self.fin_off):
+            return False
+        self._send_segment(off, n, now, out, rtx)
+        if rtx:
+            self._rtt_off = None                  # Karn's rule
+        self.tlp_end = self.snd_max               # TLP.end_seq
+        self.tlp_is_retrans = rtx
+        self.tlp_probes += 1
+        self.host.count(COUNT_TLP_PROBES)
+        self.rtx_at = now + self.rtt.rto
+        return True
 
     cdef _after_send_ack(self):
         self._ack_now = False

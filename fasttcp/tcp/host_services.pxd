@@ -49,6 +49,12 @@ cpdef enum Count:
     COUNT_ICMP_IGNORED_SEQ
     COUNT_ICMP_SOFT_ERRORS
     COUNT_PMTU_UPDATES
+    # RACK-TLP and PRR loss recovery (RFC 8985, RFC 6937)
+    COUNT_SEGMENTS_MARKED_LOST          # by the loss-detection policy (RACK or DupThresh)
+    COUNT_REORDERING                    # segments delivered below a later-sent one
+    COUNT_TLP_PROBES                    # tail-loss probes sent (RFC 8985 7.3)
+    COUNT_TLP_LOSSES_REPAIRED           # probes whose ACK shows they repaired a loss
+    COUNT_SPURIOUS_RTX_UNDONE           # reductions undone as spurious
     COUNT_KINDS                         # how many there are (not a counter)
 
 

@@ -1,0 +1,182 @@
+"""RACK-TLP (RFC 8985), PRR (RFC 6937), RFC 6675 NextSeg in full, and the window on leaving
+recovery, each against a hand-played SACK peer: the exact segments fasttcp sends and
+when. The path: MSS 1000, a 100 ms round trip (the handshake's sample: SRTT 0.1 s,
+RTO 0.3 s), no timestamps, so the numbers read like the issue's (offset 4001 is
+``ctx.s(4001)``).
+"""
+from __future__ import annotations
+
+from typing import List
+
+import pytest
+
+from fasttcp.wire import TcpOptions
+from tcp_harness import Ctx, ManualPeer, Seg
+
+MSS = 1000
+RTT = 0.1
+IRS = 7_000_000
+MODES = ["rack", "dupthresh"]
+
+
+def sack_open(loss_detection: str = "rack", **settings) -> Ctx:
+    """A listening host (SACK on, timestamps off) accepts the peer's SYN (MSS 1000,
+    SACK-permitted) at t=0; the peer's ACK arrives at t=RTT."""
+    if loss_detection != "rack":                  # the default
+        settings["loss_detection"] = loss_detection
+    p = ManualPeer(sack=True, **settings)
+    lst = p.host.listen(p.host_port)
+    sa, = p.send("S", IRS, 0, 65535, opts=TcpOptions(mss=MSS, sack_permitted=True))
+    assert sa.flags == "SA" and sa.opts.sack_permitted
+    c, = p.host.connections()
+    ctx = Ctx(p, c, sa.seq, IRS)
+    assert p.send("A", IRS + 1, ctx.s(1), at=RTT) == []
+    assert lst.accept() is c and c.rtt.srtt == pytest.approx(RTT)
+    return ctx
+
+
+def ack(ctx: Ctx, k: int, blocks=(), at=None) -> List[Seg]:
+    """The peer acknowledges our offset k with SACK blocks [(a, b)] of our offsets."""
+    o = TcpOptions(sack=[(ctx.s(a), ctx.s(b)) for a, b in blocks]) if blocks else None
+    return ctx.p.send("A", ctx.r(1), ctx.s(k), opts=o, at=at)
+
+
+def offsets(ctx: Ctx, segs: List[Seg]) -> List[int]:
+    return [(s.seq - ctx.iss) & 0xFFFFFFFF for s in segs]
+
+
+def send_burst(ctx: Ctx, nbytes: int) -> List[Seg]:
+    ctx.c.send(bytes(nbytes))
+    return ctx.p.tick()
+
+
+# ------------------------------------------------------------------------------------------
+# Deviation 1: a SACK above a hole, fewer than three duplicates: RACK's reordering window
+# ------------------------------------------------------------------------------------------
+
+def test_sack_above_a_hole_retransmits_after_the_reordering_window():
+    """4 segments leave at t=0.1; at 0.2 the ACK of the first SACKs the third. RACK (RFC
+    8985 6.2): the second was sent before a delivered one, so it is lost once RACK.rtt +
+    reo_wnd (min_RTT / 4 = 25 ms) have passed since it was sent: at t=0.225, the RACK
+    reordering timer resends it (it was the RTO at t=0.5)."""
+    ctx = sack_open()
+    out = send_burst(ctx, 4 * MSS)
+    assert offsets(ctx, out) == [1, 1001, 2001, 3001] and out[0].time == pytest.approx(0.1)
+    assert ack(ctx, 1001, [(2001, 3001)], at=0.2) == []
+    t, segs = ctx.p.next_timer()
+    assert t == pytest.approx(0.225)
+    assert [s.t for s in segs] == [("A", ctx.s(1001), ctx.r(1), segs[0].win, MSS)]
+    st = ctx.p.host.stats()
+    assert st["sack_recoveries"] == 1 and st["segments_marked_lost"] == 1
+    assert "timeouts" not in st
+
+
+def test_reordering_window_is_zero_after_three_sacked_segments():
+    """RFC 8985 6.2 step 4: with DupThresh segments SACKed (and no reordering seen), the
+    window is 0: the hole is resent on that ACK, not after a timer."""
+    ctx = sack_open()
+    send_burst(ctx, 5 * MSS)
+    assert ack(ctx, 1001, [(2001, 3001)], at=0.2) == []
+    assert ack(ctx, 1001, [(2001, 4001)], at=0.2) == []
+    out = ack(ctx, 1001, [(2001, 5001)], at=0.2)
+    assert offsets(ctx, out) == [1001] and out[0].time == pytest.approx(0.2)
+
+
+# ------------------------------------------------------------------------------------------
+# Deviation 2: tail loss: a probe at 2 * SRTT
+# ------------------------------------------------------------------------------------------
+
+def test_tail_loss_probe_resends_the_last_segment_at_two_srtt():
+    """The last two segments (the FIN on the second) are lost whole: no ACK comes. RFC 8985
+    7.2-7.3: at PTO = 2 * SRTT after the last send the last segment goes again (TLP);
+    before, nothing went until the RTO. The probe's SACK then has RACK repair the rest
+    at once (RFC 8985 7.4: no RTO at all)."""
+    ctx = sack_open()
+    send_burst(ctx, MSS)
+    assert ack(ctx, 1001, at=0.2) == []
+    ctx.c.send(bytes(2 * MSS))
+    ctx.c.close()
+    out = ctx.p.tick()
+    assert [(s.flags, o) for s, o in zip(out, offsets(ctx, out))] == [("A", 1001),
+                                                                      ("FPA", 2001)]
+    rto_at = 0.2 + ctx.c.rtt.rto
+    t, probe = ctx.p.next_timer()
+    assert t == pytest.approx(0.2 + 2 * ctx.c.rtt.srtt) and t < rto_at - 0.04
+    assert [(s.flags, o, len(s.data)) for s, o in zip(probe, offsets(ctx, probe))] == [
+        ("FPA", 2001, MSS)]
+    assert ctx.c.info().tlp_probes == 1 and ctx.p.host.stats()["tlp_probes"] == 1
+    # The probe arrives: ACK 1001, SACK 2001:3002 (its data and FIN). 1001 is lost by
+    # RACK (sent before the probe, more than RACK.rtt ago): resent at once.
+    rtx = ack(ctx, 1001, [(2001, 3002)], at=t + RTT)
+    assert offsets(ctx, rtx) == [1001]
+    assert ack(ctx, 3002, at=t + 2 * RTT) == []
+    assert "timeouts" not in ctx.p.host.stats()
+
+
+def test_no_probe_without_tlp():
+    ctx = sack_open(tlp=False)
+    send_burst(ctx, 2 * MSS)
+    rto_at = RTT + ctx.c.rtt.rto
+    t, segs = ctx.p.next_timer()
+    assert t == pytest.approx(rto_at) and offsets(ctx, segs) == [1]     # the RTO
+    assert ctx.p.host.stats()["timeouts"] == 1
+
+
+# ------------------------------------------------------------------------------------------
+# Deviations 3, 4, 5: recovery: NextSeg rule (3), PRR on entry, cwnd = ssthresh on exit
+# ------------------------------------------------------------------------------------------
+
+def _enter_recovery_on_three_sacks(ctx: Ctx) -> List[Seg]:
+    """10 segments at t=0.1; at 0.2 three ACKs SACK 1001:2001, :3001, :4001 (the first
+    segment is lost). Returns what the third ACK drew."""
+    assert offsets(ctx, send_burst(ctx, 10 * MSS)) == list(range(1, 10001, MSS))
+    assert ack(ctx, 1, [(1001, 2001)], at=0.2) == []
+    assert ack(ctx, 1, [(1001, 3001)], at=0.2) == []
+    return ack(ctx, 1, [(1001, 4001)], at=0.2)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_nextseg_rule_3_resends_the_hole_below_a_sack(mode):
+    """In recovery, after ``ack 4001 <sack 8001:9001>`` (the resent first segment
+    arrived; 4001:8001 and 9001:10001 are missing): RFC 6675 NextSeg rule (3) resends
+    4001 at once (RACK also deems it lost, rule (1)); before, only the rule-(4) rescue
+    9001 went, and the rest waited for the RTO."""
+    ctx = sack_open(mode)
+    assert offsets(ctx, _enter_recovery_on_three_sacks(ctx)) == [1]
+    out = ack(ctx, 4001, [(8001, 9001)], at=0.3)
+    assert offsets(ctx, out)[:2] == [4001, 5001] and out[0].time == pytest.approx(0.3)
+    assert all(len(s.data) == MSS for s in out)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_prr_sends_one_segment_on_entering_recovery_then_paces(mode):
+    """Four segments lost, three SACKed one per ACK: the pipe (3 segments) is far below
+    ssthresh (7). RFC 6937 PRR-SSRB sends what was delivered: one retransmission on
+    entry and one per ACK delivering one segment; before, the pipe-based rule sent 4
+    retransmissions at once."""
+    ctx = sack_open(mode)
+    send_burst(ctx, 10 * MSS)
+    assert ack(ctx, 1, [(4001, 5001)], at=0.2) == []
+    assert ack(ctx, 1, [(4001, 6001)], at=0.2) == []
+    out = ack(ctx, 1, [(4001, 7001)], at=0.2)
+    assert offsets(ctx, out) == [1]
+    assert ctx.c.cc.ssthresh == 7 * MSS                 # CUBIC: 0.7 * 10 segments
+    out = ack(ctx, 1, [(4001, 8001)], at=0.21)
+    assert offsets(ctx, out) == [1001]
+    out = ack(ctx, 1, [(4001, 9001)], at=0.22)
+    assert offsets(ctx, out) == [2001]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cwnd_is_ssthresh_on_leaving_recovery_with_nothing_in_flight(mode):
+    """Recovery ends with everything acknowledged: cwnd = ssthresh (7 segments), as Linux
+    tcp_end_cwnd_reduction; the next write goes out as 7 segments at once (before: RFC
+    6582 option (1), cwnd = 2 segments)."""
+    ctx = sack_open(mode)
+    _enter_recovery_on_three_sacks(ctx)
+    ack(ctx, 4001, [(8001, 9001)], at=0.3)
+    assert ctx.c.in_recovery
+    assert ack(ctx, 10001, at=0.4) == []
+    assert not ctx.c.in_recovery and ctx.c.in_flight == 0
+    assert ctx.c.cc.cwnd == ctx.c.cc.ssthresh == 7 * MSS
+    assert len(send_burst(ctx, 20 * MSS)) == 7
