@@ -40,7 +40,7 @@ from fasttcp.tcp.host_services cimport (
     COUNT_TS_RECENT_EXPIRED, COUNT_WINDOW_PROBES)
 from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
                                 ConnectionReset, ConnectionTimedOut, TcpError)
-from fasttcp.tcp.loss import WC_DEL_ACK_T, Prr, resolve_loss
+from fasttcp.tcp.loss import TLP_MIN_T, Prr, resolve_loss
 from fasttcp.tcp.rtt import RttEstimator
 from fasttcp.tcp.transitions import TcpEvent
 from fasttcp.tcp.states import State
@@ -1101,8 +1101,9 @@ cdef class Connection(Tcb):
             self.tlp_end = 0
 
     cdef _arm_pto(self, double now):
-        """RFC 8985 7.2: PTO = 2 * SRTT (+ WCDelAckT with one segment in flight), when the
-        RTO would not fire first; one probe per episode, none in recovery."""
+        """RFC 8985 7.2: PTO = 2 * SRTT (+ WCDelAckT with one segment in flight, else
+        Linux's TCP_TIMEOUT_MIN), when the RTO would not fire first; one probe per
+        episode, none in recovery."""
         cdef double pto, rto_left
         if self._lr_kind == LR_REO and self._lr_at is not None:
             return
@@ -1113,8 +1114,10 @@ cdef class Connection(Tcb):
                 self._lr_at = None
             return
         pto = 2 * self.rtt._srtt if self.rtt.has_sample else 1.0
-        if self.snd_max - self.snd_una <= self.mss:
-            pto += WC_DEL_ACK_T
+        if self.snd_max - self.snd_una <= self.mss + 1:     # one segment (and our FIN)
+            pto += self.rtt.min_rto               # WCDelAckT: Linux's tcp_rto_min
+        else:
+            pto += TLP_MIN_T
         rto_left = self.rtx_at - now if self.rtx_at is not None else self.rtt.rto
         if pto >= rto_left:
             if self._lr_kind == LR_TLP:

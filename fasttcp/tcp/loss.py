@@ -21,9 +21,14 @@ from typing import Dict, Optional, Tuple, Type
 
 __all__ = ["LossDetection", "Rack", "DupThresh", "Prr", "LOSS_DETECTION", "resolve_loss"]
 
-#: RFC 8985 7.2: WCDelAckT, the worst-case delayed-ACK time added to the PTO when one
-#: segment is in flight (the receiver may hold its ACK that long).
-WC_DEL_ACK_T = 0.2
+# RFC 8985 7.2: WCDelAckT, the worst-case delayed-ACK time added to the PTO when one
+# segment is in flight (the receiver may hold its ACK that long), is the connection's
+# minimum RTO (Settings.min_rto, 200 ms by default: the RFC's value), as Linux
+# tcp_schedule_loss_probe adds tcp_rto_min.
+#: Linux tcp_schedule_loss_probe adds TCP_TIMEOUT_MIN (2 jiffies: 2 ms) to 2 * SRTT with
+#: more in flight: a probe never races an ACK due at 2 * SRTT (or leaves at once when the
+#: RTT measures 0).
+TLP_MIN_T = 0.002
 
 
 class LossDetection(abc.ABC):
