@@ -6,10 +6,13 @@ RTO 0.3 s), no timestamps, so the numbers read like the issue's (offset 4001 is
 """
 from __future__ import annotations
 
+import random
 from typing import List
 
 import pytest
 
+from fasttcp import Host, State
+from fasttcp.link import FaultConfig, NetSim
 from fasttcp.wire import TcpOptions
 from tcp_harness import Ctx, ManualPeer, Seg
 
@@ -181,3 +184,100 @@ def test_cwnd_is_ssthresh_on_leaving_recovery_with_nothing_in_flight(mode):
     assert not ctx.c.in_recovery and ctx.c.in_flight == 0
     assert ctx.c.cc.cwnd == ctx.c.cc.ssthresh == 7 * MSS
     assert len(send_burst(ctx, 20 * MSS)) == 7
+
+
+# ------------------------------------------------------------------------------------------
+# Properties over seeds: byte-exact transfers under loss, reordering (beyond 3 segments),
+# duplication and ACK loss, RACK on and off; reordering alone and spurious retransmissions
+# ------------------------------------------------------------------------------------------
+
+def one_way(seed: int, data_faults: FaultConfig, ack_faults: FaultConfig, size: int,
+            until: float = 600.0, **settings):
+    """``size`` seeded bytes from a to b (then both close) over a NetSim with the given
+    faults each way. Returns (bytes b read, data, virtual end, a's stats, retransmission
+    times of a, a's connection)."""
+    a = Host("10.0.0.1", isn_secret=bytes(16), msl=0.05, **settings)
+    b = Host("10.0.0.2", isn_secret=bytes(range(16)), msl=0.05, **settings)
+    for h in (a, b):
+        h._raise_internal = True
+    seen, rtx_at = set(), []
+
+    def tap(now, host, raw) -> bool:
+        if host is a:
+            s = Seg.of(raw, now)
+            if s.data:
+                if s.seq in seen:
+                    rtx_at.append(now)
+                seen.add(s.seq)
+        return False
+
+    sim = NetSim(transmit_all=True, drop=tap)
+    sim.add_host(a)
+    sim.add_host(b)
+    sim.connect(a, b, data_faults, ack_faults)
+    lst = b.listen(80)
+    ca = a.connect(("10.0.0.2", 80))
+    data = random.Random(seed).randbytes(size)
+    st = {"sent": 0, "srv": None}
+    got = bytearray()
+
+    def stop() -> bool:
+        if st["srv"] is None:
+            st["srv"] = lst.accept()
+        if st["sent"] < size and ca.state == State.ESTABLISHED:
+            n = ca.send(memoryview(data)[st["sent"]:])
+            st["sent"] += n
+            if st["sent"] == size:
+                ca.close()
+            if n:
+                sim.kick()
+        srv = st["srv"]
+        if srv is not None:
+            chunk = srv.recv(1 << 20)
+            got.extend(chunk)
+            if srv.eof and srv.state == State.CLOSE_WAIT:
+                srv.close()
+                sim.kick()
+            elif chunk:
+                sim.kick()
+        return len(got) == size and not a.connections() and not b.connections()
+
+    sim.run(until=until, stop=stop, max_steps=3_000_000)
+    return bytes(got), data, sim.now, a.stats(), rtx_at, ca
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("seed", range(30))
+def test_transfer_is_byte_exact_under_loss_reordering_duplication_and_ack_loss(mode, seed):
+    """5% data loss, 3% of packets held back 15 ms (at 20 Mbit/s: ~25 segments, far beyond
+    DupThresh), 3% duplicated, and 10% of the ACKs lost: every byte arrives, in order,
+    both ends close, with RACK-TLP and with DupThresh."""
+    data_faults = FaultConfig(seed=seed, delay=0.01, rate=20e6, loss=0.05, reorder=0.03,
+                              reorder_delay=0.015, duplicate=0.03)
+    ack_faults = FaultConfig(seed=1000 + seed, delay=0.01, loss=0.10, duplicate=0.03)
+    got, data, t, st, _, ca = one_way(seed, data_faults, ack_faults, 200_000,
+                                      loss_detection=mode, sack=True, timestamps=True)
+    assert got == data and ca.state == State.CLOSED and ca.error is None, (seed, t, st)
+    if mode == "dupthresh":
+        assert "tlp_probes" not in st
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_reordering_only_path_rack_adapts_and_stops_retransmitting(seed):
+    """Nothing is lost, but 1% of the data segments are held back 8 ms (more than
+    min_RTT / 4 = 5 ms, and ~14 segments at 20 Mbit/s). RACK resends spuriously only until
+    reordering is seen and a D-SACK widens its window to 2 * min_RTT / 4 (RFC 8985 6.2
+    step 4): at most a few times, and not once in the second half of the transfer;
+    DupThresh resends on every reordering event."""
+    faults = FaultConfig(seed=seed, delay=0.01, rate=20e6, reorder=0.01, reorder_delay=0.008)
+    back = FaultConfig(seed=100 + seed, delay=0.01)
+    runs = {}
+    for mode in MODES:
+        got, data, t, st, rtx_at, ca = one_way(seed, faults, back, 2_000_000,
+                                               loss_detection=mode)
+        assert got == data and "timeouts" not in st
+        runs[mode] = (t, rtx_at, ca)
+    t, rtx_at, ca = runs["rack"]
+    assert len(rtx_at) <= 4 and all(r < t / 2 for r in rtx_at), rtx_at
+    assert ca.info().reordering > 3                      # segments, as Linux tcpi_reordering
+    assert len(runs["dupthresh"][1]) > 2 * len(rtx_at)

@@ -353,7 +353,8 @@ cdef class Connection(Tcb):
             rcv_wscale=self.rcv_wscale if self._ws_ok else 0, unacked=self.in_flight,
             send_buffered=len(self._send_ring) if self._send_ring is not None else 0,
             recv_buffered=self.readable,
-            reordering=max(3, -(-self.rtxq.reorder_dist // self.mss)) if self.rtxq else 3,
+            reordering=(max(3, -(-self.rtxq.reorder_dist // self.mss))
+                        if self.rtxq is not None else 3),
             tlp_probes=self.tlp_probes, spurious_rtx_undone=self.spurious_rtx_undone,
             delivery_rate=self.delivery_rate,
         )
@@ -808,7 +809,8 @@ cdef class Connection(Tcb):
                     and self._lost_boundary() > self.snd_una and self.snd_una >= self.recover:
                 self._enter_recovery(now)         # RFC 6675 5 (2): IsLost(HighACK + 1)
         elif (ack_off == self.snd_una and seg_len == 0 and self.snd_max > self.snd_una
-              and wnd > 0 and (newly_sacked > 0 or (not window_changed and not self.sacked))):
+              and wnd > 0 and (newly_sacked > 0 or (not window_changed and not self.sacked
+                                                   and not dsack))):
             # RFC 5681 section 2 "duplicate ACK" (with SACK: one that SACKs new data, RFC
             # 6675 section 2). Not with a zero window: those ACKs answer window probes
             # (RFC 9293 3.8.6.1), and a fast retransmit would send past the window.
@@ -923,14 +925,15 @@ cdef class Connection(Tcb):
             if not self._sack_recovery:
                 self.cc.on_dupack_in_recovery()   # RFC 5681 3.2 step 4 (no SACK: inflate)
             return
+        if self.sack_ok and self.rtxq is not None:
+            # The loss-detection policy decides (_loss_step). RFC 6675 5 (2)'s DupAcks >=
+            # DupThresh stays DupThresh's, and serves RACK too when the duplicates carry
+            # no SACK block (as Linux tcp_newreno_mark_lost): RFC 8985 6 needs SACK.
+            if (self.dupacks >= 3 and self.snd_una >= self.recover
+                    and (not self.sacked or self._loss_policy().name == "dupthresh")):
+                self._enter_recovery(now)
+            return
         if self.sack_ok and self.sacked:
-            if self.rtxq is not None:
-                # The loss-detection policy decides (_loss_step). RFC 6675 5 (2)'s
-                # DupAcks >= DupThresh stays DupThresh's; RACK replaces it (RFC 8985 6).
-                if (self.dupacks >= 3 and self._loss_policy().name == "dupthresh"
-                        and self.snd_una >= self.recover):
-                    self._enter_recovery(now)
-                return
             # RFC 6675 5 (2): DupAcks >= DupThresh, or IsLost(HighACK + 1).
             if (self.dupacks >= 3 or self._lost_boundary() > self.snd_una) \
                     and self.snd_una >= self.recover:
@@ -1228,8 +1231,11 @@ cdef class Connection(Tcb):
             n = min(mss, data_end - self.snd_nxt, self.snd_una + self.snd_wnd - self.snd_nxt)
             return self.snd_nxt, n, False
         # (3) an unSACKed segment above HighRxt and below the highest SACKed byte
-        # (section 4 NextSeg rule (3), a SHOULD; Linux retransmits such a hole at once).
-        if self.sacked:
+        # (section 4 NextSeg rule (3), a SHOULD), with DupThresh's IsLost(). Not with
+        # RACK: its time-based marks replace DupThresh (RFC 8985 6.2), and a hole RACK has
+        # not marked is within the reordering window; Linux (tcp_xmit_retransmit_queue)
+        # likewise retransmits only what is marked lost.
+        if self.sacked and self._loss_policy().name != "rack":
             start, hole_end = self._unsacked_from(max(self._high_rxt, self.snd_una))
             if start < self.sacked[-1][1] and start < hole_end:
                 return start, min(mss, hole_end - start), True

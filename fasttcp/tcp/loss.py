@@ -96,6 +96,11 @@ class Rack(LossDetection):
             self._dsack_round = conn.snd_nxt
             self._mult += 1
             self._persist = 16
+        if dsack:
+            # A D-SACK says a segment arrived twice: with a retransmission, the original
+            # was late, not lost, so reordering was seen (as Linux tcp_sacktag_one,
+            # which counts a D-SACKed retransmission as reordering).
+            conn.rtxq.reordering_seen = True
         return self.detect(conn, now)
 
     def on_exit_recovery(self) -> None:
