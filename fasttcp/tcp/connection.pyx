@@ -809,8 +809,8 @@ cdef class Connection(Tcb):
                     and self._lost_boundary() > self.snd_una and self.snd_una >= self.recover:
                 self._enter_recovery(now)         # RFC 6675 5 (2): IsLost(HighACK + 1)
         elif (ack_off == self.snd_una and seg_len == 0 and self.snd_max > self.snd_una
-              and wnd > 0 and (newly_sacked > 0 or (not window_changed and not self.sacked
-                                                   and not dsack))):
+              and wnd > 0 and (newly_sacked > 0
+                               or (not window_changed and not self.sacked and not dsack))):
             # RFC 5681 section 2 "duplicate ACK" (with SACK: one that SACKs new data, RFC
             # 6675 section 2). Not with a zero window: those ACKs answer window probes
             # (RFC 9293 3.8.6.1), and a fast retransmit would send past the window.

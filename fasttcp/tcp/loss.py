@@ -48,7 +48,7 @@ class LossDetection(abc.ABC):
     def detect(self, conn, now: float) -> Tuple[int, Optional[float]]:
         """Mark lost segments now (also from the loss timer)."""
 
-    def on_exit_recovery(self) -> None:
+    def on_exit_recovery(self) -> None:  # noqa: B027 (optional hook)
         """Fast or RTO recovery ended."""
 
     @property
