@@ -13,8 +13,9 @@ import pytest
 
 from fasttcp import Host, State
 from fasttcp.link import FaultConfig, NetSim
+from fasttcp.tcp.congestion import INFINITE_SSTHRESH
 from fasttcp.wire import TcpOptions
-from tcp_harness import Ctx, ManualPeer, Seg
+from tcp_harness import Ctx, ManualPeer, Seg, ts_passive_open
 
 MSS = 1000
 RTT = 0.1
@@ -281,3 +282,72 @@ def test_reordering_only_path_rack_adapts_and_stops_retransmitting(seed):
     assert len(rtx_at) <= 4 and all(r < t / 2 for r in rtx_at), rtx_at
     assert ca.info().reordering > 3                      # segments, as Linux tcpi_reordering
     assert len(runs["dupthresh"][1]) > 2 * len(rtx_at)
+
+
+# ------------------------------------------------------------------------------------------
+# Undo of spurious reductions: D-SACK (RFC 3708) and Eifel (RFC 3522)
+# ------------------------------------------------------------------------------------------
+
+def test_dsack_of_every_retransmission_undoes_the_reduction():
+    """Recovery resent the first segment, which was only late: the full ACK comes, then
+    the retransmission arrives again and is D-SACKed (RFC 2883). Every retransmission of
+    the episode was a duplicate (RFC 3708 3): cwnd and ssthresh go back to before the
+    episode (Linux tcp_try_undo_dsack), 10 segments and "infinite"."""
+    ctx = sack_open()
+    _enter_recovery_on_three_sacks(ctx)
+    cc = ctx.c.cc
+    assert (cc.cwnd, cc.ssthresh) != (10 * MSS, INFINITE_SSTHRESH)
+    assert ack(ctx, 10001, at=0.25) == []
+    assert cc.cwnd == 7 * MSS and not ctx.c.in_recovery
+    assert ack(ctx, 10001, [(1, 1001)], at=0.3) == []
+    assert (cc.cwnd, cc.ssthresh) == (10 * MSS, INFINITE_SSTHRESH)
+    assert ctx.c.info().spurious_rtx_undone == 1
+    assert ctx.p.host.stats()["spurious_rtx_undone"] == 1
+
+
+def test_dsack_of_part_of_the_retransmissions_undoes_nothing():
+    ctx = sack_open()
+    send_burst(ctx, 10 * MSS)
+    ack(ctx, 1, [(4001, 5001)], at=0.2)
+    ack(ctx, 1, [(4001, 6001)], at=0.2)
+    ack(ctx, 1, [(4001, 7001)], at=0.2)            # 1:4001 lost: resends 1 (PRR)
+    ack(ctx, 1, [(4001, 8001)], at=0.21)           # ... and 1001
+    assert ack(ctx, 10001, at=0.3) == []
+    assert ack(ctx, 10001, [(1, 1001)], at=0.31) == []     # one of two was a duplicate
+    assert ctx.c.cc.cwnd == 7 * MSS and ctx.c.info().spurious_rtx_undone == 0
+
+
+def test_eifel_timestamp_echo_undoes_a_spurious_fast_retransmit():
+    """With timestamps: the first ACK past the resent segment echoes the TSval of the
+    original transmission, older than the retransmission's (RFC 3522 3.2): the original
+    arrived, the retransmission was spurious, the reduction is undone at once."""
+    ctx = ts_passive_open()
+    c, m = ctx.c, ctx.c.mss
+    c.send(bytes(10 * m))
+    assert len(ctx.p.tick(1.0)) == 10
+    tsv_original = ctx.tsv(1.0)
+    for k in (2, 3, 4):
+        blk = [(ctx.s(1 + m), ctx.s(1 + k * m))]
+        out = ctx.send("A", 1, 200 + k, ack=1, sack=blk, at=1.05)
+    assert [s.seq for s in out] == [ctx.s(1)] and c.in_recovery     # resent at 1.05
+    iw = 10 * m
+    assert c.cc.cwnd < iw
+    opts = TcpOptions(timestamps=(210, tsv_original))
+    assert ctx.p.send("A", ctx.r(1), ctx.s(1 + 10 * m), 65535, opts=opts, at=1.06) == []
+    # Restored, and this ACK then grows it as slow start would (RFC 3465: L = 2 SMSS).
+    assert not c.in_recovery and c.cc.ssthresh == INFINITE_SSTHRESH
+    assert c.cc.cwnd == iw + 2 * m
+    assert c.info().spurious_rtx_undone == 1
+
+
+def test_eifel_keeps_the_reduction_when_the_retransmission_repaired_the_loss():
+    ctx = ts_passive_open()
+    c, m = ctx.c, ctx.c.mss
+    c.send(bytes(10 * m))
+    ctx.p.tick(1.0)
+    for k in (2, 3, 4):
+        ctx.send("A", 1, 200 + k, ack=1, sack=[(ctx.s(1 + m), ctx.s(1 + k * m))], at=1.05)
+    # The ACK echoes the retransmission's TSval (1.05): a real loss.
+    opts = TcpOptions(timestamps=(210, ctx.tsv(1.05)))
+    ctx.p.send("A", ctx.r(1), ctx.s(1 + 10 * m), 65535, opts=opts, at=1.1)
+    assert c.cc.cwnd == c.cc.ssthresh < 10 * m and c.info().spurious_rtx_undone == 0

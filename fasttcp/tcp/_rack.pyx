@@ -213,6 +213,13 @@ cdef class RackQueue:
         # What the receiver held is acknowledged again in order: not reordering.
         self.fack = self.segs[self.head].start if self.head < self.n else 0
 
+    def clear_lost(self):
+        """An RTO proved spurious (Linux tcp_undo_cwnd_reduction(unmark_loss)): nothing
+        is deemed lost any more."""
+        cdef Py_ssize_t i
+        for i in range(self.head, self.n):
+            self.segs[i].flags &= ~SEG_LOST
+
     def pipe(self):
         """RFC 6675 SetPipe with RACK's marks (Linux tcp_packets_in_flight): unSACKed
         bytes not deemed lost, plus bytes whose retransmission is in flight."""

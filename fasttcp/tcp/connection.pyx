@@ -34,10 +34,9 @@ from fasttcp.tcp.host_services cimport (
     COUNT_ICMP_IGNORED_SEQ, COUNT_ICMP_SOFT_ERRORS, COUNT_INVALID_ACKS_SUPPRESSED,
     COUNT_KEEPALIVE_PROBES, COUNT_OOO_SEGMENTS_IN, COUNT_PMTU_UPDATES, COUNT_PURE_ACKS_OUT,
     COUNT_REORDERING, COUNT_RST_IN, COUNT_RSTS_OUT, COUNT_SACK_RECOVERIES,
-    COUNT_SEGMENTS_MARKED_LOST, COUNT_SYN_ACKS_OUT, COUNT_SYNS_OUT, COUNT_TIME_WAIT_OVERFLOW,
-    COUNT_TIMEOUTS,
-    COUNT_TLP_LOSSES_REPAIRED, COUNT_TLP_PROBES, COUNT_TRIMMED_TO_WINDOW,
-    COUNT_TS_RECENT_EXPIRED, COUNT_WINDOW_PROBES)
+    COUNT_SEGMENTS_MARKED_LOST, COUNT_SPURIOUS_RTX_UNDONE, COUNT_SYN_ACKS_OUT, COUNT_SYNS_OUT,
+    COUNT_TIME_WAIT_OVERFLOW, COUNT_TIMEOUTS, COUNT_TLP_LOSSES_REPAIRED, COUNT_TLP_PROBES,
+    COUNT_TRIMMED_TO_WINDOW, COUNT_TS_RECENT_EXPIRED, COUNT_WINDOW_PROBES)
 from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
                                 ConnectionReset, ConnectionTimedOut, TcpError)
 from fasttcp.tcp.loss import TLP_MIN_T, Prr, resolve_loss
@@ -179,6 +178,7 @@ cdef class Connection(Tcb):
         # hash distinct from the ISN's (so TSval reveals nothing about the ISN).
         self.ts_offset = self.host.ts_offset(self.lport, remote_ip, self.rport)
         self._dr_t0 = -1.0                      # no delivery-rate interval open
+        self.undo_marker = -1                   # no reduction to undo
 
     # ===================================================================================
     # User calls
@@ -801,6 +801,8 @@ cdef class Connection(Tcb):
                                  self.rtt.min_rtt)
             for _ in range(q.reordered - reordered):
                 self.host.count(COUNT_REORDERING)
+        if self.undo_marker >= 0 and (dsack or ack_off > self.undo_marker):
+            self._undo_check(seg, ack_off, dsack, now)
         if ack_off > self.snd_una:
             if self.ts_ok and _tsecr(seg):
                 self._ts_sample(_tsecr(seg), now)
@@ -1009,6 +1011,7 @@ cdef class Connection(Tcb):
         self.in_recovery = True
         self._sack_recovery = True
         self.recover = self.snd_max
+        self._undo_start(now, False)
         self.cc.on_enter_recovery(self.snd_max - self.snd_una, now)
         self.cc.cwnd = self.cc.ssthresh           # no inflation with SACK
         self._high_rxt = self.snd_una
@@ -1029,6 +1032,65 @@ cdef class Connection(Tcb):
         self.host.count(COUNT_SACK_RECOVERIES)
 
     # --- RACK-TLP (RFC 8985) and PRR (RFC 6937) ------------------------------------------
+
+    # --- undo of spurious reductions (RFC 3522, RFC 3708; Linux tcp_try_undo_*) -----------
+
+    def _undo_start(self, now: float, rto: bool) -> None:
+        """A reduction begins (fast recovery, or an RTO): remember what it undoes. An RTO
+        within an episode keeps the episode's original values (Linux: undo_marker is set
+        once, tcp_init_undo)."""
+        if self.undo_marker >= 0 and self.snd_una <= self.undo_marker:
+            self._undo_rto = self._undo_rto or rto
+            self._undo_eifel = False              # a second retransmission: ambiguous
+            return
+        self.undo_marker = self.snd_una
+        self._undo_cwnd = self.cc.cwnd
+        self._undo_ssthresh = self.cc.ssthresh
+        self._undo_rtx0 = self.retransmits
+        self._undo_dsacked = 0
+        self._undo_tsval = self.tsval_at(now)     # the retransmission's TSval (RFC 3522)
+        self._undo_eifel = self.ts_ok
+        self._undo_rto = rto
+
+    def _undo_check(self, Packet seg, int64_t ack_off, bint dsack, double now):
+        """Eifel (RFC 3522 section 3.2): the first ACK past the episode's start echoes a
+        TSval older than the retransmission's: the original arrived, the retransmission
+        was spurious. D-SACK (RFC 3708 section 3): every retransmission of the episode was
+        reported as a duplicate. Either way the reduction is undone (Linux
+        tcp_undo_cwnd_reduction)."""
+        spurious = False
+        if self._undo_eifel and ack_off > self.undo_marker:
+            self._undo_eifel = False
+            tsecr = _tsecr(seg)
+            spurious = (seg.d.opt_present & OPT_TS and tsecr
+                        and _sdiff(tsecr, self._undo_tsval) < 0)
+        if dsack:
+            blk = seg.sack_blocks[0]
+            lo = self.snd_una + _sdiff(blk[0], self._snd_seq(self.snd_una))
+            if lo >= self.undo_marker:
+                self._undo_dsacked += 1
+            rtx = self.retransmits - self._undo_rtx0
+            spurious = spurious or (rtx > 0 and self._undo_dsacked >= rtx)
+        if not spurious:
+            return                                # a later D-SACK may still show it
+        prior_cwnd, prior_ssthresh = self._undo_cwnd, self._undo_ssthresh
+        self.undo_marker = -1
+        if self.in_recovery:
+            self.in_recovery = False
+            self.dupacks = 0
+            self.cc.on_exit_recovery(self.snd_max - self.snd_una)
+            if self.loss is not None:
+                self.loss.on_exit_recovery()
+        if self._undo_rto:
+            # The RTO was spurious: stop the go-back-N resend (Linux tcp_try_undo_loss).
+            if self.rtxq is not None:
+                self.rtxq.clear_lost()
+            self.snd_nxt = self.snd_max
+            self._pending_rtx = False
+        self.cc.cwnd = max(self.cc.cwnd, prior_cwnd)
+        self.cc.ssthresh = max(self.cc.ssthresh, prior_ssthresh)
+        self.spurious_rtx_undone += 1
+        self.host.count(COUNT_SPURIOUS_RTX_UNDONE)
 
     def _loss_policy(self):
         """The loss-detection policy (Settings.loss_detection), made on first use."""
@@ -1459,6 +1521,7 @@ cdef class Connection(Tcb):
         self.rtt.backoff()
         if self.ts_ok:
             self._ts_floor = self.ts_now(now)
+        self._undo_start(now, True)
         self.cc.on_timeout(self.snd_max - self.snd_una)
         self.in_recovery = False
         self.dupacks = 0

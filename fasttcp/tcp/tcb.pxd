@@ -129,6 +129,14 @@ cdef class Tcb:
     cdef public bint tlp_is_retrans     # TLP.is_retrans
     cdef public int _tlp_send           # at the next output: 1 new data, 2 the last segment
     cdef public int64_t tlp_probes, spurious_rtx_undone
+    # Undo of a spurious reduction (RFC 3522 Eifel, RFC 3708 D-SACK; Linux undo_marker):
+    # the episode's start (SND.UNA; -1 none), cwnd and ssthresh before it, retransmissions
+    # before it and D-SACKed since, our TSval when it began, and whether Eifel may still
+    # judge it (the first ACK past the marker).
+    cdef public int64_t undo_marker, _undo_rtx0, _undo_dsacked
+    cdef public object _undo_cwnd, _undo_ssthresh
+    cdef public uint32_t _undo_tsval
+    cdef public bint _undo_eifel, _undo_rto
     cdef public double delivery_rate    # bytes/s over the latest round trip
     cdef public double _dr_t0
     cdef public int64_t _dr_b0
