@@ -351,3 +351,38 @@ def test_eifel_keeps_the_reduction_when_the_retransmission_repaired_the_loss():
     opts = TcpOptions(timestamps=(210, ctx.tsv(1.05)))
     ctx.p.send("A", ctx.r(1), ctx.s(1 + 10 * m), 65535, opts=opts, at=1.1)
     assert c.cc.cwnd == c.cc.ssthresh < 10 * m and c.info().spurious_rtx_undone == 0
+
+
+def _probe_after_a_silent_tail(ctx: Ctx) -> float:
+    """Two segments (the FIN on the second) at t=0.2 and no ACK: the probe resends the
+    second at 2 * SRTT + 2 ms. Returns its time."""
+    send_burst(ctx, MSS)
+    ack(ctx, 1001, at=0.2)
+    ctx.c.send(bytes(2 * MSS))
+    ctx.c.close()
+    ctx.p.tick()
+    t, probe = ctx.p.next_timer()
+    assert offsets(ctx, probe) == [2001] and probe[0].flags == "FPA"
+    return t
+
+
+def test_tlp_that_repaired_a_loss_reduces_the_window():
+    """RFC 8985 7.4.2: the probe's ACK covers it and carries no D-SACK: the probe repaired
+    the tail, a loss, so the window is reduced once (Linux tcp_process_tlp_ack: CWR, then
+    cwnd = ssthresh)."""
+    ctx = sack_open()
+    t = _probe_after_a_silent_tail(ctx)
+    assert ack(ctx, 3002, at=t + RTT) == []
+    cc = ctx.c.cc
+    assert cc.cwnd == cc.ssthresh == 2 * MSS               # CUBIC: max(0.7 * 2001, 2 MSS)
+    assert ctx.p.host.stats()["tlp_losses_repaired"] == 1
+
+
+def test_tlp_answered_by_a_dsack_keeps_the_window():
+    """Only the ACKs were lost: the probe arrives as a duplicate and its ACK carries a
+    D-SACK for it (RFC 8985 7.4.1): nothing was lost, the window stays."""
+    ctx = sack_open()
+    t = _probe_after_a_silent_tail(ctx)
+    cwnd = ctx.c.cc.cwnd
+    assert ack(ctx, 3002, [(2001, 3002)], at=t + RTT) == []
+    assert ctx.c.cc.cwnd >= cwnd and "tlp_losses_repaired" not in ctx.p.host.stats()
