@@ -386,3 +386,22 @@ def test_tlp_answered_by_a_dsack_keeps_the_window():
     cwnd = ctx.c.cc.cwnd
     assert ack(ctx, 3002, [(2001, 3002)], at=t + RTT) == []
     assert ctx.c.cc.cwnd >= cwnd and "tlp_losses_repaired" not in ctx.p.host.stats()
+
+
+def test_eifel_undoes_a_spurious_timeout_and_stops_the_go_back_n():
+    """The RTO resends the first of three segments, then the ACK of all three arrives
+    echoing the TSval of their first transmission (RFC 3522: the timeout was spurious,
+    the path only slowed down). The reduction to one segment is undone and the rest is not
+    resent (Linux tcp_try_undo_loss)."""
+    ctx = ts_passive_open(tlp=False)
+    c, m = ctx.c, ctx.c.mss
+    c.send(bytes(3 * m))
+    assert len(ctx.p.tick(1.0)) == 3
+    tsv_original = ctx.tsv(1.0)
+    t, rto = ctx.p.next_timer()
+    assert [s.seq for s in rto] == [ctx.s(1)] and c.cc.cwnd == m
+    opts = TcpOptions(timestamps=(210, tsv_original))
+    assert ctx.p.send("A", ctx.r(1), ctx.s(1 + 3 * m), 65535, opts=opts, at=t + 0.01) == []
+    assert c.cc.cwnd >= 10 * m and c.cc.ssthresh == INFINITE_SSTHRESH
+    assert c.info().spurious_rtx_undone == 1 and c.in_flight == 0
+    assert ctx.p.host.stats()["timeouts"] == 1 and c.retransmits == 1
