@@ -119,8 +119,8 @@ def test_multiplicative_decrease_uses_flight_size_and_beta():
     assert cc.cwnd == 67000
     cc.on_partial_ack(4000)                   # deflate by 4000, add back one SMSS
     assert cc.cwnd == 64000
-    cc.on_exit_recovery(10 * MSS)             # min(ssthresh, max(10000, SMSS) + SMSS)
-    assert cc.cwnd == 11000 and cc.ssthresh == 63000
+    cc.on_exit_recovery(10 * MSS)             # cwnd = ssthresh (Linux), whatever is in flight
+    assert cc.cwnd == 63000 and cc.ssthresh == 63000
 
 
 def test_multiplicative_decrease_floor_two_segments():

@@ -193,6 +193,25 @@ def test_congestion_valid_values():
     assert Settings(congestion=NewReno).congestion is NewReno
 
 
+@pytest.mark.parametrize("value, message", [
+    ("fack", "loss_detection: unknown loss detection 'fack'"),
+    (3, "loss_detection: loss detection must be a name or a LossDetection subclass"),
+    (NewReno, "loss_detection: loss detection must be a name or a LossDetection subclass"),
+])
+def test_loss_detection(value, message):
+    with pytest.raises(ValueError, match=message):
+        Settings(loss_detection=value)
+
+
+def test_loss_detection_valid_values_and_tlp():
+    from fasttcp.tcp.loss import DupThresh
+    assert Settings().loss_detection == "rack" and Settings().tlp is True   # the defaults
+    assert Settings(loss_detection="DupThresh").loss_detection == "DupThresh"
+    assert Settings(loss_detection=DupThresh).loss_detection is DupThresh
+    with pytest.raises(ValueError, match="tlp must be True or False"):
+        Settings(tlp=1)
+
+
 @pytest.mark.parametrize("value", [b"short", bytes(17), "0123456789abcdef", 16])
 def test_isn_secret(value):
     with pytest.raises(ValueError, match="isn_secret must be None or 16 bytes"):

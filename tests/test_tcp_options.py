@@ -361,9 +361,11 @@ class CountingRtt(RttEstimator):
         return new
 
 
-def test_srtt_follows_the_path_delay_through_losses_and_a_timeout():
+@pytest.mark.parametrize("loss_detection, timeouts", [("dupthresh", 1), ("rack", 0)])
+def test_srtt_follows_the_path_delay_through_losses_and_a_timeout(loss_detection, timeouts):
     """Over a 25 ms + 25 ms path (the handshake ran at 5 + 5 ms), with every 15th new data
-    segment lost once and one retransmission lost too (an RTO), SRTT converges on 50 ms:
+    segment lost once and one retransmission lost too (an RTO with DupThresh; RACK finds
+    the lost retransmission by its send time, RFC 8985 6.2), SRTT converges on 50 ms:
     samples keep coming from ACKs of retransmitted data, at most one per RTT (RFC 7323
     4.1 / appendix G), none taken from ambiguous echoes."""
     seen = set()
@@ -381,13 +383,13 @@ def test_srtt_follows_the_path_delay_through_losses_and_a_timeout():
         count["new"] += 1
         return count["new"] % 15 == 0
 
-    net, ca, cb = two_hosts(0.005, drop=drop, **ON)
+    net, ca, cb = two_hosts(0.005, drop=drop, loss_detection=loss_detection, **ON)
     assert ca.rtt.srtt == pytest.approx(0.01)
     net.latency = 0.025
     ca.rtt = rtt = CountingRtt.after_one_sample(ca.rtt)
     took = transfer(net, ca, cb, random.Random(7).randbytes(600_000))
     st = net.hosts["a"].stats()
-    assert st["retransmitted_segments"] >= 25 and st["timeouts"] == 1
+    assert st["retransmitted_segments"] >= 25 and st.get("timeouts", 0) == timeouts
     assert count["rtx_dropped"]
     # Samples are RTTs of this path: 50 ms, plus up to a delayed-ACK timer (40 ms) when an
     # odd segment waits for it, never the 200+ ms of a backoff.

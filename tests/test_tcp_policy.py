@@ -433,19 +433,19 @@ def test_fast_recovery_numbers():
     # Partial ACK of 500 (< SMSS): no add-back: 11500.
     cc.on_partial_ack(500)
     assert cc.cwnd == 11500
-    # Full ACK with 6000 outstanding: min(ssthresh, max(6000, 1000) + 1000) = 7000.
+    # Full ACK with 6000 outstanding: cwnd = ssthresh (Linux tcp_end_cwnd_reduction).
     cc.on_exit_recovery(6000)
-    assert (cc.cwnd, cc.ssthresh) == (7000, 10000)
+    assert (cc.cwnd, cc.ssthresh) == (10000, 10000)
 
 
 def test_exit_recovery_options():
     cc = NewReno(MSS)
     cc.on_enter_recovery(20000, 0.0)
-    cc.on_exit_recovery(30000)  # min(10000, 31000) = ssthresh
+    cc.on_exit_recovery(30000)  # ssthresh
     assert cc.cwnd == 10000
     cc.on_enter_recovery(20000, 0.0)
-    cc.on_exit_recovery(0)      # nothing outstanding: min(10000, max(0, 1000) + 1000) = 2000
-    assert cc.cwnd == 2000
+    cc.on_exit_recovery(0)      # nothing outstanding: still ssthresh, as Linux (not 2 SMSS)
+    assert cc.cwnd == 10000
 
 
 def test_enter_recovery_with_a_small_flight_uses_the_two_segment_floor():
@@ -495,7 +495,7 @@ def test_timeout_after_slow_start_exit_l_returns_to_2():
     cc.on_timeout(4000)   # ssthresh 2000, cwnd 1000
     cc.on_ack(1000, 4000, 0.0, None)  # cwnd 2000 = ssthresh: slow start over
     cc.on_enter_recovery(2000, 0.0)   # ssthresh 2000, cwnd 5000
-    cc.on_exit_recovery(0)            # cwnd 2000
+    cc.on_exit_recovery(0)            # cwnd 2000 = ssthresh
     cc.ssthresh = 100000              # force slow start again: L is 2*SMSS again
     cc.on_ack(3000, 2000, 0.0, None)
     assert cc.cwnd == 4000

@@ -147,6 +147,14 @@ class Settings:
     #: Congestion control policy: a name ("cubic", RFC 9438; "newreno", RFC 5681 + 6582)
     #: or a CongestionControl subclass.
     congestion: Union[str, Type[Any]] = "cubic"
+    #: Loss detection (fasttcp/tcp/loss.py): "rack" (RACK-TLP, RFC 8985: time-based, with
+    #: a reordering window that adapts with D-SACK; the default, as in Linux) or
+    #: "dupthresh" (RFC 6675's three duplicate ACKs / SACKed segments), or a LossDetection
+    #: subclass. Used with SACK; a peer without SACK gets NewReno (RFC 6582) either way.
+    loss_detection: Union[str, Type[Any]] = "rack"
+    #: Tail-loss probes (RFC 8985 7) with RACK: at about 2*SRTT without an ACK, send new
+    #: data or the last segment again instead of waiting for the RTO.
+    tlp: bool = True
     #: Secret for ISNs (RFC 6528); None draws a random one per host.
     isn_secret: Optional[bytes] = None
     #: Ephemeral ports (first, last): the IANA dynamic range (RFC 6335).
@@ -266,6 +274,7 @@ class Settings:
         if not 0 <= self.gso_max <= 65535:
             raise ValueError(f"gso_max must be 0 (off) or up to 65535 bytes, got {self.gso_max}")
         self._validate_congestion()
+        self._validate_loss_detection()
         if self.isn_secret is not None and not (isinstance(self.isn_secret, bytes)
                                                 and len(self.isn_secret) == 16):
             raise ValueError(f"isn_secret must be None or 16 bytes, got {self.isn_secret!r}")
@@ -282,6 +291,13 @@ class Settings:
             resolve(self.congestion)
         except (TypeError, ValueError) as e:
             raise ValueError(f"congestion: {e}") from None
+
+    def _validate_loss_detection(self) -> None:
+        from fasttcp.tcp.loss import resolve_loss
+        try:
+            resolve_loss(self.loss_detection)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"loss_detection: {e}") from None
 
     @functools.cached_property
     def rcv_wscale(self) -> int:

@@ -36,8 +36,8 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
     cdef Py_ssize_t delivered, had_spans
     if (d.flags & (TH_SYN | TH_FIN | TH_RST | TH_URG | TH_ACK | TH_ECE | TH_CWR)) != TH_ACK:
         return 0
-    if c.in_recovery or c.persist:
-        return 0
+    if c.in_recovery or c.persist or c._undo_eifel:
+        return 0                                   # (Eifel: the slow path judges the ACK)
     if d.opt_present:
         # Only the timestamps option rides the fast path, and only once negotiated.
         if d.opt_present != OPT_TS or not c.ts_ok:

@@ -99,10 +99,14 @@ class CongestionControl(abc.ABC):
 
     def on_exit_recovery(self, flight_size: int) -> None:
         """A full ACK ended fast recovery (RFC 6582 3.2 step 5); ``flight_size`` is what is
-        outstanding after it. Option (1): cwnd = min(ssthresh, max(FlightSize, SMSS) + SMSS),
-        which avoids the burst option (2), cwnd = ssthresh, can cause."""
+        outstanding after it. Option (2), cwnd = ssthresh, as Linux does
+        (tcp_end_cwnd_reduction: cwnd = ssthresh on leaving Recovery or CWR): option (1),
+        min(ssthresh, max(FlightSize, SMSS) + SMSS), leaves 2 segments when nothing is
+        in flight and makes the next write wait round trips to regrow. With PRR (RFC 6937)
+        the window was already brought down to ssthresh during recovery, so no burst
+        follows; the one that can follow an idle exit is the burst Linux sends too."""
         self._timeout_pending = False
-        self._set_cwnd(min(self.ssthresh, max(flight_size, self.mss) + self.mss))
+        self._set_cwnd(self.ssthresh)
 
     @abc.abstractmethod
     def on_timeout(self, flight_size: int) -> None:

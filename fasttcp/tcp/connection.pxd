@@ -64,6 +64,8 @@ cdef class Connection(Tcb):
     cpdef _fast_batch_done(self, double now)
     cdef _set_send_mss(self, int peer_mss)
     cdef _dup_ack_now(self)
+    cdef _arm_pto(self, double now)
+    cdef _rate_sample(self, double now)
     cdef _set_gso(self)
     cdef _set_ref_min(self)
     cdef int64_t _initial_rcv_window(self)

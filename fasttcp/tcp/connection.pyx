@@ -41,8 +41,12 @@ from fasttcp.tcp.host_services cimport (
     COUNT_DROP_OOO_BUDGET, COUNT_OOO_PRUNES, COUNT_ORPHAN_PROBE_ABORTS,
     COUNT_ORPHAN_RETRY_ABORTS, COUNT_ORPHANS_RESET, COUNT_PERSIST_TIMEOUTS,
     COUNT_USER_TIMEOUTS)
+from fasttcp.tcp.host_services cimport (
+    COUNT_REORDERING, COUNT_SEGMENTS_MARKED_LOST, COUNT_SPURIOUS_RTX_UNDONE,
+    COUNT_TLP_LOSSES_REPAIRED, COUNT_TLP_PROBES)
 from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
                                 ConnectionReset, ConnectionTimedOut, TcpError)
+from fasttcp.tcp.loss import TLP_MIN_T, Prr, resolve_loss
 from fasttcp.tcp.rtt import RttEstimator
 from fasttcp.tcp.transitions import TcpEvent
 from fasttcp.tcp.states import State
@@ -59,6 +63,8 @@ MASK = 0xFFFFFFFF
 cdef double TS_RECENT_MAX_IDLE = 24 * 86400.0
 
 cpdef enum:
+    LR_TLP = 1                  # the loss timer (Tcb._lr_at) is the TLP's PTO (RFC 8985 7.2)
+    LR_REO = 2                  # ... RACK's reordering timer (RFC 8985 6.2 step 5)
     TS_OPTION_SPACE = 12        # NOP NOP + the 10-byte timestamps option, on every segment
     DEFAULT_PEER_MSS = 536      # RFC 9293 3.7.1 / RFC 6691: when the SYN has no MSS option
     MAX_WSCALE = 14             # RFC 7323 2.3
@@ -130,6 +136,10 @@ class ConnectionInfo:
     unacked: int
     send_buffered: int
     recv_buffered: int
+    reordering: int = 3             # largest reordering seen, in segments (Linux: at least 3)
+    tlp_probes: int = 0             # tail-loss probes sent (RFC 8985 7)
+    spurious_rtx_undone: int = 0    # window reductions undone as spurious
+    delivery_rate: float = 0.0      # bytes/s acknowledged over the latest round trip
 
 
 cdef class Connection(Tcb):
@@ -182,6 +192,8 @@ cdef class Connection(Tcb):
         # RFC 7323 5.4: a per-connection random offset of the timestamp clock, from a keyed
         # hash distinct from the ISN's (so TSval reveals nothing about the ISN).
         self.ts_offset = self.host.ts_offset(self.lport, remote_ip, self.rport)
+        self._dr_t0 = -1.0                      # no delivery-rate interval open
+        self.undo_marker = -1                   # no reduction to undo
 
     # ===================================================================================
     # User calls
@@ -361,6 +373,10 @@ cdef class Connection(Tcb):
             rcv_wscale=self.rcv_wscale if self._ws_ok else 0, unacked=self.in_flight,
             send_buffered=len(self._send_ring) if self._send_ring is not None else 0,
             recv_buffered=self.readable,
+            reordering=(max(3, -(-self.rtxq.reorder_dist // self.mss))
+                        if self.rtxq is not None else 3),
+            tlp_probes=self.tlp_probes, spurious_rtx_undone=self.spurious_rtx_undone,
+            delivery_rate=self.delivery_rate,
         )
 
     def __repr__(self) -> str:
@@ -809,21 +825,40 @@ cdef class Connection(Tcb):
                 self.probes_out = 0
 
         newly_sacked = 0
+        dsack = False
         if self.sack_ok and seg.d.opt_present & OPT_SACK:
-            newly_sacked = self._update_scoreboard(seg.sack_blocks, ack_off)
+            blocks = seg.sack_blocks
+            dsack = self._is_dsack(blocks, ack_off)
+            newly_sacked = self._update_scoreboard(blocks, ack_off)
+        q = self.rtxq
+        una_before = self.snd_una
+        flight_before = self.snd_max - self.snd_una
+        delivered = 0
+        if q is not None and self.sack_ok:
+            # The bookkeeping of RACK (RFC 8985 6.2 steps 2-3) for this ACK, in C.
+            reordered = q.reordered
+            delivered = q.on_ack(max(ack_off, self.snd_una), self.sacked, now,
+                                 self.rtt.min_rtt)
+            for _ in range(q.reordered - reordered):
+                self.host.count(COUNT_REORDERING)
+        if self.undo_marker >= 0 and (dsack or ack_off > self.undo_marker):
+            self._undo_check(seg, ack_off, dsack, now)
         if ack_off > self.snd_una:
             if self.ts_ok and _tsecr(seg):
                 self._ts_sample(_tsecr(seg), now)
             self._new_ack(ack_off, now)
-            if self.sack_ok and not self.in_recovery and self.sacked \
+            if q is None and self.sack_ok and not self.in_recovery and self.sacked \
                     and self._lost_boundary() > self.snd_una and self.snd_una >= self.recover:
                 self._enter_recovery(now)         # RFC 6675 5 (2): IsLost(HighACK + 1)
         elif (ack_off == self.snd_una and seg_len == 0 and self.snd_max > self.snd_una
-              and wnd > 0 and (newly_sacked > 0 or (not window_changed and not self.sacked))):
+              and wnd > 0 and (newly_sacked > 0
+                               or (not window_changed and not self.sacked and not dsack))):
             # RFC 5681 section 2 "duplicate ACK" (with SACK: one that SACKs new data, RFC
             # 6675 section 2). Not with a zero window: those ACKs answer window probes
             # (RFC 9293 3.8.6.1), and a fast retransmit would send past the window.
             self._dupack(now)
+        if q is not None and self.sack_ok and self.st != S_CLOSED:
+            self._loss_step(now, delivered, dsack, self.snd_una > una_before, flight_before)
 
     cpdef _fast_batch_done(self, double now):
         """After the fast path took segments of this connection in a batch: the RTO
@@ -838,6 +873,13 @@ cdef class Connection(Tcb):
             if self.fp_tsecr:
                 self._ts_sample(self.fp_tsecr, now)
                 self.fp_tsecr = 0
+            self._rate_sample(now)
+            if self.rtxq is not None:
+                # RFC 8985 7.2: an ACK of new data restarts the PTO (7.4: and may end a
+                # probe episode).
+                if self.tlp_end and self.snd_una >= self.tlp_end:
+                    self._tlp_acked(now, False, self.fp_flight)
+                self._arm_pto(now)
         if self.probes_out and self.snd_wnd >= min(self.mss, self._data_end() - self.snd_una):
             self.probes_out = 0                   # the window opened (as in _process_ack)
         self.host.wake(self)
@@ -874,12 +916,15 @@ cdef class Connection(Tcb):
         self._ack_advance(ack_off, now)
         self.cwnd_bonus = 0
         self.bytes_acked += max(0, data_acked)
+        self._rate_sample(now)
         flight = self.snd_max - self.snd_una
         if self.in_recovery:
             if ack_off >= self.recover:           # full ACK (RFC 6582 3.2 step 5)
                 self.in_recovery = False
                 self.dupacks = 0
                 self.cc.on_exit_recovery(flight)
+                if self.loss is not None:
+                    self.loss.on_exit_recovery()
             elif self._sack_recovery:
                 pass                              # RFC 6675: pipe decides what goes next
             else:                                 # partial ACK: resend the next hole
@@ -907,6 +952,7 @@ cdef class Connection(Tcb):
         if self.snd_una >= self.snd_max:
             if not self.persist:
                 self.rtx_at = None
+            self._lr_at = None                    # nothing left to probe or mark lost
         elif not self.persist:
             self.rtx_at = now + self.rtt.rto
         if self.host is not None:
@@ -922,6 +968,14 @@ cdef class Connection(Tcb):
         if self.in_recovery:
             if not self._sack_recovery:
                 self.cc.on_dupack_in_recovery()   # RFC 5681 3.2 step 4 (no SACK: inflate)
+            return
+        if self.sack_ok and self.rtxq is not None:
+            # The loss-detection policy decides (_loss_step). RFC 6675 5 (2)'s DupAcks >=
+            # DupThresh stays DupThresh's, and serves RACK too when the duplicates carry
+            # no SACK block (as Linux tcp_newreno_mark_lost): RFC 8985 6 needs SACK.
+            if (self.dupacks >= 3 and self.snd_una >= self.recover
+                    and (not self.sacked or self._loss_policy().name == "dupthresh")):
+                self._enter_recovery(now)
             return
         if self.sack_ok and self.sacked:
             # RFC 6675 5 (2): DupAcks >= DupThresh, or IsLost(HighACK + 1).
@@ -999,16 +1053,231 @@ cdef class Connection(Tcb):
         self.in_recovery = True
         self._sack_recovery = True
         self.recover = self.snd_max
+        self._undo_start(now, False)
         self.cc.on_enter_recovery(self.snd_max - self.snd_una, now)
         self.cc.cwnd = self.cc.ssthresh           # no inflation with SACK
         self._high_rxt = self.snd_una
         self._rescue_rxt = None
         self._rtt_off = None
+        q = self.rtxq
+        if q is not None:
+            # PRR (RFC 6937 section 3): RecoverFS = SND.NXT - SND.UNA at the start.
+            if self.prr is None:
+                self.prr = Prr(self.mss)
+            self.prr.start(self.snd_max - self.snd_una, self.mss)
+            q.trim(self.snd_una)
+            if not q.lost_bytes():
+                # RFC 6675 5 (4.2): retransmit the first segment presumed lost, HighACK+1.
+                q.mark_lost_below(self.snd_una + self.mss)
+            if self._lr_kind == LR_TLP:
+                self._lr_at = None                # no probes during recovery (RFC 8985 7.2)
         self.host.count(COUNT_SACK_RECOVERIES)
+
+    # --- RACK-TLP (RFC 8985) and PRR (RFC 6937) ------------------------------------------
+
+    # --- undo of spurious reductions (RFC 3522, RFC 3708; Linux tcp_try_undo_*) -----------
+
+    def _undo_start(self, now: float, rto: bool) -> None:
+        """A reduction begins (fast recovery, or an RTO): remember what it undoes. An RTO
+        within an episode keeps the episode's original values (Linux: undo_marker is set
+        once, tcp_init_undo)."""
+        if self.undo_marker >= 0 and self.snd_una <= self.undo_marker:
+            self._undo_rto = self._undo_rto or rto
+            self._undo_eifel = False              # a second retransmission: ambiguous
+            return
+        self.undo_marker = self.snd_una
+        self._undo_cwnd = self.cc.cwnd
+        self._undo_ssthresh = self.cc.ssthresh
+        self._undo_rtx0 = self.retransmits
+        self._undo_dsacked = 0
+        self._undo_tsval = self.tsval_at(now)     # the retransmission's TSval (RFC 3522)
+        self._undo_eifel = self.ts_ok
+        self._undo_rto = rto
+
+    def _undo_check(self, Packet seg, int64_t ack_off, bint dsack, double now):
+        """Eifel (RFC 3522 section 3.2): the first ACK past the episode's start echoes a
+        TSval older than the retransmission's: the original arrived, the retransmission
+        was spurious. D-SACK (RFC 3708 section 3): every retransmission of the episode was
+        reported as a duplicate. Either way the reduction is undone (Linux
+        tcp_undo_cwnd_reduction)."""
+        spurious = False
+        if self._undo_eifel and ack_off > self.undo_marker:
+            self._undo_eifel = False
+            tsecr = _tsecr(seg)
+            spurious = (seg.d.opt_present & OPT_TS and tsecr
+                        and _sdiff(tsecr, self._undo_tsval) < 0)
+        if dsack:
+            blk = seg.sack_blocks[0]
+            lo = self.snd_una + _sdiff(blk[0], self._snd_seq(self.snd_una))
+            if lo >= self.undo_marker:
+                self._undo_dsacked += 1
+            rtx = self.retransmits - self._undo_rtx0
+            spurious = spurious or (rtx > 0 and self._undo_dsacked >= rtx)
+        if not spurious:
+            return                                # a later D-SACK may still show it
+        prior_cwnd, prior_ssthresh = self._undo_cwnd, self._undo_ssthresh
+        self.undo_marker = -1
+        if self.in_recovery:
+            self.in_recovery = False
+            self.dupacks = 0
+            self.cc.on_exit_recovery(self.snd_max - self.snd_una)
+            if self.loss is not None:
+                self.loss.on_exit_recovery()
+        if self._undo_rto:
+            # The RTO was spurious: stop the go-back-N resend (Linux tcp_try_undo_loss).
+            if self.rtxq is not None:
+                self.rtxq.clear_lost()
+            self.snd_nxt = self.snd_max
+            self._pending_rtx = False
+        self.cc.cwnd = max(self.cc.cwnd, prior_cwnd)
+        self.cc.ssthresh = max(self.cc.ssthresh, prior_ssthresh)
+        self.spurious_rtx_undone += 1
+        self.host.count(COUNT_SPURIOUS_RTX_UNDONE)
+
+    def _loss_policy(self):
+        """The loss-detection policy (Settings.loss_detection), made on first use."""
+        if self.loss is None:
+            self.loss = resolve_loss(self.settings.loss_detection)()
+        return self.loss
+
+    def _is_dsack(self, blocks, ack_off: int) -> bool:
+        """RFC 2883 section 4: the first SACK block is a D-SACK when it lies below the
+        cumulative ACK or within the second block."""
+        if not blocks:
+            return False
+        base = self._snd_seq(self.snd_una)
+        lo = self.snd_una + _sdiff(blocks[0][0], base)
+        hi = self.snd_una + _sdiff(blocks[0][1], base)
+        if hi <= ack_off:
+            return hi > lo
+        if len(blocks) > 1:
+            lo2 = self.snd_una + _sdiff(blocks[1][0], base)
+            hi2 = self.snd_una + _sdiff(blocks[1][1], base)
+            return lo2 <= lo and hi <= hi2
+        return False
+
+    def _loss_step(self, now: float, delivered: int, dsack: bool, advanced: bool,
+                   flight_before: int) -> None:
+        """Per ACK on a SACK connection: end a TLP episode (RFC 8985 7.4), let the
+        loss-detection policy mark lost segments, enter recovery when any is (RFC 8985
+        6.2, RFC 6675 5), set PRR's window (RFC 6937), restart the PTO (RFC 8985 7.2)."""
+        loss = self._loss_policy()
+        self.rtxq.trim(self.snd_una)
+        if self.tlp_end:
+            self._tlp_acked(now, dsack, flight_before)
+        lost, at = loss.on_ack(self, now, dsack)
+        self._after_detect(now, lost, at)
+        if self.in_recovery and self._sack_recovery:
+            self._prr_ack(delivered, advanced)
+        elif advanced:
+            self._arm_pto(now)
+
+    def _after_detect(self, now: float, lost: int, at) -> None:
+        for _ in range(lost):
+            self.host.count(COUNT_SEGMENTS_MARKED_LOST)
+        if at is not None:
+            self._lr_at = at                      # RACK reordering timer (RFC 8985 6.2)
+            self._lr_kind = LR_REO
+        elif self._lr_kind == LR_REO:
+            self._lr_at = None
+            self._lr_kind = 0
+        if (not self.in_recovery and self.snd_una >= self.recover
+                and self.rtxq.lost_bytes() > 0):
+            self._enter_recovery(now)
+
+    def _prr_ack(self, delivered: int, advanced: bool) -> None:
+        """cwnd = pipe + sndcnt (RFC 6937 section 3; Linux tcp_cwnd_reduction, which
+        leaves cwnd alone on an ACK that delivers nothing once recovery has sent)."""
+        if delivered <= 0 and self.prr.out > 0:
+            return
+        pipe = self._pipe()
+        self.cc.cwnd = pipe + self.prr.on_ack(delivered, pipe, self.cc.ssthresh, advanced)
+
+    def _tlp_acked(self, now: float, dsack: bool, flight: int) -> None:
+        """RFC 8985 7.4: the ACK of a probe episode. A D-SACK for a probe that was a
+        retransmission says nothing was lost; an ACK past it without one says the probe
+        repaired a loss, and the window is reduced (Linux tcp_process_tlp_ack: CWR, then
+        cwnd = ssthresh)."""
+        if dsack and self.tlp_is_retrans:
+            self.tlp_end = 0
+        elif self.snd_una >= self.tlp_end:
+            if self.tlp_is_retrans and not self.in_recovery:
+                self.cc.on_enter_recovery(flight, now)
+                self.cc.on_exit_recovery(self.snd_max - self.snd_una)
+                self.host.count(COUNT_TLP_LOSSES_REPAIRED)
+            self.tlp_end = 0
+
+    cdef _arm_pto(self, double now):
+        """RFC 8985 7.2: PTO = 2 * SRTT (+ WCDelAckT with one segment in flight, else
+        Linux's TCP_TIMEOUT_MIN), when the RTO would not fire first; one probe per
+        episode, none in recovery."""
+        cdef double pto, rto_left
+        if self._lr_kind == LR_REO and self._lr_at is not None:
+            return
+        if (self.in_recovery or self.persist or self.tlp_end or self.snd_max <= self.snd_una
+                or not self.settings.tlp or self.st < S_ESTABLISHED
+                or not self._loss_policy().tlp):
+            if self._lr_kind == LR_TLP:
+                self._lr_at = None
+            return
+        pto = 2 * self.rtt._srtt if self.rtt.has_sample else 1.0
+        if self.snd_max - self.snd_una <= self.mss + 1:     # one segment (and our FIN)
+            pto += self.rtt.min_rto               # WCDelAckT: Linux's tcp_rto_min
+        else:
+            pto += TLP_MIN_T
+        rto_left = self.rtx_at - now if self.rtx_at is not None else self.rtt.rto
+        if pto >= rto_left:
+            if self._lr_kind == LR_TLP:
+                self._lr_at = None
+            return
+        self._lr_at = now + pto
+        self._lr_kind = LR_TLP
+
+    def _on_loss_timer(self, now: float) -> None:
+        kind = self._lr_kind
+        self._lr_kind = 0
+        q = self.rtxq
+        if q is None or self.snd_una >= self.snd_max:
+            return
+        if kind == LR_REO:
+            # RFC 8985 6.2 step 5 again, now that the reordering window has passed; what
+            # the fast path acknowledged meanwhile is delivered first.
+            q.on_ack(self.snd_una, self.sacked, now, self.rtt.min_rtt)
+            lost, at = self._loss_policy().detect(self, now)
+            self._after_detect(now, lost, at)
+            if self.in_recovery and self._sack_recovery:
+                self._prr_ack(0, False)
+        elif kind == LR_TLP and not self.in_recovery and not self.tlp_end:
+            # RFC 8985 7.3: new data if the windows allow (cwnd is not consulted), else
+            # the last segment again; sent at the next output.
+            if (self._data_end() > self.snd_nxt == self.snd_max
+                    and self.snd_una + self.snd_wnd > self.snd_nxt):
+                self._tlp_send = 1
+            else:
+                self._tlp_send = 2
+
+    cdef _rate_sample(self, double now):
+        """delivery_rate: bytes acknowledged per second over about one SRTT."""
+        cdef double span
+        if self._dr_t0 < 0:
+            self._dr_t0 = now
+            self._dr_b0 = self.bytes_acked
+            return
+        span = now - self._dr_t0
+        if span > 0 and span >= (self.rtt._srtt if self.rtt.has_sample else 0.0):
+            self.delivery_rate = (self.bytes_acked - self._dr_b0) / span
+            if self.snd_una >= self.snd_max:
+                self._dr_t0 = -1.0                # idle next: open a new interval later
+            else:
+                self._dr_t0 = now
+                self._dr_b0 = self.bytes_acked
 
     def _pipe(self) -> int:
         """SetPipe (RFC 6675 section 4): unSACKed bytes not deemed lost, plus unSACKed
         bytes already retransmitted."""
+        if self.rtxq is not None:
+            self.rtxq.trim(self.snd_una)
+            return self.rtxq.pipe()               # by the loss policy's marks, in C
         una, top = self.snd_una, self.snd_max
         lost_edge = self._lost_boundary()
         unsacked = (top - una) - self._sacked_bytes(una, top)
@@ -1029,6 +1298,8 @@ cdef class Connection(Tcb):
     def _next_seg(self):
         """NextSeg (RFC 6675 section 4): (offset, length, is_retransmission) or None."""
         mss = self.mss_now()                    # its SACK blocks come out of its payload
+        if self.rtxq is not None:
+            return self._next_seg_marked()
         lost_edge = self._lost_boundary()
         start, hole_end = self._unsacked_from(max(self._high_rxt, self.snd_una))
         # (1) the first unSACKed hole above HighRxt that IsLost() says is lost
@@ -1042,6 +1313,36 @@ cdef class Connection(Tcb):
         # (3) an unSACKed hole above HighRxt below the highest SACKed byte: a SHOULD we
         # skip. With ACKs lost, such holes are often data whose SACK we never heard of;
         # with or without it our 1% / 5% loss runs measured the same retransmissions.
+        # (4) rescue retransmission, once per recovery window
+        if self._rescue_rxt is None or self.snd_una > self._rescue_rxt:
+            top_start, _ = self._unsacked_from(max(self.snd_max - mss, self.snd_una))
+            if top_start < self.snd_max:
+                self._rescue_rxt = self.recover
+                return top_start, min(mss, self.snd_max - top_start), True
+        return None
+
+    def _next_seg_marked(self):
+        """NextSeg (RFC 6675 section 4) with IsLost() given by the loss-detection
+        policy's marks (RACK, RFC 8985 6.2, or DupThresh): (offset, length, rtx) or None."""
+        mss = self.mss_now()                    # its SACK blocks come out of its payload
+        # (1) the first segment deemed lost and not retransmitted since
+        r = self.rtxq.next_lost(self.snd_una)
+        if r is not None:
+            return r[0], min(mss, r[1] - r[0]), True
+        # (2) new data, as the receiver's window allows
+        data_end = self._data_end()
+        if data_end > self.snd_nxt and self.snd_una + self.snd_wnd > self.snd_nxt:
+            n = min(mss, data_end - self.snd_nxt, self.snd_una + self.snd_wnd - self.snd_nxt)
+            return self.snd_nxt, n, False
+        # (3) an unSACKed segment above HighRxt and below the highest SACKed byte
+        # (section 4 NextSeg rule (3), a SHOULD), with DupThresh's IsLost(). Not with
+        # RACK: its time-based marks replace DupThresh (RFC 8985 6.2), and a hole RACK has
+        # not marked is within the reordering window; Linux (tcp_xmit_retransmit_queue)
+        # likewise retransmits only what is marked lost.
+        if self.sacked and self._loss_policy().name != "rack":
+            start, hole_end = self._unsacked_from(max(self._high_rxt, self.snd_una))
+            if start < self.sacked[-1][1] and start < hole_end:
+                return start, min(mss, hole_end - start), True
         # (4) rescue retransmission, once per recovery window
         if self._rescue_rxt is None or self.snd_una > self._rescue_rxt:
             top_start, _ = self._unsacked_from(max(self.snd_max - mss, self.snd_una))
@@ -1071,6 +1372,8 @@ cdef class Connection(Tcb):
             if rtx:
                 self._high_rxt = max(self._high_rxt, off + max(n, 1))
             pipe += max(n, 1)
+            if self.prr is not None:
+                self.prr.sent(max(n, 1))          # prr_out (RFC 6937 section 3)
             sent = True
         return sent
 
@@ -1221,9 +1524,13 @@ cdef class Connection(Tcb):
                 self.mss_limit = min(self.mss_limit, pmtu - 40)
                 self._lower_send_mss(new_mss)
                 # Resend at once at the new size what was in flight: the packets were
-                # dropped (Linux's tcp_simple_retransmit).
+                # dropped (Linux's tcp_simple_retransmit). That resend re-arms the timers,
+                # so no tail-loss probe goes out first (Linux: tcp_rearm_rto).
                 self.snd_nxt = self.snd_una
                 self._rtt_off = None
+                if self._lr_kind == LR_TLP:
+                    self._lr_at = None
+                    self._lr_kind = 0
                 self.host.count(COUNT_PMTU_UPDATES)
                 self.host.wake(self)
             return
@@ -1250,7 +1557,8 @@ cdef class Connection(Tcb):
 
     cpdef object deadline(self):
         best = None
-        for t in (self.rtx_at, self.delack_at, self.timewait_at, self.keepalive_at):
+        for t in (self.rtx_at, self.delack_at, self.timewait_at, self.keepalive_at,
+                  self._lr_at):
             if t is not None and (best is None or t < best):
                 best = t
         return best
@@ -1262,6 +1570,10 @@ cdef class Connection(Tcb):
         if self.delack_at is not None and now >= self.delack_at:
             self.delack_at = None
             self._ack_now = True
+        if self._lr_at is not None and now >= self._lr_at:
+            self._lr_at = None                    # TLP or RACK reordering timer (RFC 8985)
+            if self.rtx_at is None or now < self.rtx_at:
+                self._on_loss_timer(now)
         if self.rtx_at is not None and now >= self.rtx_at:
             self.rtx_at = None
             if self.persist:
@@ -1314,12 +1626,18 @@ cdef class Connection(Tcb):
         self.rtt.backoff()
         if self.ts_ok:
             self._ts_floor = self.ts_now(now)
+        self._undo_start(now, True)
         self.cc.on_timeout(self.snd_max - self.snd_una)
         self.in_recovery = False
         self.dupacks = 0
         self.cwnd_bonus = 0
         self.recover = self.snd_max
         self.sacked = []                          # RFC 2018 section 8: the receiver may renege
+        if self.rtxq is not None:                 # RFC 8985 6.3: all in flight is lost
+            self.rtxq.mark_all_lost()
+        self._lr_at = None
+        self.tlp_end = 0
+        self._tlp_send = 0
         self.snd_nxt = self.snd_una
         if self.snd_wnd > 0 and self.st not in (S_SYN_SENT, S_SYN_RECEIVED):
             # RFC 6298 5.4: retransmit the earliest unacknowledged segment, whatever Nagle
@@ -1470,10 +1788,46 @@ cdef class Connection(Tcb):
                 sent = True
             self.persist = True
             self.rtx_at = now + self.persist_timeout()
+        if self._tlp_send:
+            sent = self._send_probe(now, out) or sent
         if self.in_recovery and self._sack_recovery:
             return self._output_sack_recovery(now, out) or sent
         # The steady-state loop (windows, Nagle, SWS, FIN) is compiled: Tcb.output_data.
-        return self.output_data(now, out) > 0 or sent
+        if self.output_data(now, out) > 0:
+            if self.rtxq is not None:
+                self._arm_pto(now)                # RFC 8985 7.2: after sending new data
+            return True
+        return sent
+
+    def _send_probe(self, now: float, out: list) -> bool:
+        """The tail-loss probe (RFC 8985 7.3): one segment of new data, or the last
+        segment sent, then the RTO restarted."""
+        kind, self._tlp_send = self._tlp_send, 0
+        if self.snd_una >= self.snd_max or self.in_recovery:
+            return False
+        data_end = self._data_end()
+        if kind == 1 and data_end > self.snd_nxt:
+            off = self.snd_nxt
+            n = min(self.mss, data_end - off, self.snd_una + self.snd_wnd - off)
+            rtx = False
+        else:
+            # The last segment sent: its data ends at SND.MAX (or the data's end, when the
+            # FIN went too), whatever the user has queued beyond.
+            top = min(data_end, self.snd_max)
+            off = max(self.snd_una, top - self.mss)
+            n = max(0, top - off)
+            rtx = True
+        if n <= 0 and not (self.fin_off is not None and off == self.fin_off):
+            return False
+        self._send_segment(off, n, now, out, rtx)
+        if rtx:
+            self._rtt_off = None                  # Karn's rule
+        self.tlp_end = self.snd_max               # TLP.end_seq
+        self.tlp_is_retrans = rtx
+        self.tlp_probes += 1
+        self.host.count(COUNT_TLP_PROBES)
+        self.rtx_at = now + self.rtt.rto
+        return True
 
     cdef _after_send_ack(self):
         self.ack_sent()

@@ -60,6 +60,12 @@ cpdef enum Count:
     COUNT_USER_TIMEOUTS                 # data unacknowledged for user_timeout
     COUNT_OOO_PRUNES                    # out-of-order data dropped to stay in the budget
     COUNT_DROP_OOO_BUDGET               # a segment refused: the budget was still full
+    # RACK-TLP and PRR loss recovery (RFC 8985, RFC 6937)
+    COUNT_SEGMENTS_MARKED_LOST          # by the loss-detection policy (RACK or DupThresh)
+    COUNT_REORDERING                    # segments delivered below a later-sent one
+    COUNT_TLP_PROBES                    # tail-loss probes sent (RFC 8985 7.3)
+    COUNT_TLP_LOSSES_REPAIRED           # probes whose ACK shows they repaired a loss
+    COUNT_SPURIOUS_RTX_UNDONE           # reductions undone as spurious
     COUNT_KINDS                         # how many there are (not a counter)
 
 

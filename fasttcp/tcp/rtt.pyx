@@ -51,6 +51,7 @@ cdef class RttEstimator:
         self.alpha = alpha
         self.beta = beta
         self.has_sample = False
+        self.min_rtt = 1e300                 # no sample yet
         # 2.1: "Until a round-trip time (RTT) measurement has been made ... RTO <- 1 second"
         # (the initial value is a setting; it is clamped like every other RTO).
         self.rto = self._clamp(self.initial_rto)
@@ -77,6 +78,8 @@ cdef class RttEstimator:
         """
         if not rtt >= 0:  # also rejects NaN
             raise ValueError(f"an RTT sample must be >= 0, got {rtt!r}")
+        if rtt < self.min_rtt:
+            self.min_rtt = rtt
         if not self.has_sample:
             # 2.2: first measurement: SRTT <- R, RTTVAR <- R/2
             self._srtt = rtt

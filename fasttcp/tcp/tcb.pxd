@@ -14,6 +14,7 @@ from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 
 from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.storage._ring cimport SendRing
+from fasttcp.tcp._rack cimport RackQueue
 from fasttcp.tcp.host_services cimport HostServices
 from fasttcp.tcp.rtt cimport RttEstimator
 from fasttcp.wire._wire cimport TcpOut
@@ -128,6 +129,29 @@ cdef class Tcb:
     cdef public int64_t _high_rxt       # HighRxt
     cdef public object _rescue_rxt      # RescueRxt
     cdef public bint _sack_recovery
+    # RACK-TLP (RFC 8985) and PRR (RFC 6937): the per-segment send times and scoreboard
+    # flags (created at the first data sent on a SACK connection), the loss-detection and
+    # PRR policies (fasttcp/tcp/loss.py), and the loss timer that shares the RTO's role
+    # (as Linux's ICSK_TIME_LOSS_PROBE / ICSK_TIME_REO_TIMEOUT): its deadline and kind.
+    cdef public RackQueue rtxq
+    cdef public object loss, prr
+    cdef public object _lr_at
+    cdef public int _lr_kind
+    cdef public int64_t tlp_end         # TLP.end_seq (0: no probe episode)
+    cdef public bint tlp_is_retrans     # TLP.is_retrans
+    cdef public int _tlp_send           # at the next output: 1 new data, 2 the last segment
+    cdef public int64_t tlp_probes, spurious_rtx_undone
+    # Undo of a spurious reduction (RFC 3522 Eifel, RFC 3708 D-SACK; Linux undo_marker):
+    # the episode's start (SND.UNA; -1 none), cwnd and ssthresh before it, retransmissions
+    # before it and D-SACKed since, our TSval when it began, and whether Eifel may still
+    # judge it (the first ACK past the marker).
+    cdef public int64_t undo_marker, _undo_rtx0, _undo_dsacked
+    cdef public object _undo_cwnd, _undo_ssthresh
+    cdef public uint32_t _undo_tsval
+    cdef public bint _undo_eifel, _undo_rto
+    cdef public double delivery_rate    # bytes/s over the latest round trip
+    cdef public double _dr_t0
+    cdef public int64_t _dr_b0
 
     # --- counters ---
     cdef public int64_t bytes_sent, bytes_acked, bytes_received, segs_in, segs_out

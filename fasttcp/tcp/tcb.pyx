@@ -12,6 +12,7 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset
 
 from fasttcp.storage._reasm cimport Reassembler
+from fasttcp.tcp._rack cimport RackQueue
 from fasttcp.tcp.host_services cimport COUNT_FINS_OUT, COUNT_RETRANSMITTED_SEGMENTS
 from fasttcp.wire._wire cimport (OPT_SACK, OPT_TS, TH_ACK, TH_FIN, TH_PSH, TH_RST, TH_SYN,
                                  TcpOut, build_tcp_headers, build_tcp_into,
@@ -308,6 +309,11 @@ cdef class Tcb:
         out.append(self.build(off, flags, self.advertised_window(), n, True, now))
         self.ack_sent()                            # every segment carries the ACK
         end = off + length
+        if self.sack_ok and length:
+            # RACK.xmit_ts of every transmission (RFC 8985 6.1), kept in C.
+            if self.rtxq is None:
+                self.rtxq = RackQueue()
+            self.rtxq.sent(off, end, now, retransmit, self.snd_una)
         if end > self.snd_nxt:
             self.snd_nxt = end
         if end > self.snd_max:
