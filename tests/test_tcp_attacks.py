@@ -158,13 +158,15 @@ SYNCHRONIZED = ["ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT", "LAST_A
 @pytest.mark.parametrize("name", SYNCHRONIZED)
 def test_syn_in_synchronized_state_gets_challenge_ack(name):
     """4.2: a SYN in any synchronized state, whatever its sequence number (exact, in the
-    window, outside it), is answered by a challenge ACK and dropped; the state stays."""
+    window, outside it), is answered by a challenge ACK and dropped; the state stays.
+    In TIME-WAIT the SYNs carry TS.Recent itself: one with a newer TSval opens a new
+    incarnation (RFC 6191, test_time_wait_reopen.py)."""
     ctx, snd, rcv = _to_state(name)
     c = ctx.c
     win = c._advertised_window()
     for k, off in enumerate((rcv, rcv + 3000, rcv - 100000, rcv + (1 << 31) - 1)):
         t = 1.1 + k / 10
-        out = ctx.send("S", off, 300 + k, at=t)
+        out = ctx.send("S", off, c.ts_recent if name == "TIME_WAIT" else 300 + k, at=t)
         assert [s.ts for s in out] == [challenge(ctx, snd, rcv, t, win)], (name, off)
         assert c.state == State[name]
     st = counters(ctx)

@@ -2,7 +2,7 @@
 # C with these fields typed. The underscore fields are the host's own (not visible from
 # Python); other attributes live in the instance __dict__ (tests and users may also set
 # their own there).
-from libc.stdint cimport uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 
 from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.storage._ring cimport SendRing
@@ -43,7 +43,7 @@ cdef class Host(HostServices):
     cdef uint64_t counts[COUNT_KINDS]   # what connections counted (HostServices.count)
 
     cdef _tcp_input(self, Packet pk, double now)
-    cdef _listen_input(self, lst, Packet pk, int flags, double now)
+    cdef _listen_input(self, lst, Packet pk, int flags, double now, int64_t iss=*)
     cdef _reset_for(self, Packet pk, int flags)
     cdef _arm(self, Connection conn)
     cdef _disarm(self, Connection conn)

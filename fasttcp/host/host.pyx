@@ -341,14 +341,23 @@ cdef class Host:
     # ===================================================================================
 
     cdef _tcp_input(self, Packet pk, double now):
-        cdef int flags
+        cdef int flags = pk.d.flags
+        cdef int64_t iss
         key = (pk.d.dport, pk.d.src, pk.d.sport)
         conn = self._conns.get(key)
         self.segments_in += 1
         if conn is not None:
+            if (<Connection>conn).st == S_TIME_WAIT and flags & (SYN | ACK | RST) == SYN:
+                # A new incarnation's SYN in TIME-WAIT (RFC 1122 4.2.2.13, RFC 6191): the
+                # listener takes it when it is beyond the old one (Linux: TCP_TW_SYN).
+                lst = self._listeners.get(pk.d.dport)
+                if lst is not None:
+                    iss = (<Connection>conn).time_wait_reopen(pk)
+                    if iss >= 0:
+                        self._listen_input(lst, pk, flags, now, iss)
+                        return
             (<Connection>conn).on_segment(pk, now)
             return
-        flags = pk.d.flags
         lst = self._listeners.get(pk.d.dport)
         if lst is not None:
             self._listen_input(lst, pk, flags, now)
@@ -358,7 +367,9 @@ cdef class Host:
         if not flags & RST:
             self._reset_for(pk, flags)
 
-    cdef _listen_input(self, lst, Packet pk, int flags, double now):
+    cdef _listen_input(self, lst, Packet pk, int flags, double now, int64_t iss=-1):
+        """A segment for a listener; ``iss`` (when >= 0) is the ISS a SYN that reopens a
+        TIME-WAIT 4-tuple must use."""
         cdef Connection conn
         stats = self._stats
         if flags & RST:
@@ -387,7 +398,8 @@ cdef class Host:
             stats["drop_max_connections"] += 1
             return
         rip = pk.d.src
-        iss = self._isn.isn(self.address_int, pk.d.dport, rip, pk.d.sport, now)
+        if iss < 0:
+            iss = self._isn.isn(self.address_int, pk.d.dport, rip, pk.d.sport, now)
         conn = Connection(self, (self.address, pk.d.dport), (int_to_ip(rip), pk.d.sport), rip,
                           iss, now, passive=True)
         conn.listener = lst

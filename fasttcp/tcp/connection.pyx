@@ -34,7 +34,8 @@ from fasttcp.tcp.host_services cimport (
     COUNT_ICMP_IGNORED_SEQ, COUNT_ICMP_SOFT_ERRORS, COUNT_INVALID_ACKS_SUPPRESSED,
     COUNT_KEEPALIVE_PROBES, COUNT_OOO_SEGMENTS_IN, COUNT_PMTU_UPDATES, COUNT_PURE_ACKS_OUT,
     COUNT_RST_IN, COUNT_RSTS_OUT, COUNT_SACK_RECOVERIES, COUNT_SYN_ACKS_OUT,
-    COUNT_SYNS_OUT, COUNT_TIME_WAIT_OVERFLOW, COUNT_TIMEOUTS, COUNT_TRIMMED_TO_WINDOW,
+    COUNT_SYNS_OUT, COUNT_TIME_WAIT_OVERFLOW, COUNT_TIME_WAIT_REOPENED, COUNT_TIMEOUTS,
+    COUNT_TRIMMED_TO_WINDOW,
     COUNT_TS_RECENT_EXPIRED, COUNT_WINDOW_PROBES)
 from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
                                 ConnectionReset, ConnectionTimedOut, TcpError)
@@ -1130,6 +1131,31 @@ cdef class Connection(Tcb):
         self.timewait_at = now + 2 * self.settings.msl
         if self.settings.msl == 0:
             self._ack_now = True
+
+    cdef int64_t time_wait_reopen(self, Packet seg) except -2:
+        """A SYN (no ACK, no RST) for this TIME-WAIT connection that a listener could take:
+        when it is beyond the old incarnation, delete this TCB and return the ISS for the
+        new one; else -1 (the SYN then gets the usual TIME-WAIT answer, an ACK).
+
+        RFC 6191 section 2: when the old incarnation used timestamps and the SYN carries
+        one, its TSval must be newer than TS.Recent; otherwise (RFC 1122 4.2.2.13) its
+        sequence number must be beyond RCV.NXT. The new ISS lies beyond our old SND.NXT by
+        a window and the SYN, so no old duplicate of ours can be taken for new data (as
+        Linux's tcp_timewait_state_process: tw_snd_nxt + 65535 + 2)."""
+        cdef uint32_t iss
+        if self.st != S_TIME_WAIT:
+            return -1
+        if self.ts_ok and seg.d.opt_present & OPT_TS:
+            if _sdiff(seg.d.tsval, self.ts_recent) <= 0:
+                return -1
+        elif _sdiff(seg.d.seq, self._rcv_seq(self.rcv_nxt)) <= 0:
+            return -1
+        iss = self._snd_seq(self.snd_max) + 65535 + 2
+        if iss == 0:
+            iss = 1
+        self.host.count(COUNT_TIME_WAIT_REOPENED)
+        self._terminate(E_TIME_WAIT_REOPEN, None)
+        return iss
 
     # ===================================================================================
     # ICMP (RFC 1122 4.2.3.9, RFC 5927, RFC 1191)

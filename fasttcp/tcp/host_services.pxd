@@ -49,6 +49,8 @@ cpdef enum Count:
     COUNT_ICMP_IGNORED_SEQ
     COUNT_ICMP_SOFT_ERRORS
     COUNT_PMTU_UPDATES
+    # SYN in TIME-WAIT, challenge-ACK budget, ephemeral ports
+    COUNT_TIME_WAIT_REOPENED            # a new SYN reopened a TIME-WAIT 4-tuple (RFC 6191)
     COUNT_KINDS                         # how many there are (not a counter)
 
 
