@@ -31,8 +31,12 @@ cdef class Host(HostServices):
     cdef list _out                      # packets emitted outside Connection._output
     cdef list _ring_pool, _reasm_pool
     cdef object _stats                  # Counter
-    cdef object _isn, _cookies, _frags, _batch, _timer_seq, _challenge_times
+    cdef object _isn, _cookies, _frags, _batch, _timer_seq
     cdef Py_ssize_t _time_wait_count
+    # The challenge-ACK budget (RFC 5961 7): what is left of it in the second that began
+    # at _challenge_second (Linux 4.7+: a random budget per second, CVE-2016-5696).
+    cdef double _challenge_second
+    cdef int64_t _challenge_left
     cdef int _next_port
     cdef public bint _raise_internal
     # None, or a callable(conn, old State, new State) told of every state change.

@@ -14,6 +14,7 @@ from collections import Counter, deque
 from typing import Any, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 from fasttcp.host.settings import Settings
+from libc.math cimport floor
 from fasttcp.tcp._isn import IsnGenerator
 from fasttcp.tcp import _fastpath
 from fasttcp.tcp._cookies import SynCookies, encode_options
@@ -114,7 +115,7 @@ cdef class Host:
         self._out: List[bytes] = []                    # packets emitted outside _output
         self._stats: Counter = Counter()
         self._ring_pool: List[SendRing] = []
-        self._challenge_times: Deque[float] = deque()   # challenge ACKs of the last second
+        self._challenge_second = -1e300               # no challenge-ACK budget drawn yet
         self._time_wait_count = 0
         self._reasm_pool: List[Reassembler] = []
         #: Reassemblers holding data by reference since receive(defer_copy=True).
@@ -522,19 +523,25 @@ cdef class Host:
         return 0
 
     cdef bint challenge_ack_allowed(self, double now) except -1:
-        """Rate limit of challenge ACKs (RFC 5961 section 7): at most
-        ``challenge_ack_limit`` in any one second over the whole host. A sliding window of
-        send times: a token bucket of that size lets twice the limit through in a second
-        that starts with a full bucket."""
-        limit = self.settings.challenge_ack_limit
+        """Rate limit of challenge ACKs (RFC 5961 section 7) over the whole host: a budget
+        per second of the clock, random around ``challenge_ack_limit`` (below)."""
+        cdef double second
+        cdef int64_t limit = self.settings.challenge_ack_limit
         if limit <= 0:
             return True
-        times = self._challenge_times
-        while times and now - times[0] >= 1.0:
-            times.popleft()
-        if len(times) >= limit:
+        second = floor(now)
+        if second != self._challenge_second:
+            # Each second's budget is random in [limit/2, 3*limit/2), as Linux's since 4.7
+            # (tcp_send_challenge_ack: half + prandom_u32_max(tcp_challenge_ack_limit)), the
+            # fix of CVE-2016-5696: an off-path attacker who counts the challenge ACKs its
+            # own connections get can no longer tell whether one went to a victim. Drawn
+            # from a keyed hash of the second, so a host is deterministic under its secret.
+            self._challenge_second = second
+            self._challenge_left = (limit + 1) // 2 + <int64_t>(self._isn.mac(
+                b"challenge-ack budget " + repr(second).encode()) % <uint64_t>limit)
+        if self._challenge_left <= 0:
             return False
-        times.append(now)
+        self._challenge_left -= 1
         return True
 
     cdef bint time_wait_full(self) except -1:

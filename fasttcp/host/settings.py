@@ -93,7 +93,10 @@ class Settings:
     frag_max_bytes: int = 1 << 20
     frag_max_datagrams: int = 64
     frag_timeout: float = 30.0
-    #: Challenge ACKs (RFC 5961) per second for the whole host; 0 = unlimited.
+    #: Challenge ACKs (RFC 5961 7) per second for the whole host, on average: each
+    #: second's budget is random in [limit / 2, 3 * limit / 2), as Linux's since 4.7, so
+    #: that an off-path attacker counting them learns nothing (CVE-2016-5696); 0 =
+    #: unlimited.
     challenge_ack_limit: int = 1000
     #: Per connection, at most one challenge ACK (RFC 5961), and one ACK in answer to
     #: segments without data that fail the window or PAWS test, per this many seconds (as
