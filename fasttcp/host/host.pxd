@@ -11,6 +11,9 @@ from fasttcp.tcp.host_services cimport COUNT_KINDS, Count, HostServices
 from fasttcp.tcp.tcb cimport STATE_COUNT
 from fasttcp.wire._wire cimport Packet
 
+cdef enum:
+    PORT_TABLE_SIZE = 256               # RFC 6056 3.3.4's TABLE_LENGTH (a power of two)
+
 
 # A Host is the HostServices its connections talk to (fasttcp/tcp/host_services.pxd):
 # the methods declared there are implemented in host.pyx.
@@ -37,7 +40,8 @@ cdef class Host(HostServices):
     # at _challenge_second (Linux 4.7+: a random budget per second, CVE-2016-5696).
     cdef double _challenge_second
     cdef int64_t _challenge_left
-    cdef int _next_port
+    # RFC 6056 3.3.4 (Algorithm 4): the table of per-bucket port increments.
+    cdef uint32_t _port_table[PORT_TABLE_SIZE]
     cdef public bint _raise_internal
     # None, or a callable(conn, old State, new State) told of every state change.
     cdef public object state_observer
@@ -51,6 +55,7 @@ cdef class Host(HostServices):
     cdef _reset_for(self, Packet pk, int flags)
     cdef _arm(self, Connection conn)
     cdef _disarm(self, Connection conn)
+    cdef _init_port_table(self)
 
     # HostServices
     cdef int count(self, Count what) except -1

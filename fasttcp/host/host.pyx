@@ -15,7 +15,9 @@ from typing import Any, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 from fasttcp.host.settings import Settings
 from libc.math cimport floor
-from fasttcp.tcp._isn import IsnGenerator
+from libc.string cimport memcpy
+from fasttcp.tcp._isn cimport IsnGenerator
+from fasttcp.wire._wire cimport wr16, wr32
 from fasttcp.tcp import _fastpath
 from fasttcp.tcp._cookies import SynCookies, encode_options
 from fasttcp.tcp.congestion import resolve
@@ -125,7 +127,7 @@ cdef class Host:
         #: sets this for a link with ``takes_split_packets``). They are valid only until
         #: the connection's send buffer moves on.
         self.split_tx = False
-        self._next_port = self.settings.ephemeral_ports[0] + self.address_int % 1024
+        self._init_port_table()
         self.now = 0.0
         self._raise_internal = False   # tests flip this to see internal errors
 
@@ -637,12 +639,40 @@ cdef class Host:
         if old is not None:
             del self._timer_conns[old[1]]
 
+    cdef _init_port_table(self):
+        """RFC 6056 3.3.4: the table of increments starts random (from the secret)."""
+        cdef unsigned char t[24]
+        cdef int i
+        memcpy(t, b"fasttcp port table: ", 20)
+        for i in range(PORT_TABLE_SIZE):
+            wr32(t + 20, <uint32_t>i)
+            self._port_table[i] = <uint32_t>(<IsnGenerator>self._isn).mac_c(t, 24)
+
     def _pick_port(self, rip: int, rport: int) -> int:
+        """An ephemeral port for a connection to (rip, rport): RFC 6056 3.3.4 (Algorithm 4,
+        double-hash port selection), in Linux's variant (__inet_hash_connect): one keyed
+        hash of (local address, remote address, remote port) gives the offset (high half)
+        and the table bucket (low bits) whose counter moves on with each port tried. So
+        ports are unpredictable off-path and differ between hosts and restarts (a new
+        secret), while consecutive connections to one destination do not collide. A
+        4-tuple still in use, TIME-WAIT included (its TCB stays in the table until 2*MSL),
+        or a listening port is never picked."""
+        cdef unsigned char t[14]
+        cdef uint64_t h
+        cdef uint32_t offset, index, span, lo, port, _i
         lo, hi = self.settings.ephemeral_ports
         span = hi - lo + 1
-        for _ in range(span):
-            port = self._next_port
-            self._next_port = lo + (port - lo + 1) % span
-            if (port, rip, rport) not in self._conns and port not in self._listeners:
+        memcpy(t, b"port", 4)
+        wr32(t + 4, self.address_int)
+        wr32(t + 8, <uint32_t>rip)
+        wr16(t + 12, <uint16_t>rport)
+        h = (<IsnGenerator>self._isn).mac_c(t, 14)
+        offset = <uint32_t>(h >> 32)
+        index = <uint32_t>h & (PORT_TABLE_SIZE - 1)
+        conns = self._conns
+        for _i in range(span):
+            port = lo + (offset + self._port_table[index]) % span
+            self._port_table[index] += 1
+            if (port, rip, rport) not in conns and port not in self._listeners:
                 return port
         raise OSError(99, "no ephemeral port free for this destination")

@@ -112,9 +112,11 @@ class Settings:
     #: Congestion control policy: a name ("cubic", RFC 9438; "newreno", RFC 5681 + 6582)
     #: or a CongestionControl subclass.
     congestion: Union[str, Type[Any]] = "cubic"
-    #: Secret for ISNs (RFC 6528); None draws a random one per host.
+    #: Secret for ISNs (RFC 6528), and the key of the challenge-ACK budget and of port
+    #: choice (RFC 6056); None draws a random one per host.
     isn_secret: Optional[bytes] = None
-    #: Ephemeral ports (first, last): the IANA dynamic range (RFC 6335).
+    #: Ephemeral ports (first, last): the IANA dynamic range (RFC 6335), chosen by RFC
+    #: 6056's Algorithm 4 keyed with isn_secret.
     ephemeral_ports: tuple = field(default=(49152, 65535))
 
     @classmethod
