@@ -159,12 +159,15 @@ SYNCHRONIZED = ["ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT", "LAST_A
 def test_syn_in_synchronized_state_gets_challenge_ack(name):
     """4.2: a SYN in any synchronized state, whatever its sequence number (exact, in the
     window, outside it), is answered by a challenge ACK and dropped; the state stays.
-    In TIME-WAIT the SYNs carry TS.Recent itself: one with a newer TSval opens a new
-    incarnation (RFC 6191, test_time_wait_reopen.py)."""
+    In TIME-WAIT the SYNs carry TS.Recent itself and sequence numbers not beyond RCV.NXT:
+    a SYN beyond the old incarnation opens a new one (RFC 6191, test_time_wait_reopen.py)."""
     ctx, snd, rcv = _to_state(name)
     c = ctx.c
     win = c._advertised_window()
-    for k, off in enumerate((rcv, rcv + 3000, rcv - 100000, rcv + (1 << 31) - 1)):
+    offsets = (rcv, rcv + 3000, rcv - 100000, rcv + (1 << 31) - 1)
+    if name == "TIME_WAIT":
+        offsets = (rcv, rcv - 3000, rcv - 100000, rcv - (1 << 31) + 1)
+    for k, off in enumerate(offsets):
         t = 1.1 + k / 10
         out = ctx.send("S", off, c.ts_recent if name == "TIME_WAIT" else 300 + k, at=t)
         assert [s.ts for s in out] == [challenge(ctx, snd, rcv, t, win)], (name, off)

@@ -67,16 +67,27 @@ def test_syn_with_newer_timestamp_reopens_time_wait():
 
 
 def test_syn_with_old_timestamp_keeps_time_wait():
-    """A SYN whose TSval is not newer than TS.Recent (RFC 6191 2: not honoured), even with
-    a higher sequence number: TIME-WAIT stays, the SYN gets the TIME-WAIT ACK."""
+    """A SYN whose TSval is older than TS.Recent is refused even with a higher sequence
+    number (PAWS, RFC 7323 5.3), and one with TS.Recent itself at or below RCV.NXT is not
+    beyond the old incarnation: TIME-WAIT stays, the SYN gets the TIME-WAIT ACK."""
     ctx = _server_time_wait()
     p, c = ctx.p, ctx.c
-    for k, tsval in enumerate((200, 150)):
-        out = _syn(ctx, ctx.r(5000), tsval, at=0.2 + k / 10)
-        assert [s.flags for s in out] == ["A"], out
+    for k, (off, tsval) in enumerate(((5000, 150), (5000, 199), (2, 200), (-7, 200))):
+        out = _syn(ctx, ctx.r(off), tsval, at=0.2 + k / 10)
+        assert [s.flags for s in out] == ["A"], (off, tsval, out)
         assert out[0].seq == ctx.s(2) and out[0].ack == ctx.r(2)
         assert c.state == State.TIME_WAIT and p.host.connections() == [c]
     assert "time_wait_reopened" not in p.host.stats()
+
+
+def test_syn_with_same_timestamp_and_higher_sequence_number_reopens():
+    """As Linux: a SYN with TS.Recent itself (a kernel client's next SYN within the same
+    millisecond) but a sequence number beyond RCV.NXT opens the new incarnation."""
+    ctx = _server_time_wait()
+    p, c = ctx.p, ctx.c
+    out = _syn(ctx, ctx.r(3), 200, at=0.2)
+    assert [s.flags for s in out] == ["SA"] and out[0].ack == ctx.r(4)
+    assert c.state == State.CLOSED and p.host.stats()["time_wait_reopened"] == 1
 
 
 def test_without_timestamps_a_syn_beyond_rcv_nxt_reopens():

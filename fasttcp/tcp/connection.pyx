@@ -1137,18 +1137,21 @@ cdef class Connection(Tcb):
         when it is beyond the old incarnation, delete this TCB and return the ISS for the
         new one; else -1 (the SYN then gets the usual TIME-WAIT answer, an ACK).
 
-        RFC 6191 section 2: when the old incarnation used timestamps and the SYN carries
-        one, its TSval must be newer than TS.Recent; otherwise (RFC 1122 4.2.2.13) its
-        sequence number must be beyond RCV.NXT. The new ISS lies beyond our old SND.NXT by
-        a window and the SYN, so no old duplicate of ours can be taken for new data (as
-        Linux's tcp_timewait_state_process: tw_snd_nxt + 65535 + 2)."""
+        As Linux's tcp_timewait_state_process: its sequence number is beyond RCV.NXT (RFC
+        1122 4.2.2.13), or it carries a TSval newer than TS.Recent (RFC 6191 2); and with
+        timestamps on, a TSval older than TS.Recent is refused in any case (PAWS, RFC 7323
+        5.3). (A kernel's next SYN from a reused port often carries the same TSval as its
+        last segment, within one millisecond, but a higher clock-driven ISN.) The new ISS
+        lies beyond our old SND.NXT by a window and the SYN, so no old duplicate of ours
+        can be taken for new data (Linux: tw_snd_nxt + 65535 + 2)."""
         cdef uint32_t iss
+        cdef bint ts = self.ts_ok and seg.d.opt_present & OPT_TS
         if self.st != S_TIME_WAIT:
             return -1
-        if self.ts_ok and seg.d.opt_present & OPT_TS:
-            if _sdiff(seg.d.tsval, self.ts_recent) <= 0:
-                return -1
-        elif _sdiff(seg.d.seq, self._rcv_seq(self.rcv_nxt)) <= 0:
+        if ts and _sdiff(seg.d.tsval, self.ts_recent) < 0:
+            return -1
+        if not (_sdiff(seg.d.seq, self._rcv_seq(self.rcv_nxt)) > 0
+                or (ts and _sdiff(seg.d.tsval, self.ts_recent) > 0)):
             return -1
         iss = self._snd_seq(self.snd_max) + 65535 + 2
         if iss == 0:
