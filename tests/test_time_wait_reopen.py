@@ -160,3 +160,33 @@ def _reconnect_20_times(ts: bool) -> None:
     assert sb["time_wait_reopened"] == 19, (ts, sb)
     assert "retransmitted_segments" not in sa and "timeouts" not in sa, sa
     assert "challenge_acks_out" not in sb, sb
+
+
+def test_time_wait_gives_its_buffers_back():
+    """A connection in TIME-WAIT holds no send or receive buffer: they go back to the
+    host's pools at once, and the next connection takes them (no new 1 MiB buffers per
+    short connection while the old ones wait out 2*MSL). TIME-WAIT still works: a
+    retransmitted FIN of the peer is acknowledged."""
+    p = ManualPeer()
+    lst = p.host.listen(80)
+    irs = 7000
+    sa, = p.send("S", irs, 0, 65535, opts=TcpOptions(mss=1460))
+    p.send("A", irs + 1, sa.seq + 1, at=0.01)
+    c = lst.accept()
+    p.send("PA", irs + 1, sa.seq + 1, data=b"GET", at=0.02)
+    assert c.recv() == b"GET"
+    c.send(b"OK")
+    c.close()
+    out = p.tick(0.03)
+    assert out[-1].flags == "FPA" and out[-1].data == b"OK", out
+    ring, reasm = c._send_ring, c._reasm
+    assert ring is not None and reasm is not None
+    ack, = p.send("FA", irs + 4, sa.seq + 4, at=0.04)
+    assert ack.flags == "A" and c.state == State.TIME_WAIT
+    assert c._send_ring is None and c._reasm is None
+    again, = p.send("FA", irs + 4, sa.seq + 4, at=0.05)
+    assert again.t == ack.t and c.state == State.TIME_WAIT
+    sa2, = p.send("S", 90000, 0, 65535, opts=TcpOptions(mss=1460), sport=40001, at=0.06)
+    p.send("A", 90001, sa2.seq + 1, sport=40001, at=0.07)
+    new = lst.accept()
+    assert new is not c and new._ring() is ring and new._reassembler() is reasm

@@ -1129,6 +1129,11 @@ cdef class Connection(Tcb):
         self.delack_at = None
         self.keepalive_at = None
         self.timewait_at = now + 2 * self.settings.msl
+        # Everything we sent is acknowledged and nothing more arrives: the buffers go back
+        # to the host's pools for new connections now, not 2*MSL later (as Linux's TIME-WAIT
+        # is a small inet_timewait_sock). A server that closes first (HTTP with
+        # Connection: close) would otherwise keep two fresh 1 MiB buffers per connection.
+        self._return_buffers()
         if self.settings.msl == 0:
             self._ack_now = True
 
