@@ -13,6 +13,7 @@ own process (no GIL shared with the fasttcp event loop)::
     python interop_util.py --netns NS get    --connect IP:PORT --bytes N   # HTTP GET
     python interop_util.py --netns NS sink   --listen IP:PORT --count K    # discard server
     python interop_util.py --netns NS aio-sink --listen IP:PORT --count K  # ... on asyncio
+    python interop_util.py --netns NS aio-http --listen IP:PORT --bytes N  # HttpServer
     python interop_util.py --netns NS source --listen IP:PORT --count K --bytes N  # HTTP
     python interop_util.py --netns NS exec -- PROGRAM ARGS...              # e.g. curl
 
@@ -293,6 +294,33 @@ def serve_aio_sink(addr: Tuple[str, int], count: int) -> None:
     asyncio.run(main())
 
 
+def serve_aio_http(addr: Tuple[str, int], size: int, seconds: float = 120.0) -> None:
+    """fasttcp's ``HttpServer`` (``fasttcp serve http --size N``'s handler) on
+    ``asyncio.start_server``, the kernel's sockets, until SIGTERM or ``seconds``."""
+    import signal
+
+    try:
+        from fasttcp.cli.servers import HttpServer
+    except ImportError:                      # run as a script from a source checkout
+        sys.path.insert(0, os.path.dirname(HERE))
+        from fasttcp.cli.servers import HttpServer
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        server = await asyncio.start_server(HttpServer(size=size), addr[0], addr[1],
+                                            reuse_address=True, backlog=1024)
+        print("ready", flush=True)
+        try:
+            await asyncio.wait_for(stop.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            server.close()
+
+    asyncio.run(main())
+
+
 def serve_source(addr: Tuple[str, int], count: int, size: int) -> None:
     """Accept ``count`` connections; answer each HTTP request with ``size`` bytes."""
     def answer(c: socket.socket) -> None:
@@ -317,7 +345,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.add_argument("--bytes", type=int, required=True)
         if mode == "send":
             p.add_argument("--cc", default=None, help="congestion control (TCP_CONGESTION)")
-    for mode in ("sink", "source", "aio-sink"):
+    for mode in ("sink", "source", "aio-sink", "aio-http"):
         p = sub.add_parser(mode)
         p.add_argument("--listen", type=_hostport, required=True)
         p.add_argument("--count", type=int, default=1)
@@ -342,6 +370,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         serve_aio_sink(args.listen, args.count)
     elif args.mode == "source":
         serve_source(args.listen, args.count, args.bytes)
+    elif args.mode == "aio-http":
+        serve_aio_http(args.listen, args.bytes)
     return 0
 
 

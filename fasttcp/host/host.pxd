@@ -2,7 +2,7 @@
 # C with these fields typed. The underscore fields are the host's own (not visible from
 # Python); other attributes live in the instance __dict__ (tests and users may also set
 # their own there).
-from libc.stdint cimport uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 
 from fasttcp.storage._reasm cimport OooBudget, Reassembler
 from fasttcp.storage._ring cimport SendRing
@@ -10,6 +10,9 @@ from fasttcp.tcp.connection cimport Connection
 from fasttcp.tcp.host_services cimport COUNT_KINDS, Count, HostServices
 from fasttcp.tcp.tcb cimport STATE_COUNT
 from fasttcp.wire._wire cimport Packet
+
+cdef enum:
+    PORT_TABLE_SIZE = 256               # RFC 6056 3.3.4's TABLE_LENGTH (a power of two)
 
 
 # A Host is the HostServices its connections talk to (fasttcp/tcp/host_services.pxd):
@@ -31,12 +34,17 @@ cdef class Host(HostServices):
     cdef list _out                      # packets emitted outside Connection._output
     cdef list _ring_pool, _reasm_pool
     cdef object _stats                  # Counter
-    cdef object _isn, _cookies, _frags, _batch, _timer_seq, _challenge_times
+    cdef object _isn, _cookies, _frags, _batch, _timer_seq
     cdef Py_ssize_t _time_wait_count
     cdef Py_ssize_t _orphans            # connections with conn.orphan set
     # Out-of-order bytes held by all the host's reassemblers (settings.ooo_budget).
     cdef readonly OooBudget ooo_budget
-    cdef int _next_port
+    # The challenge-ACK budget (RFC 5961 7): what is left of it in the second that began
+    # at _challenge_second (Linux 4.7+: a random budget per second, CVE-2016-5696).
+    cdef double _challenge_second
+    cdef int64_t _challenge_left
+    # RFC 6056 3.3.4 (Algorithm 4): the table of per-bucket port increments.
+    cdef uint32_t _port_table[PORT_TABLE_SIZE]
     cdef public bint _raise_internal
     # None, or a callable(conn, old State, new State) told of every state change.
     cdef public object state_observer
@@ -46,10 +54,11 @@ cdef class Host(HostServices):
     cdef uint64_t counts[COUNT_KINDS]   # what connections counted (HostServices.count)
 
     cdef _tcp_input(self, Packet pk, double now)
-    cdef _listen_input(self, lst, Packet pk, int flags, double now)
+    cdef _listen_input(self, lst, Packet pk, int flags, double now, int64_t iss=*)
     cdef _reset_for(self, Packet pk, int flags)
     cdef _arm(self, Connection conn)
     cdef _disarm(self, Connection conn)
+    cdef _init_port_table(self)
 
     # HostServices
     cdef int count(self, Count what) except -1

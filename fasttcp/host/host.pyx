@@ -14,7 +14,10 @@ from collections import Counter, deque
 from typing import Any, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 from fasttcp.host.settings import Settings
-from fasttcp.tcp._isn import IsnGenerator
+from libc.math cimport floor
+from libc.string cimport memcpy
+from fasttcp.tcp._isn cimport IsnGenerator
+from fasttcp.wire._wire cimport wr16, wr32
 from fasttcp.tcp import _fastpath
 from fasttcp.tcp._cookies import SynCookies, encode_options
 from fasttcp.tcp.congestion import resolve
@@ -114,7 +117,7 @@ cdef class Host:
         self._out: List[bytes] = []                    # packets emitted outside _output
         self._stats: Counter = Counter()
         self._ring_pool: List[SendRing] = []
-        self._challenge_times: Deque[float] = deque()   # challenge ACKs of the last second
+        self._challenge_second = -1e300               # no challenge-ACK budget drawn yet
         self._time_wait_count = 0
         self._reasm_pool: List[Reassembler] = []
         self.ooo_budget = OooBudget(s.ooo_budget)
@@ -125,7 +128,7 @@ cdef class Host:
         #: sets this for a link with ``takes_split_packets``). They are valid only until
         #: the connection's send buffer moves on.
         self.split_tx = False
-        self._next_port = self.settings.ephemeral_ports[0] + self.address_int % 1024
+        self._init_port_table()
         self.now = 0.0
         self._raise_internal = False   # tests flip this to see internal errors
 
@@ -350,14 +353,23 @@ cdef class Host:
     # ===================================================================================
 
     cdef _tcp_input(self, Packet pk, double now):
-        cdef int flags
+        cdef int flags = pk.d.flags
+        cdef int64_t iss
         key = (pk.d.dport, pk.d.src, pk.d.sport)
         conn = self._conns.get(key)
         self.segments_in += 1
         if conn is not None:
+            if (<Connection>conn).st == S_TIME_WAIT and flags & (SYN | ACK | RST) == SYN:
+                # A new incarnation's SYN in TIME-WAIT (RFC 1122 4.2.2.13, RFC 6191): the
+                # listener takes it when it is beyond the old one (Linux: TCP_TW_SYN).
+                lst = self._listeners.get(pk.d.dport)
+                if lst is not None:
+                    iss = (<Connection>conn).time_wait_reopen(pk)
+                    if iss >= 0:
+                        self._listen_input(lst, pk, flags, now, iss)
+                        return
             (<Connection>conn).on_segment(pk, now)
             return
-        flags = pk.d.flags
         lst = self._listeners.get(pk.d.dport)
         if lst is not None:
             self._listen_input(lst, pk, flags, now)
@@ -367,7 +379,9 @@ cdef class Host:
         if not flags & RST:
             self._reset_for(pk, flags)
 
-    cdef _listen_input(self, lst, Packet pk, int flags, double now):
+    cdef _listen_input(self, lst, Packet pk, int flags, double now, int64_t iss=-1):
+        """A segment for a listener; ``iss`` (when >= 0) is the ISS a SYN that reopens a
+        TIME-WAIT 4-tuple must use."""
         cdef Connection conn
         stats = self._stats
         if flags & RST:
@@ -396,7 +410,8 @@ cdef class Host:
             stats["drop_max_connections"] += 1
             return
         rip = pk.d.src
-        iss = self._isn.isn(self.address_int, pk.d.dport, rip, pk.d.sport, now)
+        if iss < 0:
+            iss = self._isn.isn(self.address_int, pk.d.dport, rip, pk.d.sport, now)
         conn = Connection(self, (self.address, pk.d.dport), (int_to_ip(rip), pk.d.sport), rip,
                           iss, now, passive=True)
         conn.listener = lst
@@ -519,19 +534,25 @@ cdef class Host:
         return 0
 
     cdef bint challenge_ack_allowed(self, double now) except -1:
-        """Rate limit of challenge ACKs (RFC 5961 section 7): at most
-        ``challenge_ack_limit`` in any one second over the whole host. A sliding window of
-        send times: a token bucket of that size lets twice the limit through in a second
-        that starts with a full bucket."""
-        limit = self.settings.challenge_ack_limit
+        """Rate limit of challenge ACKs (RFC 5961 section 7) over the whole host: a budget
+        per second of the clock, random around ``challenge_ack_limit`` (below)."""
+        cdef double second
+        cdef int64_t limit = self.settings.challenge_ack_limit
         if limit <= 0:
             return True
-        times = self._challenge_times
-        while times and now - times[0] >= 1.0:
-            times.popleft()
-        if len(times) >= limit:
+        second = floor(now)
+        if second != self._challenge_second:
+            # Each second's budget is random in [limit/2, 3*limit/2), as Linux's since 4.7
+            # (tcp_send_challenge_ack: half + prandom_u32_max(tcp_challenge_ack_limit)), the
+            # fix of CVE-2016-5696: an off-path attacker who counts the challenge ACKs its
+            # own connections get can no longer tell whether one went to a victim. Drawn
+            # from a keyed hash of the second, so a host is deterministic under its secret.
+            self._challenge_second = second
+            self._challenge_left = (limit + 1) // 2 + <int64_t>(self._isn.mac(
+                b"challenge-ack budget " + repr(second).encode()) % <uint64_t>limit)
+        if self._challenge_left <= 0:
             return False
-        times.append(now)
+        self._challenge_left -= 1
         return True
 
     cdef bint time_wait_full(self) except -1:
@@ -639,12 +660,40 @@ cdef class Host:
         if old is not None:
             del self._timer_conns[old[1]]
 
+    cdef _init_port_table(self):
+        """RFC 6056 3.3.4: the table of increments starts random (from the secret)."""
+        cdef unsigned char t[24]
+        cdef int i
+        memcpy(t, b"fasttcp port table: ", 20)
+        for i in range(PORT_TABLE_SIZE):
+            wr32(t + 20, <uint32_t>i)
+            self._port_table[i] = <uint32_t>(<IsnGenerator>self._isn).mac_c(t, 24)
+
     def _pick_port(self, rip: int, rport: int) -> int:
+        """An ephemeral port for a connection to (rip, rport): RFC 6056 3.3.4 (Algorithm 4,
+        double-hash port selection), in Linux's variant (__inet_hash_connect): one keyed
+        hash of (local address, remote address, remote port) gives the offset (high half)
+        and the table bucket (low bits) whose counter moves on with each port tried. So
+        ports are unpredictable off-path and differ between hosts and restarts (a new
+        secret), while consecutive connections to one destination do not collide. A
+        4-tuple still in use, TIME-WAIT included (its TCB stays in the table until 2*MSL),
+        or a listening port is never picked."""
+        cdef unsigned char t[14]
+        cdef uint64_t h
+        cdef uint32_t offset, index, span, lo, port, _i
         lo, hi = self.settings.ephemeral_ports
         span = hi - lo + 1
-        for _ in range(span):
-            port = self._next_port
-            self._next_port = lo + (port - lo + 1) % span
-            if (port, rip, rport) not in self._conns and port not in self._listeners:
+        memcpy(t, b"port", 4)
+        wr32(t + 4, self.address_int)
+        wr32(t + 8, <uint32_t>rip)
+        wr16(t + 12, <uint16_t>rport)
+        h = (<IsnGenerator>self._isn).mac_c(t, 14)
+        offset = <uint32_t>(h >> 32)
+        index = <uint32_t>h & (PORT_TABLE_SIZE - 1)
+        conns = self._conns
+        for _i in range(span):
+            port = lo + (offset + self._port_table[index]) % span
+            self._port_table[index] += 1
+            if (port, rip, rport) not in conns and port not in self._listeners:
                 return port
         raise OSError(99, "no ephemeral port free for this destination")

@@ -123,7 +123,10 @@ class Settings:
     frag_max_bytes: int = 1 << 20
     frag_max_datagrams: int = 64
     frag_timeout: float = 30.0
-    #: Challenge ACKs (RFC 5961) per second for the whole host; 0 = unlimited.
+    #: Challenge ACKs (RFC 5961 7) per second for the whole host, on average: each
+    #: second's budget is random in [limit / 2, 3 * limit / 2), as Linux's since 4.7, so
+    #: that an off-path attacker counting them learns nothing (CVE-2016-5696); 0 =
+    #: unlimited.
     challenge_ack_limit: int = 1000
     #: Per connection, at most one challenge ACK (RFC 5961), and one ACK in answer to
     #: segments without data that fail the window or PAWS test, per this many seconds (as
@@ -155,9 +158,11 @@ class Settings:
     #: Tail-loss probes (RFC 8985 7) with RACK: at about 2*SRTT without an ACK, send new
     #: data or the last segment again instead of waiting for the RTO.
     tlp: bool = True
-    #: Secret for ISNs (RFC 6528); None draws a random one per host.
+    #: Secret for ISNs (RFC 6528), and the key of the challenge-ACK budget and of port
+    #: choice (RFC 6056); None draws a random one per host.
     isn_secret: Optional[bytes] = None
-    #: Ephemeral ports (first, last): the IANA dynamic range (RFC 6335).
+    #: Ephemeral ports (first, last): the IANA dynamic range (RFC 6335), chosen by RFC
+    #: 6056's Algorithm 4 keyed with isn_secret.
     ephemeral_ports: tuple = field(default=(49152, 65535))
 
     @classmethod

@@ -11,8 +11,8 @@ from fasttcp.tcp.tcb cimport (S_CLOSE_WAIT, S_CLOSED, S_CLOSING, S_ESTABLISHED, 
 from fasttcp.tcp.transitions cimport (E_2MSL_TIMEOUT, E_ABORT, E_ACK_OF_SYN, E_ACTIVE_OPEN,
                                       E_CLOSE, E_COOKIE_ACK, E_FIN, E_FIN_ACKED,
                                       E_FIN_OURS_ACKED, E_ICMP_UNREACHABLE, E_PASSIVE_OPEN,
-                                      E_RST, E_SYN, E_SYN_ACK, E_TIME_WAIT_FULL, E_TIMEOUT,
-                                      next_state)
+                                      E_RST, E_SYN, E_SYN_ACK, E_TIME_WAIT_FULL,
+                                      E_TIME_WAIT_REOPEN, E_TIMEOUT, next_state)
 from fasttcp.wire._wire cimport Packet
 
 
@@ -49,6 +49,7 @@ cdef class Connection(Tcb):
     cdef _check_fin(self, double now)
     cdef _enter_time_wait(self, int event, double now)
     cdef bint _user_timed_out(self, double now) except -1
+    cdef int64_t time_wait_reopen(self, Packet seg) except -2
     cpdef object deadline(self)
     cpdef on_timer(self, double now)
     cpdef _output(self, double now, list out)

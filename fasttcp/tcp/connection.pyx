@@ -35,7 +35,8 @@ from fasttcp.tcp.host_services cimport (
     COUNT_KEEPALIVE_PROBES, COUNT_OOO_SEGMENTS_IN, COUNT_PMTU_BLACK_HOLES,
     COUNT_PMTU_UPDATES, COUNT_PURE_ACKS_OUT,
     COUNT_RST_IN, COUNT_RSTS_OUT, COUNT_SACK_RECOVERIES, COUNT_SYN_ACKS_OUT,
-    COUNT_SYNS_OUT, COUNT_TIME_WAIT_OVERFLOW, COUNT_TIMEOUTS, COUNT_TRIMMED_TO_WINDOW,
+    COUNT_SYNS_OUT, COUNT_TIME_WAIT_OVERFLOW, COUNT_TIME_WAIT_REOPENED, COUNT_TIMEOUTS,
+    COUNT_TRIMMED_TO_WINDOW,
     COUNT_TS_RECENT_EXPIRED, COUNT_WINDOW_PROBES)
 from fasttcp.tcp.host_services cimport (
     COUNT_DROP_OOO_BUDGET, COUNT_OOO_PRUNES, COUNT_ORPHAN_PROBE_ABORTS,
@@ -1497,8 +1498,41 @@ cdef class Connection(Tcb):
         self.delack_at = None
         self.keepalive_at = None
         self.timewait_at = now + 2 * self.settings.msl
+        # Everything we sent is acknowledged and nothing more arrives: the buffers go back
+        # to the host's pools for new connections now, not 2*MSL later (as Linux's TIME-WAIT
+        # is a small inet_timewait_sock). A server that closes first (HTTP with
+        # Connection: close) would otherwise keep two fresh 1 MiB buffers per connection.
+        self._return_buffers()
         if self.settings.msl == 0:
             self._ack_now = True
+
+    cdef int64_t time_wait_reopen(self, Packet seg) except -2:
+        """A SYN (no ACK, no RST) for this TIME-WAIT connection that a listener could take:
+        when it is beyond the old incarnation, delete this TCB and return the ISS for the
+        new one; else -1 (the SYN then gets the usual TIME-WAIT answer, an ACK).
+
+        As Linux's tcp_timewait_state_process: its sequence number is beyond RCV.NXT (RFC
+        1122 4.2.2.13), or it carries a TSval newer than TS.Recent (RFC 6191 2); and with
+        timestamps on, a TSval older than TS.Recent is refused in any case (PAWS, RFC 7323
+        5.3). (A kernel's next SYN from a reused port often carries the same TSval as its
+        last segment, within one millisecond, but a higher clock-driven ISN.) The new ISS
+        lies beyond our old SND.NXT by a window and the SYN, so no old duplicate of ours
+        can be taken for new data (Linux: tw_snd_nxt + 65535 + 2)."""
+        cdef uint32_t iss
+        cdef bint ts = self.ts_ok and seg.d.opt_present & OPT_TS
+        if self.st != S_TIME_WAIT:
+            return -1
+        if ts and _sdiff(seg.d.tsval, self.ts_recent) < 0:
+            return -1
+        if not (_sdiff(seg.d.seq, self._rcv_seq(self.rcv_nxt)) > 0
+                or (ts and _sdiff(seg.d.tsval, self.ts_recent) > 0)):
+            return -1
+        iss = self._snd_seq(self.snd_max) + 65535 + 2
+        if iss == 0:
+            iss = 1
+        self.host.count(COUNT_TIME_WAIT_REOPENED)
+        self._terminate(E_TIME_WAIT_REOPEN, None)
+        return iss
 
     # ===================================================================================
     # ICMP (RFC 1122 4.2.3.9, RFC 5927, RFC 1191)

@@ -66,6 +66,8 @@ cpdef enum Count:
     COUNT_TLP_PROBES                    # tail-loss probes sent (RFC 8985 7.3)
     COUNT_TLP_LOSSES_REPAIRED           # probes whose ACK shows they repaired a loss
     COUNT_SPURIOUS_RTX_UNDONE           # reductions undone as spurious
+    # SYN in TIME-WAIT, challenge-ACK budget, ephemeral ports
+    COUNT_TIME_WAIT_REOPENED            # a new SYN reopened a TIME-WAIT 4-tuple (RFC 6191)
     COUNT_KINDS                         # how many there are (not a counter)
 
 

@@ -21,6 +21,7 @@ cpdef enum TcpEvent:
     E_ABORT                 # the connection is reset from this side
     E_TIMEOUT               # retransmissions or keepalive probes went unanswered
     E_ICMP_UNREACHABLE      # a hard ICMP error answered our SYN
+    E_TIME_WAIT_REOPEN      # TIME-WAIT: a new SYN for the 4-tuple is taken by a listener
     EVENT_COUNT             # how many there are (not an event)
 
 # The state `event` leads to from `state`, or -1 when it is no transition there.

@@ -37,6 +37,10 @@ TRANSITIONS = (
     ((S_FIN_WAIT_2,), E_FIN, S_TIME_WAIT, "3.10.7.4 eighth, FIN-WAIT-2"),
     ((S_CLOSING,), E_FIN_ACKED, S_TIME_WAIT, "3.10.7.4 fifth, CLOSING"),
     ((S_TIME_WAIT,), E_2MSL_TIMEOUT, S_CLOSED, "3.10.8 time-wait timeout"),
+    # A new SYN for the 4-tuple, beyond the old incarnation (a higher sequence number, or a
+    # newer timestamp): the TIME-WAIT TCB is deleted and a listener opens the new
+    # incarnation (as Linux's tcp_timewait_state_process, TCP_TW_SYN).
+    ((S_TIME_WAIT,), E_TIME_WAIT_REOPEN, S_CLOSED, "RFC 1122 4.2.2.13, RFC 6191 2"),
     # A fully closed connection waits for the peer's FIN for 2*MSL at most (as Linux's
     # tcp_fin_timeout): nobody could read or close it any more.
     ((S_FIN_WAIT_2,), E_2MSL_TIMEOUT, S_CLOSED, "orphaned FIN-WAIT-2 timeout"),
