@@ -7,6 +7,7 @@ from typing import Any, Final, TypedDict, type_check_only
 from typing_extensions import Buffer, Unpack, disjoint_base
 
 from fasttcp.host.settings import Settings
+from fasttcp.storage._reasm import OooBudget
 from fasttcp.tcp.connection import Connection
 from fasttcp.tcp.host_services import COUNT_NAMES as COUNT_NAMES
 from fasttcp.tcp.host_services import HostServices
@@ -97,6 +98,7 @@ class Host(HostServices):
     def fast_segments_in(self) -> int: ...
     # Instance attributes (the instance __dict__).
     split_tx: bool
+    ooo_budget: OooBudget
     def __init__(self, address: str, **settings: Unpack[_SettingsKwargs]) -> None: ...
     def advance_clock(self, now: float) -> None: ...
     def receive(self, packets: Iterable[Buffer], now: float, parse_flags: int = 0,

@@ -21,6 +21,9 @@ MIN_PMTU: Final[int]
 BLACK_HOLE_RETRIES: Final[int]
 BASE_MSS: Final[int]
 MTU_PROBE_FLOOR: Final[int]
+LR_TLP: Final[int]
+LR_REO: Final[int]
+TLP_MIN_T: Final[float]
 
 @dataclass
 class ConnectionInfo:
@@ -47,6 +50,10 @@ class ConnectionInfo:
     unacked: int
     send_buffered: int
     recv_buffered: int
+    reordering: int = 3
+    tlp_probes: int = 0
+    spurious_rtx_undone: int = 0
+    delivery_rate: float = 0.0
 
 class Connection(Tcb):
     """A TCP connection owned by a fasttcp.Host (made by Host.connect or Listener.accept)."""

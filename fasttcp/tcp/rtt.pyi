@@ -22,6 +22,7 @@ class RttEstimator:
     beta: float
     rto: float
     backoff_count: int
+    min_rtt: float
     @property
     def has_sample(self) -> bool: ...
     def __init__(self, initial_rto: float = 1.0, min_rto: float = 0.2, max_rto: float = 60.0,

@@ -11,6 +11,7 @@ from fasttcp.host.settings import Settings
 from fasttcp.tcp.congestion import CongestionControl
 from fasttcp.tcp.errors import TcpError
 from fasttcp.tcp.host_services import HostServices
+from fasttcp.tcp._rack import RackQueue
 from fasttcp.tcp.rtt import RttEstimator
 from fasttcp.wire._wire import SplitPacket
 
@@ -110,6 +111,21 @@ class Tcb:
     segs_in: int
     segs_out: int
     retransmits: int
+    # zero-window probes and orphans (persist backoff, settings.orphan_retries)
+    probes_out: int
+    probes_unanswered: int
+    stall_at: float
+    orphan: bool
+    # loss detection and recovery (RACK-TLP, PRR, undo)
+    rtxq: RackQueue | None
+    loss: object
+    prr: object
+    tlp_end: int
+    tlp_is_retrans: bool
+    tlp_probes: int
+    spurious_rtx_undone: int
+    undo_marker: int
+    delivery_rate: float
     # --- per-batch accumulators of the fast path ---
     fp_acked: int
     fp_flight: int

@@ -27,7 +27,8 @@ class TcpEvent(IntEnum):
     E_ABORT = 13
     E_TIMEOUT = 14
     E_ICMP_UNREACHABLE = 15
-    EVENT_COUNT = 16
+    E_TIME_WAIT_REOPEN = 16
+    EVENT_COUNT = 17
 
 # (from states, event, to state, where the rule comes from)
 TRANSITIONS: Final[tuple[tuple[tuple[TcpState, ...], TcpEvent, TcpState, str], ...]]
