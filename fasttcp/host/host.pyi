@@ -47,6 +47,10 @@ class _SettingsKwargs(TypedDict, total=False):
     max_connections: int
     max_time_wait: int
     max_ooo_holes: int
+    ooo_budget: int
+    orphan_retries: int
+    max_orphans: int
+    user_timeout: float | None
     window_scaling: bool
     timestamps: bool
     sack: bool
@@ -61,6 +65,8 @@ class _SettingsKwargs(TypedDict, total=False):
     mtu_probing: int
     ttl: int
     congestion: str | type[Any]
+    loss_detection: str | type[Any]
+    tlp: bool
     isn_secret: bytes | None
     ephemeral_ports: tuple[int, int]
 

@@ -426,8 +426,8 @@ cdef class Host:
         opts = pk.options
         rip = pk.d.src
         peer_mss = opts.mss or 536
-        cookie, mss = self._cookies.make(self.address_int, pk.d.dport, rip, pk.d.sport, pk.d.seq,
-                                         min(peer_mss, s.effective_mss), now)
+        cookie, _mss = self._cookies.make(self.address_int, pk.d.dport, rip, pk.d.sport,
+                                          pk.d.seq, min(peer_mss, s.effective_mss), now)
         reply = TcpOptions(mss=s.effective_mss)
         wscale = s.rcv_wscale if (s.window_scaling and opts.wscale is not None) else -1
         sack = bool(s.sack and opts.sack_permitted)

@@ -10,7 +10,7 @@ counter period (64-128 s). Window scale, SACK-permitted and timestamps cannot fi
 when the client offered timestamps they ride in the low 5 bits of our TSval (as Linux does)
 and come back in the ACK's TSecr; without timestamps the connection goes without them.
 """
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint16_t, uint32_t
 
 from fasttcp.tcp._isn cimport IsnGenerator
 from fasttcp.wire._wire cimport wr16, wr32
@@ -58,8 +58,8 @@ cdef class SynCookies:
         for i in range(8):
             if MSS_TABLE[i] <= mss:
                 idx = i
-        return ((count & 0x1F) << 27) | (idx << 24) | self._mac(lip, lport, rip, rport,
-                                                               client_isn, count, idx)
+        return (((count & 0x1F) << 27) | (idx << 24)
+                | self._mac(lip, lport, rip, rport, client_isn, count, idx))
 
     cdef uint16_t check_c(self, uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport,
                           uint32_t client_isn, uint32_t cookie, double now) noexcept nogil:
@@ -69,8 +69,8 @@ cdef class SynCookies:
         cdef uint32_t age, count
         for age in range(2):
             count = now_count - age
-            if (count & 0x1F) == (cookie >> 27) and \
-                    self._mac(lip, lport, rip, rport, client_isn, count, idx) == (cookie & 0xFFFFFF):
+            if ((count & 0x1F) == (cookie >> 27) and self._mac(
+                    lip, lport, rip, rport, client_isn, count, idx) == (cookie & 0xFFFFFF)):
                 return MSS_TABLE[idx]
         return 0
 

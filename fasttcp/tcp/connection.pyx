@@ -17,7 +17,7 @@ table in transitions.pyx. The host is reached only through the HostServices inte
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import List, Optional
 
 from cpython.buffer cimport PyBuffer_FillInfo
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
@@ -26,6 +26,7 @@ from fasttcp.storage import SendRing
 from fasttcp.storage._reasm cimport OooBudget, Reassembler
 from fasttcp.wire._wire cimport (OPT_MSS, OPT_SACK, OPT_SACK_PERM, OPT_TS, OPT_WSCALE, Packet,
                                  TH_ACK as ACK, TH_FIN as FIN, TH_RST as RST, TH_SYN as SYN)
+from fasttcp.tcp.host_services cimport HostServices
 from fasttcp.tcp.host_services cimport (
     COUNT_CHALLENGE_ACKS_OUT, COUNT_CHALLENGE_ACKS_SUPPRESSED, COUNT_DROP_ACK_TOO_OLD,
     COUNT_DROP_ACK_UNSENT, COUNT_DROP_BAD_ACK, COUNT_DROP_MISSING_TIMESTAMP,
@@ -46,16 +47,13 @@ from fasttcp.tcp.host_services cimport (
     COUNT_REORDERING, COUNT_SEGMENTS_MARKED_LOST, COUNT_SPURIOUS_RTX_UNDONE,
     COUNT_TLP_LOSSES_REPAIRED, COUNT_TLP_PROBES)
 from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
-                                ConnectionReset, ConnectionTimedOut, TcpError)
+                                ConnectionReset, ConnectionTimedOut)
 from fasttcp.tcp.loss import TLP_MIN_T, Prr, resolve_loss
 from fasttcp.tcp.rtt import RttEstimator
 from fasttcp.tcp.transitions import TcpEvent
 from fasttcp.tcp.states import State
 
 from fasttcp.wire import build_tcp
-
-if TYPE_CHECKING:  # pragma: no cover
-    from fasttcp.host.host import Host
 
 COMPILED = True
 MASK = 0xFFFFFFFF
@@ -152,7 +150,7 @@ cdef class Connection(Tcb):
     Its variables are the C fields of :class:`Tcb` (``tcb.pxd``).
     """
 
-    def __init__(self, host: "Host", tuple local, tuple remote, uint32_t remote_ip,
+    def __init__(self, HostServices host, tuple local, tuple remote, uint32_t remote_ip,
                  uint32_t iss, double now, bint passive) -> None:
         s = host.settings
         # Every C field (tcb.pxd) starts at 0 / False / None:
@@ -808,8 +806,8 @@ cdef class Connection(Tcb):
         # Window update rule (RFC 9293 3.10.7.4, fifth check, ESTABLISHED).
         wl1_d = _sdiff(seg.d.seq, self.snd_wl1)
         window_changed = wnd != self.snd_wnd
-        if self.snd_una <= ack_off and (wl1_d > 0 or (wl1_d == 0 and
-                                                    _sdiff(seg.d.ack, self.snd_wl2) >= 0)):
+        if self.snd_una <= ack_off and (
+                wl1_d > 0 or (wl1_d == 0 and _sdiff(seg.d.ack, self.snd_wl2) >= 0)):
             self.snd_wnd = wnd
             self.max_snd_wnd = max(self.max_snd_wnd, wnd)
             self.snd_wl1 = seg.d.seq
@@ -886,9 +884,9 @@ cdef class Connection(Tcb):
         self.host.wake(self)
 
     cdef _ts_sample(self, uint32_t tsecr, double now):
-        cdef uint32_t rtt_ms
         """An RTT sample from an echoed timestamp (RFC 7323 4.1): valid for retransmitted
         data too, so Karn's rule is not needed; one per RTT (RFC 7323 appendix G)."""
+        cdef uint32_t rtt_ms
         if now < self._ts_next_sample:
             return
         # An echo older than our last timeout is ambiguous (Karn, RFC 6298 3): the go-back-N
@@ -1466,8 +1464,8 @@ cdef class Connection(Tcb):
         return False
 
     cdef _check_fin(self, double now):
-        cdef int st
         """Process the peer's FIN once every byte before it has arrived."""
+        cdef int st
         if self._fin_received or self.rcv_fin_off is None or self.rcv_nxt != self.rcv_fin_off:
             return
         self._fin_received = True
@@ -1621,8 +1619,7 @@ cdef class Connection(Tcb):
             self.host.wake(self)
 
     def _on_rto(self, now: float) -> None:
-        if self.snd_una >= self.snd_max and self.st not in (S_SYN_SENT,
-                                                               S_SYN_RECEIVED):
+        if self.snd_una >= self.snd_max and self.st not in (S_SYN_SENT, S_SYN_RECEIVED):
             return
         s = self.settings
         if self.retries == 0 and self.probes_out == 0:
@@ -1745,9 +1742,9 @@ cdef class Connection(Tcb):
     # ===================================================================================
 
     cpdef _output(self, double now, list out):
+        """Append every segment this connection should send now to ``out``."""
         cdef int st
         cdef bint sent_any
-        """Append every segment this connection should send now to ``out``."""
         st = self.st
         if st == S_CLOSED:
             return

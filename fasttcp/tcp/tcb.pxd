@@ -41,8 +41,8 @@ cdef class Tcb:
     # --- the connection and its owner ---
     cdef public HostServices host
     cdef public object settings
-    cdef readonly int st                # the state (TcpState); changed only by
-                                        # Connection._transition (connection.pyx)
+    # The state (TcpState); changed only by Connection._transition (connection.pyx).
+    cdef readonly int st
     cdef public uint32_t _lip, _rip
     cdef public uint16_t lport, rport
     cdef public tuple key                               # (lport, remote ip int, rport)
@@ -172,7 +172,7 @@ cdef class Tcb:
     cdef uint32_t tsval_at(self, double now) noexcept
     cdef void fill_header(self, TcpOut* t, uint64_t off, int flags, uint16_t window) noexcept
     cdef object build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n,
-                     bint from_ring, double now)
+                      bint from_ring, double now)
     cdef int add_sack_blocks(self, TcpOut* t) noexcept
     cdef int sack_space(self) noexcept
     cdef int mss_now(self) noexcept
