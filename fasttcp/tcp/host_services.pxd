@@ -49,6 +49,12 @@ cpdef enum Count:
     COUNT_ICMP_IGNORED_SEQ
     COUNT_ICMP_SOFT_ERRORS
     COUNT_PMTU_UPDATES
+    # ECN (RFC 3168)
+    COUNT_ECN_NEGOTIATED                # connections that agreed on ECN in the handshake
+    COUNT_ECN_CE_RECEIVED               # segments that arrived marked CE
+    COUNT_ECN_ECE_RECEIVED              # segments that arrived with ECE (once negotiated)
+    COUNT_ECN_REDUCTIONS                # cwnd reductions for ECE (one per window, 6.1.2)
+    COUNT_ECN_CWR_OUT                   # segments sent with CWR
     COUNT_KINDS                         # how many there are (not a counter)
 
 
