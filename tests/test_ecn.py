@@ -10,6 +10,8 @@ import struct
 import pytest
 from scapy.layers.inet import IP, TCP
 
+from fasttcp import Host
+from fasttcp.link import FaultConfig, NetSim
 from fasttcp.link._tunio import TunIO
 from fasttcp.tcp.congestion import INFINITE_SSTHRESH
 from fasttcp.wire import TcpOptions, build_tcp, parse
@@ -319,3 +321,43 @@ def test_syn_cookie_keeps_ecn(syn_flags, timestamps, ecn):
         c.send(b"x" * 100)
         data, = p.tick()
         assert tos(data) == ECT0
+
+
+# --- end to end on NetSim: CE marking instead of drops ----------------------------------
+
+def _marked_transfer(ecn: int, nbytes: int = 2 << 20):
+    a = Host("10.0.0.1", isn_secret=bytes(16), ecn=ecn)
+    b = Host("10.0.0.2", isn_secret=bytes(range(16)), ecn=ecn)
+    sim = NetSim(transmit_all=True)
+    # 20 Mbit/s, 20 ms RTT, a 150 kB queue that marks ECT packets above 30 kB.
+    pipe = FaultConfig(delay=0.01, rate=20e6, queue_bytes=150_000, ce_threshold=30_000)
+    sim.connect(a, b, pipe, pipe)
+    lst = b.listen(80)
+    c = a.connect(("10.0.0.2", 80))
+    data = memoryview(bytes(nbytes))
+    st = {"sent": 0, "got": 0, "srv": None}
+
+    def done() -> bool:
+        if st["srv"] is None:
+            st["srv"] = lst.accept()
+        if st["sent"] < nbytes:
+            st["sent"] += c.send(data[st["sent"]:])
+        if st["srv"] is not None:
+            st["got"] += len(st["srv"].recv(1 << 20))
+        return st["got"] == nbytes and c.in_flight == 0
+
+    sim.run(until=60.0, stop=done, max_steps=2_000_000)
+    assert st["got"] == nbytes
+    return c, st["srv"], sim.stats(), a.stats()
+
+
+def test_netsim_ce_marking_replaces_loss():
+    c, s, net, stats = _marked_transfer(ecn=1)
+    assert c.info().ecn and s.info().ecn
+    assert net["ce_marked"] > 0 and s.info().ce_received == net["ce_marked"]
+    assert c.info().ece_received > 0 and stats["ecn_reductions"] >= 1
+    assert net["queue_dropped"] == 0 and c.retransmits == 0      # no loss at all
+    # The same path without ECN: nothing is marked, the queue overflows.
+    c0, s0, net0, _ = _marked_transfer(ecn=0)
+    assert not c0.info().ecn and net0["ce_marked"] == 0
+    assert net0["queue_dropped"] > 0 and c0.retransmits > 0

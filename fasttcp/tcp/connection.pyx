@@ -831,7 +831,8 @@ cdef class Connection(Tcb):
         if self.sack_ok and seg.d.opt_present & OPT_SACK:
             newly_sacked = self._update_scoreboard(seg.sack_blocks, ack_off)
         if ack_off > self.snd_una:
-            if not self.in_recovery and self.snd_una > 0 and self.cc.hystart:
+            if (not self.in_recovery and self.snd_una > 0 and self.cc.hystart
+                    and not self.cc.hs_done):
                 self._hystart_ack(ack_off, _tsecr(seg) if self.ts_ok else 0, 1, now)
             if self.ts_ok and _tsecr(seg):
                 self._ts_sample(_tsecr(seg), now)
@@ -858,7 +859,7 @@ cdef class Connection(Tcb):
             if not self.persist:
                 self.rtx_at = None if self.snd_una >= self.snd_max else now + self.rtt.rto
             cc = self.cc
-            if cc.hystart:
+            if cc.hystart and not cc.hs_done:
                 self._hystart_ack(self.snd_una, self.fp_tsecr if self.ts_ok else 0, acks, now)
             cc.on_ack(acked, self.fp_flight, now, self.rtt.srtt, acks)
             if self.fp_tsecr:
