@@ -361,3 +361,20 @@ def test_netsim_ce_marking_replaces_loss():
     c0, s0, net0, _ = _marked_transfer(ecn=0)
     assert not c0.info().ecn and net0["ce_marked"] == 0
     assert net0["queue_dropped"] > 0 and c0.retransmits > 0
+
+
+def test_ce_threshold_validation_and_marking():
+    with pytest.raises(ValueError, match="ce_threshold needs a rate"):
+        FaultConfig(ce_threshold=1000)
+    with pytest.raises(ValueError, match="ce_threshold must be >= 0"):
+        FaultConfig(rate=1e6, ce_threshold=-1)
+    from fasttcp.link import FaultyLink
+    link = FaultyLink(FaultConfig(rate=8e3, ce_threshold=1))       # 1 kB/s: all queue
+    ect = build_tcp("10.0.0.1", "10.0.0.2", 1, 2, 0, 0, flag_bits("PA"), 100, b"x" * 50,
+                    tos=ECT0)
+    plain = build_tcp("10.0.0.1", "10.0.0.2", 1, 2, 0, 0, flag_bits("PA"), 100, b"x" * 50)
+    link.push([ect, plain, ect], 0.0)
+    out = link.pop(10.0)
+    # The first finds an empty queue; later ECT packets are marked, not-ECT ones never.
+    assert [parse(p).tos & 3 for p in out] == [ECT0, 0, CE]   # parse checks the IP sum
+    assert link.stats.ce_marked == 1
