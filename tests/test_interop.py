@@ -593,3 +593,93 @@ def test_serve_and_stats_while_curl_runs(tmp_path):
     assert data["link"]["rx_packets"] > 0, data["link"]
     n, digest = sha256_file(out)
     assert n == size and digest == sha(generated_body(size))
+
+
+# ==========================================================================================
+# ECN (RFC 3168) with the kernel
+# ==========================================================================================
+
+TCPI_OPT_ECN = 8
+
+
+def _kernel_ecn(sock: socket.socket) -> bool:
+    """The kernel's TCP_INFO tcpi_options has TCPI_OPT_ECN: ECN was negotiated."""
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[5] & TCPI_OPT_ECN)
+
+
+def _ns_ect0_in(ns: str) -> int:
+    """IpExt InECT0Pkts of namespace ``ns`` (packets the kernel received marked ECT(0))."""
+    from fasttcp.link.netns import entered
+    with entered(ns), open("/proc/thread-self/net/netstat") as f:
+        rows = [line.split() for line in f if line.startswith("IpExt:")]
+    return int(rows[1][rows[0].index("InECT0Pkts")])
+
+
+def test_ecn_with_the_kernel_both_ways():
+    """net.ipv4.tcp_ecn=1 inside the test's namespace only: the kernel asks for ECN on its
+    SYNs and accepts it on ours. A kernel client to fasttcp's echo service and a fasttcp
+    client (ecn=1) to a kernel sink both negotiate it, the kernel receives ECT(0) data from
+    us, and both transfers are byte-exact."""
+    from fasttcp.link.netns import entered
+    data = os.urandom(4 << 20)
+    with open("/proc/sys/net/ipv4/tcp_ecn") as f:
+        host_setting = f.read()
+    with tun_netns() as (ns, link):
+        with entered(ns):
+            with open("/proc/sys/net/ipv4/tcp_ecn", "w") as f:
+                f.write("1")
+            with open("/proc/sys/net/ipv4/tcp_ecn") as f:
+                assert f.read().strip() == "1"
+        with open("/proc/sys/net/ipv4/tcp_ecn") as f:
+            assert f.read() == host_setting          # the host's own setting is untouched
+        host = make_host(link, ecn=1)
+        client = sock_in(ns, timeout=60)
+        listener = sock_in(ns, timeout=60)
+        listener.bind((KERNEL, 9000))
+        listener.listen(1)
+        ect0_before = _ns_ect0_in(ns)
+
+        def kernel_client() -> Tuple[str, bool]:
+            client.connect((US, 7))
+            tx = Background(lambda: (client.sendall(data), client.shutdown(socket.SHUT_WR)))
+            h = hashlib.sha256()
+            n = recv_to_eof(client, h, limit=len(data))
+            tx.join(60)
+            assert n == len(data), n
+            return h.hexdigest(), _kernel_ecn(client)
+
+        def kernel_sink() -> Tuple[str, bool]:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(60)
+                h = hashlib.sha256()
+                n = recv_to_eof(conn, h, limit=len(data))
+                ecn = _kernel_ecn(conn)
+                conn.sendall(str(n).encode())
+            return h.hexdigest(), ecn
+
+        async def main() -> Any:
+            async with FastTcpStack(host, link) as stack:
+                server = await stack.start_server(servers.echo, 7)
+                echo = await in_thread(kernel_client)
+                server.close()
+                sink = asyncio.ensure_future(in_thread(kernel_sink))
+                reader, writer = await stack.open_connection(KERNEL, 9000)
+                writer.write(data)
+                await writer.drain()
+                writer.write_eof()
+                reply = await reader.read(100)
+                writer.close()
+                return echo, await sink, reply
+
+        try:
+            echo, sink, reply = run_async(main(), 120)
+            ect0 = _ns_ect0_in(ns) - ect0_before
+        finally:
+            client.close()
+            listener.close()
+    assert echo == (sha(data), True)                 # kernel -> fasttcp: ECN, byte-exact
+    assert sink == (sha(data), True) and reply == str(len(data)).encode()
+    assert host.stats()["ecn_negotiated"] == 2       # both connections
+    # Our data went out ECT(0) (some 2 x 4 MiB in segments or TSO super-segments).
+    assert ect0 >= 2 * len(data) // 65536

@@ -212,6 +212,29 @@ def test_loss_detection_valid_values_and_tlp():
         Settings(tlp=1)
 
 
+@pytest.mark.parametrize("value", [-1, 3, True, "on"])
+def test_ecn(value):
+    with pytest.raises(ValueError, match="ecn must be"):
+        Settings(ecn=value)
+
+
+def test_ecn_valid_values():
+    assert Settings().ecn == 2                      # as Linux's tcp_ecn: accept, do not ask
+    assert Settings(ecn=0).ecn == 0 and Settings(ecn=1).ecn == 1
+
+
+@pytest.mark.parametrize("value", [1, 0, "on", "cubic"])
+def test_hystart(value):
+    with pytest.raises(ValueError, match="hystart must be None \\(the policy's default\\)"):
+        Settings(hystart=value)
+
+
+def test_hystart_valid_values():
+    assert Settings().hystart is None               # CUBIC: on (RFC 9438 4.10), NewReno: off
+    assert Settings(hystart=True).hystart is True
+    assert Settings(hystart=False).hystart is False
+
+
 @pytest.mark.parametrize("value", [b"short", bytes(17), "0123456789abcdef", 16])
 def test_isn_secret(value):
     with pytest.raises(ValueError, match="isn_secret must be None or 16 bytes"):

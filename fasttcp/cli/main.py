@@ -174,9 +174,9 @@ def _stats(args: argparse.Namespace) -> int:
     # --watch: a status line per interval (the first at once) until SIGINT/SIGTERM, --count
     # lines, or the server goes away.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    print(status_line(data), flush=True)
-    previous, lines = data, 1
-    try:
+    try:                               # from the first line on, an interrupt ends quietly
+        print(status_line(data), flush=True)
+        previous, lines = data, 1
         while args.count is None or lines < args.count:
             time.sleep(args.watch)
             try:

@@ -17,6 +17,7 @@ from fasttcp.wire._wire import SplitPacket
 COMPILED: Final[bool]
 MASK: Final[int]
 POOL_MAX: Final[int]
+OPT_MASK: Final[int]
 CLOSED: Final[State]
 
 # The keyword settings of Host(): Settings' fields (fasttcp/host/settings.py), so that an
@@ -67,6 +68,8 @@ class _SettingsKwargs(TypedDict, total=False):
     congestion: str | type[Any]
     loss_detection: str | type[Any]
     tlp: bool
+    ecn: int
+    hystart: bool | None
     isn_secret: bytes | None
     ephemeral_ports: tuple[int, int]
 

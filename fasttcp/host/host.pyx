@@ -19,13 +19,14 @@ from libc.string cimport memcpy
 from fasttcp.tcp._isn cimport IsnGenerator
 from fasttcp.wire._wire cimport wr16, wr32
 from fasttcp.tcp import _fastpath
-from fasttcp.tcp._cookies import SynCookies, encode_options
+from fasttcp.tcp._cookies import OPT_MASK, SynCookies, encode_options
 from fasttcp.tcp.congestion import resolve
 from fasttcp.tcp.connection cimport Connection
 from fasttcp.tcp.tcb cimport S_CLOSED, S_SYN_RECEIVED, S_TIME_WAIT
 from fasttcp.tcp.host_services import COUNT_NAMES
-from fasttcp.wire._wire cimport (DROP_REASON_COUNT, Packet, TH_ACK as ACK, TH_FIN as FIN,
-                                 TH_RST as RST, TH_SYN as SYN)
+from fasttcp.wire._wire cimport (DROP_REASON_COUNT, IPTOS_ECN_MASK, Packet, TH_ACK as ACK,
+                                 TH_CWR as CWR, TH_ECE as ECE, TH_FIN as FIN, TH_RST as RST,
+                                 TH_SYN as SYN)
 from fasttcp.wire.types import DropReason
 from fasttcp.tcp.states import State
 
@@ -431,21 +432,28 @@ cdef class Host:
         reply = TcpOptions(mss=s.effective_mss)
         wscale = s.rcv_wscale if (s.window_scaling and opts.wscale is not None) else -1
         sack = bool(s.sack and opts.sack_permitted)
+        flags = SYN | ACK
         if s.timestamps and opts.timestamps is not None:
-            # The options the cookie cannot hold ride in our TSval's low bits.
+            # The options the cookie cannot hold ride in our TSval's low bits; ECN too
+            # (only then, as Linux's cookie_ecn_ok), on the rules of a listener's SYN
+            # (Connection._take_syn_options).
+            ecn = (s.ecn != 0 and pk.d.flags & ECE and pk.d.flags & CWR
+                   and (pk.d.tos & IPTOS_ECN_MASK) == 0)
+            if ecn:
+                flags |= ECE                       # RFC 3168 6.1.1: ECN-setup SYN-ACK
             offset = self._isn.ts_offset(pk.d.dport, rip, pk.d.sport)
             clock = (int(now * 1000) + offset) & MASK
-            tsval = (clock & ~0x1F) | encode_options(wscale, sack)
+            tsval = (clock & ~OPT_MASK) | encode_options(wscale, sack, ecn)
             if 0 < ((tsval - clock) & MASK) < 0x80000000:
                 # Never ahead of our clock, or the peer's PAWS test (RFC 7323 5.3) drops
                 # what we send next: one step of the low-bit field back (as Linux does).
-                tsval = (tsval - 0x20) & MASK
+                tsval = (tsval - (OPT_MASK + 1)) & MASK
             reply.timestamps = (tsval, opts.timestamps[0])
             if wscale >= 0:
                 reply.wscale = wscale
             reply.sack_permitted = sack
         self._out.append(build_tcp(self.address_int, rip, pk.d.dport, pk.d.sport, cookie,
-                                   (pk.d.seq + 1) & MASK, SYN | ACK, min(s.rcv_buf, 65535),
+                                   (pk.d.seq + 1) & MASK, flags, min(s.rcv_buf, 65535),
                                    options=reply, ttl=s.ttl))
         lst.cookies_until = now + 2 * self._cookies.period
         self._stats["syn_cookies_sent"] += 1
@@ -636,7 +644,10 @@ cdef class Host:
         return self._isn.ts_offset(lport, rip, rport)
 
     cdef object make_congestion(self, int mss):
-        return resolve(self.settings.congestion)(mss)
+        cc = resolve(self.settings.congestion)(mss)
+        if self.settings.hystart is not None:
+            cc.hystart = self.settings.hystart    # else the policy's own default
+        return cc
 
     cdef _arm(self, Connection conn):
         cdef tuple old

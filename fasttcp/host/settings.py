@@ -158,6 +158,13 @@ class Settings:
     #: Tail-loss probes (RFC 8985 7) with RACK: at about 2*SRTT without an ACK, send new
     #: data or the last segment again instead of waiting for the RTO.
     tlp: bool = True
+    #: ECN (RFC 3168), as Linux's tcp_ecn: 0 off; 1 ask for it on our SYNs and accept it;
+    #: 2 (default, as Linux) accept it when a peer's SYN asks, never ask.
+    ecn: int = 2
+    #: HyStart++ (RFC 9406) in the initial slow start: None follows the policy (on for
+    #: CUBIC, as RFC 9438 4.10 recommends; off for NewReno), True or False forces it.
+    #: It needs RTT samples from timestamps (RFC 7323) on every ACK.
+    hystart: Optional[bool] = None
     #: Secret for ISNs (RFC 6528), and the key of the challenge-ACK budget and of port
     #: choice (RFC 6056); None draws a random one per host.
     isn_secret: Optional[bytes] = None
@@ -280,6 +287,12 @@ class Settings:
             raise ValueError(f"gso_max must be 0 (off) or up to 65535 bytes, got {self.gso_max}")
         self._validate_congestion()
         self._validate_loss_detection()
+        if self.ecn not in (0, 1, 2):
+            raise ValueError(f"ecn must be 0 (off), 1 (ask and accept) or 2 (accept only), "
+                             f"got {self.ecn}")
+        if self.hystart is not None and not isinstance(self.hystart, bool):
+            raise ValueError(f"hystart must be None (the policy's default), True or False, "
+                             f"got {self.hystart!r}")
         if self.isn_secret is not None and not (isinstance(self.isn_secret, bytes)
                                                 and len(self.isn_secret) == 16):
             raise ValueError(f"isn_secret must be None or 16 bytes, got {self.isn_secret!r}")

@@ -184,6 +184,11 @@ cdef int tx_write_one(int fd, bint vnet, const unsigned char* p, Py_ssize_t plen
             # must hold the pseudo-header sum (CHECKSUM_PARTIAL).
             hdr[0] = VNET_F_NEEDS_CSUM
             hdr[1] = VNET_GSO_TCPV4
+            if p[ihl + 13] & 0x80:
+                # CWR on a super-segment (RFC 3168 6.1.2): as Linux's tcp_ecn_send
+                # (SKB_GSO_TCP_ECN, virtio's GSO_ECN), so that segmentation puts CWR on
+                # the first segment only and hardware without TSO_ECN does not get it.
+                hdr[1] |= VNET_GSO_ECN
             put_le16(hdr + 2, <uint16_t>hl)
             put_le16(hdr + 4, <uint16_t>g)
             put_le16(hdr + 6, <uint16_t>ihl)

@@ -15,7 +15,9 @@ The stages, in order, for each packet pushed at time ``now``:
 2. Rate: with ``rate`` bits/s the packet starts serialising when the previous one has
    finished and leaves ``8 * len / rate`` seconds later. ``queue_bytes`` bounds the bytes
    waiting for or in serialisation; a packet that does not fit is tail-dropped
-   (``queue_dropped``).
+   (``queue_dropped``). With ``ce_threshold``, an ECN-capable packet (ECT(0) or ECT(1),
+   RFC 3168 section 5) that finds at least that many bytes queued is marked CE instead
+   (``ce_marked``; the IPv4 header checksum is updated), as a step-marking AQM does.
 3. Loss (``lost``), then corruption: ``corrupt_bits`` distinct random bits flipped
    (``corrupted``). One flipped bit always breaks the Internet checksum (RFC 1071), so the
    receiver must drop the packet.
@@ -70,6 +72,7 @@ class FaultConfig:
     jitter_reorders: bool = True
     rate: Optional[float] = None
     queue_bytes: Optional[int] = None
+    ce_threshold: Optional[int] = None
     mtu: Optional[int] = None
 
     def __post_init__(self) -> None:
@@ -92,6 +95,11 @@ class FaultConfig:
                 raise ValueError("queue_bytes needs a rate: without one nothing ever queues")
             if self.queue_bytes < 0:
                 raise ValueError("queue_bytes must be >= 0")
+        if self.ce_threshold is not None:
+            if self.rate is None:
+                raise ValueError("ce_threshold needs a rate: without one nothing ever queues")
+            if self.ce_threshold < 0:
+                raise ValueError("ce_threshold must be >= 0")
         if self.mtu is not None and self.mtu < 1:
             raise ValueError("mtu must be positive")
 
@@ -121,6 +129,7 @@ class FaultStats:
     corrupted: int = 0
     mtu_dropped: int = 0
     queue_dropped: int = 0
+    ce_marked: int = 0
     queue_peak_bytes: int = 0
 
     @property
@@ -130,6 +139,24 @@ class FaultStats:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _ect(p: Any) -> bool:
+    """An IPv4 packet whose ECN field is ECT(0) or ECT(1) (RFC 3168 section 5)."""
+    return len(p) >= 20 and (p[0] >> 4) == 4 and (p[1] & 3) in (1, 2)
+
+
+def _mark_ce(p: Any) -> bytes:
+    """The packet with its ECN field set to CE and the IPv4 header checksum redone."""
+    buf = bytearray(p)
+    ihl = (buf[0] & 15) * 4
+    buf[1] |= 3
+    buf[10:12] = b"\0\0"
+    s = sum(int.from_bytes(buf[i:i + 2], "big") for i in range(0, ihl, 2))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    buf[10:12] = (~s & 0xFFFF).to_bytes(2, "big")
+    return bytes(buf)
 
 
 class FaultyLink:
@@ -204,6 +231,7 @@ class FaultyLink:
         mtu = cfg.mtu
         rate = cfg.rate
         qbits = None if cfg.queue_bytes is None else cfg.queue_bytes * 8
+        cebits = None if cfg.ce_threshold is None else cfg.ce_threshold * 8
         loss, corrupt, duplicate = cfg.loss, cfg.corrupt, cfg.duplicate
         for p in packets:
             size = len(p)
@@ -226,6 +254,9 @@ class FaultyLink:
                 if qbits is not None and backlog + bits > qbits:
                     st.queue_dropped += 1
                     continue
+                if cebits is not None and backlog >= cebits and _ect(p):
+                    p = _mark_ce(p)
+                    st.ce_marked += 1
                 queued = int(backlog + bits + 7) >> 3
                 if queued > st.queue_peak_bytes:
                     st.queue_peak_bytes = queued

@@ -6,9 +6,10 @@ handshake's ACK comes back with that ISN + 1.
 The 32-bit cookie: 5 bits of a 64-second counter, 3 bits indexing the MSS table, and 24 bits of
 a keyed MAC (SipHash-2-4 under a key derived from the host's secret) over the 4-tuple, the
 client's ISN, the counter and the MSS index. A cookie is valid for the current and the previous
-counter period (64-128 s). Window scale, SACK-permitted and timestamps cannot fit in 32 bits;
-when the client offered timestamps they ride in the low 5 bits of our TSval (as Linux does)
-and come back in the ACK's TSecr; without timestamps the connection goes without them.
+counter period (64-128 s). Window scale, SACK-permitted, ECN (RFC 3168) and timestamps cannot
+fit in 32 bits; when the client offered timestamps they ride in the low 6 bits of our TSval (as
+Linux does: cookie_init_timestamp, cookie_ecn_ok) and come back in the ACK's TSecr; without
+timestamps the connection goes without them.
 """
 from libc.stdint cimport int64_t, uint16_t, uint32_t
 
@@ -23,9 +24,12 @@ cdef uint16_t MSS_TABLE[8]
 MSS_TABLE[:] = [536, 1200, 1300, 1360, 1400, 1440, 1460, 8960]
 MSS_VALUES = [MSS_TABLE[i] for i in range(8)]
 
-# Low TSval bits: window scale (0..14, 15 = none) and SACK-permitted.
+# Low TSval bits: window scale (0..14, 15 = none), SACK-permitted and ECN (Linux's
+# TS_OPT_WSCALE_MASK, TS_OPT_SACK, TS_OPT_ECN); OPT_MASK covers them all.
 OPT_WSCALE_NONE = 15
 OPT_SACK_BIT = 0x10
+OPT_ECN_BIT = 0x20
+OPT_MASK = 0x3F
 
 
 cdef class SynCookies:
@@ -99,9 +103,17 @@ cdef class SynCookies:
         return ok
 
 
-def encode_options(int wscale, bint sack) -> int:
-    """Low TSval bits carrying the SYN's window scale (or none) and SACK-permitted."""
-    return (OPT_WSCALE_NONE if wscale < 0 else min(wscale, 14)) | (OPT_SACK_BIT if sack else 0)
+def encode_options(int wscale, bint sack, bint ecn=False) -> int:
+    """Low TSval bits carrying the SYN's window scale (or none), SACK-permitted and
+    whether ECN was agreed (an ECN-setup SYN, RFC 3168 6.1.1)."""
+    return ((OPT_WSCALE_NONE if wscale < 0 else min(wscale, 14)) | (OPT_SACK_BIT if sack else 0)
+            | (OPT_ECN_BIT if ecn else 0))
+
+
+def cookie_ecn_ok(uint32_t tsecr) -> bool:
+    """Whether the cookie's SYN-ACK agreed on ECN, from the TSecr of its ACK (Linux's
+    cookie_ecn_ok)."""
+    return bool(tsecr & OPT_ECN_BIT)
 
 
 def decode_options(uint32_t tsecr) -> tuple:

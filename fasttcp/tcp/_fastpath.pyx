@@ -14,11 +14,13 @@ from libc.stdint cimport int32_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset
 
 from fasttcp.storage._reasm cimport Reassembler
-from fasttcp.tcp.host_services cimport HostServices
+from fasttcp.tcp.host_services cimport (COUNT_ECN_CE_RECEIVED, COUNT_ECN_ECE_RECEIVED,
+                                        HostServices)
 from fasttcp.tcp.tcb cimport S_ESTABLISHED, Tcb
-from fasttcp.wire._wire cimport (DROP_FRAGMENT, DROP_REASON_COUNT, IPPROTO_TCP, OPT_TS,
-                                 SegDesc, SegmentBatch, TH_ACK, TH_CWR, TH_ECE, TH_FIN,
-                                 TH_RST, TH_SYN, TH_URG, seq_diff, seq_le, seq_lt)
+from fasttcp.wire._wire cimport (DROP_FRAGMENT, DROP_REASON_COUNT, IPPROTO_TCP, IPTOS_ECN_CE,
+                                 IPTOS_ECN_MASK, OPT_TS, SegDesc, SegmentBatch, TH_ACK, TH_CWR,
+                                 TH_ECE, TH_FIN, TH_RST, TH_SYN, TH_URG, seq_diff, seq_le,
+                                 seq_lt)
 
 COMPILED = True
 
@@ -34,7 +36,11 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
     cdef uint64_t ack_off, wnd
     cdef Reassembler reasm
     cdef Py_ssize_t delivered, had_spans
-    if (d.flags & (TH_SYN | TH_FIN | TH_RST | TH_URG | TH_ACK | TH_ECE | TH_CWR)) != TH_ACK:
+    cdef uint64_t full
+    cdef int flags = d.flags
+    if c.ecn_ok:
+        flags &= ~(TH_ECE | TH_CWR)                # RFC 3168's flags, once negotiated
+    if (flags & (TH_SYN | TH_FIN | TH_RST | TH_URG | TH_ACK | TH_ECE | TH_CWR)) != TH_ACK:
         return 0
     if c.in_recovery or c.persist or c._undo_eifel:
         return 0                                   # (Eifel: the slow path judges the ACK)
@@ -69,6 +75,21 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
     c.segs_in += 1
     c.last_recv_at = now
     c.keepalive_sent = 0
+    if c.ecn_ok:
+        # RFC 3168 6.1.3: CWR ends our ECE echo, then CE (maybe on the same segment)
+        # starts it again and is acknowledged at once (as Linux's tcp_ecn_check_ce).
+        if d.flags & TH_CWR:
+            c._ece_pending = False
+        if (d.tos & IPTOS_ECN_MASK) == IPTOS_ECN_CE:
+            c.ce_received += 1
+            c.host.count(COUNT_ECN_CE_RECEIVED)
+            if not c._ece_pending:
+                c._ece_pending = True
+                c._ack_now = True
+        if d.flags & TH_ECE:
+            c.ece_received += 1
+            c.host.count(COUNT_ECN_ECE_RECEIVED)
+            c.fp_ece = True                        # the reaction runs once per batch
     # Window update (RFC 9293 3.10.7.4 fifth check): in order and not older than SND.UNA.
     c.snd_wnd = wnd
     if wnd > c.max_snd_wnd:

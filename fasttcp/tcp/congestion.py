@@ -21,6 +21,7 @@ abstract hooks, and pass the class (or register it in :data:`ALGORITHMS`).
 from __future__ import annotations
 
 import abc
+import math
 from typing import Dict, Optional, Type, Union
 
 __all__ = ["CongestionControl", "NewReno", "ALGORITHMS", "INFINITE_SSTHRESH",
@@ -46,6 +47,29 @@ class CongestionControl(abc.ABC):
 
     #: Short lowercase name, as used in settings (``congestion="newreno"``).
     name: str = "abstract"
+
+    #: HyStart++ (RFC 9406) in the initial slow start. The policy's default; the host sets
+    #: it per connection when ``Settings.hystart`` says True or False.
+    hystart: bool = False
+
+    # RFC 9406 section 4.3 constants (times in seconds). L is not here: slow start keeps
+    # RFC 3465's L = 2 (``abc_limit``), below 4.3's L = 8 for unpaced senders.
+    HS_MIN_RTT_THRESH: float = 0.004
+    HS_MAX_RTT_THRESH: float = 0.016
+    HS_MIN_RTT_DIVISOR: int = 8
+    HS_N_RTT_SAMPLE: int = 8
+    HS_CSS_GROWTH_DIVISOR: int = 4
+    HS_CSS_ROUNDS: int = 5
+
+    # HyStart++ state (RFC 9406 section 4.2), class-level until it changes so that an idle
+    # connection's policy stays small. Windows are send offsets; RTTs seconds.
+    hs_window_end: Optional[int] = None     # windowEnd; None before the first round
+    hs_last_round_min_rtt: float = math.inf     # lastRoundMinRTT
+    hs_current_round_min_rtt: float = math.inf  # currentRoundMinRTT
+    hs_rtt_sample_count: int = 0                # rttSampleCount
+    hs_css_baseline_min_rtt: float = math.inf   # cssBaselineMinRtt; finite = in CSS
+    hs_css_rounds: int = 0                      # rounds spent in the current CSS
+    hs_done: bool = False                       # the initial slow start is over
 
     def __init__(self, mss: int, initial_window: Optional[int] = None) -> None:
         if mss <= 0:
@@ -113,6 +137,17 @@ class CongestionControl(abc.ABC):
         """The retransmission timer expired (RFC 5681 3.1, equation 4; RFC 6582 3.2 step 6).
         ``flight_size`` is what was outstanding when it fired."""
 
+    def on_ecn(self, flight_size: int, now: float) -> None:
+        """An ACK carried ECE (RFC 3168 6.1.2); the engine calls this at most once per
+        window of data and not during loss recovery. ``flight_size`` is what is
+        outstanding. "the TCP source halves the congestion window cwnd and reduces the
+        slow start threshold ssthresh", as for a loss but with nothing to retransmit:
+        ssthresh = max(FlightSize / 2, 2*SMSS) (RFC 5681 equation 4), cwnd = ssthresh.
+        It also ends HyStart++ (RFC 9406 4.2: exit on ECN-marking)."""
+        self.ssthresh = max(flight_size // 2, 2 * self.mss)
+        self._set_cwnd(self.ssthresh)
+        self.hs_css_baseline_min_rtt = math.inf
+
     def on_idle(self, idle_time: float, rto: float) -> None:
         """About to send after ``idle_time`` seconds without sending (RFC 5681 4.1).
 
@@ -159,6 +194,72 @@ class CongestionControl(abc.ABC):
         self.cwnd = max(self.cwnd * mss // old, mss)
         if self.ssthresh != INFINITE_SSTHRESH:
             self.ssthresh = max(self.ssthresh * mss // old, 2 * mss)
+
+    def hystart_ack(self, ack: int, snd_nxt: int, rtt: Optional[float], samples: int) -> None:
+        """HyStart++ (RFC 9406 section 4.2) for one ACK batch in slow start, before
+        :meth:`on_ack`: ``ack`` is the new SND.UNA (send offset), ``snd_nxt`` the highest
+        offset sent, ``rtt`` the smallest RTT sample of the batch (None: none) and
+        ``samples`` how many ACKs of the batch carried one. Called only when ``hystart`` is
+        on. Decides between slow start, Conservative Slow Start (CSS) and congestion
+        avoidance; :meth:`_slow_start_growth` applies CSS's slower growth."""
+        if self.hs_done:
+            return
+        if self.ssthresh != INFINITE_SSTHRESH:
+            # Section 4.2: "An implementation SHOULD use HyStart++ only for the initial
+            # slow start ... and fall back to using standard slow start for the remainder
+            # of the connection lifetime." A loss (or ECN-CE) set ssthresh: both slow start
+            # and CSS are over (section 4.2: exit on loss or ECN-marking).
+            self.hs_done = True
+            self.hs_css_baseline_min_rtt = math.inf
+            return
+        if self.hs_window_end is None:
+            self.hs_window_end = snd_nxt            # the first round
+        if rtt is not None and rtt >= 0 and samples > 0:
+            if rtt < self.hs_current_round_min_rtt:
+                self.hs_current_round_min_rtt = rtt
+            self.hs_rtt_sample_count += samples
+        current, last = self.hs_current_round_min_rtt, self.hs_last_round_min_rtt
+        if self.hs_rtt_sample_count >= self.HS_N_RTT_SAMPLE:
+            if self.hs_css_baseline_min_rtt == math.inf:
+                if current != math.inf and last != math.inf:
+                    # Delay increase: RttThresh = max(MIN_RTT_THRESH,
+                    # min(lastRoundMinRTT / MIN_RTT_DIVISOR, MAX_RTT_THRESH)).
+                    thresh = max(self.HS_MIN_RTT_THRESH,
+                                 min(last / self.HS_MIN_RTT_DIVISOR, self.HS_MAX_RTT_THRESH))
+                    if current >= last + thresh:
+                        self.hs_css_baseline_min_rtt = current     # enter CSS
+                        self.hs_css_rounds = 0
+            elif current < self.hs_css_baseline_min_rtt:
+                # "the slow start exit was spurious": back to slow start.
+                self.hs_css_baseline_min_rtt = math.inf
+                self.hs_css_rounds = 0
+        if ack >= self.hs_window_end:
+            # "When windowEnd is ACKed, the current round ends and windowEnd is set to
+            # SND.NXT"; the next round starts with no samples.
+            self.hs_window_end = snd_nxt
+            self.hs_last_round_min_rtt = current
+            self.hs_current_round_min_rtt = math.inf
+            self.hs_rtt_sample_count = 0
+            if self.hs_css_baseline_min_rtt != math.inf:
+                self.hs_css_rounds += 1
+                if self.hs_css_rounds >= self.HS_CSS_ROUNDS:
+                    # "If CSS_ROUNDS rounds are complete, enter congestion avoidance by
+                    # setting the ssthresh to the current cwnd."
+                    self.ssthresh = max(self.cwnd, 2 * self.mss)
+                    self.hs_done = True
+                    self.hs_css_baseline_min_rtt = math.inf
+
+    @property
+    def in_css(self) -> bool:
+        """In HyStart++'s Conservative Slow Start (RFC 9406 section 4.2)."""
+        return self.hs_css_baseline_min_rtt != math.inf and self.ssthresh == INFINITE_SSTHRESH
+
+    def _slow_start_growth(self, grow: int) -> int:
+        """Slow start's cwnd increase for a batch, divided by CSS_GROWTH_DIVISOR in CSS
+        (RFC 9406 4.2: cwnd += min(N, L*SMSS) / CSS_GROWTH_DIVISOR)."""
+        if self.hs_css_baseline_min_rtt != math.inf and self.ssthresh == INFINITE_SSTHRESH:
+            return grow // self.HS_CSS_GROWTH_DIVISOR
+        return grow
 
     # --- helpers --------------------------------------------------------------------------
     @property
@@ -219,7 +320,7 @@ class NewReno(CongestionControl):
             # Slow start, RFC 5681 3.1 equation 2 generalised by RFC 3465 2.2:
             #   cwnd += min(N, L*SMSS) for each ACK.
             per_ack = self.mss if self._slow_start_after_rto else self.abc_limit * self.mss
-            grow = min(acked, per_ack * max(acks, 1))
+            grow = self._slow_start_growth(min(acked, per_ack * max(acks, 1)))
             room = self.ssthresh - self.cwnd
             if grow < room:
                 self._set_cwnd(self.cwnd + grow)
@@ -251,6 +352,11 @@ class NewReno(CongestionControl):
     def on_exit_recovery(self, flight_size: int) -> None:
         super().on_exit_recovery(flight_size)
         self.bytes_acked = 0
+
+    def on_ecn(self, flight_size: int, now: float) -> None:
+        super().on_ecn(flight_size, now)
+        self.bytes_acked = 0
+        self._slow_start_after_rto = False
 
     def on_timeout(self, flight_size: int) -> None:
         # RFC 5681 3.1: when loss is detected by the retransmission timer "and the given

@@ -54,6 +54,9 @@ class ConnectionInfo:
     tlp_probes: int = 0
     spurious_rtx_undone: int = 0
     delivery_rate: float = 0.0
+    ecn: bool = False
+    ce_received: int = 0
+    ece_received: int = 0
 
 class Connection(Tcb):
     """A TCP connection owned by a fasttcp.Host (made by Host.connect or Listener.accept)."""

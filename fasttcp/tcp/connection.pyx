@@ -24,13 +24,16 @@ from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
 from fasttcp.storage import SendRing
 from fasttcp.storage._reasm cimport OooBudget, Reassembler
-from fasttcp.wire._wire cimport (OPT_MSS, OPT_SACK, OPT_SACK_PERM, OPT_TS, OPT_WSCALE, Packet,
-                                 TH_ACK as ACK, TH_FIN as FIN, TH_RST as RST, TH_SYN as SYN)
+from fasttcp.wire._wire cimport (IPTOS_ECN_CE, IPTOS_ECN_MASK, OPT_MSS, OPT_SACK,
+                                 OPT_SACK_PERM, OPT_TS, OPT_WSCALE, Packet, TH_ACK as ACK,
+                                 TH_CWR as CWR, TH_ECE as ECE, TH_FIN as FIN, TH_RST as RST,
+                                 TH_SYN as SYN)
 from fasttcp.tcp.host_services cimport HostServices
 from fasttcp.tcp.host_services cimport (
     COUNT_CHALLENGE_ACKS_OUT, COUNT_CHALLENGE_ACKS_SUPPRESSED, COUNT_DROP_ACK_TOO_OLD,
     COUNT_DROP_ACK_UNSENT, COUNT_DROP_BAD_ACK, COUNT_DROP_MISSING_TIMESTAMP,
     COUNT_DROP_OOO_HOLE_LIMIT, COUNT_DROP_OUT_OF_WINDOW, COUNT_DROP_PAWS,
+    COUNT_ECN_CE_RECEIVED, COUNT_ECN_ECE_RECEIVED, COUNT_ECN_NEGOTIATED, COUNT_ECN_REDUCTIONS,
     COUNT_FAST_RETRANSMITS, COUNT_FIN_WAIT_2_ORPHANS, COUNT_HOLE_FILLS_IN,
     COUNT_ICMP_IGNORED_SEQ, COUNT_ICMP_SOFT_ERRORS, COUNT_INVALID_ACKS_SUPPRESSED,
     COUNT_KEEPALIVE_PROBES, COUNT_OOO_SEGMENTS_IN, COUNT_PMTU_BLACK_HOLES,
@@ -139,6 +142,9 @@ class ConnectionInfo:
     tlp_probes: int = 0             # tail-loss probes sent (RFC 8985 7)
     spurious_rtx_undone: int = 0    # window reductions undone as spurious
     delivery_rate: float = 0.0      # bytes/s acknowledged over the latest round trip
+    ecn: bool = False           # ECN (RFC 3168) was negotiated
+    ce_received: int = 0        # segments that arrived marked CE
+    ece_received: int = 0       # segments that arrived with ECE
 
 
 cdef class Connection(Tcb):
@@ -376,6 +382,7 @@ cdef class Connection(Tcb):
                         if self.rtxq is not None else 3),
             tlp_probes=self.tlp_probes, spurious_rtx_undone=self.spurious_rtx_undone,
             delivery_rate=self.delivery_rate,
+            ecn=self.ecn_ok, ce_received=self.ce_received, ece_received=self.ece_received,
         )
 
     def __repr__(self) -> str:
@@ -404,7 +411,7 @@ cdef class Connection(Tcb):
     cpdef _open_from_cookie(self, Packet seg, int mss, double now):
         """Rebuild the TCB from a validated SYN cookie's ACK (RFC 4987 3.6): our SYN
         (ISS = the cookie) is acknowledged, the peer's ISN is SEG.SEQ - 1."""
-        from fasttcp.tcp._cookies import decode_options
+        from fasttcp.tcp._cookies import cookie_ecn_ok, decode_options
         s = self.settings
         self.irs = (seg.d.seq - 1) & MASK
         self.rcv_nxt = 1
@@ -412,6 +419,10 @@ cdef class Connection(Tcb):
         wscale, sack = -1, False
         if seg.d.opt_present & OPT_TS and s.timestamps:
             wscale, sack = decode_options(_tsecr(seg))
+            # ECN as our cookie SYN-ACK agreed (host._send_cookie; Linux's cookie_ecn_ok).
+            self.ecn_ok = s.ecn != 0 and cookie_ecn_ok(_tsecr(seg))
+            if self.ecn_ok:
+                self.host.count(COUNT_ECN_NEGOTIATED)
             self.ts_ok = True
             self.ts_recent = _tsval(seg)
             self.ts_recent_at = now
@@ -432,7 +443,20 @@ cdef class Connection(Tcb):
     cdef _take_syn_options(self, Packet seg):
         cdef int o = seg.d.opt_present
         cdef int peer_mss = seg.d.mss if o & OPT_MSS and seg.d.mss else DEFAULT_PEER_MSS
+        cdef int flags = seg.d.flags
         s = self.settings
+        if flags & ACK:
+            # RFC 3168 6.1.1: our ECN-setup SYN is answered by an ECN-setup SYN-ACK: ECE
+            # set, CWR not (Linux's tcp_ecn_rcv_synack).
+            self.ecn_ok = self._ecn_syn and flags & ECE and not flags & CWR
+        else:
+            # An ECN-setup SYN (ECE and CWR) is accepted unless settings.ecn is 0 (Linux's
+            # tcp_ecn = 2 default: accept, do not ask). A SYN that is itself ECT or CE
+            # came through a broken path: no ECN (Linux's tcp_ecn_create_request).
+            self.ecn_ok = (s.ecn != 0 and flags & ECE and flags & CWR
+                           and (seg.d.tos & IPTOS_ECN_MASK) == 0)
+        if self.ecn_ok:
+            self.host.count(COUNT_ECN_NEGOTIATED)
         # RFC 7323 3.2: timestamps are on only when both SYNs carry them; RFC 2018 likewise
         # for SACK.
         self.ts_ok = s.timestamps and o & OPT_TS
@@ -569,6 +593,8 @@ cdef class Connection(Tcb):
         # Sixth, URG: fasttcp has no urgent mode; the pointer is ignored (RFC 6093).
         if not self._process_text(seg, now):                        # seventh
             return
+        if self.ecn_ok:
+            self._ecn_input(seg)                                    # RFC 3168 6.1.3
         self._process_fin(seg, seq_off, now)                        # eighth
 
     cdef int _syn_received_syn(self, Packet seg, int64_t seq_off, double now) except -1:
@@ -657,6 +683,37 @@ cdef class Connection(Tcb):
             self._challenge_ack(now)
             return 0
         return 1
+
+    cdef _ecn_input(self, Packet seg):
+        """The ECN bits of an acceptable segment (RFC 3168 6.1.3), as the fast path
+        takes them: CWR ends our ECE echo; CE starts it (again) and is acknowledged at
+        once; ECE is counted here and acted on in _process_ack."""
+        cdef int flags = seg.d.flags
+        if flags & CWR:
+            self._ece_pending = False
+        if (seg.d.tos & IPTOS_ECN_MASK) == IPTOS_ECN_CE:
+            self.ce_received += 1
+            self.host.count(COUNT_ECN_CE_RECEIVED)
+            if not self._ece_pending:
+                self._ece_pending = True
+                self._ack_now = True
+        if flags & ECE:
+            self.ece_received += 1
+            self.host.count(COUNT_ECN_ECE_RECEIVED)
+
+    cdef _on_ece(self, double now):
+        """ECE arrived (RFC 3168 6.1.2): the network marked our data. Reduce cwnd and
+        ssthresh as for a loss (the policy's on_ecn, with what is outstanding now), at
+        most once per window of data: not again until SND.UNA is above what was
+        outstanding at the last reduction, so that our CWR has reached the receiver
+        (Linux's CWR state, tcp_fastretrans_alert); never during loss recovery, which
+        already reduced for this window. Then CWR goes on the next new data segment."""
+        if self.in_recovery or self.snd_una <= self._ecn_recover:
+            return
+        self.cc.on_ecn(self.snd_max - self.snd_una, now)
+        self._ecn_recover = self.snd_max
+        self._cwr_pending = True
+        self.host.count(COUNT_ECN_REDUCTIONS)
 
     cdef int _check_ack(self, Packet seg, int64_t seg_len, double now) except -1:
         """Fifth: ACK. Completes the handshake in SYN-RECEIVED, takes acceptable ACKs
@@ -843,6 +900,9 @@ cdef class Connection(Tcb):
         if self.undo_marker >= 0 and (dsack or ack_off > self.undo_marker):
             self._undo_check(seg, ack_off, dsack, now)
         if ack_off > self.snd_una:
+            if (not self.in_recovery and self.snd_una > 0 and self.cc.hystart
+                    and not self.cc.hs_done):
+                self._hystart_ack(ack_off, _tsecr(seg) if self.ts_ok else 0, 1, now)
             if self.ts_ok and _tsecr(seg):
                 self._ts_sample(_tsecr(seg), now)
             self._new_ack(ack_off, now)
@@ -858,6 +918,8 @@ cdef class Connection(Tcb):
             self._dupack(now)
         if q is not None and self.sack_ok and self.st != S_CLOSED:
             self._loss_step(now, delivered, dsack, self.snd_una > una_before, flight_before)
+        if self.ecn_ok and seg.d.flags & ECE:
+            self._on_ece(now)
 
     cpdef _fast_batch_done(self, double now):
         """After the fast path took segments of this connection in a batch: the RTO
@@ -868,7 +930,10 @@ cdef class Connection(Tcb):
             acks, self.fp_acks = self.fp_acks, 0
             if not self.persist:
                 self.rtx_at = None if self.snd_una >= self.snd_max else now + self.rtt.rto
-            self.cc.on_ack(acked, self.fp_flight, now, self.rtt.srtt, acks)
+            cc = self.cc
+            if cc.hystart and not cc.hs_done:
+                self._hystart_ack(self.snd_una, self.fp_tsecr if self.ts_ok else 0, acks, now)
+            cc.on_ack(acked, self.fp_flight, now, self.rtt.srtt, acks)
             if self.fp_tsecr:
                 self._ts_sample(self.fp_tsecr, now)
                 self.fp_tsecr = 0
@@ -881,7 +946,23 @@ cdef class Connection(Tcb):
                 self._arm_pto(now)
         if self.probes_out and self.snd_wnd >= min(self.mss, self._data_end() - self.snd_una):
             self.probes_out = 0                   # the window opened (as in _process_ack)
+        if self.fp_ece:
+            self.fp_ece = False
+            self._on_ece(now)                      # once per batch, after on_ack
         self.host.wake(self)
+
+    cdef _hystart_ack(self, int64_t ack_off, uint32_t tsecr, int acks, double now):
+        """HyStart++ (RFC 9406 4.2) for an ACK batch: its round (windowEnd = SND.NXT, here
+        the highest offset sent) and its RTT samples. With timestamps every ACK carries
+        one (RFC 7323 4.1): the batch's smallest is now - the latest TSecr, and there are
+        ``acks`` of them. Without, HyStart++ sees no samples and slow start is RFC 5681's."""
+        cdef uint32_t rtt_ms
+        rtt = None
+        if tsecr:
+            rtt_ms = (self.ts_now(now) - tsecr) & MASK
+            if rtt_ms < 0x80000000:
+                rtt = rtt_ms / 1000.0
+        self.cc.hystart_ack(ack_off, self.snd_max, rtt, acks if rtt is not None else 0)
 
     cdef _ts_sample(self, uint32_t tsecr, double now):
         """An RTT sample from an echoed timestamp (RFC 7323 4.1): valid for retransmitted
@@ -1783,7 +1864,18 @@ cdef class Connection(Tcb):
         window = self._initial_rcv_window()
         if ack:
             self.rcv_adv = self.rcv_nxt + window
-        out.append(self.build_syn(ack, window, opts, now))
+        ecn_flags = 0
+        if ack:
+            if self.ecn_ok:
+                ecn_flags = ECE                    # RFC 3168 6.1.1: ECN-setup SYN-ACK
+        elif self.retries == 0:
+            # RFC 3168 6.1.1: an ECN-setup SYN (ECE and CWR) when settings.ecn == 1. A
+            # retransmitted SYN goes without them (6.1.1.1: a path may drop such SYNs;
+            # Linux's tcp_ecn_clear_syn with tcp_ecn_fallback).
+            self._ecn_syn = s.ecn == 1
+            if self._ecn_syn:
+                ecn_flags = ECE | CWR
+        out.append(self.build_syn(ack, window, opts, now, ecn_flags))
         self.snd_nxt = 1
         self.snd_max = max(self.snd_max, 1)
         if self.rtx_at is None:

@@ -43,9 +43,11 @@ previous ACK is taken out of t. After everything was acknowledged (the flow may 
 idle), at most one RTT of the gap before the next ACK is counted. ``on_idle`` shifts the
 epoch by the idle time as well.
 
-Not done: HyStart++ (RFC 9406; section 4.10 says SHOULD, Reno slow start is allowed),
-spurious congestion event undo (section 4.9, needs detection the engine lacks), ECN
-(section 4.6's ECE branch), and PRR (RFC 6937) in recovery.
+Slow start is HyStart++'s (RFC 9406, section 4.10's SHOULD; the base class's
+``hystart_ack``), which leaves the initial slow start on a rise in the round's minimum RTT
+through Conservative Slow Start into congestion avoidance, where ``_start_epoch`` starts
+the curve with K = 0 (W_max undefined). Not done: spurious congestion event undo
+(section 4.9, needs detection the engine lacks), and PRR (RFC 6937) in recovery.
 """
 from __future__ import annotations
 
@@ -68,10 +70,12 @@ class Cubic(CongestionControl):
     Readable state (windows in segments, times in seconds): ``w_max``, ``k``, ``cwnd_prior``,
     ``cwnd_epoch``, ``t_epoch`` (None outside congestion avoidance), ``w_est`` and
     ``region`` (``"slow_start"``, ``"reno_friendly"``, ``"concave"``, ``"convex"``,
-    ``"app_limited"``, ``"recovery"`` or ``"timeout"``: what the last hook did).
+    ``"app_limited"``, ``"recovery"``, ``"ecn"`` or ``"timeout"``: what the last hook did).
     """
 
     name = "cubic"
+    #: RFC 9438 section 4.10: CUBIC "SHOULD use" HyStart++ (RFC 9406) in slow start.
+    hystart: bool = True
 
     #: RFC 9438 section 4.2: C, in segments / s**3.
     C: float = 0.4
@@ -192,7 +196,7 @@ class Cubic(CongestionControl):
                 self._note_ack(now, drained)
                 return
             per_ack = self.mss if self._slow_start_after_rto else self.abc_limit * self.mss
-            grow = min(acked, per_ack * max(acks, 1))
+            grow = self._slow_start_growth(min(acked, per_ack * max(acks, 1)))
             room = self.ssthresh - self.cwnd
             if grow < room:
                 self._set_cwnd(self.cwnd + grow)
@@ -292,6 +296,17 @@ class Cubic(CongestionControl):
         # the three segments that left the network (the engine's recovery is NewReno's).
         self._set_cwnd(self.ssthresh + 3 * self.mss)
         self.region = "recovery"
+
+    def on_ecn(self, flight_size: int, now: float) -> None:
+        # Section 4.6: on ECE, as on a loss, ssthresh = flight_size * beta_cubic and
+        # "cwnd = max(ssthresh, 2)" (no inflation: nothing is retransmitted), with section
+        # 4.7's fast convergence; the next ACK in CA starts a new epoch.
+        self._congestion_event(flight_size)
+        self._after_timeout = False
+        self._slow_start_after_rto = False
+        self._set_cwnd(self.ssthresh)
+        self.hs_css_baseline_min_rtt = math.inf
+        self.region = "ecn"
 
     # on_dupack_in_recovery / on_partial_ack: the base class's NewReno recovery arithmetic.
 

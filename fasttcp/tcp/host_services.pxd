@@ -68,6 +68,12 @@ cpdef enum Count:
     COUNT_SPURIOUS_RTX_UNDONE           # reductions undone as spurious
     # SYN in TIME-WAIT, challenge-ACK budget, ephemeral ports
     COUNT_TIME_WAIT_REOPENED            # a new SYN reopened a TIME-WAIT 4-tuple (RFC 6191)
+    # ECN (RFC 3168)
+    COUNT_ECN_NEGOTIATED                # connections that agreed on ECN in the handshake
+    COUNT_ECN_CE_RECEIVED               # segments that arrived marked CE
+    COUNT_ECN_ECE_RECEIVED              # segments that arrived with ECE (once negotiated)
+    COUNT_ECN_REDUCTIONS                # cwnd reductions for ECE (one per window, 6.1.2)
+    COUNT_ECN_CWR_OUT                   # segments sent with CWR
     COUNT_KINDS                         # how many there are (not a counter)
 
 

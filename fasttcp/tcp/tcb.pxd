@@ -153,6 +153,17 @@ cdef class Tcb:
     cdef public double _dr_t0
     cdef public int64_t _dr_b0
 
+    # --- ECN (RFC 3168) ---
+    cdef public bint ecn_ok             # both SYNs agreed on ECN (6.1.1)
+    cdef public bint _ecn_syn           # our SYN asked for it (settings.ecn == 1)
+    cdef public bint _ece_pending       # receiver: CE seen; ECE on every ACK until CWR (6.1.3)
+    cdef public bint _cwr_pending       # sender: CWR on the next new data segment (6.1.2)
+    cdef public bint fp_ece             # the fast path took an ACK with ECE in this batch
+    # sender: one reduction per window: none until SND.UNA passes this, the SND.MAX of the
+    # last one (6.1.2)
+    cdef public int64_t _ecn_recover
+    cdef public int64_t ce_received, ece_received
+
     # --- counters ---
     cdef public int64_t bytes_sent, bytes_acked, bytes_received, segs_in, segs_out
     cdef public int64_t retransmits
@@ -172,11 +183,12 @@ cdef class Tcb:
     cdef uint32_t tsval_at(self, double now) noexcept
     cdef void fill_header(self, TcpOut* t, uint64_t off, int flags, uint16_t window) noexcept
     cdef object build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n,
-                      bint from_ring, double now)
+                      bint from_ring, double now, bint ect=*)
     cdef int add_sack_blocks(self, TcpOut* t) noexcept
     cdef int sack_space(self) noexcept
     cdef int mss_now(self) noexcept
-    cpdef bytes build_syn(self, bint ack, uint16_t window, int opts, double now)
+    cpdef bytes build_syn(self, bint ack, uint16_t window, int opts, double now,
+                          int ecn_flags=*)
     cdef int send_range(self, uint64_t off, uint64_t n, double now, list out,
                         bint retransmit) except -1
     cdef double persist_timeout(self) noexcept

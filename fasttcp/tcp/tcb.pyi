@@ -126,6 +126,11 @@ class Tcb:
     spurious_rtx_undone: int
     undo_marker: int
     delivery_rate: float
+    # ECN (RFC 3168)
+    ecn_ok: bool
+    ce_received: int
+    ece_received: int
+    fp_ece: bool
     # --- per-batch accumulators of the fast path ---
     fp_acked: int
     fp_flight: int
@@ -133,6 +138,7 @@ class Tcb:
     fp_touched: bool
     fp_tsecr: int
 
-    def build_syn(self, ack: bool, window: int, opts: int, now: float) -> bytes: ...
+    def build_syn(self, ack: bool, window: int, opts: int, now: float,
+                  ecn_flags: int = 0) -> bytes: ...
     def ts_now(self, now: float) -> int: ...
     def output_data(self, now: float, out: list[bytes | SplitPacket]) -> int: ...

@@ -13,10 +13,11 @@ from libc.string cimport memset
 
 from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.tcp._rack cimport RackQueue
-from fasttcp.tcp.host_services cimport COUNT_FINS_OUT, COUNT_RETRANSMITTED_SEGMENTS
-from fasttcp.wire._wire cimport (OPT_SACK, OPT_TS, TH_ACK, TH_FIN, TH_PSH, TH_RST, TH_SYN,
-                                 TcpOut, build_tcp_headers, build_tcp_into,
-                                 make_split_packet, tcp_options_len)
+from fasttcp.tcp.host_services cimport (COUNT_ECN_CWR_OUT, COUNT_FINS_OUT,
+                                        COUNT_RETRANSMITTED_SEGMENTS)
+from fasttcp.wire._wire cimport (IPTOS_ECN_ECT0, OPT_SACK, OPT_TS, TH_ACK, TH_CWR, TH_ECE,
+                                 TH_FIN, TH_PSH, TH_RST, TH_SYN, TcpOut, build_tcp_headers,
+                                 build_tcp_into, make_split_packet, tcp_options_len)
 
 COMPILED = True
 
@@ -194,11 +195,12 @@ cdef class Tcb:
             self.last_ack_sent = self.rcv_nxt
 
     cdef object build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n,
-                      bint from_ring, double now):
+                      bint from_ring, double now, bint ect=False):
         """An IPv4+TCP packet for send offset `off` carrying n bytes from the send ring,
         with the timestamp and SACK options the connection negotiated. A TSO
         super-segment for a host whose link writes scatter lists (``host.split_tx``) is
-        a SplitPacket: the headers, then views of the send ring (no copy)."""
+        a SplitPacket: the headers, then views of the send ring (no copy). ``ect``: mark
+        it ECT(0) (new data of an ECN connection, see send_range)."""
         cdef TcpOut t
         cdef Py_ssize_t total, olen, n1, n2, budget
         cdef bytes pkt
@@ -227,7 +229,11 @@ cdef class Tcb:
                     t.opt_present &= ~OPT_SACK
                 olen = tcp_options_len(&t)
         total = 40 + olen + n
+        if self._ece_pending and flags & TH_ACK and not flags & (TH_SYN | TH_RST):
+            flags |= TH_ECE       # RFC 3168 6.1.3: ECE on every ACK until CWR arrives
         self.fill_header(&t, off, flags, window)
+        if ect:
+            t.tos = IPTOS_ECN_ECT0                 # RFC 3168 6.1.2: ECT(0) on data
         if n > self.mss:
             t.no_tcp_csum = True                   # a super-segment: the TSO link sums it
             if from_ring and self.host.split_tx:
@@ -253,9 +259,11 @@ cdef class Tcb:
         build_tcp_into(p, total, &t, p + 40 + olen, n)
         return pkt
 
-    cpdef bytes build_syn(self, bint ack, uint16_t window, int opts, double now):
+    cpdef bytes build_syn(self, bint ack, uint16_t window, int opts, double now,
+                          int ecn_flags=0):
         """Our SYN (or SYN,ACK) with the options in `opts` (OPT_* bits): MSS from our
-        link, our window scale, SACK-permitted and timestamps (RFC 9293 3.1, 7323, 2018)."""
+        link, our window scale, SACK-permitted and timestamps (RFC 9293 3.1, 7323, 2018);
+        ``ecn_flags`` (ECE, CWR) for ECN setup (RFC 3168 6.1.1)."""
         cdef TcpOut t
         cdef Py_ssize_t total
         cdef bytes pkt
@@ -266,7 +274,7 @@ cdef class Tcb:
         if opts & OPT_TS:
             t.tsval = self.tsval_at(now)
             t.tsecr = self.ts_recent if ack else 0
-        self.fill_header(&t, 0, TH_SYN | (TH_ACK if ack else 0), window)
+        self.fill_header(&t, 0, TH_SYN | (TH_ACK if ack else 0) | ecn_flags, window)
         total = 40 + tcp_options_len(&t)
         pkt = PyBytes_FromStringAndSize(NULL, total)
         build_tcp_into(<unsigned char*>PyBytes_AS_STRING(pkt), total, &t, NULL, 0)
@@ -299,6 +307,14 @@ cdef class Tcb:
         cdef uint64_t data_end = 1 + (self._send_ring.tail if self._send_ring is not None else 0)
         cdef int flags = TH_ACK
         cdef uint64_t length = n, end
+        # RFC 3168 6.1.2: ECT(0) on data segments; not on retransmissions (6.1.5: MUST
+        # NOT), nor on window probes (6.1.6); pure ACKs, SYNs and FIN-only segments carry
+        # none (6.1.4, 6.1.1). CWR goes on the first new data segment after a reduction.
+        cdef bint ect = self.ecn_ok and n > 0 and not retransmit and not self.persist
+        if ect and self._cwr_pending:
+            flags |= TH_CWR
+            self._cwr_pending = False
+            self.host.count(COUNT_ECN_CWR_OUT)
         if off + n == data_end:
             if n:
                 flags |= TH_PSH                    # the last data of the buffer
@@ -306,7 +322,7 @@ cdef class Tcb:
                 flags |= TH_FIN
                 length += 1
                 self.host.count(COUNT_FINS_OUT)
-        out.append(self.build(off, flags, self.advertised_window(), n, True, now))
+        out.append(self.build(off, flags, self.advertised_window(), n, True, now, ect))
         self.ack_sent()                            # every segment carries the ACK
         end = off + length
         if self.sack_ok and length:

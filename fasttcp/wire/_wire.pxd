@@ -107,6 +107,11 @@ cdef enum:
 
     MAX_SACK_BLOCKS = 4
 
+    # The ECN field of the IPv4 TOS byte (RFC 3168 section 5)
+    IPTOS_ECN_MASK = 0x03
+    IPTOS_ECN_ECT0 = 0x02
+    IPTOS_ECN_CE = 0x03
+
 # Why a packet was dropped: the index into the host's drop counters. Keep in step with
 # DROP_REASON_NAMES in _wire.pyx.
 cdef enum DropCode:
