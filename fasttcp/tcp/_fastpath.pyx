@@ -36,7 +36,6 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
     cdef uint64_t ack_off, wnd
     cdef Reassembler reasm
     cdef Py_ssize_t delivered, had_spans
-    cdef uint64_t full
     cdef int flags = d.flags
     if c.ecn_ok:
         flags &= ~(TH_ECE | TH_CWR)                # RFC 3168's flags, once negotiated
