@@ -419,7 +419,7 @@ cdef class Connection(Tcb):
         wscale, sack = -1, False
         if seg.d.opt_present & OPT_TS and s.timestamps:
             wscale, sack = decode_options(_tsecr(seg))
-            # ECN as our cookie SYN-ACK agreed (host._send_cookie; Linux's cookie_ecn_ok).
+            # ECN as the host's SYN-cookie SYN-ACK agreed it (Linux's cookie_ecn_ok).
             self.ecn_ok = s.ecn != 0 and cookie_ecn_ok(_tsecr(seg))
             if self.ecn_ok:
                 self.host.count(COUNT_ECN_NEGOTIATED)
