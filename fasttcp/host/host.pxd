@@ -52,6 +52,12 @@ cdef class Host(HostServices):
     cdef readonly uint64_t packets_in, packets_out, segments_in, fast_segments_in
     cdef uint64_t state_entries[STATE_COUNT]  # entries into each state, by number
     cdef uint64_t counts[COUNT_KINDS]   # what connections counted (HostServices.count)
+    # Connection -> trace sink (Host.trace_connection); weak keys, never pins a connection.
+    cdef object _traces
+
+    cdef int _set_tracing(self) except -1
+    cdef int _trace(self, Connection conn, str name, dict data) except -1
+    cdef int _log_drop(self, str reason, Packet pk) except -1
 
     cdef _tcp_input(self, Packet pk, double now)
     cdef _listen_input(self, lst, Packet pk, int flags, double now, int64_t iss=*)
@@ -62,6 +68,7 @@ cdef class Host(HostServices):
 
     # HostServices
     cdef int count(self, Count what) except -1
+    cdef int trace_event(self, object conn, Count what) except -1
     cdef int emit(self, object packet) except -1
     cdef int want_output(self, object conn) except -1
     cdef int wake(self, object conn) except -1

@@ -1,8 +1,9 @@
 # Type stub for the compiled module fasttcp.host.host (host.pyx / host.pxd): the sans-IO
 # Host and its Listener. Checked against the runtime by stubtest.
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Final, TypedDict, type_check_only
+from typing import IO, Any, Final, TypedDict, type_check_only
 
 from typing_extensions import Buffer, Unpack, disjoint_base
 
@@ -17,6 +18,8 @@ from fasttcp.wire._wire import SplitPacket
 COMPILED: Final[bool]
 MASK: Final[int]
 POOL_MAX: Final[int]
+# DEBUG: connection lifecycle events (Host.trace_event).
+log: Final[logging.Logger]
 OPT_MASK: Final[int]
 CLOSED: Final[State]
 
@@ -120,4 +123,6 @@ class Host(HostServices):
                 now: float | None = None) -> Connection: ...
     def connections(self) -> list[Connection]: ...
     def stats(self) -> dict[str, int]: ...
+    def trace_connection(self, conn: Connection,
+                         sink: IO[str] | Callable[[str], object] | None) -> None: ...
     def pop_ready(self) -> set[Connection | Listener]: ...

@@ -7,6 +7,8 @@ next timer is due). No clock, socket, thread or file descriptor is touched below
 """
 from __future__ import annotations
 
+import json
+import logging
 import weakref
 from heapq import heappop, heappush
 import itertools
@@ -41,8 +43,19 @@ from fasttcp.wire import (MalformedPacket, SegmentBatch, TcpOptions,
 
 COMPILED = True
 MASK = 0xFFFFFFFF
+# Connection lifecycle events at DEBUG (state changes, retransmissions, timeouts, drops
+# with their reason); see Host.trace_event.
+log = logging.getLogger("fasttcp.tcp")
+cdef int _DEBUG = logging.DEBUG
 # Buffers of closed connections kept for new ones (per host, per kind).
 POOL_MAX = 64
+
+
+def _label(Connection conn):
+    """``10.0.0.1:49153>10.0.0.2:80``: a connection in log lines."""
+    lip, lport = conn.local_address
+    rip, rport = conn.remote_address
+    return f"{lip}:{lport}>{rip}:{rport}"
 
 
 class Listener:
@@ -130,6 +143,8 @@ cdef class Host:
         #: the connection's send buffer moves on.
         self.split_tx = False
         self._init_port_table()
+        self._traces = weakref.WeakKeyDictionary()
+        self.tracing = False
         self.now = 0.0
         self._raise_internal = False   # tests flip this to see internal errors
 
@@ -162,6 +177,7 @@ cdef class Host:
         if self._deferred:
             self.settle()
         self.now = now
+        self._set_tracing()
         if not isinstance(packets, list):
             packets = list(packets)
         # Parse the batch and run header prediction in C; the rest comes back through
@@ -221,6 +237,8 @@ cdef class Host:
         for i in range(DROP_REASON_COUNT):
             if drops[i]:
                 self._stats[_DROP_COUNTER_NAMES[i]] += drops[i]
+                if self.tracing and log.isEnabledFor(_DEBUG):
+                    log.debug("batch: %d dropped (%s)", drops[i], _DROP_COUNTER_NAMES[i])
         return 0
 
     def transmit(self, double now) -> List[Any]:
@@ -230,6 +248,7 @@ cdef class Host:
         cdef list timers = self._timers
         cdef list out
         self.now = now
+        self._set_tracing()
         if not self._dirty and not self._out and (not timers or timers[0][0] > now):
             return []                                  # nothing due: the common idle call
         while timers and timers[0][0] <= now:
@@ -300,6 +319,7 @@ cdef class Host:
         conn = Connection(self, (self.address, lport), (int_to_ip(rip), rport), rip, iss,
                           self.now, passive=False)
         self._conns[key] = conn
+        self._set_tracing()
         conn._open_active(self.now)
         return conn
 
@@ -377,6 +397,8 @@ cdef class Host:
             return
         # No connection (RFC 9293 3.10.7.1): answer with a RST unless it is one.
         self._stats["segments_no_connection"] += 1
+        if self.tracing:
+            self._log_drop("segments_no_connection", pk)
         if not flags & RST:
             self._reset_for(pk, flags)
 
@@ -525,6 +547,66 @@ cdef class Host:
         self.counts[<int>what] += 1
         return 0
 
+    # --- tracing: DEBUG logging and per-connection traces -------------------------------
+
+    cdef int _set_tracing(self) except -1:
+        # Once per receive/transmit/connect: with DEBUG off and nothing traced, an event
+        # costs the connection one test of this flag.
+        self.tracing = bool(self._traces) or log.isEnabledFor(_DEBUG)
+        return 0
+
+    cdef int trace_event(self, object conn, Count what) except -1:
+        cdef Connection c = <Connection>conn
+        name = COUNT_NAMES[<int>what]
+        if log.isEnabledFor(_DEBUG):
+            log.debug("%s %s: %s", _label(c), _STATES[c.st].name, name)
+        if self._traces:
+            self._trace(c, name, None)
+        return 0
+
+    cdef int _trace(self, Connection conn, str name, dict data) except -1:
+        sink = self._traces.get(conn)
+        if sink is None:
+            return 0
+        if data is None:
+            data = {}
+        data["state"] = _STATES[conn.st].name
+        data["snd_una"] = conn.snd_una
+        data["snd_nxt"] = conn.snd_nxt
+        cc = conn.cc
+        if cc is not None:
+            data["cwnd"] = cc.cwnd
+        line = json.dumps({"time": round((self.now - conn.created_at) * 1000.0, 6),
+                           "name": "tcp:" + name, "data": data})
+        if callable(sink):
+            sink(line)
+        else:
+            sink.write(line + "\n")
+        return 0
+
+    cdef int _log_drop(self, str reason, Packet pk) except -1:
+        if log.isEnabledFor(_DEBUG):
+            log.debug("%s:%d>%s:%d dropped (%s)", int_to_ip(pk.d.src), pk.d.sport,
+                      int_to_ip(pk.d.dst), pk.d.dport, reason)
+        return 0
+
+    def trace_connection(self, conn: Connection, sink: Any) -> None:
+        """Write ``conn``'s events to ``sink`` as qlog-style JSON lines, one per event:
+        ``{"time": ms since the connection was created, "name": "tcp:state_updated" or
+        "tcp:<stats() counter>", "data": {"state", "snd_una", "snd_nxt", "cwnd", ...}}``.
+        ``sink`` is a writable text file or a callable taking one line (without its
+        newline); None stops tracing ``conn``. The host holds ``conn`` only weakly, and
+        stops tracing it when it closes."""
+        if not isinstance(conn, Connection) or (<Connection>conn).host is not self:
+            raise ValueError("not a connection of this host")
+        if sink is None:
+            self._traces.pop(conn, None)
+        else:
+            if not callable(sink) and not hasattr(sink, "write"):
+                raise TypeError("sink must be a writable text file or a callable")
+            self._traces[conn] = sink
+        self._set_tracing()
+
     cdef int emit(self, object packet) except -1:
         self._out.append(packet)
         return 0
@@ -608,6 +690,15 @@ cdef class Host:
                 lst.syn_queue.discard(conn)
             if old == S_SYN_RECEIVED and conn.passive:
                 self._stats["half_open_dropped"] += 1
+        if self.tracing:
+            if log.isEnabledFor(_DEBUG):
+                log.debug("%s state_updated: %s -> %s", _label(conn), _STATES[old].name,
+                          _STATES[new].name)
+            if self._traces:
+                self._trace(conn, "state_updated",
+                            {"old": _STATES[old].name, "new": _STATES[new].name})
+                if new == S_CLOSED:
+                    self._traces.pop(conn, None)
         if self.state_observer is not None:
             self.state_observer(conn, _STATES[old], _STATES[new])
         return 0

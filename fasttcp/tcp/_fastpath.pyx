@@ -81,13 +81,13 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
             c._ece_pending = False
         if (d.tos & IPTOS_ECN_MASK) == IPTOS_ECN_CE:
             c.ce_received += 1
-            c.host.count(COUNT_ECN_CE_RECEIVED)
+            c._event(COUNT_ECN_CE_RECEIVED)
             if not c._ece_pending:
                 c._ece_pending = True
                 c._ack_now = True
         if d.flags & TH_ECE:
             c.ece_received += 1
-            c.host.count(COUNT_ECN_ECE_RECEIVED)
+            c._event(COUNT_ECN_ECE_RECEIVED)
             c.fp_ece = True                        # the reaction runs once per batch
     # Window update (RFC 9293 3.10.7.4 fifth check): in order and not older than SND.UNA.
     c.snd_wnd = wnd

@@ -346,7 +346,7 @@ cdef class Connection(Tcb):
             # Only the host holds it now: an orphan. With settings.max_orphans of them held
             # already it is reset at once instead (Linux tcp_close: tcp_too_many_orphans).
             if not self.host.adopt_orphan(self):
-                self.host.count(COUNT_ORPHANS_RESET)
+                self._event(COUNT_ORPHANS_RESET)
                 self.abort()
 
     def _orphan_timeout(self, now: float) -> None:
@@ -354,7 +354,7 @@ cdef class Connection(Tcb):
         (like Linux's tcp_fin_timeout): nobody can read or close it any more, and a peer
         that never closes would otherwise hold it for ever. The TIME-WAIT timer serves."""
         self.timewait_at = now + 2 * self.settings.msl
-        self.host.count(COUNT_FIN_WAIT_2_ORPHANS)
+        self._event(COUNT_FIN_WAIT_2_ORPHANS)
 
     def abort(self) -> None:
         """Reset the connection (RST) and discard everything (RFC 9293 3.10.5)."""
@@ -422,7 +422,7 @@ cdef class Connection(Tcb):
             # ECN as the host's SYN-cookie SYN-ACK agreed it (Linux's cookie_ecn_ok).
             self.ecn_ok = s.ecn != 0 and cookie_ecn_ok(_tsecr(seg))
             if self.ecn_ok:
-                self.host.count(COUNT_ECN_NEGOTIATED)
+                self._event(COUNT_ECN_NEGOTIATED)
             self.ts_ok = True
             self.ts_recent = _tsval(seg)
             self.ts_recent_at = now
@@ -456,7 +456,7 @@ cdef class Connection(Tcb):
             self.ecn_ok = (s.ecn != 0 and flags & ECE and flags & CWR
                            and (seg.d.tos & IPTOS_ECN_MASK) == 0)
         if self.ecn_ok:
-            self.host.count(COUNT_ECN_NEGOTIATED)
+            self._event(COUNT_ECN_NEGOTIATED)
         # RFC 7323 3.2: timestamps are on only when both SYNs carry them; RFC 2018 likewise
         # for SACK.
         self.ts_ok = s.timestamps and o & OPT_TS
@@ -541,7 +541,7 @@ cdef class Connection(Tcb):
             if d <= 0 or d > self.snd_nxt:
                 if not flags & RST:
                     self._emit_rst(seq=seg.d.ack)
-                self.host.count(COUNT_DROP_BAD_ACK)
+                self._event(COUNT_DROP_BAD_ACK)
                 return
             ack_ok = True
         if flags & RST:
@@ -625,7 +625,7 @@ cdef class Connection(Tcb):
         cdef int64_t plen = seg.d.payload_len
         if self.ts_ok and not flags & RST:
             if not seg.d.opt_present & OPT_TS:
-                self.host.count(COUNT_DROP_MISSING_TIMESTAMP)    # RFC 7323 3.2
+                self._event(COUNT_DROP_MISSING_TIMESTAMP)    # RFC 7323 3.2
                 return 0
             if _sdiff(_tsval(seg), self.ts_recent) < 0:
                 if now - self.ts_recent_at > TS_RECENT_MAX_IDLE:
@@ -633,10 +633,10 @@ cdef class Connection(Tcb):
                     # (the peer's clock may have wrapped): take the segment's TSval.
                     self.ts_recent = _tsval(seg)
                     self.ts_recent_at = now
-                    self.host.count(COUNT_TS_RECENT_EXPIRED)
+                    self._event(COUNT_TS_RECENT_EXPIRED)
                 else:
                     self._invalid_ack(seg_len, now)   # RFC 7323 5.3 R1: send an ACK
-                    self.host.count(COUNT_DROP_PAWS)
+                    self._event(COUNT_DROP_PAWS)
                     return 0
         if self.st == S_TIME_WAIT and flags & FIN and not flags & RST:
             # The peer did not see our ACK of its FIN: acknowledge again, restart 2*MSL.
@@ -654,7 +654,7 @@ cdef class Connection(Tcb):
             if plen and seq_off + plen <= self.rcv_nxt:
                 self._note_duplicate(seq_off, seq_off + plen)    # all old data
             self._invalid_ack(seg_len, now)       # RFC 9293 3.10.7.4: <ACK>
-        self.host.count(COUNT_DROP_OUT_OF_WINDOW)
+        self._event(COUNT_DROP_OUT_OF_WINDOW)
         return 0
 
     cdef int _check_rst(self, Packet seg, int64_t seq_off, double now) except -1:
@@ -674,7 +674,7 @@ cdef class Connection(Tcb):
             self._terminate(E_RST, ConnectionReset("connection reset by peer"))
         else:
             self._terminate(E_RST, None)
-        self.host.count(COUNT_RST_IN)
+        self._event(COUNT_RST_IN)
         return 0
 
     cdef int _check_syn(self, Packet seg, double now) except -1:
@@ -693,13 +693,13 @@ cdef class Connection(Tcb):
             self._ece_pending = False
         if (seg.d.tos & IPTOS_ECN_MASK) == IPTOS_ECN_CE:
             self.ce_received += 1
-            self.host.count(COUNT_ECN_CE_RECEIVED)
+            self._event(COUNT_ECN_CE_RECEIVED)
             if not self._ece_pending:
                 self._ece_pending = True
                 self._ack_now = True
         if flags & ECE:
             self.ece_received += 1
-            self.host.count(COUNT_ECN_ECE_RECEIVED)
+            self._event(COUNT_ECN_ECE_RECEIVED)
 
     cdef _on_ece(self, double now):
         """ECE arrived (RFC 3168 6.1.2): the network marked our data. Reduce cwnd and
@@ -713,7 +713,7 @@ cdef class Connection(Tcb):
         self.cc.on_ecn(self.snd_max - self.snd_una, now)
         self._ecn_recover = self.snd_max
         self._cwr_pending = True
-        self.host.count(COUNT_ECN_REDUCTIONS)
+        self._event(COUNT_ECN_REDUCTIONS)
 
     cdef int _check_ack(self, Packet seg, int64_t seg_len, double now) except -1:
         """Fifth: ACK. Completes the handshake in SYN-RECEIVED, takes acceptable ACKs
@@ -734,11 +734,11 @@ cdef class Connection(Tcb):
         # RFC 5961 5.2: acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.NXT]; anything
         # else is dropped and answered with a (rate-limited) challenge ACK.
         if ack_off > self.snd_max:
-            self.host.count(COUNT_DROP_ACK_UNSENT)
+            self._event(COUNT_DROP_ACK_UNSENT)
             self._challenge_ack(now)
             return 0
         if ack_off < self.snd_una - max(self.max_snd_wnd, 1):
-            self.host.count(COUNT_DROP_ACK_TOO_OLD)
+            self._event(COUNT_DROP_ACK_TOO_OLD)
             self._challenge_ack(now)
             return 0
         # RFC 7323 4.3 (R3): TS.Recent follows the segment at the left edge of our last ACK.
@@ -810,7 +810,7 @@ cdef class Connection(Tcb):
         not draw one ACK each. Retransmitted data is always answered."""
         if seg_len == 0:
             if self._answered_recently(now):
-                self.host.count(COUNT_INVALID_ACKS_SUPPRESSED)
+                self._event(COUNT_INVALID_ACKS_SUPPRESSED)
                 return
             self._invalid_ack_at = now
         self._ack_now = True
@@ -828,14 +828,14 @@ cdef class Connection(Tcb):
         first so that one flooded connection cannot spend the host-wide budget, whose
         exhaustion an off-path attacker could otherwise observe (CVE-2016-5696)."""
         if self._answered_recently(now):
-            self.host.count(COUNT_CHALLENGE_ACKS_SUPPRESSED)
+            self._event(COUNT_CHALLENGE_ACKS_SUPPRESSED)
             return
         if self.host.challenge_ack_allowed(now):
             self._invalid_ack_at = now
             self._ack_now = True
-            self.host.count(COUNT_CHALLENGE_ACKS_OUT)
+            self._event(COUNT_CHALLENGE_ACKS_OUT)
         else:
-            self.host.count(COUNT_CHALLENGE_ACKS_SUPPRESSED)
+            self._event(COUNT_CHALLENGE_ACKS_SUPPRESSED)
 
     cdef bint _acceptable(self, int64_t seq_off, int64_t seg_len, int64_t wnd):
         cdef int64_t nxt, end
@@ -896,7 +896,7 @@ cdef class Connection(Tcb):
             delivered = q.on_ack(max(ack_off, self.snd_una), self.sacked, now,
                                  self.rtt.min_rtt)
             for _ in range(q.reordered - reordered):
-                self.host.count(COUNT_REORDERING)
+                self._event(COUNT_REORDERING)
         if self.undo_marker >= 0 and (dsack or ack_off > self.undo_marker):
             self._undo_check(seg, ack_off, dsack, now)
         if ack_off > self.snd_una:
@@ -1072,7 +1072,7 @@ cdef class Connection(Tcb):
             self.recover = self.snd_max
             self.cc.on_enter_recovery(self.snd_max - self.snd_una, now)
             self._retransmit_head()
-            self.host.count(COUNT_FAST_RETRANSMITS)
+            self._event(COUNT_FAST_RETRANSMITS)
 
     # --- SACK-based loss recovery (RFC 6675) --------------------------------------------
 
@@ -1151,7 +1151,7 @@ cdef class Connection(Tcb):
                 q.mark_lost_below(self.snd_una + self.mss)
             if self._lr_kind == LR_TLP:
                 self._lr_at = None                # no probes during recovery (RFC 8985 7.2)
-        self.host.count(COUNT_SACK_RECOVERIES)
+        self._event(COUNT_SACK_RECOVERIES)
 
     # --- RACK-TLP (RFC 8985) and PRR (RFC 6937) ------------------------------------------
 
@@ -1212,7 +1212,7 @@ cdef class Connection(Tcb):
         self.cc.cwnd = max(self.cc.cwnd, prior_cwnd)
         self.cc.ssthresh = max(self.cc.ssthresh, prior_ssthresh)
         self.spurious_rtx_undone += 1
-        self.host.count(COUNT_SPURIOUS_RTX_UNDONE)
+        self._event(COUNT_SPURIOUS_RTX_UNDONE)
 
     def _loss_policy(self):
         """The loss-detection policy (Settings.loss_detection), made on first use."""
@@ -1254,7 +1254,7 @@ cdef class Connection(Tcb):
 
     def _after_detect(self, now: float, lost: int, at) -> None:
         for _ in range(lost):
-            self.host.count(COUNT_SEGMENTS_MARKED_LOST)
+            self._event(COUNT_SEGMENTS_MARKED_LOST)
         if at is not None:
             self._lr_at = at                      # RACK reordering timer (RFC 8985 6.2)
             self._lr_kind = LR_REO
@@ -1284,7 +1284,7 @@ cdef class Connection(Tcb):
             if self.tlp_is_retrans and not self.in_recovery:
                 self.cc.on_enter_recovery(flight, now)
                 self.cc.on_exit_recovery(self.snd_max - self.snd_una)
-                self.host.count(COUNT_TLP_LOSSES_REPAIRED)
+                self._event(COUNT_TLP_LOSSES_REPAIRED)
             self.tlp_end = 0
 
     cdef _arm_pto(self, double now):
@@ -1476,7 +1476,7 @@ cdef class Connection(Tcb):
         room = self.rcv_adv - seq_off
         if len(data) > room:
             data = data[:max(room, 0)]
-            self.host.count(COUNT_TRIMMED_TO_WINDOW)
+            self._event(COUNT_TRIMMED_TO_WINDOW)
         if not data:
             self._ack_now = True
             return
@@ -1494,14 +1494,14 @@ cdef class Connection(Tcb):
             self._note_duplicate(seq_off, seq_off + len(data))   # held out of order already
         if reasm.dropped_segments != refused:
             # More holes than max_ooo_holes: the segment is not kept (the peer resends it).
-            self.host.count(COUNT_DROP_OOO_HOLE_LIMIT)
+            self._event(COUNT_DROP_OOO_HOLE_LIMIT)
         self.rcv_nxt = 1 + reasm.next
         self.bytes_received += delivered
         n = len(data)
         if not in_order or had_holes or delivered == 0:
             # RFC 5681 4.2 / RFC 9293 3.8.6.3: out-of-order data, or data that fills a
             # hole, is acknowledged at once (it drives the sender's fast retransmit).
-            self.host.count(COUNT_OOO_SEGMENTS_IN if not in_order else COUNT_HOLE_FILLS_IN)
+            self._event(COUNT_OOO_SEGMENTS_IN if not in_order else COUNT_HOLE_FILLS_IN)
         # The ACK policy (Tcb.data_ack_policy, tcb.pyx); reordering grants quick ACKs again
         # (Linux's tcp_enter_quickack_mode).
         self.data_ack_policy(n, not in_order or had_holes or delivered == 0, now)
@@ -1515,7 +1515,7 @@ cdef class Connection(Tcb):
         if self._ack_now:
             self.host.emit(self._packet(self.snd_max, ACK))
             self._after_send_ack()
-            self.host.count(COUNT_PURE_ACKS_OUT)
+            self._event(COUNT_PURE_ACKS_OUT)
         self._ack_now = True
 
     cdef bint _ooo_admit(self, Reassembler reasm, uint64_t off, int64_t n) except -1:
@@ -1537,11 +1537,11 @@ cdef class Connection(Tcb):
         if goal < <uint64_t>(reasm.max_bytes >> 3):
             goal = <uint64_t>(reasm.max_bytes >> 3)
         if reasm.prune_c(off, goal):
-            self.host.count(COUNT_OOO_PRUNES)
+            self._event(COUNT_OOO_PRUNES)
             need = reasm.missing_c(off, off + <uint64_t>n)
             if budget.held + need <= budget.limit:
                 return True
-        self.host.count(COUNT_DROP_OOO_BUDGET)
+        self._event(COUNT_DROP_OOO_BUDGET)
         return False
 
     cdef _check_fin(self, double now):
@@ -1567,7 +1567,7 @@ cdef class Connection(Tcb):
         """TIME-WAIT by `event` (RFC 9293 3.10.7.4), or CLOSED when the host has
         settings.max_time_wait connections in it already."""
         if self.host.time_wait_full():
-            self.host.count(COUNT_TIME_WAIT_OVERFLOW)
+            self._event(COUNT_TIME_WAIT_OVERFLOW)
             self._ack_now = True
             self.host.emit(self._packet(self.snd_nxt, ACK))   # still ACK their FIN
             self._terminate(E_TIME_WAIT_FULL, None)
@@ -1609,7 +1609,7 @@ cdef class Connection(Tcb):
         iss = self._snd_seq(self.snd_max) + 65535 + 2
         if iss == 0:
             iss = 1
-        self.host.count(COUNT_TIME_WAIT_REOPENED)
+        self._event(COUNT_TIME_WAIT_REOPENED)
         self._terminate(E_TIME_WAIT_REOPEN, None)
         return iss
 
@@ -1622,7 +1622,7 @@ cdef class Connection(Tcb):
         # RFC 5927 4.1: act only on errors quoting a sequence number we have in flight.
         off = self.snd_una + _sdiff(quoted_seq, self._snd_seq(self.snd_una))
         if not (self.snd_una <= off < max(self.snd_max, self.snd_una + 1)):
-            self.host.count(COUNT_ICMP_IGNORED_SEQ)
+            self._event(COUNT_ICMP_IGNORED_SEQ)
             return
         if icmp_type == 3 and code == 4:
             # Fragmentation needed (RFC 1191): the next-hop MTU, never below Linux's
@@ -1644,7 +1644,7 @@ cdef class Connection(Tcb):
                 if self._lr_kind == LR_TLP:
                     self._lr_at = None
                     self._lr_kind = 0
-                self.host.count(COUNT_PMTU_UPDATES)
+                self._event(COUNT_PMTU_UPDATES)
                 self.host.wake(self)
             return
         if self.st == S_SYN_SENT and icmp_type == 3 and code in (2, 3):
@@ -1653,7 +1653,7 @@ cdef class Connection(Tcb):
                             ConnectionRefused("connection refused (ICMP unreachable)"))
             return
         self.soft_error = (icmp_type, code)       # reported if the connection times out
-        self.host.count(COUNT_ICMP_SOFT_ERRORS)
+        self._event(COUNT_ICMP_SOFT_ERRORS)
 
     def _lower_send_mss(self, new_mss: int) -> None:
         """Lower the send MSS (path MTU discovery, black-hole detection): no more TSO
@@ -1714,7 +1714,7 @@ cdef class Connection(Tcb):
             limit = s.max_retries
         timed_out = self.retries > limit
         if timed_out and self.orphan and limit == s.orphan_retries:
-            self.host.count(COUNT_ORPHAN_RETRY_ABORTS)
+            self._event(COUNT_ORPHAN_RETRY_ABORTS)
         elif self._user_timed_out(now):
             return
         if timed_out:
@@ -1733,7 +1733,7 @@ cdef class Connection(Tcb):
             new_mss = BASE_MSS if self.mss > BASE_MSS else max(self.mss // 2, MTU_PROBE_FLOOR)
             if new_mss < self.mss:
                 self._lower_send_mss(new_mss)
-                self.host.count(COUNT_PMTU_BLACK_HOLES)
+                self._event(COUNT_PMTU_BLACK_HOLES)
         # RFC 6298 5.4-5.6 and RFC 5681 eq. 4: back off, shrink cwnd, go back to SND.UNA.
         self.rtt.backoff()
         if self.ts_ok:
@@ -1756,7 +1756,7 @@ cdef class Connection(Tcb):
             # or SWS avoidance would say about a short one (else nothing re-arms the timer).
             self._pending_rtx = True
         self._rtt_off = None
-        self.host.count(COUNT_TIMEOUTS)
+        self._event(COUNT_TIMEOUTS)
 
     def _on_persist(self, now: float) -> None:
         # A zero-window probe (RFC 9293 3.8.6.1): the byte at SND.UNA, past the window,
@@ -1770,14 +1770,14 @@ cdef class Connection(Tcb):
             if self.orphan and self.probes_out >= s.orphan_retries:
                 # Nobody will read or send on it: give up after orphan_retries probes,
                 # answered or not (Linux tcp_probe_timer with SOCK_DEAD).
-                self.host.count(COUNT_ORPHAN_PROBE_ABORTS)
+                self._event(COUNT_ORPHAN_PROBE_ABORTS)
                 self._terminate(E_TIMEOUT, ConnectionTimedOut("orphan: zero window"))
                 return
             if self.probes_unanswered >= s.max_retries:
                 # RFC 1122 4.2.2.17 keeps the connection open only while the receiver
                 # acknowledges the probes: max_retries unanswered ones end it (Linux:
                 # tcp_retries2 against icsk_probes_out).
-                self.host.count(COUNT_PERSIST_TIMEOUTS)
+                self._event(COUNT_PERSIST_TIMEOUTS)
                 self._terminate(E_TIMEOUT, ConnectionTimedOut("zero window: peer not "
                                                               "answering probes"))
                 return
@@ -1786,7 +1786,7 @@ cdef class Connection(Tcb):
             self._probe = True
             self.probes_out += 1
             self.probes_unanswered += 1
-            self.host.count(COUNT_WINDOW_PROBES)
+            self._event(COUNT_WINDOW_PROBES)
         else:
             self.persist = False
             if self.snd_max > self.snd_una:
@@ -1801,7 +1801,7 @@ cdef class Connection(Tcb):
         ut = self.settings.user_timeout
         if ut is None or now - self.stall_at < ut:
             return False
-        self.host.count(COUNT_USER_TIMEOUTS)
+        self._event(COUNT_USER_TIMEOUTS)
         self._terminate(E_TIMEOUT, ConnectionTimedOut("user timeout: data unacknowledged "
                                                       f"for {ut:g} s"))
         return True
@@ -1815,7 +1815,7 @@ cdef class Connection(Tcb):
             # RFC 1122 4.2.3.6: SEG.SEQ = SND.NXT - 1, no data.
             self.host.emit(self._packet(self.snd_max - 1, ACK))
             self.keepalive_sent += 1
-            self.host.count(COUNT_KEEPALIVE_PROBES)
+            self._event(COUNT_KEEPALIVE_PROBES)
         self.keepalive_at = now + s.keepalive_interval
 
     # ===================================================================================
@@ -1846,7 +1846,7 @@ cdef class Connection(Tcb):
             # it finds unacceptable is answered by an ACK, forever (both sides rewound).
             out.append(self._packet(self.snd_max, ACK))
             self._after_send_ack()
-            self.host.count(COUNT_PURE_ACKS_OUT)
+            self._event(COUNT_PURE_ACKS_OUT)
         # Keepalive (RFC 1122 4.2.3.6): the idle clock restarts with every segment received.
         if (self.settings.keepalive is not None and self.keepalive_sent == 0
                 and st in (S_ESTABLISHED, S_CLOSE_WAIT, S_FIN_WAIT_2)):
@@ -1885,7 +1885,7 @@ cdef class Connection(Tcb):
             self._rtt_start = now
         if ack:
             self._after_send_ack()
-        self.host.count(COUNT_SYN_ACKS_OUT if ack else COUNT_SYNS_OUT)
+        self._event(COUNT_SYN_ACKS_OUT if ack else COUNT_SYNS_OUT)
 
     cdef bint _output_data(self, double now, list out) except -1:
         sent = False
@@ -1948,7 +1948,7 @@ cdef class Connection(Tcb):
         self.tlp_end = self.snd_max               # TLP.end_seq
         self.tlp_is_retrans = rtx
         self.tlp_probes += 1
-        self.host.count(COUNT_TLP_PROBES)
+        self._event(COUNT_TLP_PROBES)
         self.rtx_at = now + self.rtt.rto
         return True
 
@@ -1959,7 +1959,7 @@ cdef class Connection(Tcb):
         self.host.emit(build_tcp(self._lip, self._rip, self.local_address[1],
                                  self.remote_address[1], seq & MASK, 0, RST, 0,
                                  ttl=self.settings.ttl))
-        self.host.count(COUNT_RSTS_OUT)
+        self._event(COUNT_RSTS_OUT)
 
     # ===================================================================================
     # Helpers

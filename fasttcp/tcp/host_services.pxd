@@ -82,9 +82,15 @@ cdef class HostServices:
     # where no `now` is passed in); only the host moves it.
     cdef readonly double now
     cdef readonly uint32_t address_int  # the host's IPv4 address, as a number
+    # True while events must reach trace_event (DEBUG logging on "fasttcp.tcp", or a
+    # connection traced by Host.trace_connection); the host sets it once per batch, so a
+    # counted event costs one test of this flag when tracing is off.
+    cdef public bint tracing
 
     # --- asked by a connection ---
     cdef int count(self, Count what) except -1
+    # `conn` counted `what`, with tracing on: log it and write it to the connection's trace.
+    cdef int trace_event(self, object conn, Count what) except -1
     # A packet made outside Connection._output (RST, keepalive, an immediate duplicate
     # ACK) for the host's next transmit().
     cdef int emit(self, object packet) except -1

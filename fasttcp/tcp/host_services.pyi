@@ -1,6 +1,6 @@
 # Type stub for the compiled module fasttcp.tcp.host_services (host_services.pyx/.pxd).
 # The interface's methods are C-only (cdef): Python sees the class, its two readonly
-# fields and the Count enum. Checked against the runtime by stubtest.
+# fields, the tracing flag and the Count enum. Checked against the runtime by stubtest.
 from enum import IntEnum
 from typing import Final
 
@@ -73,3 +73,4 @@ class HostServices:
     def now(self) -> float: ...
     @property
     def address_int(self) -> int: ...
+    tracing: bool

@@ -17,6 +17,9 @@ cdef class HostServices:
     cdef int count(self, Count what) except -1:
         raise NotImplementedError
 
+    cdef int trace_event(self, object conn, Count what) except -1:
+        return 0
+
     cdef int emit(self, object packet) except -1:
         raise NotImplementedError
 

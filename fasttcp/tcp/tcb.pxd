@@ -15,7 +15,7 @@ from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.storage._ring cimport SendRing
 from fasttcp.tcp._rack cimport RackQueue
-from fasttcp.tcp.host_services cimport HostServices
+from fasttcp.tcp.host_services cimport Count, HostServices
 from fasttcp.tcp.rtt cimport RttEstimator
 from fasttcp.wire._wire cimport TcpOut
 
@@ -175,6 +175,8 @@ cdef class Tcb:
     cdef public bint fp_touched
     cdef public uint32_t fp_tsecr       # TSecr of the last ACK the fast path took
 
+    # Count an event with the host, and trace it when the host traces (Host.trace_event).
+    cdef int _event(self, Count what) except -1
     cdef int64_t window_edge(self) noexcept
     cdef uint16_t advertised_window(self) noexcept
     cdef int enter_quickack(self) except -1

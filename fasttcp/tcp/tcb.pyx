@@ -14,7 +14,7 @@ from libc.string cimport memset
 from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.tcp._rack cimport RackQueue
 from fasttcp.tcp.host_services cimport (COUNT_ECN_CWR_OUT, COUNT_FINS_OUT,
-                                        COUNT_RETRANSMITTED_SEGMENTS)
+                                        COUNT_RETRANSMITTED_SEGMENTS, Count)
 from fasttcp.wire._wire cimport (IPTOS_ECN_ECT0, OPT_SACK, OPT_TS, TH_ACK, TH_CWR, TH_ECE,
                                  TH_FIN, TH_PSH, TH_RST, TH_SYN, TcpOut, build_tcp_headers,
                                  build_tcp_into, make_split_packet, tcp_options_len)
@@ -25,6 +25,14 @@ COMPILED = True
 cdef class Tcb:
     """Every variable of a connection (tcb.pxd) and the segment output on them.
     Subclassed by Connection."""
+
+    cdef int _event(self, Count what) except -1:
+        """Count `what` with the host (Host.stats()); with the host tracing (DEBUG logging
+        or a traced connection) also hand it to Host.trace_event."""
+        self.host.count(what)
+        if self.host.tracing:
+            self.host.trace_event(self, what)
+        return 0
 
     cdef int64_t window_edge(self) noexcept:
         """Where the right edge of the receive window (RCV.NXT + RCV.WND) belongs now: at
@@ -314,14 +322,14 @@ cdef class Tcb:
         if ect and self._cwr_pending:
             flags |= TH_CWR
             self._cwr_pending = False
-            self.host.count(COUNT_ECN_CWR_OUT)
+            self._event(COUNT_ECN_CWR_OUT)
         if off + n == data_end:
             if n:
                 flags |= TH_PSH                    # the last data of the buffer
             if self.fin_off is not None and off + n == <uint64_t>self.fin_off:
                 flags |= TH_FIN
                 length += 1
-                self.host.count(COUNT_FINS_OUT)
+                self._event(COUNT_FINS_OUT)
         out.append(self.build(off, flags, self.advertised_window(), n, True, now, ect))
         self.ack_sent()                            # every segment carries the ACK
         end = off + length
@@ -345,7 +353,7 @@ cdef class Tcb:
         self.segs_out += 1
         if retransmit:
             self.retransmits += 1
-            self.host.count(COUNT_RETRANSMITTED_SEGMENTS)
+            self._event(COUNT_RETRANSMITTED_SEGMENTS)
         else:
             self.bytes_sent += n
         return 0
