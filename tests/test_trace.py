@@ -11,7 +11,7 @@ import weakref
 import pytest
 
 from fasttcp import Host, State
-from tests.tcp_harness import HOST_IP, PEER_IP, SECRET, Net
+from tcp_harness import HOST_IP, PEER_IP, SECRET, Net
 
 LOGGER = "fasttcp.tcp"
 
