@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Dict, Optional, Type, Union
+from typing import Any, Dict, Optional, Type, Union
 
 __all__ = ["CongestionControl", "NewReno", "ALGORITHMS", "INFINITE_SSTHRESH",
            "rfc6928_initial_window", "resolve"]
@@ -383,15 +383,20 @@ ALGORITHMS: Dict[str, Type[CongestionControl]] = {
 import fasttcp.tcp.cubic  # noqa: E402,F401  (registers "cubic")
 
 
-def resolve(spec: Union[str, Type[CongestionControl]]) -> Type[CongestionControl]:
-    """The policy class for a name in :data:`ALGORITHMS` or a CongestionControl subclass."""
+def resolve_policy(spec: Any, registry: Dict[str, type], base: type, what: str) -> type:
+    """The policy class for ``spec``: a name in ``registry`` (any case) or a subclass of
+    ``base``. ``what`` names the kind of policy in the errors."""
     if isinstance(spec, str):
         try:
-            return ALGORITHMS[spec.lower()]
+            return registry[spec.lower()]
         except KeyError:
-            raise ValueError(f"unknown congestion control {spec!r}; "
-                             f"known: {', '.join(sorted(ALGORITHMS))}") from None
-    if isinstance(spec, type) and issubclass(spec, CongestionControl):
+            raise ValueError(f"unknown {what} {spec!r}; "
+                             f"known: {', '.join(sorted(registry))}") from None
+    if isinstance(spec, type) and issubclass(spec, base):
         return spec
-    raise TypeError(f"congestion control must be a name or a CongestionControl subclass, "
-                    f"got {spec!r}")
+    raise TypeError(f"{what} must be a name or a {base.__name__} subclass, got {spec!r}")
+
+
+def resolve(spec: Union[str, Type[CongestionControl]]) -> Type[CongestionControl]:
+    """The policy class for a name in :data:`ALGORITHMS` or a CongestionControl subclass."""
+    return resolve_policy(spec, ALGORITHMS, CongestionControl, "congestion control")

@@ -19,6 +19,8 @@ from __future__ import annotations
 import abc
 from typing import Dict, Optional, Tuple, Type
 
+from fasttcp.tcp.congestion import resolve_policy
+
 __all__ = ["LossDetection", "Rack", "DupThresh", "Prr", "LOSS_DETECTION", "resolve_loss"]
 
 # RFC 8985 7.2: WCDelAckT, the worst-case delayed-ACK time added to the PTO when one
@@ -175,12 +177,4 @@ LOSS_DETECTION: Dict[str, Type[LossDetection]] = {Rack.name: Rack, DupThresh.nam
 
 def resolve_loss(spec) -> Type[LossDetection]:
     """The policy class for a name in :data:`LOSS_DETECTION` or a LossDetection subclass."""
-    if isinstance(spec, str):
-        try:
-            return LOSS_DETECTION[spec.lower()]
-        except KeyError:
-            raise ValueError(f"unknown loss detection {spec!r}; "
-                             f"known: {', '.join(sorted(LOSS_DETECTION))}") from None
-    if isinstance(spec, type) and issubclass(spec, LossDetection):
-        return spec
-    raise TypeError(f"loss detection must be a name or a LossDetection subclass, got {spec!r}")
+    return resolve_policy(spec, LOSS_DETECTION, LossDetection, "loss detection")
