@@ -1386,14 +1386,24 @@ cdef class Connection(Tcb):
         if start < lost_edge and start < self.snd_max:
             return start, min(mss, hole_end - start, lost_edge - start), True
         # (2) new data, as the receiver's window allows
+        seg = self._next_seg_new_data(mss)
+        if seg is not None:
+            return seg
+        # (3) is applied in _next_seg_marked, where the loss-detection policy's marks
+        # exist; this path (no per-transmission queue yet) goes straight to (4).
+        # (4) rescue retransmission, once per recovery window
+        return self._next_seg_rescue(mss)
+
+    def _next_seg_new_data(self, mss: int):
+        """NextSeg rule (2): new data the receiver's window allows, or None."""
         data_end = self._data_end()
         if data_end > self.snd_nxt and self.snd_una + self.snd_wnd > self.snd_nxt:
             n = min(mss, data_end - self.snd_nxt, self.snd_una + self.snd_wnd - self.snd_nxt)
             return self.snd_nxt, n, False
-        # (3) an unSACKed hole above HighRxt below the highest SACKed byte: a SHOULD we
-        # skip. With ACKs lost, such holes are often data whose SACK we never heard of;
-        # with or without it our 1% / 5% loss runs measured the same retransmissions.
-        # (4) rescue retransmission, once per recovery window
+        return None
+
+    def _next_seg_rescue(self, mss: int):
+        """NextSeg rule (4): the rescue retransmission, once per recovery window, or None."""
         if self._rescue_rxt is None or self.snd_una > self._rescue_rxt:
             top_start, _ = self._unsacked_from(max(self.snd_max - mss, self.snd_una))
             if top_start < self.snd_max:
@@ -1410,10 +1420,9 @@ cdef class Connection(Tcb):
         if r is not None:
             return r[0], min(mss, r[1] - r[0]), True
         # (2) new data, as the receiver's window allows
-        data_end = self._data_end()
-        if data_end > self.snd_nxt and self.snd_una + self.snd_wnd > self.snd_nxt:
-            n = min(mss, data_end - self.snd_nxt, self.snd_una + self.snd_wnd - self.snd_nxt)
-            return self.snd_nxt, n, False
+        seg = self._next_seg_new_data(mss)
+        if seg is not None:
+            return seg
         # (3) an unSACKed segment above HighRxt and below the highest SACKed byte
         # (section 4 NextSeg rule (3), a SHOULD), with DupThresh's IsLost(). Not with
         # RACK: its time-based marks replace DupThresh (RFC 8985 6.2), and a hole RACK has
@@ -1424,12 +1433,7 @@ cdef class Connection(Tcb):
             if start < self.sacked[-1][1] and start < hole_end:
                 return start, min(mss, hole_end - start), True
         # (4) rescue retransmission, once per recovery window
-        if self._rescue_rxt is None or self.snd_una > self._rescue_rxt:
-            top_start, _ = self._unsacked_from(max(self.snd_max - mss, self.snd_una))
-            if top_start < self.snd_max:
-                self._rescue_rxt = self.recover
-                return top_start, min(mss, self.snd_max - top_start), True
-        return None
+        return self._next_seg_rescue(mss)
 
     def _output_sack_recovery(self, now: float, out: List[bytes]) -> bool:
         sent = False
