@@ -31,10 +31,11 @@ import json
 import os
 import resource
 import socket
+import struct
 import sys
 import time
 from contextlib import contextmanager
-from typing import Any, Awaitable, Iterator, List, Optional, Tuple
+from typing import Any, Awaitable, Dict, Iterator, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:                     # benchmarks import us from tests/
@@ -130,6 +131,40 @@ def sha256_file(path: str) -> Tuple[int, str]:
 # ==========================================================================================
 # Kernel-side socket work (blocking; run in a thread or in the script below)
 # ==========================================================================================
+
+_TCP_INFO_FIELDS = (
+    "rto", "ato", "snd_mss", "rcv_mss", "unacked", "sacked", "lost", "retrans", "fackets",
+    "last_data_sent", "last_ack_sent", "last_data_recv", "last_ack_recv", "pmtu",
+    "rcv_ssthresh", "rtt", "rttvar", "snd_ssthresh", "snd_cwnd", "advmss", "reordering",
+    "rcv_rtt", "rcv_space", "total_retrans")
+
+
+def kernel_tcp_info(sock: socket.socket) -> Dict[str, int]:
+    """The kernel socket's TCP_INFO (linux/tcp.h struct tcp_info, the stable prefix)."""
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    head = dict(zip(("state", "ca_state", "retransmits", "probes", "backoff", "options",
+                     "wscale", "flags"), raw[:8]))
+    head.update(zip(_TCP_INFO_FIELDS, struct.unpack_from("=24I", raw, 8)))
+    return head
+
+
+def stall_report(host: Any, sock: Optional[socket.socket] = None) -> str:
+    """What a hung transfer looked like: fasttcp's counters and connections, and the
+    kernel peer's TCP_INFO. Printed by tests when a transfer times out, so a failure in
+    CI says where the bytes stopped."""
+    lines = ["fasttcp stats: " + repr({k: v for k, v in host.stats().items() if v})]
+    for conn in host.connections():
+        try:
+            lines.append(f"fasttcp connection {conn!r}: {conn.info()!r}")
+        except Exception as e:  # noqa: BLE001 - a report must not hide the real failure
+            lines.append(f"fasttcp connection {conn!r}: info() failed: {e!r}")
+    if sock is not None:
+        try:
+            lines.append(f"kernel TCP_INFO: {kernel_tcp_info(sock)!r}")
+        except OSError as e:
+            lines.append(f"kernel TCP_INFO unavailable: {e!r}")
+    return "\n".join(lines)
+
 
 def recv_to_eof(sock: socket.socket, hasher: Any = None, limit: int = 1 << 34) -> int:
     """Read until EOF; returns the byte count (optionally hashing). Bounded by ``limit``."""

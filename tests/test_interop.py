@@ -27,7 +27,7 @@ from typing import Any, List, Tuple
 import pytest
 
 from interop_util import (KERNEL, US, make_host, recv_to_eof, run_async, script_cmd,
-                          sha256_file, tun_netns)
+                          sha256_file, stall_report, tun_netns)
 from netns_util import TUN_MARKS, Background, sock_in, temp_netns, unique_ifname, wait_until
 
 from fasttcp.aio import FastTcpStack
@@ -133,6 +133,9 @@ def test_kernel_client_echo(offload, size):
 
         try:
             digest = run_async(main(), 120)
+        except BaseException:
+            print(stall_report(host, sock))
+            raise
         finally:
             sock.close()
     assert digest == sha(data)
