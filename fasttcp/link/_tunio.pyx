@@ -443,7 +443,7 @@ cdef class _Arena:
 cdef class TunIO:
     """Batched I/O on an open, non-blocking TUN fd (the caller owns and closes the fd).
 
-    ``recv_batch(max)`` returns a list of IPv4 packets; per-packet ``RX_*`` flags of the
+    ``recv_batch(max)`` returns a list of IP packets (IPv4 or IPv6); per-packet ``RX_*`` flags of the
     last batch are in :attr:`last_rx_flags`, and :attr:`parse_flags` says how the batch
     may be parsed. ``send_batch(packets, gso=0)`` writes a list and returns how many
     packets were written; the rest were dropped (``tx_dropped``). With the writer thread it
@@ -830,7 +830,7 @@ cdef class TunIO:
         return n
 
     def send_batch(self, packets, int gso=0) -> int:
-        """Write every packet (bytes-like IPv4, or a SplitPacket written with scatter
+        """Write every packet (bytes-like IPv4 or IPv6, or a SplitPacket written with scatter
         I/O); returns how many were written. With a writer thread they are queued for it
         and the whole count is returned: ones that did not fit its ring are dropped
         (``tx_queue_drops``), as a full device queue drops them.
@@ -839,7 +839,8 @@ cdef class TunIO:
         ``tx_dropped``. With ``gso`` > 0 on a vnet link, a TCP packet carrying more than
         ``gso`` payload bytes goes out as one TSO super-segment (``gso_type=TCPV4``,
         ``gso_size=gso``) that the kernel segments or delivers whole; its TCP checksum
-        need not be valid (the link stores the pseudo-header sum the kernel expects).
+        need not be valid (the link stores the pseudo-header sum the kernel expects). An
+        IPv6 one (no extension headers: TCP at offset 40) goes out as ``gso_type=TCPV6``.
         """
         cdef Py_ssize_t n, i, written
         cdef object obj

@@ -1,13 +1,15 @@
 """TunLink: a Linux TUN device as a fasttcp link (batched, non-blocking, with offloads).
 
-Layout of one link, e.g. ``TunLink("ftun0", "10.77.0.2", 24, netns="lab")``::
+Layout of one link, e.g. ``TunLink("ftun0", addresses=["10.77.0.2/24", "fd77::2/64"],
+netns="lab")``::
 
     kernel stack (netns "lab")                       fasttcp Host
     10.77.0.1/24 on ftun0  <-- /dev/net/tun fd -->   answers on 10.77.0.2
+    fd77::1/64                                       and on fd77::2
 
-The kernel's side of the device gets the first host address of the network (10.77.0.1);
-fasttcp's own address (10.77.0.2) is *not* configured on the device: the connected route of
-the /24 sends every packet for it into the TUN device, where fasttcp reads it.
+The kernel's side of the device gets the first host address of each network (10.77.0.1,
+fd77::1); fasttcp's own addresses are *not* configured on the device: the connected route
+of each prefix sends every packet for them into the TUN device, where fasttcp reads it.
 
 Setup: the device is made with ``TUNSETIFF(IFF_TUN | IFF_NO_PI [| IFF_VNET_HDR])`` on a
 non-blocking fd opened while the calling thread is inside the target namespace (the device
@@ -17,10 +19,12 @@ disappears when the fd is closed (``close()``, which also checks it is gone).
 
 Offloads (``offload=True``, the default): IFF_VNET_HDR plus ``TUNSETOFFLOAD(TUN_F_CSUM |
 TUN_F_TSO4 | TUN_F_TSO6)``, falling back to CSUM only and then to none when the kernel
-refuses. The kernel then hands over TCP super-packets of up to 64 KiB and leaves TCP
+refuses (so TSO6 is on exactly when TSO4 is, and both families keep their offloads on a
+dual-stack link). The kernel then hands over TCP super-packets of up to 64 KiB and leaves TCP
 checksums partial (the field holds only the pseudo-header sum). The contract with the host:
 
-- ``recv_batch()`` returns IPv4 packets; super-packets are delivered whole, as one packet.
+- ``recv_batch()`` returns IP packets, IPv4 or IPv6 (the version nibble tells);
+  super-packets (TSO4 and TSO6) are delivered whole, as one packet.
 - ``link.parse_flags`` is the ``SegmentBatch.parse`` flag valid for *every* batch of this
   link: ``PARSE_NO_TCP_CSUM`` when offloads are on (every TCP packet was verified by the
   kernel or by the link, or was made by the local kernel with a partial checksum), else 0.
