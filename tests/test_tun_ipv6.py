@@ -492,3 +492,38 @@ def test_completing_ipv6_partial_checksums_restores_the_packet(payload, with_opt
     finally:
         a.close()
         b.close()
+
+
+# ============================================================================================
+# The other links on IPv6 packets: pcap checksum completion, FaultyLink's CE marking
+# ============================================================================================
+
+def test_pcap_completes_ipv6_partial_checksums():
+    """PcapLink records a TUN link's partial-checksum packets with the checksum completed:
+    for IPv6 over the RFC 8200 8.1 pseudo-header, as scapy computes it."""
+    from fasttcp.link.pcap import complete_checksum
+
+    good = tcp6(os.urandom(777))
+    assert complete_checksum(partial6(good)) == good
+    udp = bytes(IPv6(src=KERNEL6, dst=US6) / UDP(sport=5, dport=6) / Raw(b"u" * 33))
+    spoiled = udp[:46] + b"\0\0" + udp[48:]
+    assert complete_checksum(spoiled) == udp
+    with_ext = tcp6(b"e", ext=scapy.IPv6ExtHdrDestOpt())
+    assert complete_checksum(with_ext) is None                # not where partials are
+    assert complete_checksum(good[:50]) is None              # payload length > the bytes
+
+
+def test_faulty_link_marks_ipv6_ce_in_the_traffic_class():
+    """A step-marking FaultyLink sets CE in an ECN-capable IPv6 packet's Traffic Class
+    (RFC 3168 5, RFC 8200 7) and leaves everything else as it was."""
+    from fasttcp.link import FaultConfig, FaultyLink
+
+    link = FaultyLink(FaultConfig(rate=8e3, ce_threshold=1))    # 1 kB/s: all queue
+    ect = bytes(IPv6(src=US6, dst=KERNEL6, tc=0xA1, fl=0x12345) / TCP() / Raw(b"x" * 50))
+    plain = bytes(IPv6(src=US6, dst=KERNEL6, tc=0xA0, fl=0x12345) / TCP() / Raw(b"x" * 50))
+    link.push([ect, plain, ect], 0.0)
+    out = link.pop(10.0)
+    assert [IPv6(p).tc for p in out] == [0xA1, 0xA0, 0xA3]
+    assert [IPv6(p).fl for p in out] == [0x12345] * 3
+    assert out[2][:1] == ect[:1] and out[2][2:] == ect[2:]
+    assert link.stats.ce_marked == 1

@@ -443,9 +443,9 @@ cdef class _Arena:
 cdef class TunIO:
     """Batched I/O on an open, non-blocking TUN fd (the caller owns and closes the fd).
 
-    ``recv_batch(max)`` returns a list of IP packets (IPv4 or IPv6); per-packet ``RX_*`` flags of the
-    last batch are in :attr:`last_rx_flags`, and :attr:`parse_flags` says how the batch
-    may be parsed. ``send_batch(packets, gso=0)`` writes a list and returns how many
+    ``recv_batch(max)`` returns a list of IP packets (IPv4 or IPv6); per-packet ``RX_*``
+    flags of the last batch are in :attr:`last_rx_flags`, and :attr:`parse_flags` says how
+    the batch may be parsed. ``send_batch(packets, gso=0)`` writes a list and returns how many
     packets were written; the rest were dropped (``tx_dropped``). With the writer thread it
     queues them instead (see :meth:`start_tx_thread`).
 
@@ -830,8 +830,8 @@ cdef class TunIO:
         return n
 
     def send_batch(self, packets, int gso=0) -> int:
-        """Write every packet (bytes-like IPv4 or IPv6, or a SplitPacket written with scatter
-        I/O); returns how many were written. With a writer thread they are queued for it
+        """Write every packet (bytes-like IPv4 or IPv6, or a SplitPacket written with
+        scatter I/O); returns how many were written. With a writer thread they are queued for it
         and the whole count is returned: ones that did not fit its ring are dropped
         (``tx_queue_drops``), as a full device queue drops them.
 
