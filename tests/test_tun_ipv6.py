@@ -20,8 +20,8 @@ from netns_util import Background, sock_in, temp_netns, tun_unavailable, unique_
 
 from fasttcp.link import netns as ns
 from fasttcp.link._tunio import TunIO
-from fasttcp.link.tun import (RX_FLAG_CSUM_PARTIAL, RX_FLAG_CSUM_VALID, RX_FLAG_GSO, TunLink,
-                              link_addresses)
+from fasttcp.link.tun import (RX_FLAG_CSUM_PARTIAL, RX_FLAG_CSUM_VALID, RX_FLAG_GSO,
+                              TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TunLink, link_addresses)
 
 scapy = pytest.importorskip("scapy.all")
 IPv6, TCP, UDP, Raw = scapy.IPv6, scapy.TCP, scapy.UDP, scapy.Raw
@@ -124,6 +124,11 @@ def tcp6_to(port: int):
 
 def test_dual_stack_device_addresses_routes_and_no_dad(link_factory, netns):
     link = link_factory()
+    # Offloads stay on with both families: TSO6 beside TSO4 and checksums.
+    assert link.offload_flags == TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 and link.vnet_hdr
+    caps = link.capabilities
+    assert caps.tso_max_size == caps.gro_max_size == 65535
+    assert caps.rx_checksum_offload and caps.tx_checksum_offload
     assert link.addresses == (US, US6)
     assert link.kernel_addresses == (KERNEL, KERNEL6)
     assert link.networks == ("10.77.0.0/24", "fd77::/64")
@@ -167,6 +172,21 @@ def test_ipv6_only_link_and_shared_prefix(link_factory, netns):
     with ns.iproute(netns) as ipr:
         got = sorted(a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=two.ifindex))
     assert got == ["10.78.0.1", "fd78::1"]
+
+
+def test_open_on_an_event_loop_takes_addresses(netns):
+    """``await TunLink.open(..., addresses=[...])`` sets up both families without
+    blocking the loop (its executor), and ``aclose`` removes the device."""
+    import asyncio
+
+    async def main():
+        link = await TunLink.open(unique_ifname(), addresses=DUAL, netns=netns)
+        try:
+            return link.addresses, link.kernel_addresses
+        finally:
+            await link.aclose()
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == ((US, US6), (KERNEL, KERNEL6))
 
 
 def test_attach_reads_both_families(netns):

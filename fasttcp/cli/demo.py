@@ -214,7 +214,8 @@ def run_demo(size: int, mtu: int, offload: bool, memory: bool, ipv6: bool = Fals
             reason = f"setting up the TUN device failed: {e.strerror or e}"
         else:
             return _run_tun_demo(link, ns, size, mtu)
-    print(f"(TUN demo unavailable: {reason}; running the transfer in memory)")
+    print(f"(TUN demo unavailable: {reason}; running the transfer in memory"
+          f"{', over IPv4' if ipv6 else ''})")
     return memory_demo(size, mtu)
 
 
