@@ -289,6 +289,7 @@ class Peer6:
         self.data = bytearray()
         self.fin = False
         self.seen: list = []                      # (length, rx flags) of each data packet
+        self.raw: list = []                       # the first data packets, as they came
 
     def seg(self, flags: str, payload: bytes = b"", seq=None, **kw) -> bytes:
         return bytes(IPv6(src=US6, dst=KERNEL6) /
@@ -311,6 +312,8 @@ class Peer6:
             payload = bytes(tcp.payload)
             if payload:
                 self.seen.append((len(raw), fl))
+                if len(self.raw) < 64:
+                    self.raw.append(bytes(raw))
             if tcp.seq == self.rcv_nxt and payload:
                 self.data += payload
                 self.rcv_nxt = (self.rcv_nxt + len(payload)) & 0xFFFFFFFF
@@ -322,11 +325,13 @@ class Peer6:
             self.link.send_batch(out)
 
 
-def test_kernel_tso6_bursts_arrive_whole_and_byte_exact(link_factory, netns):
+@pytest.mark.parametrize("complete", [False, True])
+def test_kernel_tso6_bursts_arrive_whole_and_byte_exact(link_factory, netns, complete):
     """A kernel IPv6 client sends 1 MiB to a scapy peer on the TUN: its TSO6 bursts come
-    up whole (RX_FLAG_GSO, larger than the MTU) with partial checksums, the IPv6 payload
-    length of each matches the frame, and the bytes arrive exactly."""
-    link = link_factory(offload=True)
+    up whole (RX_FLAG_GSO, larger than the MTU) with partial checksums - or, with
+    complete_checksums, completed in C: scapy finds every one right - and the bytes
+    arrive exactly."""
+    link = link_factory(offload=True, complete_checksums=complete)
     peer = Peer6(link, 7)
     data = os.urandom(1 << 20)
 
@@ -352,7 +357,9 @@ def test_kernel_tso6_bursts_arrive_whole_and_byte_exact(link_factory, netns):
     assert peer.fin and bytes(peer.data) == data
     supers = [(n, fl) for n, fl in peer.seen if fl & RX_FLAG_GSO]
     assert supers and max(n for n, _ in supers) > 1500
-    assert all(fl & RX_FLAG_CSUM_PARTIAL for _, fl in peer.seen)
+    want = RX_FLAG_CSUM_VALID if complete else RX_FLAG_CSUM_PARTIAL
+    assert all(fl & want for _, fl in peer.seen)
+    assert all(scapy_ok(raw) for raw in peer.raw) == complete
     st = link.stats()
     assert st["rx_gso_packets"] >= len(supers) and st["rx_csum_errors"] == 0
 
