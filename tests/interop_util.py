@@ -4,7 +4,8 @@ small kernel-side programs that run inside a namespace.
 
 Used by ``tests/test_interop.py`` and ``benchmarks/bench_tun.py``. Every namespace is made
 by :func:`netns_util.temp_netns` (unique name, removed on exit even after a failure); the
-only addresses in play are 10.77.x.0/24 inside those namespaces.
+only addresses in play are 10.77.x.0/24, fd77::/64 (the TUN), fd77:1::/64 (veth) and, in
+:func:`router_netns`, fd78::/64 and fd79::/64, inside those namespaces.
 
 Run as a script, this file is the kernel side of a benchmark or test in a namespace of its
 own process (no GIL shared with the fasttcp event loop)::
@@ -43,7 +44,14 @@ if HERE not in sys.path:                     # benchmarks import us from tests/
 
 KERNEL = "10.77.0.1"       # the kernel's address on the TUN device
 US = "10.77.0.2"           # fasttcp's address
+KERNEL6 = "fd77::1"        # the same over IPv6 (a unique local /64, RFC 4193)
+US6 = "fd77::2"
 VETH_A, VETH_B = "10.77.1.1", "10.77.1.2"
+VETH_A6, VETH_B6 = "fd77:1::1", "fd77:1::2"
+#: router_netns: the TUN namespace's and the router's ends of the first veth link, and the
+#: router's and the server's ends of the second (the narrow one).
+R_TUN6, R_IN6 = "fd78::1", "fd78::2"
+R_OUT6, SERVER6 = "fd79::1", "fd79::2"
 CHUNK = 1 << 20
 #: The fixed first line of an HTTP response from :func:`serve_source`.
 HTTP_OK = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
@@ -53,10 +61,18 @@ HTTP_OK = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
 # Namespaces, links, hosts (test-process side)
 # ==========================================================================================
 
+#: ``tun_netns(family=...)``: fasttcp's addresses on the TUN link for each choice.
+FAMILY_ADDRESSES = {"ipv4": [f"{US}/24"], "ipv6": [f"{US6}/64"],
+                    "dual": [f"{US}/24", f"{US6}/64"]}
+
+
 @contextmanager
-def tun_netns(offload: bool = True, mtu: int = 1500, **link_kw: Any) -> Iterator[Tuple[str, Any]]:
+def tun_netns(offload: bool = True, mtu: int = 1500, family: str = "ipv4",
+              **link_kw: Any) -> Iterator[Tuple[str, Any]]:
     """A private namespace with a TUN link in it: yields ``(netns, link)``; the kernel is
-    KERNEL/24 on the device, fasttcp is US. Link and namespace are gone afterwards.
+    KERNEL/24 on the device, fasttcp is US - or, with ``family="ipv6"``, KERNEL6/64 and
+    US6, or with ``family="dual"`` both (``link.addresses``). Link and namespace are gone
+    afterwards. ``addresses=[...]`` in ``link_kw`` overrides ``family``.
 
     Usable inside a running event loop too (TunLink does its netlink work in a helper
     thread there), though it blocks the loop while it sets up."""
@@ -64,9 +80,11 @@ def tun_netns(offload: bool = True, mtu: int = 1500, **link_kw: Any) -> Iterator
 
     from fasttcp.link.tun import TunLink
 
+    if family not in FAMILY_ADDRESSES:
+        raise ValueError(f"family must be one of {sorted(FAMILY_ADDRESSES)}")
+    link_kw.setdefault("addresses", FAMILY_ADDRESSES[family])
     with temp_netns() as ns:
-        link = TunLink(unique_ifname("fti"), address=US, prefix=24, mtu=mtu, netns=ns,
-                       offload=offload, **link_kw)
+        link = TunLink(unique_ifname("fti"), mtu=mtu, netns=ns, offload=offload, **link_kw)
         try:
             yield ns, link
         finally:
@@ -74,23 +92,239 @@ def tun_netns(offload: bool = True, mtu: int = 1500, **link_kw: Any) -> Iterator
 
 
 def make_host(link: Any, **settings: Any) -> Any:
-    """A fasttcp Host on US that fits ``link`` (MTU, TSO super-segments if offloaded)."""
+    """A fasttcp Host on the link's addresses (US by default) that fits ``link`` (MTU, TSO
+    super-segments if offloaded). Several addresses (a dual-stack link) go to the Host as
+    a list."""
     from fasttcp import Host
 
     settings.setdefault("mtu", link.mtu)
     settings.setdefault("gso_max", 65000 if link.offload else 0)
-    return Host(US, **settings)
+    addrs = list(getattr(link, "addresses", ()) or (US,))
+    return Host(addrs[0] if len(addrs) == 1 else addrs, **settings)
+
+
+def family_of(address: str) -> int:
+    """AF_INET6 for an IPv6 address, else AF_INET."""
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def hostport(address: str, port: int) -> str:
+    """``10.77.0.2:80`` or ``[fd77::2]:80`` (RFC 3986 3.2.2: IPv6 in brackets)."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def http_url(address: str, port: int = 80, path: str = "/") -> str:
+    """The URL curl takes for ``address``: ``http://[fd77::2]:8080/file`` for IPv6."""
+    return f"http://{hostport(address, port)}{path}"
+
+
+def curl_argv(address: str, port: int = 80, path: str = "/", extra: Tuple[str, ...] = (),
+              curl: Optional[str] = None) -> List[str]:
+    """curl (by absolute path, for ``exec``) fetching ``http_url(...)``, forced to the
+    address's family (-4 / -6) and without URL globbing (brackets are literal)."""
+    import shutil
+
+    return [curl or shutil.which("curl") or "/usr/bin/curl", "-sS", "-g",
+            "-6" if ":" in address else "-4", *extra, http_url(address, port, path)]
+
+
+def ping(netns: str, address: str, count: int = 3, payload: bytes = b"fasttcp-ping",
+         timeout: float = 2.0, ident: int = 0x4654) -> List[float]:
+    """What ``ping`` / ``ping -6`` does, from a raw socket of the kernel in ``netns``:
+    ``count`` ICMP (ICMPv6, RFC 4443 4.1) echo requests to ``address``, one at a time.
+    Returns the round-trip time of each (seconds); TimeoutError if one goes unanswered
+    within ``timeout``. Each reply must carry the request's identifier, sequence number
+    and payload."""
+    from netns_util import sock_in
+
+    v6 = ":" in address
+    if v6:
+        s = sock_in(netns, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6,
+                    timeout=timeout)
+        request, reply = 128, 129
+    else:
+        s = sock_in(netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP,
+                    timeout=timeout)
+        request, reply = 8, 0
+    rtts: List[float] = []
+    try:
+        for seq in range(1, count + 1):
+            msg = bytearray(struct.pack("!BBHHH", request, 0, 0, ident, seq) + payload)
+            if not v6:             # ICMPv6 raw sockets get their checksum from the kernel
+                msg[2:4] = struct.pack("!H", _inet_checksum(bytes(msg)))
+            t0 = time.perf_counter()
+            s.sendto(bytes(msg), (address, 0))
+            end = time.monotonic() + timeout
+            for _ in range(1000):
+                if time.monotonic() > end:
+                    raise TimeoutError(f"no echo reply from {address} (seq {seq})")
+                s.settimeout(max(0.001, end - time.monotonic()))
+                try:
+                    data, _peer = s.recvfrom(65535)
+                except socket.timeout:
+                    raise TimeoutError(f"no echo reply from {address} (seq {seq})") from None
+                if not v6:
+                    data = data[(data[0] & 15) * 4:]              # past the IPv4 header
+                if len(data) < 8 or data[0] != reply:
+                    continue                                       # our own request, ...
+                if struct.unpack("!HH", data[4:8]) != (ident, seq):
+                    continue
+                if data[8:] != payload:
+                    raise AssertionError(f"echo reply payload differs: {data[8:]!r}")
+                rtts.append(time.perf_counter() - t0)
+                break
+            else:
+                raise TimeoutError(f"no echo reply from {address} (seq {seq})")
+    finally:
+        s.close()
+    return rtts
+
+
+def _inet_checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    acc = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while acc >> 16:
+        acc = (acc & 0xFFFF) + (acc >> 16)
+    return ~acc & 0xFFFF
+
+
+def _add_addr6(ipr: Any, idx: int, address: str, prefix: int = 64) -> None:
+    """An IPv6 address without Duplicate Address Detection (usable at once)."""
+    ipr.addr("add", index=idx, address=address, prefixlen=prefix, flags=0x02)  # NODAD
+
+
+def _wait_local6(ns_name: str, addresses: List[str], timeout: float = 5.0) -> None:
+    """Until each address has its local route in ``ns_name`` (Linux adds it from a work
+    queue, also without DAD)."""
+    from netns_util import wait_until
+
+    from fasttcp.link import netns as ns
+
+    def ready() -> bool:
+        with ns.iproute(ns_name) as ipr:
+            return all(any(r["type"] == 2 for r in ipr.route("get", dst=a))
+                       for a in addresses)
+    if not wait_until(ready, timeout, 0.005):
+        raise TimeoutError(f"IPv6 addresses {addresses} not usable in {ns_name}")
+
+
+def _wait_carrier(ns_name: str, ifname: str, timeout: float = 5.0) -> None:
+    """Until ``ifname`` in ``ns_name`` is operationally up (a veth has its carrier once
+    both ends are up; IPv6 sends nothing, neighbour solicitations included, before)."""
+    from netns_util import wait_until
+
+    from fasttcp.link import netns as ns
+
+    def up() -> bool:
+        with ns.iproute(ns_name) as ipr:
+            idx = ipr.link_lookup(ifname=ifname)
+            return bool(idx) and ipr.get_links(idx[0])[0].get_attr("IFLA_OPERSTATE") == "UP"
+    if not wait_until(up, timeout, 0.005):
+        raise TimeoutError(f"{ifname} in {ns_name} did not come up")
+
+
+def _ipv6_ready(ns_name: str, forwarding: bool = False) -> None:
+    """IPv6 on in a namespace, no DAD on devices made later, forwarding as asked."""
+    from fasttcp.link import netns as ns
+
+    for conf in ("all", "default"):
+        ns.write_net_sysctl(ns_name, f"ipv6/conf/{conf}/disable_ipv6", "0")
+        ns.write_net_sysctl(ns_name, f"ipv6/conf/{conf}/accept_dad", "0")
+    if forwarding:
+        ns.write_net_sysctl(ns_name, "ipv6/conf/all/forwarding", "1")
+
+
+def _veth(a: str, b: str, name_a: str, name_b: str, mtu: int) -> Tuple[int, int]:
+    """A veth pair from namespace ``a`` (``name_a``) to ``b`` (``name_b``), both up at
+    ``mtu``; returns their interface indexes."""
+    from fasttcp.link import netns as ns
+
+    with ns.iproute(a) as ipr:
+        ipr.link("add", ifname=name_a, kind="veth", peer={"ifname": name_b, "net_ns_fd": b})
+        ia = ipr.link_lookup(ifname=name_a)[0]
+        ipr.link("set", index=ia, mtu=mtu, state="up")
+    with ns.iproute(b) as ipr:
+        ib = ipr.link_lookup(ifname=name_b)[0]
+        ipr.link("set", index=ib, mtu=mtu, state="up")
+    _wait_carrier(a, name_a)
+    _wait_carrier(b, name_b)
+    return ia, ib
+
+
+class RouterNet:
+    """``router_netns``'s topology (all names and addresses)::
+
+        fasttcp --TUN-- [tun_ns] --veth MTU 1500-- [router_ns] --veth MTU narrow_mtu-- [server_ns]
+        US6             KERNEL6   R_TUN6      R_IN6            R_OUT6            SERVER6
+
+    ``tun_ns`` and ``router_ns`` forward IPv6; a packet from fasttcp to SERVER6 larger
+    than the narrow link gets an ICMPv6 Packet Too Big (RFC 4443 3.2) from the router
+    (source R_IN6), with the narrow link's MTU."""
+
+    def __init__(self, tun_ns: str, link: Any, router_ns: str, server_ns: str,
+                 narrow_mtu: int) -> None:
+        self.tun_ns, self.link, self.router_ns, self.server_ns = (tun_ns, link, router_ns,
+                                                                  server_ns)
+        self.narrow_mtu = narrow_mtu
+        self.us, self.kernel, self.router, self.server = US6, KERNEL6, R_IN6, SERVER6
 
 
 @contextmanager
-def veth_netns(mtu: int = 1500) -> Iterator[Tuple[str, str]]:
+def router_netns(offload: bool = True, mtu: int = 1500, narrow_mtu: int = 1280,
+                 **link_kw: Any) -> Iterator[RouterNet]:
+    """Three namespaces (see :class:`RouterNet`): the TUN link's, a router's and a
+    server's, the router's link to the server ``narrow_mtu`` wide (1280: the IPv6
+    minimum). Everything is removed afterwards."""
+    from netns_util import temp_netns
+
+    from fasttcp.link import netns as ns
+
+    with temp_netns() as tun_ns, temp_netns() as router, temp_netns() as server:
+        _ipv6_ready(tun_ns, forwarding=True)
+        _ipv6_ready(router, forwarding=True)
+        _ipv6_ready(server)
+        ia, ib = _veth(tun_ns, router, "vr0", "vr1", 1500)
+        oa, ob = _veth(router, server, "vs0", "vs1", narrow_mtu)
+        with ns.iproute(tun_ns) as ipr:
+            _add_addr6(ipr, ia, R_TUN6)
+            ipr.route("add", dst="fd79::/64", gateway=R_IN6)
+        with ns.iproute(router) as ipr:
+            _add_addr6(ipr, ib, R_IN6)
+            _add_addr6(ipr, oa, R_OUT6)
+            ipr.route("add", dst="fd77::/64", gateway=R_TUN6)
+        with ns.iproute(server) as ipr:
+            _add_addr6(ipr, ob, SERVER6)
+            ipr.route("add", dst="::/0", gateway=R_OUT6)
+        _wait_local6(tun_ns, [R_TUN6])
+        _wait_local6(router, [R_IN6, R_OUT6])
+        _wait_local6(server, [SERVER6])
+        from netns_util import unique_ifname
+
+        from fasttcp.link.tun import TunLink
+
+        link_kw.setdefault("addresses", FAMILY_ADDRESSES["ipv6"])
+        link = TunLink(unique_ifname("ftr"), mtu=mtu, netns=tun_ns, offload=offload,
+                       **link_kw)
+        try:
+            yield RouterNet(tun_ns, link, router, server, narrow_mtu)
+        finally:
+            link.close()
+
+
+@contextmanager
+def veth_netns(mtu: int = 1500, ipv6: bool = False) -> Iterator[Tuple[str, str]]:
     """Two namespaces joined by a veth pair (pyroute2): yields ``(ns_a, ns_b)``; ns_a has
-    VETH_A/24, ns_b has VETH_B/24. Both are removed afterwards (the pair goes with them)."""
+    VETH_A/24, ns_b has VETH_B/24 (and with ``ipv6`` VETH_A6/64 and VETH_B6/64, usable
+    at once). Both are removed afterwards (the pair goes with them)."""
     from netns_util import temp_netns
 
     from fasttcp.link import netns as ns
 
     with temp_netns() as a, temp_netns() as b:
+        if ipv6:
+            _ipv6_ready(a)
+            _ipv6_ready(b)
         with ns.iproute(a) as ipr:
             ipr.link("add", ifname="veth-a", kind="veth",
                      peer={"ifname": "veth-b", "net_ns_fd": b})
@@ -102,7 +336,16 @@ def veth_netns(mtu: int = 1500) -> Iterator[Tuple[str, str]]:
             idx = ipr.link_lookup(ifname="veth-b")[0]
             ipr.link("set", index=idx, mtu=mtu)
             ipr.addr("add", index=idx, address=VETH_B, prefixlen=24)
+            if ipv6:
+                _add_addr6(ipr, idx, VETH_B6)
             ipr.link("set", index=idx, state="up")
+        if ipv6:
+            with ns.iproute(a) as ipr:
+                _add_addr6(ipr, ipr.link_lookup(ifname="veth-a")[0], VETH_A6)
+            _wait_local6(a, [VETH_A6])
+            _wait_local6(b, [VETH_B6])
+            _wait_carrier(a, "veth-a")
+            _wait_carrier(b, "veth-b")
         yield a, b
 
 
@@ -232,7 +475,7 @@ def client_send(addr: Tuple[str, int], size: int, cc: Optional[str] = None) -> d
     process's CPU time over the same span (user + system, which includes the kernel's
     TCP work done in its context). ``cc`` picks the socket's congestion control
     (TCP_CONGESTION, e.g. "cubic"); by default the namespace's default (sysctl)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s = socket.socket(family_of(addr[0]), socket.SOCK_STREAM)
     s.settimeout(60)
     if cc:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
@@ -255,14 +498,14 @@ def client_send(addr: Tuple[str, int], size: int, cc: Optional[str] = None) -> d
 
 def client_get(addr: Tuple[str, int], size: int) -> dict:
     """HTTP GET; read the body to EOF; checks its length is ``size``."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s = socket.socket(family_of(addr[0]), socket.SOCK_STREAM)
     s.settimeout(60)
     try:
         c0 = cpu_seconds()
         t0 = time.perf_counter()
         s.connect(addr)
-        s.sendall(f"GET /bench HTTP/1.1\r\nHost: {addr[0]}\r\nConnection: close\r\n\r\n"
-                  .encode())
+        s.sendall(f"GET /bench HTTP/1.1\r\nHost: {hostport(*addr)}\r\nConnection: "
+                  "close\r\n\r\n".encode())
         head, rest = read_http_head(s)
         got = len(rest) + recv_to_eof(s, limit=size)
         dt = time.perf_counter() - t0
@@ -276,7 +519,7 @@ def client_get(addr: Tuple[str, int], size: int) -> dict:
 def _serve(addr: Tuple[str, int], count: int, handle) -> None:
     """Accept ``count`` connections one after another, run ``handle(conn)`` on each, close
     it; prints "ready" once listening."""
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls = socket.socket(family_of(addr[0]), socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind(addr)
     ls.listen(16)
@@ -366,7 +609,10 @@ def serve_source(addr: Tuple[str, int], count: int, size: int) -> None:
 
 
 def _hostport(text: str) -> Tuple[str, int]:
+    """``IP:PORT``, or ``[IPv6]:PORT``."""
     h, p = text.rsplit(":", 1)
+    if h.startswith("[") and h.endswith("]"):
+        h = h[1:-1]
     return h, int(p)
 
 

@@ -696,13 +696,13 @@ def test_rx_classification_of_vnet_frames(dgram_pair):
     frag = bytearray(tcp_pkt())
     frag[6] |= 0x20                                                # MF set
     icmp = build_icmp_echo(KERNEL, US, 1, 1, b"ping")
-    ipv6 = bytes([0x60]) + bytes(47)
+    not_ip = bytes([0x50]) + bytes(47)                            # version 5
     frames = [
         NEEDS_CSUM + partial(good),                        # 0: partial
         VNET.pack(2, 0, 0, 0, 0, 0) + bad,                 # 1: DATA_VALID: trusted as is
         bytes(10) + good,                                  # 2: plain: verified by the link
         bytes(10) + bad,                                   # -: plain, bad: dropped
-        bytes(10) + ipv6,                                  # -: not IPv4: dropped
+        bytes(10) + not_ip,                                # -: neither IPv4 nor IPv6
         b"\x01\x02\x03",                                   # -: shorter than the header
         VNET.pack(1, 1, 40, 1448, 20, 16) + partial(good),  # 3: GSO + partial
         VNET.pack(1, 0, 0, 0, 20, 2000) + partial(good),   # -: checksum offset out of range
@@ -717,7 +717,7 @@ def test_rx_classification_of_vnet_frames(dgram_pair):
                                       RX_FLAG_CSUM_VALID,
                                       RX_FLAG_CSUM_PARTIAL | RX_FLAG_GSO, 0, 0]
     st = io.stats()
-    assert (st["rx_packets"], st["rx_csum_errors"], st["rx_non_ipv4"], st["rx_errors"],
+    assert (st["rx_packets"], st["rx_csum_errors"], st["rx_non_ip"], st["rx_errors"],
             st["rx_gso_packets"]) == (6, 1, 1, 2, 1)
     assert io.parse_flags == PARSE_NO_TCP_CSUM
     # What the host would do: with the link's flag every TCP packet parses.

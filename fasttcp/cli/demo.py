@@ -22,6 +22,12 @@ from fasttcp.host.host import Host
 from fasttcp.link.tun import TunLink, tun_available
 
 ADDRESS = "10.77.0.2"          # fasttcp's address; the kernel takes 10.77.0.1 on the TUN
+ADDRESS6 = "fd77::2"           # with --ipv6; the kernel takes fd77::1/64 (RFC 4193 ULA)
+
+
+def _url_host(address: str) -> str:
+    """An address as a URL's host (RFC 3986 3.2.2: IPv6 in brackets)."""
+    return f"[{address}]" if ":" in address else address
 
 
 def _enter_netns(name: str):
@@ -45,19 +51,21 @@ def _info_line(conn) -> str:
             f"retransmits={i.retransmits} bytes_acked={i.bytes_acked}")
 
 
-async def _python_client(ns: str, url_path: str, size: int) -> Dict[str, Any]:
+async def _python_client(ns: str, url_path: str, size: int,
+                         address: str = ADDRESS) -> Dict[str, Any]:
     """The kernel's TCP through a plain Python socket in the namespace (no curl)."""
     from fasttcp.link.netns import socket_in
 
-    s = socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    s = socket_in(ns, family, socket.SOCK_STREAM)
     s.settimeout(30)
 
     def run() -> Dict[str, Any]:
         t0 = time.perf_counter()
-        s.connect((ADDRESS, 80))
+        s.connect((address, 80))
         t_conn = time.perf_counter() - t0
-        s.sendall(f"GET {url_path} HTTP/1.1\r\nHost: {ADDRESS}\r\nConnection: close\r\n\r\n"
-                  .encode())
+        s.sendall(f"GET {url_path} HTTP/1.1\r\nHost: {_url_host(address)}\r\n"
+                  "Connection: close\r\n\r\n".encode())
         h = hashlib.sha256()
         buf = bytearray(1 << 20)
         head = b""
@@ -93,14 +101,16 @@ async def _python_client(ns: str, url_path: str, size: int) -> Dict[str, Any]:
         s.close()
 
 
-async def _curl_client(ns: str, curl: str, size: int) -> Dict[str, Any]:
+async def _curl_client(ns: str, curl: str, size: int,
+                       address: str = ADDRESS) -> Dict[str, Any]:
     with tempfile.NamedTemporaryFile(prefix="fasttcp-demo-", delete=False) as f:
         path = f.name
     try:
         proc = await asyncio.create_subprocess_exec(
-            curl, "-sS", "--max-time", "60", "-o", path, "-w",
+            # -g: the brackets of an IPv6 URL are literal, not a glob
+            curl, "-sS", "-g", "--max-time", "60", "-o", path, "-w",
             "%{http_code} %{size_download} %{time_connect} %{time_total}",
-            f"http://{ADDRESS}/file", stdout=asyncio.subprocess.PIPE,
+            f"http://{_url_host(address)}/file", stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, preexec_fn=_enter_netns(ns))
         try:
             out, err = await asyncio.wait_for(proc.communicate(), 90)
@@ -123,13 +133,14 @@ async def _curl_client(ns: str, curl: str, size: int) -> Dict[str, Any]:
 
 async def tun_demo(link: TunLink, ns: str, size: int, mtu: int) -> int:
     finished: List[str] = []
-    host = Host(ADDRESS, mtu=mtu, gso_max=65000 if link.offload else 0)
+    address = link.address or ADDRESS
+    host = Host(address, mtu=mtu, gso_max=65000 if link.offload else 0)
     http = HttpServer(size=size)
 
     async def handler(reader, writer):
         conn = writer.get_extra_info("fasttcp_connection")
-        print(f"  handshake: {conn.remote_address[0]}:{conn.remote_address[1]} -> "
-              f"{ADDRESS}:80 established; {_info_line(conn)}", flush=True)
+        print(f"  handshake: {_url_host(conn.remote_address[0])}:{conn.remote_address[1]} "
+              f"-> {_url_host(address)}:80 established; {_info_line(conn)}", flush=True)
         t0 = time.perf_counter()
         try:
             await http(reader, writer)
@@ -144,8 +155,8 @@ async def tun_demo(link: TunLink, ns: str, size: int, mtu: int) -> int:
     async with FastTcpStack(host, link) as stack:
         server = await stack.start_server(handler, 80)
         curl = shutil.which("curl")
-        result = await (_curl_client(ns, curl, size) if curl
-                        else _python_client(ns, "/file", size))
+        result = await (_curl_client(ns, curl, size, address) if curl
+                        else _python_client(ns, "/file", size, address))
         for _ in range(100):                   # let the close handshake finish
             if finished:
                 break
@@ -186,23 +197,25 @@ def memory_demo(size: int, mtu: int) -> int:
     return 0 if r.intact else 1
 
 
-def run_demo(size: int, mtu: int, offload: bool, memory: bool) -> int:
+def run_demo(size: int, mtu: int, offload: bool, memory: bool, ipv6: bool = False) -> int:
+    """The TUN demo (over IPv6 with ``ipv6``), or the in-memory one without TUN or root."""
     reason = "--memory was given" if memory else tun_available()
     if reason is None:
         ns = f"fasttcp-demo-{os.getpid()}"
+        address, kernel = (ADDRESS6, "fd77::1/64") if ipv6 else (ADDRESS, "10.77.0.1/24")
         print(f"fasttcp demo: the Linux kernel's TCP downloads {size / 2**20:.0f} MiB from a "
-              f"fasttcp HTTP server over a TUN device (MTU {mtu}, offload "
-              f"{'on' if offload else 'off'})")
-        print(f"  setting up network namespace {ns}: TUN ftdemo0, kernel side 10.77.0.1/24, "
-              f"fasttcp on {ADDRESS}", flush=True)
+              f"fasttcp HTTP server over a TUN device ({'IPv6, ' if ipv6 else ''}MTU {mtu}, "
+              f"offload {'on' if offload else 'off'})")
+        print(f"  setting up network namespace {ns}: TUN ftdemo0, kernel side {kernel}, "
+              f"fasttcp on {address}", flush=True)
         try:
-            link = TunLink("ftdemo0", address=ADDRESS, prefix=24, mtu=mtu, netns=ns,
-                           offload=offload)
+            link = TunLink("ftdemo0", address=address, mtu=mtu, netns=ns, offload=offload)
         except OSError as e:                   # the link removed what it had made
             reason = f"setting up the TUN device failed: {e.strerror or e}"
         else:
             return _run_tun_demo(link, ns, size, mtu)
-    print(f"(TUN demo unavailable: {reason}; running the transfer in memory)")
+    print(f"(TUN demo unavailable: {reason}; running the transfer in memory"
+          f"{', over IPv4' if ipv6 else ''})")
     return memory_demo(size, mtu)
 
 

@@ -1,8 +1,9 @@
 """The ``fasttcp`` command (also ``python -m fasttcp``).
 
-  fasttcp demo                 the kernel's TCP downloads from fasttcp over TUN, explained
-  fasttcp serve {echo,discard,http} [--netns NS] [--tun NAME] [--address ADDR] [--port P]
-                               [--root DIR | --size BYTES] [--stats-interval S] [--grace S]
+  fasttcp demo [--ipv6]        the kernel's TCP downloads from fasttcp over TUN, explained
+  fasttcp serve {echo,discard,http} [--netns NS] [--tun NAME] [--address ADDR[/PREFIX]]...
+                               [--port P] [--root DIR | --size BYTES] [--stats-interval S]
+                               [--grace S]
   fasttcp stats [--tun NAME | --control PATH] [--json | --watch [S] [--count N]]
   fasttcp --version
 
@@ -12,11 +13,14 @@ refuses); SIGINT or SIGTERM stop ``serve`` and ``demo`` cleanly with one line.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import signal
 import sys
 import time
 from typing import List, NoReturn, Optional
+
+
+#: ``serve``'s address when no ``--address`` is given.
+DEFAULT_ADDRESS = "10.77.0.2"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,21 +81,15 @@ def _positive_seconds(text: str) -> float:
     return t
 
 
-def _ipv4(text: str) -> str:
-    try:
-        return str(ipaddress.IPv4Address(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid IPv4 address {text!r}") from None
-
-
 def _serve_address(text: str) -> str:
+    """One ``--address``: IPv4 or IPv6, optionally ``/PREFIX``; one line on what is wrong
+    (not an address, not a host address, link-local without a scope, ...)."""
     from fasttcp.cli.serve import check_address
-    address = _ipv4(text)
     try:
-        check_address(address)
+        check_address(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-    return address
+    return text
 
 
 def _directory(text: str) -> str:
@@ -136,7 +134,7 @@ def _version() -> str:
 def _demo(args: argparse.Namespace) -> int:
     from fasttcp.cli.demo import run_demo
 
-    return run_demo(args.size, args.mtu, not args.no_offload, args.memory)
+    return run_demo(args.size, args.mtu, not args.no_offload, args.memory, ipv6=args.ipv6)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -147,7 +145,8 @@ def _serve(args: argparse.Namespace) -> int:
     if reason is not None:
         print(f"fasttcp serve needs a TUN device: {reason}", file=sys.stderr)
         return 2
-    return serve(args.service, netns=args.netns, tun=args.tun, address=args.address,
+    return serve(args.service, netns=args.netns, tun=args.tun,
+                 address=args.address or [DEFAULT_ADDRESS],
                  port=args.port, root=args.root, size=args.size, offload=not args.no_offload,
                  mtu=args.mtu, control=args.control, duration=args.duration,
                  stats_interval=args.stats_interval, grace=args.grace)
@@ -203,6 +202,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     demo.add_argument("--mtu", type=_mtu, default=1500)
     demo.add_argument("--no-offload", action="store_true", help="no checksum/TSO offload")
     demo.add_argument("--memory", action="store_true", help="two fasttcp hosts in memory")
+    demo.add_argument("--ipv6", action="store_true", help="over IPv6: fasttcp on fd77::2, "
+                      "the kernel on fd77::1/64")
     demo.set_defaults(func=_demo)
 
     serve = sub.add_parser("serve", help="serve echo, discard or HTTP on a TUN device")
@@ -212,8 +213,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                        "removed on exit)")
     serve.add_argument("--tun", type=_ifname, default="ftun0",
                        help="TUN device name (default ftun0)")
-    serve.add_argument("--address", type=_serve_address, default="10.77.0.2",
-                       help="fasttcp's address; the kernel takes the first of its /24")
+    serve.add_argument("--address", type=_serve_address, action="append",
+                       metavar="ADDR[/PREFIX]",
+                       help="fasttcp's address, IPv4 or IPv6 (default 10.77.0.2); give it "
+                       "again for more (either family). The kernel takes the first address "
+                       "of each network: the /24 (IPv4) or /64 (IPv6) unless /PREFIX says")
     serve.add_argument("--port", type=_port, help="default: 7 echo, 9 discard, 80 http")
     group = serve.add_mutually_exclusive_group()
     group.add_argument("--root", type=_directory,
@@ -249,6 +253,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         stats.error("--count goes with --watch")
     if args.command == "serve" and args.service != "http" and args.root is not None:
         serve.error(f"--root is for http, not {args.service}")
+    if args.command == "serve":
+        from fasttcp.cli.serve import address_plan
+        try:
+            plan = address_plan(args.address or [DEFAULT_ADDRESS])
+        except ValueError as e:                  # the addresses do not work together
+            serve.error(str(e))
+        if args.mtu < 1280 and any(":" in a for a in plan):
+            serve.error(f"--mtu {args.mtu} is below 1280, the IPv6 minimum (RFC 8200 5)")
+    if args.command == "demo" and args.ipv6 and args.mtu < 1280:
+        demo.error(f"--mtu {args.mtu} is below 1280, the IPv6 minimum (RFC 8200 5)")
+    if args.command == "demo" and args.ipv6 and args.memory:
+        demo.error("--ipv6 is the TUN demo's; the in-memory transfer (--memory) is IPv4")
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -10,18 +10,26 @@ import signal
 import socket
 import stat
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from fasttcp.aio import FastTcpStack
 from fasttcp.cli.servers import DEFAULT_PORTS, control_path, make_handler
 from fasttcp.host.host import Host
 from fasttcp.link import netns as _ns
-from fasttcp.link.tun import TunLink
+from fasttcp.link.tun import (DEFAULT_PREFIX, TunLink, check_host_ip, check_link_address,
+                              link_addresses, parse_ip)
 from fasttcp.tcp.states import State
 
 #: After --grace, connections still open are closed (FIN) and get this long to finish the
 #: close handshake before they are reset.
 CLOSE_TIMEOUT = 2.0
+
+
+def hostport(address: Any) -> str:
+    """``10.77.0.2:80``, or ``[fd77::2]:80`` for IPv6 (RFC 3986 3.2.2), from a socket
+    address tuple (IPv6's has four fields)."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 def snapshot(host: Host, link: Any = None) -> Dict[str, Any]:
@@ -30,16 +38,17 @@ def snapshot(host: Host, link: Any = None) -> Dict[str, Any]:
     for c in host.connections():
         i = c.info()
         conns.append({
-            "local": f"{c.local_address[0]}:{c.local_address[1]}",
-            "remote": f"{c.remote_address[0]}:{c.remote_address[1]}",
+            "local": hostport(c.local_address),
+            "remote": hostport(c.remote_address),
             "state": i.state, "mss": i.mss, "cwnd": i.cwnd, "ssthresh": i.ssthresh,
             "srtt_ms": None if i.srtt is None else round(i.srtt * 1000, 3),
             "rto_ms": round(i.rto * 1000, 1), "retransmits": i.retransmits,
             "bytes_acked": i.bytes_acked, "bytes_received": i.bytes_received,
             "send_buffered": i.send_buffered, "recv_buffered": i.recv_buffered,
         })
-    data: Dict[str, Any] = {"address": host.address, "time": time.time(),
-                            "stats": host.stats(), "connections": conns}
+    addresses = list(getattr(host, "addresses", None) or (host.address,))
+    data: Dict[str, Any] = {"address": addresses[0], "addresses": addresses,
+                            "time": time.time(), "stats": host.stats(), "connections": conns}
     if link is not None and hasattr(link, "stats"):
         data["link"] = link.stats()
     return data
@@ -47,7 +56,7 @@ def snapshot(host: Host, link: Any = None) -> Dict[str, Any]:
 
 def render(data: Dict[str, Any]) -> str:
     """``ss -ti``-like text for a person."""
-    lines = [f"fasttcp host {data['address']}"]
+    lines = [f"fasttcp host {', '.join(data.get('addresses') or [data['address']])}"]
     stats = data["stats"]
     keys = sorted(stats)
     width = max((len(k) for k in keys), default=0)
@@ -77,7 +86,8 @@ def status_line(data: Dict[str, Any], previous: Optional[Dict[str, Any]] = None)
     n = len(data["connections"])
     by_state = ", ".join(f"{k} {v}" for k, v in sorted(states.items()))
     st = data["stats"]
-    line = (f"fasttcp {data['address']}: {n} connection{'' if n == 1 else 's'}"
+    line = (f"fasttcp {', '.join(data.get('addresses') or [data['address']])}: "
+            f"{n} connection{'' if n == 1 else 's'}"
             f"{f' ({by_state})' if by_state else ''}; packets in {st.get('packets_in', 0)} "
             f"out {st.get('packets_out', 0)}; retransmitted {st.get('retransmitted_segments', 0)}")
     if rtts:
@@ -169,41 +179,79 @@ def read_control(path: str) -> Dict[str, Any]:
 # Checks before anything is created
 # ------------------------------------------------------------------------------------------
 
-def kernel_side(address: str) -> str:
-    """The kernel's address on the TUN: the first address of ADDR's /24."""
-    net = ipaddress.ip_network(f"{address}/24", strict=False)
-    first = str(next(net.hosts()))
-    if first == address:
-        raise ValueError(f"{address} is the first address of its /24: the kernel side "
+def split_address(text: str) -> Tuple[str, Optional[int]]:
+    """``ADDR`` or ``ADDR/PREFIX`` (ValueError for a prefix that is no number)."""
+    addr, slash, prefix = text.partition("/")
+    if not slash:
+        return addr, None
+    if not prefix.isdigit():
+        raise ValueError(f"invalid prefix length {prefix!r} in {text!r}")
+    return addr, int(prefix)
+
+
+def kernel_side(address: str, prefix: Optional[int] = None) -> str:
+    """The kernel's address on the TUN: the first address of ADDR's network (its /24 for
+    IPv4, its /64 for IPv6, unless ``prefix`` says otherwise)."""
+    family = 6 if ":" in address else 4
+    plen = DEFAULT_PREFIX[family] if prefix is None else prefix
+    try:
+        net = ipaddress.ip_network(f"{address}/{plen}", strict=False)
+    except ValueError:
+        return ""                              # check_link_address says what is wrong
+    first = str(net.network_address + 1)
+    if first == str(ipaddress.ip_address(address)):
+        raise ValueError(f"{address} is the first address of its /{plen}: the kernel side "
                          f"takes it; pick another")
     return first
 
 
 def check_address(address: str) -> str:
-    """fasttcp's address for ``serve``: a host address of its /24 other than the first
-    (the kernel's). Returns the kernel's address."""
-    kernel = kernel_side(address)
-    TunLink._check_addresses(address, 24, kernel)    # network, broadcast, multicast, ...
-    return kernel
+    """fasttcp's address for ``serve`` (``ADDR`` or ``ADDR/PREFIX``, IPv4 or IPv6): a host
+    address of its network other than the first (the kernel's). Returns the kernel's
+    address; ValueError in one line otherwise."""
+    addr, prefix = split_address(address)
+    ip = parse_ip(addr)                        # not an address; scoped (link-local)
+    check_host_ip(ip)                          # multicast, unspecified, link-local, ...
+    kernel_side(str(ip), prefix)
+    _, kernel, _ = check_link_address(str(ip), prefix)   # prefix, network, broadcast, ...
+    return str(kernel)
+
+
+def address_plan(addresses: Sequence[str]) -> List[str]:
+    """``--address`` values (one or more, either family) as TunLink's ``addresses=``
+    (``ADDR/PREFIX``, the default prefix filled in); ValueError for any that cannot work
+    or that cannot work together (twice the same, overlapping networks)."""
+    out = []
+    for text in addresses:
+        check_address(text)
+        addr, prefix = split_address(text)
+        a = ipaddress.ip_address(addr)
+        out.append(f"{a}/{DEFAULT_PREFIX[a.version] if prefix is None else prefix}")
+    link_addresses(addresses=out)
+    return out
 
 
 def routing_conflict(netns: Optional[str], address: str, tun: str) -> Optional[str]:
-    """Why ADDR's /24 would not reach a new TUN device in ``netns`` (None: it would): an
-    address of the /24 on another interface, or a route for it (or a part of it) through
-    one. The connected route of the TUN would lose to either, and every connection would
-    time out."""
-    net = ipaddress.ip_network(f"{address}/24", strict=False)
+    """Why ADDR's network (``ADDR/PREFIX``; by default its /24, or /64 for IPv6) would not
+    reach a new TUN device in ``netns`` (None: it would): an address of the network on
+    another interface, or a route for it (or a part of it) through one. The connected
+    route of the TUN would lose to either, and every connection would time out."""
+    addr, prefix = split_address(address)
+    version = ipaddress.ip_address(addr).version
+    plen = DEFAULT_PREFIX[version] if prefix is None else prefix
+    net = ipaddress.ip_network(f"{addr}/{plen}", strict=False)
+    family = socket.AF_INET6 if version == 6 else socket.AF_INET
     where = f" in network namespace {netns}" if netns else ""
     if netns is not None and not _ns.netns_exists(netns):
         return None
     with _ns.iproute(netns) as ipr:
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        for a in ipr.get_addr(family=socket.AF_INET):
+        for a in ipr.get_addr(family=family):
             ip = a.get_attr("IFA_ADDRESS")
             if ip and ipaddress.ip_address(ip) in net and names.get(a["index"]) != tun:
                 return (f"{net} is already in use{where}: {ip}/{a['prefixlen']} is on "
                         f"{names.get(a['index'], a['index'])}")
-        for r in ipr.get_routes(family=socket.AF_INET):
+        for r in ipr.get_routes(family=family):
             if r.get_attr("RTA_TABLE") not in (None, 254) or r["dst_len"] < net.prefixlen:
                 continue
             dst = r.get_attr("RTA_DST")
@@ -244,7 +292,7 @@ class _Stop:
             self.event.set()
 
 
-def serve(service: str, *, netns: Optional[str], tun: str, address: str,
+def serve(service: str, *, netns: Optional[str], tun: str, address: Union[str, Sequence[str]],
           port: Optional[int], root: Optional[str], size: int, offload: bool,
           mtu: int, control: Optional[str], duration: Optional[float] = None,
           stats_interval: float = 0.0, grace: float = 5.0,
@@ -252,22 +300,26 @@ def serve(service: str, *, netns: Optional[str], tun: str, address: str,
     """Serve until SIGINT, SIGTERM or ``duration``; then stop accepting, let connections
     finish for up to ``grace`` seconds, close the rest (reset those that do not close
     within CLOSE_TIMEOUT), remove the device, the control socket and a namespace this
-    command created, and print one line. Bad input raises OSError or ValueError before
-    anything is created."""
-    kernel = check_address(address)
+    command created, and print one line. ``address`` is one address or several (either
+    family, ``ADDR`` or ``ADDR/PREFIX``): the Host answers on all of them, and the kernel
+    takes the first host of each network on the TUN. Bad input raises OSError or
+    ValueError before anything is created."""
+    plan = address_plan([address] if isinstance(address, str) else list(address))
+    if mtu < 1280 and any(":" in a for a in plan):
+        raise ValueError(f"--mtu {mtu} is below 1280, the IPv6 minimum (RFC 8200 5)")
     check_root(root)
     ctl_path = control or control_path(tun)
     check_control(ctl_path)
-    conflict = routing_conflict(netns, address, tun)
-    if conflict is not None:
-        raise OSError(f"{conflict}; pick another --address or namespace")
-    link = TunLink(tun, address=address, prefix=24, mtu=mtu, netns=netns, offload=offload,
-                   kernel_address=kernel)
+    for a in plan:
+        conflict = routing_conflict(netns, a, tun)
+        if conflict is not None:
+            raise OSError(f"{conflict}; pick another --address or namespace")
+    link = TunLink(tun, addresses=plan, mtu=mtu, netns=netns, offload=offload)
     created_ns = link.created_netns and not link.keep_netns
     summary = ""
     try:
-        summary = asyncio.run(_serve(link, service, netns=netns, tun=tun, address=address,
-                                     kernel=kernel, port=port, root=root, size=size,
+        summary = asyncio.run(_serve(link, service, netns=netns, tun=tun,
+                                     port=port, root=root, size=size,
                                      ctl_path=ctl_path, duration=duration,
                                      stats_interval=stats_interval, grace=grace, out=out))
     finally:
@@ -284,10 +336,13 @@ def serve(service: str, *, netns: Optional[str], tun: str, address: str,
 
 
 async def _serve(link: TunLink, service: str, *, netns: Optional[str], tun: str,
-                 address: str, kernel: str, port: Optional[int], root: Optional[str],
+                 port: Optional[int], root: Optional[str],
                  size: int, ctl_path: str, duration: Optional[float],
                  stats_interval: float, grace: float, out: Callable[[str], None]) -> str:
-    host = Host(address, mtu=link.mtu, gso_max=65000 if link.offload else 0)
+    addresses = list(link.addresses)
+    # One address as the Host has always taken it; several as a list (either family).
+    host = Host(addresses[0] if len(addresses) == 1 else addresses, mtu=link.mtu,
+                gso_max=65000 if link.offload else 0)
     port = port or DEFAULT_PORTS[service]
     handler = make_handler(service, root, size)
     active: Dict[asyncio.Task, asyncio.StreamWriter] = {}
@@ -317,8 +372,11 @@ async def _serve(link: TunLink, service: str, *, netns: Optional[str], tun: str,
         ctl = await serve_control(ctl_path, host, link)
         try:
             where = f" in netns {netns}" if netns else ""
-            out(f"fasttcp serving {service} on {address}:{port} via {tun}{where}; the kernel "
-                f"side is {kernel}/24 (offload {'on' if link.offload else 'off'}). "
+            on = ", ".join(hostport((a, port)) for a in addresses)
+            kernel = ", ".join(f"{k}/{n.rsplit('/', 1)[1]}"
+                               for k, n in zip(link.kernel_addresses, link.networks))
+            out(f"fasttcp serving {service} on {on} via {tun}{where}; the kernel "
+                f"side is {kernel} (offload {'on' if link.offload else 'off'}). "
                 f"Stats: fasttcp stats --control {ctl_path}")
             ticker = None
             if stats_interval > 0:

@@ -1,6 +1,6 @@
 """Links: where packets enter and leave a host.
 
-A link moves whole IPv4 packets: a batch link with ``recv_batch(max)`` /
+A link moves whole IP packets (IPv4 or IPv6): a batch link with ``recv_batch(max)`` /
 ``send_batch(packets)`` / ``fileno()``, or a :class:`PacketIO` with ``await recv()`` /
 ``send(packets)``. Every link declares a :class:`LinkCapabilities` record (MTU, checksum
 and segmentation offloads, whether it takes SplitPackets or keeps packets...); the contract

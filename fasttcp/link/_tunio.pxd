@@ -75,6 +75,7 @@ cdef enum:
     VNET_F_DATA_VALID = 2   # the kernel verified the checksum
     VNET_GSO_NONE = 0
     VNET_GSO_TCPV4 = 1
+    VNET_GSO_TCPV6 = 4
     VNET_GSO_ECN = 0x80
 
     # per-packet receive flags (TunIO.last_rx_flags)
@@ -85,7 +86,8 @@ cdef enum:
     PARSE_NO_TCP_CSUM = 1   # as in fasttcp.wire: SegmentBatch.parse flag
 
     # The largest frame one TUN read returns: an skb is at most 64 KiB (the IPv4 total
-    # length is 16 bits) plus the virtio header; rounded up to keep frames 64-byte aligned.
+    # length and the IPv6 payload length are 16 bits: 40 + 65535 fits too) plus the
+    # virtio header; rounded up to keep frames 64-byte aligned.
     TUN_MAX_FRAME = 65536 + 64
 
     TX_SKIP = 0xFFFFFFFF
@@ -118,7 +120,7 @@ cdef class TunIO:
     cdef Py_ssize_t tx_cap
     cdef int rx_errno
     # counters
-    cdef readonly uint64_t rx_packets, rx_bytes, rx_gso_packets, rx_non_ipv4, rx_errors
+    cdef readonly uint64_t rx_packets, rx_bytes, rx_gso_packets, rx_non_ip, rx_errors
     cdef readonly uint64_t rx_csum_errors, rx_calls
     cdef TxStats tx                 # writes done by send_batch itself (no writer thread)
     cdef TxQueue* txq               # the writer thread, when started

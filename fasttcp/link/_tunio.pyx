@@ -114,6 +114,26 @@ cdef inline uint64_t pseudo_sum(const unsigned char* ip, uint32_t l4_len) noexce
     return acc + w
 
 
+cdef inline uint64_t pseudo_sum6(const unsigned char* ip, uint32_t l4_len,
+                                 uint8_t nh) noexcept nogil:
+    """Sum of the IPv6 pseudo-header (RFC 8200 section 8.1) of the packet at ``ip``:
+    source and destination address, the upper-layer length, three zero bytes and the
+    upper-layer protocol ``nh``."""
+    cdef unsigned char tail[8]
+    cdef uint64_t w
+    cdef uint64_t acc = csum_add(ip + 8, 32, 0)     # source and destination address
+    tail[0] = (l4_len >> 24) & 0xFF
+    tail[1] = (l4_len >> 16) & 0xFF
+    tail[2] = (l4_len >> 8) & 0xFF
+    tail[3] = l4_len & 0xFF
+    tail[4] = 0
+    tail[5] = 0
+    tail[6] = 0
+    tail[7] = nh
+    memcpy(&w, tail, 8)
+    return csum_add(tail, 8, acc)
+
+
 cdef inline uint16_t le16(const unsigned char* p) noexcept nogil:
     return <uint16_t>(p[0] | (p[1] << 8))
 
@@ -138,6 +158,63 @@ cdef inline bint tcp_span(const unsigned char* pkt, Py_ssize_t plen, Py_ssize_t*
     return True
 
 
+cdef inline bint tcp_span6(const unsigned char* pkt, Py_ssize_t plen,
+                           Py_ssize_t* tot) noexcept nogil:
+    """True for an IPv6/TCP packet with no extension headers (the TCP header at offset
+    40, as every IPv6 segment fasttcp builds) whose headers fit; ``tot`` = 40 + the
+    payload length."""
+    if plen < 60 or (pkt[0] >> 4) != 6 or pkt[6] != 6:
+        return False
+    tot[0] = 40 + ((pkt[4] << 8) | pkt[5])
+    return tot[0] <= plen and tot[0] >= 60
+
+
+cdef enum:
+    # ip6_upper's results
+    L6_UPPER = 0       # `off`/`nh` name the upper-layer header (TCP, UDP, ICMPv6, ...)
+    L6_FRAGMENT = 1    # a fragment: left to reassembly, which verifies the whole
+    # truncated, over-long chain, payload-length lie, or a routing header still in
+    # transit: nothing a host takes (RFC 8200 4.4)
+    L6_BAD = 2
+    # The longest extension-header chain walked: the same bound as the wire parser's
+    # (IPV6_MAX_EXT_HEADERS), so a chain one drops the other drops too.
+    IP6_MAX_EXT = 8
+
+
+cdef int ip6_upper(const unsigned char* pkt, Py_ssize_t plen, Py_ssize_t* off,
+                   Py_ssize_t* tot, uint8_t* nh) noexcept nogil:
+    """Walk an IPv6 packet's extension headers (RFC 8200 4.1: hop-by-hop, routing,
+    destination options, and AH, RFC 4302 2.2) to its upper-layer header."""
+    cdef Py_ssize_t o = 40, n
+    cdef int hops = 0
+    cdef uint8_t h
+    if plen < 40:
+        return L6_BAD
+    tot[0] = 40 + ((pkt[4] << 8) | pkt[5])
+    if tot[0] > plen:
+        return L6_BAD
+    h = pkt[6]
+    while h == 0 or h == 43 or h == 60 or h == 51 or h == 44:
+        if h == 44:
+            return L6_FRAGMENT
+        hops += 1
+        if hops > IP6_MAX_EXT or o + 8 > tot[0]:
+            return L6_BAD
+        if h == 51:
+            n = (<Py_ssize_t>pkt[o + 1] + 2) * 4
+        else:
+            n = (<Py_ssize_t>pkt[o + 1] + 1) * 8
+        if h == 43 and pkt[o + 3] != 0:
+            return L6_BAD                 # segments left: a router's job, not a host's
+        if o + n > tot[0]:
+            return L6_BAD
+        h = pkt[o]
+        o += n
+    off[0] = o
+    nh[0] = h
+    return L6_UPPER
+
+
 # ============================================================================================
 # Writing one packet (send_batch's loop and the writer thread share it)
 # ============================================================================================
@@ -158,7 +235,7 @@ cdef inline int set_iov(iovec* iov, int i, const void* p, Py_ssize_t n) noexcept
 cdef int tx_write_one(int fd, bint vnet, const unsigned char* p, Py_ssize_t plen,
                       const unsigned char* p1, Py_ssize_t n1, const unsigned char* p2,
                       Py_ssize_t n2, int gso, TxStats* st) noexcept nogil:
-    """write() one IPv4 packet (with its virtio header on a vnet fd); see send_batch.
+    """write() one IP packet (with its virtio header on a vnet fd); see send_batch.
     The packet is `p` followed by the pieces p1/n1 and p2/n2 (n = 0: none), which hold
     payload only (a SplitPacket: `p` has all the headers)."""
     cdef unsigned char hdr[VNET_HDR_LEN]
@@ -169,10 +246,19 @@ cdef int tx_write_one(int fd, bint vnet, const unsigned char* p, Py_ssize_t plen
     cdef ssize_t r
     cdef int cnt = 0, e
     cdef uint16_t ps
-    cdef bint is_gso = False
+    cdef bint is_gso = False, v6 = False
     if vnet:
         memset(hdr, 0, VNET_HDR_LEN)
-        if gso != 0 and tcp_span(p, total, &ihl, &tot) and tot == total:
+        if gso != 0 and plen >= 20:
+            if (p[0] >> 4) == 4:
+                is_gso = tcp_span(p, total, &ihl, &tot) and tot == total
+            elif plen >= 60:
+                # IPv6: fasttcp's segments carry no extension headers (TCP at 40)
+                v6 = tcp_span6(p, total, &tot) and tot == total
+                is_gso = v6
+                ihl = 40
+        if is_gso:
+            is_gso = False
             hl = ihl + (p[ihl + 12] >> 4) * 4
             # gso < 0: segments fill an MTU of -gso bytes whatever the headers are
             g = gso if gso > 0 else -gso - hl
@@ -181,9 +267,10 @@ cdef int tx_write_one(int fd, bint vnet, const unsigned char* p, Py_ssize_t plen
         if is_gso:
             # A TCP super-segment for the kernel to cut into `gso`-byte segments (or take
             # whole, for local delivery). The checksum is left to the kernel: the field
-            # must hold the pseudo-header sum (CHECKSUM_PARTIAL).
+            # must hold the pseudo-header sum (CHECKSUM_PARTIAL), and csum_start is the
+            # TCP header (20+ for IPv4, 40 for IPv6: virtio 1.0 5.1.6.2).
             hdr[0] = VNET_F_NEEDS_CSUM
-            hdr[1] = VNET_GSO_TCPV4
+            hdr[1] = VNET_GSO_TCPV6 if v6 else VNET_GSO_TCPV4
             if p[ihl + 13] & 0x80:
                 # CWR on a super-segment (RFC 3168 6.1.2): as Linux's tcp_ecn_send
                 # (SKB_GSO_TCP_ECN, virtio's GSO_ECN), so that segmentation puts CWR on
@@ -194,7 +281,10 @@ cdef int tx_write_one(int fd, bint vnet, const unsigned char* p, Py_ssize_t plen
             put_le16(hdr + 6, <uint16_t>ihl)
             put_le16(hdr + 8, 16)
             memcpy(head, p, hl)
-            ps = csum_fold(pseudo_sum(head, tot - ihl))
+            if v6:
+                ps = csum_fold(pseudo_sum6(head, tot - 40, 6))
+            else:
+                ps = csum_fold(pseudo_sum(head, tot - ihl))
             memcpy(head + ihl + 16, &ps, 2)
         cnt = set_iov(iov, 0, hdr, VNET_HDR_LEN)
     if is_gso:
@@ -353,9 +443,9 @@ cdef class _Arena:
 cdef class TunIO:
     """Batched I/O on an open, non-blocking TUN fd (the caller owns and closes the fd).
 
-    ``recv_batch(max)`` returns a list of IPv4 packets; per-packet ``RX_*`` flags of the
-    last batch are in :attr:`last_rx_flags`, and :attr:`parse_flags` says how the batch
-    may be parsed. ``send_batch(packets, gso=0)`` writes a list and returns how many
+    ``recv_batch(max)`` returns a list of IP packets (IPv4 or IPv6); per-packet ``RX_*``
+    flags of the last batch are in :attr:`last_rx_flags`, and :attr:`parse_flags` says how
+    the batch may be parsed. ``send_batch(packets, gso=0)`` writes a list and returns how many
     packets were written; the rest were dropped (``tx_dropped``). With the writer thread it
     queues them instead (see :meth:`start_tx_thread`).
 
@@ -443,10 +533,11 @@ cdef class TunIO:
         """Classify one received packet; False to drop it (counted)."""
         cdef Py_ssize_t cs, co, ihl, tot
         cdef uint16_t r
+        cdef uint8_t nh
+        cdef int v = pkt[0] >> 4 if plen > 0 else 0
         fl[0] = 0
-        if plen < 20 or (pkt[0] >> 4) != 4:
-            # IPv6 router solicitations and the like: the stack is IPv4 only.
-            self.rx_non_ipv4 += 1
+        if (v != 4 or plen < 20) and (v != 6 or plen < 40):
+            self.rx_non_ip += 1                  # neither IPv4 nor IPv6
             return False
         if hdr == NULL:
             return True
@@ -469,12 +560,32 @@ cdef class TunIO:
                 fl[0] |= RX_CSUM_PARTIAL
         elif hdr[0] & VNET_F_DATA_VALID:
             fl[0] |= RX_CSUM_VALID
-        elif tcp_span(pkt, plen, &ihl, &tot):
-            # Not vouched for by the kernel: verify here, so the whole batch can skip it.
-            if csum_fold(csum_add(pkt + ihl, tot - ihl, pseudo_sum(pkt, tot - ihl))) != 0xFFFF:
-                self.rx_csum_errors += 1
+        elif v == 4:
+            if tcp_span(pkt, plen, &ihl, &tot):
+                # Not vouched for by the kernel: verify here, so the whole batch can skip
+                # it.
+                if csum_fold(csum_add(pkt + ihl, tot - ihl,
+                                      pseudo_sum(pkt, tot - ihl))) != 0xFFFF:
+                    self.rx_csum_errors += 1
+                    return False
+                fl[0] |= RX_CSUM_VALID
+        else:
+            # IPv6: the same, past the extension headers. A chain the wire parser would
+            # drop as well (the same bound) is dropped here: no TCP segment goes up
+            # unverified under PARSE_NO_TCP_CSUM.
+            co = ip6_upper(pkt, plen, &cs, &tot, &nh)
+            if co == L6_BAD:
+                self.rx_errors += 1
                 return False
-            fl[0] |= RX_CSUM_VALID
+            if co == L6_UPPER and nh == 6:
+                if tot - cs < 20:
+                    self.rx_errors += 1
+                    return False
+                if csum_fold(csum_add(pkt + cs, tot - cs,
+                                      pseudo_sum6(pkt, tot - cs, 6))) != 0xFFFF:
+                    self.rx_csum_errors += 1
+                    return False
+                fl[0] |= RX_CSUM_VALID
         return True
 
     cdef Py_ssize_t _read_loop(self, Py_ssize_t maxn, Py_ssize_t max_bytes) noexcept nogil:
@@ -719,8 +830,8 @@ cdef class TunIO:
         return n
 
     def send_batch(self, packets, int gso=0) -> int:
-        """Write every packet (bytes-like IPv4, or a SplitPacket written with scatter
-        I/O); returns how many were written. With a writer thread they are queued for it
+        """Write every packet (bytes-like IPv4 or IPv6, or a SplitPacket written with
+        scatter I/O); returns how many were written. With a writer thread they are queued for it
         and the whole count is returned: ones that did not fit its ring are dropped
         (``tx_queue_drops``), as a full device queue drops them.
 
@@ -728,7 +839,8 @@ cdef class TunIO:
         ``tx_dropped``. With ``gso`` > 0 on a vnet link, a TCP packet carrying more than
         ``gso`` payload bytes goes out as one TSO super-segment (``gso_type=TCPV4``,
         ``gso_size=gso``) that the kernel segments or delivers whole; its TCP checksum
-        need not be valid (the link stores the pseudo-header sum the kernel expects).
+        need not be valid (the link stores the pseudo-header sum the kernel expects). An
+        IPv6 one (no extension headers: TCP at offset 40) goes out as ``gso_type=TCPV6``.
         """
         cdef Py_ssize_t n, i, written
         cdef object obj
@@ -799,7 +911,7 @@ cdef class TunIO:
             tx_stats_add(&t, &self.txq.st)      # a racy read of the thread's counters
         return {
             "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
-            "rx_gso_packets": self.rx_gso_packets, "rx_non_ipv4": self.rx_non_ipv4,
+            "rx_gso_packets": self.rx_gso_packets, "rx_non_ip": self.rx_non_ip,
             "rx_errors": self.rx_errors, "rx_csum_errors": self.rx_csum_errors,
             "rx_calls": self.rx_calls,
             "tx_packets": t.packets, "tx_bytes": t.bytes,

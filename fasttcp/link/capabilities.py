@@ -1,6 +1,7 @@
 """The link contract: what a link is, and the capabilities record every link declares.
 
-A link moves whole IPv4 packets between a host and a network. There are two kinds:
+A link moves whole IP packets (IPv4 or IPv6: the version nibble tells) between a host
+and a network. There are two kinds:
 
 - a *batch link* (:class:`BatchLink`): ``recv_batch(max)`` returns the packets that are
   waiting (an empty list when none are), ``send_batch(packets)`` writes a batch without
@@ -32,7 +33,7 @@ PARSE_NO_TCP_CSUM = 0x01
 class LinkCapabilities:
     """What a link can do and what it needs from the host driving it.
 
-    ``mtu``: the largest IPv4 packet the link carries, in bytes (None: no limit of its own).
+    ``mtu``: the largest IP packet the link carries, in bytes (None: no limit of its own).
 
     ``rx_checksum_offload``: every received TCP packet's checksum was verified below the
     host (by the kernel or the device), or is a partial one made by the local kernel; the

@@ -17,7 +17,7 @@ The stages, in order, for each packet pushed at time ``now``:
    waiting for or in serialisation; a packet that does not fit is tail-dropped
    (``queue_dropped``). With ``ce_threshold``, an ECN-capable packet (ECT(0) or ECT(1),
    RFC 3168 section 5) that finds at least that many bytes queued is marked CE instead
-   (``ce_marked``; the IPv4 header checksum is updated), as a step-marking AQM does.
+   (``ce_marked``; an IPv4 header checksum is updated), as a step-marking AQM does.
 3. Loss (``lost``), then corruption: ``corrupt_bits`` distinct random bits flipped
    (``corrupted``). One flipped bit always breaks the Internet checksum (RFC 1071), so the
    receiver must drop the packet.
@@ -142,13 +142,21 @@ class FaultStats:
 
 
 def _ect(p: Any) -> bool:
-    """An IPv4 packet whose ECN field is ECT(0) or ECT(1) (RFC 3168 section 5)."""
-    return len(p) >= 20 and (p[0] >> 4) == 4 and (p[1] & 3) in (1, 2)
+    """An IP packet whose ECN field is ECT(0) or ECT(1) (RFC 3168 section 5): the low two
+    bits of the IPv4 TOS byte, or of the IPv6 Traffic Class (RFC 8200 7), which straddles
+    bytes 0 and 1."""
+    if len(p) >= 20 and (p[0] >> 4) == 4:
+        return (p[1] & 3) in (1, 2)
+    return len(p) >= 40 and (p[0] >> 4) == 6 and (p[1] >> 4 & 3) in (1, 2)
 
 
 def _mark_ce(p: Any) -> bytes:
-    """The packet with its ECN field set to CE and the IPv4 header checksum redone."""
+    """The packet with its ECN field set to CE (and the IPv4 header checksum redone; IPv6
+    has none)."""
     buf = bytearray(p)
+    if buf[0] >> 4 == 6:
+        buf[1] |= 0x30
+        return bytes(buf)
     ihl = (buf[0] & 15) * 4
     buf[1] |= 3
     buf[10:12] = b"\0\0"

@@ -13,8 +13,9 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 
-__all__ = ["create_netns", "entered", "iproute", "netns_exists", "read_net_sysfs", "remove_netns",
-           "socket_in", "validate_netns_name", "write_net_sysfs"]
+__all__ = ["create_netns", "entered", "iproute", "netns_exists", "read_net_sysctl",
+           "read_net_sysfs", "remove_netns", "socket_in", "validate_netns_name",
+           "write_net_sysctl", "write_net_sysfs"]
 
 # A name is one path component under /run/netns (iproute2 forbids '/', '.' and '..').
 _MAX_NAME = 255
@@ -222,3 +223,31 @@ def write_net_sysfs(name: Optional[str], path: str, value: str) -> None:
 def read_net_sysfs(name: Optional[str], path: str) -> str:
     """Read /sys/``path`` as namespace ``name`` sees it (None: ours), stripped."""
     return _net_sysfs(name, path, None)
+
+
+# --- /proc/sys/net of a namespace ----------------------------------------------------------
+# Unlike sysfs, /proc/sys/net shows the network namespace of the thread that looks it up,
+# so a thread inside the namespace (:func:`entered`) reads and writes that namespace's.
+
+def _sysctl_path(path: str) -> str:
+    parts = path.split("/")
+    if path.startswith("/") or ".." in parts or "" in parts:
+        raise ValueError(f"a path under /proc/sys/net expected, got {path!r}")
+    return "/proc/sys/net/" + path
+
+
+def write_net_sysctl(name: Optional[str], path: str, value: str) -> None:
+    """Write ``value`` to /proc/sys/net/``path`` (e.g. ``ipv6/conf/tun0/disable_ipv6``)
+    as namespace ``name`` sees it (None: ours)."""
+    full = _sysctl_path(path)
+    with entered(name):
+        with open(full, "w") as f:
+            f.write(value)
+
+
+def read_net_sysctl(name: Optional[str], path: str) -> str:
+    """Read /proc/sys/net/``path`` as namespace ``name`` sees it (None: ours), stripped."""
+    full = _sysctl_path(path)
+    with entered(name):
+        with open(full) as f:
+            return f.read().strip()

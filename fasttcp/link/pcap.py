@@ -1,10 +1,11 @@
-"""Classic pcap files (not pcapng) of raw IPv4 packets, and wrappers that record traffic.
+"""Classic pcap files (not pcapng) of raw IP packets, and wrappers that record traffic.
 
 Format: a 24-byte global header (magic 0xA1B2C3D4 = microsecond timestamps, version 2.4,
 snap length, link type) and per packet a 16-byte record header (seconds, microseconds,
 captured length, original length) followed by the bytes. Written little-endian; readers
 tell the byte order from the magic. The link type is LINKTYPE_RAW (101: the packet starts
-with its IP header) or LINKTYPE_IPV4 (228), so no fake Ethernet header is needed.
+with its IP header, IPv4 or IPv6) or LINKTYPE_IPV4 (228, IPv4 only), so no fake Ethernet
+header is needed.
 
 - :class:`PcapWriter` writes a file; ``writer.tap(netsim)`` records a simulation.
 - :class:`PcapLink` wraps any link and records what is sent and received through it.
@@ -19,7 +20,7 @@ from typing import IO, Any, Callable, Iterable, Optional, Union
 
 from fasttcp.link.capabilities import LinkCapabilities, capabilities_of
 from fasttcp.link._tunio import RX_FLAG_CSUM_PARTIAL
-from fasttcp.wire import pseudo_header_checksum
+from fasttcp.wire import checksum, pseudo_header_checksum
 
 __all__ = ["LINKTYPE_RAW", "LINKTYPE_IPV4", "PcapWriter", "PcapLink", "RecordingHost",
            "complete_checksum", "read_pcap"]
@@ -185,10 +186,12 @@ class PcapLink:
 
 
 def complete_checksum(packet: Any) -> Optional[bytes]:
-    """A copy of an IPv4 TCP or UDP packet with its transport checksum computed over the
-    pseudo-header and the whole segment; None for anything else (other protocols, IP
-    fragments, truncated or malformed packets)."""
+    """A copy of an IPv4 or IPv6 TCP or UDP packet with its transport checksum computed
+    over the pseudo-header and the whole segment; None for anything else (other protocols,
+    IP fragments, IPv6 extension headers, truncated or malformed packets)."""
     b = bytearray(packet)
+    if len(b) >= 40 and b[0] >> 4 == 6:
+        return _complete_checksum6(b)
     if len(b) < 20 or b[0] >> 4 != 4:
         return None
     ihl = (b[0] & 15) * 4
@@ -204,6 +207,23 @@ def complete_checksum(packet: Any) -> Optional[bytes]:
     if proto == 17 and c == 0:
         c = 0xFFFF                                 # RFC 768: 0 means "no checksum"
     b[ihl + field:ihl + field + 2] = c.to_bytes(2, "big")
+    return bytes(b)
+
+
+def _complete_checksum6(b: bytearray) -> Optional[bytes]:
+    """complete_checksum for IPv6: the upper-layer header right after the fixed header
+    (where the kernel's partial checksums are), the pseudo-header of RFC 8200 8.1."""
+    total = 40 + int.from_bytes(b[4:6], "big")
+    proto = b[6]
+    field = {6: 16, 17: 6}.get(proto)
+    if field is None or total > len(b) or 40 + field + 2 > total:
+        return None
+    b[40 + field:40 + field + 2] = b"\0\0"
+    c = checksum(bytes(b[8:40]) + struct.pack("!IxxxB", total - 40, proto)
+                 + bytes(b[40:total]))
+    if proto == 17 and c == 0:
+        c = 0xFFFF                                 # RFC 8200 8.1: never 0 for UDP
+    b[40 + field:40 + field + 2] = c.to_bytes(2, "big")
     return bytes(b)
 
 

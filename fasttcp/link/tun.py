@@ -1,13 +1,15 @@
 """TunLink: a Linux TUN device as a fasttcp link (batched, non-blocking, with offloads).
 
-Layout of one link, e.g. ``TunLink("ftun0", "10.77.0.2", 24, netns="lab")``::
+Layout of one link, e.g. ``TunLink("ftun0", addresses=["10.77.0.2/24", "fd77::2/64"],
+netns="lab")``::
 
     kernel stack (netns "lab")                       fasttcp Host
     10.77.0.1/24 on ftun0  <-- /dev/net/tun fd -->   answers on 10.77.0.2
+    fd77::1/64                                       and on fd77::2
 
-The kernel's side of the device gets the first host address of the network (10.77.0.1);
-fasttcp's own address (10.77.0.2) is *not* configured on the device: the connected route of
-the /24 sends every packet for it into the TUN device, where fasttcp reads it.
+The kernel's side of the device gets the first host address of each network (10.77.0.1,
+fd77::1); fasttcp's own addresses are *not* configured on the device: the connected route
+of each prefix sends every packet for them into the TUN device, where fasttcp reads it.
 
 Setup: the device is made with ``TUNSETIFF(IFF_TUN | IFF_NO_PI [| IFF_VNET_HDR])`` on a
 non-blocking fd opened while the calling thread is inside the target namespace (the device
@@ -17,10 +19,12 @@ disappears when the fd is closed (``close()``, which also checks it is gone).
 
 Offloads (``offload=True``, the default): IFF_VNET_HDR plus ``TUNSETOFFLOAD(TUN_F_CSUM |
 TUN_F_TSO4 | TUN_F_TSO6)``, falling back to CSUM only and then to none when the kernel
-refuses. The kernel then hands over TCP super-packets of up to 64 KiB and leaves TCP
+refuses (so TSO6 is on exactly when TSO4 is, and both families keep their offloads on a
+dual-stack link). The kernel then hands over TCP super-packets of up to 64 KiB and leaves TCP
 checksums partial (the field holds only the pseudo-header sum). The contract with the host:
 
-- ``recv_batch()`` returns IPv4 packets; super-packets are delivered whole, as one packet.
+- ``recv_batch()`` returns IP packets, IPv4 or IPv6 (the version nibble tells);
+  super-packets (TSO4 and TSO6) are delivered whole, as one packet.
 - ``link.parse_flags`` is the ``SegmentBatch.parse`` flag valid for *every* batch of this
   link: ``PARSE_NO_TCP_CSUM`` when offloads are on (every TCP packet was verified by the
   kernel or by the link, or was made by the local kernel with a partial checksum), else 0.
@@ -52,9 +56,11 @@ import functools
 import ipaddress
 import os
 import select
+import socket
 import struct
 import threading
-from typing import Any, Callable, Iterable, Optional
+import time
+from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
 
 from fasttcp.link import netns as _ns
 from fasttcp.link._tunio import (
@@ -86,6 +92,7 @@ TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
 IFNAMSIZ = 16                      # including the terminating NUL
+IFA_F_NODAD = 0x02                 # <linux/if_addr.h>
 
 # Offload sets to try, best first (TSO without CSUM is EINVAL).
 _OFFLOAD_CHOICES = (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6, TUN_F_CSUM, 0)
@@ -145,6 +152,167 @@ def _check_name(name: str) -> bytes:
     return raw
 
 
+_IP = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+_Net = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+_Entry = Tuple[_IP, _IP, _Net]
+
+#: The prefix length an address without one gets: a /24 for IPv4, a /64 for IPv6 (the
+#: interface-identifier split of RFC 4291 2.5.1).
+DEFAULT_PREFIX = {4: 24, 6: 64}
+#: The longest prefix that leaves room for the kernel's address and fasttcp's: IPv4 loses
+#: the network and broadcast addresses, IPv6 the Subnet-Router anycast (RFC 4291 2.6.1).
+MAX_PREFIX = {4: 30, 6: 126}
+
+
+def parse_ip(text: Any, what: str = "address") -> _IP:
+    """An IPv4 or IPv6 address, or ValueError in one line saying what is wrong with it."""
+    if not isinstance(text, str):
+        raise ValueError(f"invalid {what} {text!r}: a string expected")
+    if "%" in text:
+        raise ValueError(f"{what} {text!r}: scoped (link-local) addresses are not supported "
+                         "on a TUN link; use a global or unique local address (fd00::/8)")
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        kind = "IPv6" if ":" in text else "IPv4"
+        raise ValueError(f"invalid {kind} {what} {text!r}") from None
+
+
+def check_host_ip(addr: _IP, what: str = "address") -> None:
+    """Refuse what cannot be a unicast host address of a TUN link (ValueError)."""
+    if addr.is_unspecified:
+        raise ValueError(f"{what} {addr} is the unspecified address: it cannot be a host "
+                         "address")
+    if addr.is_multicast:
+        raise ValueError(f"{what} {addr} is a multicast address: it cannot be a host address")
+    if addr.is_loopback:
+        raise ValueError(f"{what} {addr} is a loopback address: it cannot be a host address "
+                         "on a TUN link")
+    if addr.version == 6:
+        assert isinstance(addr, ipaddress.IPv6Address)
+        if addr.is_link_local:
+            # RFC 4007 6: a link-local address means nothing without its zone (scope),
+            # and fasttcp's Host has no zones; a TUN link needs no link-local address.
+            raise ValueError(f"{what} {addr} is link-local (fe80::/10) and has no scope; "
+                             "use a global or unique local address (fd00::/8)")
+        if addr.ipv4_mapped is not None:
+            raise ValueError(f"{what} {addr} is an IPv4-mapped IPv6 address (RFC 4291 "
+                             f"2.5.5.2); give the IPv4 address {addr.ipv4_mapped} itself")
+
+
+def check_link_address(address: Any, prefix: Optional[int] = None,
+                       kernel_address: Optional[str] = None) -> _Entry:
+    """(fasttcp's address, the kernel's address, the network) for one address of a TUN
+    link: ``prefix`` defaults to :data:`DEFAULT_PREFIX`, the kernel's address to the first
+    host of the network. ValueError (one line) for anything that cannot work."""
+    addr = parse_ip(address)
+    check_host_ip(addr)
+    v = addr.version
+    if prefix is None:
+        prefix = DEFAULT_PREFIX[v]
+    if isinstance(prefix, bool) or not isinstance(prefix, int) or \
+            not 1 <= prefix <= MAX_PREFIX[v]:
+        room = ("network, broadcast and two hosts" if v == 4
+                else "the Subnet-Router anycast address and two hosts")
+        raise ValueError(f"prefix length {prefix!r} for {addr} must be 1..{MAX_PREFIX[v]} "
+                         f"(room for {room})")
+    net = ipaddress.ip_network(f"{addr}/{prefix}", strict=False)
+    if v == 4 and addr in (net.network_address, net.broadcast_address):
+        raise ValueError(f"{addr} is the network or broadcast address of {net}")
+    if v == 6 and addr == net.network_address:
+        raise ValueError(f"{addr} is the Subnet-Router anycast address of {net} "
+                         "(RFC 4291 2.6.1), not a host address")
+    if kernel_address is None:
+        kaddr: _IP = net.network_address + 1
+    else:
+        kaddr = parse_ip(kernel_address, "kernel address")
+        reserved = (net.network_address,) + ((net.broadcast_address,) if v == 4 else ())
+        if kaddr.version != v or kaddr not in net or kaddr in reserved:
+            raise ValueError(f"kernel address {kaddr} is not a host address of {net}")
+    if kaddr == addr:
+        raise ValueError(f"{addr} is the kernel's address on the device ({net}): "
+                         "pick another address for fasttcp")
+    return addr, kaddr, net
+
+
+def _split_prefix(text: Any) -> Tuple[Any, Optional[int]]:
+    if not isinstance(text, str) or "/" not in text:
+        return text, None
+    a, _, p = text.partition("/")
+    if not p.isdigit():
+        raise ValueError(f"invalid prefix length in {text!r}")
+    return a, int(p)
+
+
+def link_addresses(address: Optional[str] = None, prefix: Optional[int] = None,
+                   kernel_address: Optional[str] = None,
+                   addresses: Optional[Iterable[str]] = None) -> List[_Entry]:
+    """The checked address plan of a TUN link: ``address``/``prefix``/``kernel_address``
+    (one address), or ``addresses`` (several, ``"ADDR/PREFIX"`` or ``"ADDR"``, of either
+    family); neither: 10.77.0.2/24. Addresses in one network share its kernel address;
+    networks of one family must not overlap otherwise, and no fasttcp address may be a
+    kernel address."""
+    if addresses is not None:
+        if address is not None or prefix is not None or kernel_address is not None:
+            raise ValueError("give either addresses= or address=/prefix=/kernel_address=, "
+                             "not both")
+        if isinstance(addresses, (str, bytes)):
+            raise ValueError("addresses= takes a list of addresses, not one string")
+        plan = [check_link_address(*_split_prefix(a)) for a in addresses]
+        if not plan:
+            raise ValueError("addresses= is empty: a TUN link needs at least one address")
+    else:
+        plan = [check_link_address("10.77.0.2" if address is None else address, prefix,
+                                   kernel_address)]
+    seen: dict = {}
+    for a, _k, net in plan:
+        if a in seen:
+            raise ValueError(f"address {a} is given twice")
+        seen[a] = net
+    for a, k, net in plan:
+        for b, k2, net2 in plan:
+            if net.version == net2.version and net != net2 and net.overlaps(net2):
+                raise ValueError(f"networks {net} and {net2} overlap")
+            if net == net2 and k != k2:
+                raise ValueError(f"{a} and {b} are both in {net} but name different "
+                                 f"kernel addresses ({k}, {k2})")
+        if a in {k2 for _, k2, _ in plan}:
+            raise ValueError(f"{a} is the kernel's address on the device: pick another "
+                             "address for fasttcp")
+    return plan
+
+
+def _enable_ipv6(netns: Optional[str], name: str) -> None:
+    """IPv6 on for device ``name`` (disable_ipv6=0) and no DAD on it, so that its IPv6
+    addresses work at once; OSError naming the cause where the kernel has no IPv6."""
+    base = f"ipv6/conf/{name}/"
+    try:
+        _ns.write_net_sysctl(netns, base + "disable_ipv6", "0")
+        _ns.write_net_sysctl(netns, base + "accept_dad", "0")
+    except FileNotFoundError as e:
+        raise OSError(errno.EAFNOSUPPORT, "IPv6 addresses on a TUN link need IPv6 in the "
+                      "kernel (/proc/sys/net/ipv6 is missing: ipv6.disable=1?)") from e
+
+
+def _wait_local_routes(ipr: Any, kernel6: List[_IP], name: str,
+                       timeout: float = 2.0) -> None:
+    """Wait until each IPv6 address is the kernel's own (its local route is in place).
+    Linux adds that route from a work queue once the address is up, even without DAD, so
+    a packet sent to it at once would be dropped (Ip6InAddrErrors); IPv4's is immediate."""
+    if not kernel6:
+        return
+    end = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.001) + 1):
+        if all(any(r["type"] == 2 for r in ipr.route("get", dst=str(k)))   # RTN_LOCAL
+               for k in kernel6):
+            return
+        if time.monotonic() > end:
+            break
+        time.sleep(0.001)
+    raise OSError(errno.ETIMEDOUT, f"the IPv6 addresses on {name} did not become usable "
+                  f"within {timeout:g} s")
+
+
 def _iproute(netns: Optional[str]) -> Any:
     return _ns.iproute(netns)
 
@@ -201,8 +369,16 @@ class TunLink:
     connection's send ring) and writes each with one writev, without copying the
     payload: its :attr:`capabilities` record tells the asyncio driver so.
 
-    ``address`` is fasttcp's address; the kernel side of the device gets
-    ``kernel_address`` (default: the first host address of ``address/prefix``). With
+    ``address`` is fasttcp's address, IPv4 or IPv6 (default 10.77.0.2); the kernel side
+    of the device gets ``kernel_address`` (default: the first host address of
+    ``address/prefix``; ``prefix`` defaults to 24 for IPv4, 64 for IPv6). For several
+    addresses, of either family, pass ``addresses=["10.77.0.2/24", "fd77::2/64"]``
+    instead (``"ADDR"`` alone takes the default prefix): the kernel gets the first host of
+    each network, and fasttcp's addresses are reached through the connected routes. The
+    result is in ``addresses``, ``kernel_addresses`` and ``networks`` (tuples of str, in
+    the order given); ``address``, ``kernel_address`` and ``prefix`` are the first ones.
+    IPv6 is switched on for the device (``disable_ipv6=0``) and its addresses are added
+    without Duplicate Address Detection, so they work at once. With
     ``netns`` the device lives in that named network namespace, created if missing (and
     then removed again by :meth:`close` unless ``keep_netns``).
 
@@ -231,16 +407,21 @@ class TunLink:
     see the README's benchmarks.
     """
 
-    def __init__(self, name: str = "ftun0", address: str = "10.77.0.2", prefix: int = 24,
-                 mtu: int = 1500, netns: Optional[str] = None, offload: bool = True,
-                 txqueuelen: int = 5000, batch: int = 64, *,
-                 kernel_address: Optional[str] = None, complete_checksums: bool = False,
+    def __init__(self, name: str = "ftun0", address: Optional[str] = None,
+                 prefix: Optional[int] = None, mtu: int = 1500, netns: Optional[str] = None,
+                 offload: bool = True, txqueuelen: int = 5000, batch: int = 64, *,
+                 kernel_address: Optional[str] = None,
+                 addresses: Optional[Iterable[str]] = None, complete_checksums: bool = False,
                  keep_netns: bool = False, rps_cpus: Optional[Iterable[int]] = None,
                  tx_thread: Optional[bool] = None) -> None:
         raw = _check_name(name)
-        addr, kaddr, net = self._check_addresses(address, prefix, kernel_address)
+        plan = link_addresses(address, prefix, kernel_address, addresses)
         if not 68 <= int(mtu) <= 65535:                    # RFC 791: every host takes 68
             raise ValueError(f"MTU {mtu} out of range 68..65535")
+        if int(mtu) < 1280 and any(a.version == 6 for a, _, _ in plan):
+            # RFC 8200 section 5: every link that carries IPv6 has an MTU of 1280 or more
+            # (Linux turns IPv6 off on a device with less).
+            raise ValueError(f"MTU {mtu} is below 1280, the IPv6 minimum (RFC 8200 5)")
         if not 0 <= int(txqueuelen) <= 1 << 20:
             raise ValueError(f"txqueuelen {txqueuelen} out of range")
         if int(batch) < 1:
@@ -249,9 +430,7 @@ class TunLink:
             _ns.validate_netns_name(netns)
         rps_mask = _cpu_mask(rps_cpus) if rps_cpus is not None else None
         self._init_state(name, netns, batch)
-        self.address: Optional[str] = str(addr)
-        self.kernel_address: Optional[str] = str(kaddr)
-        self.prefix: Optional[int] = net.prefixlen
+        self._set_addresses(plan)
         self.mtu = int(mtu)
         self.txqueuelen = int(txqueuelen)
         self.owned = True
@@ -317,20 +496,25 @@ class TunLink:
     def attach(cls, name: str, netns: Optional[str] = None, *, address: Optional[str] = None,
                offload: bool = True, batch: int = 64,
                complete_checksums: bool = False,
-               tx_thread: Optional[bool] = None) -> "TunLink":
+               tx_thread: Optional[bool] = None,
+               addresses: Optional[Iterable[str]] = None) -> "TunLink":
         """Open an existing (persistent, unused) TUN device; :meth:`close` leaves it in place.
 
-        ``address`` is fasttcp's address on it, if known; ``kernel_address``, ``prefix``,
-        ``mtu`` and ``txqueuelen`` are read from the device. The offload flags are set
-        explicitly, as for a new device.
+        ``address`` (or ``addresses``, several of either family) is fasttcp's address on
+        it, if known; ``kernel_addresses`` (``kernel_address``, ``prefix``: the first
+        one's), ``networks``, ``mtu`` and ``txqueuelen`` are read from the device. The
+        offload flags are set explicitly, as for a new device.
         """
         raw = _check_name(name)
         if netns is not None:
             _ns.validate_netns_name(netns)
             if not _ns.netns_exists(netns):
                 raise FileNotFoundError(f"no network namespace {netns!r}")
-        if address is not None:
-            address = str(ipaddress.IPv4Address(address))
+        if address is not None and addresses is not None:
+            raise ValueError("give either address= or addresses=, not both")
+        mine = [address] if address is not None else list(addresses or ())
+        for a in mine:
+            check_host_ip(parse_ip(a))
         _require_tun()
         self = cls.__new__(cls)
         self._init_state(name, netns, batch)
@@ -340,8 +524,13 @@ class TunLink:
         if info is None:
             raise FileNotFoundError(f"no interface {name!r}"
                                     + (f" in network namespace {netns!r}" if netns else ""))
-        self.mtu, self.txqueuelen, self.kernel_address, self.prefix = info
-        self.address = address
+        self.mtu, self.txqueuelen, kernel = info
+        self.addresses = tuple(str(parse_ip(a)) for a in mine)
+        self.address = self.addresses[0] if self.addresses else None
+        self.kernel_addresses = tuple(str(k) for k, _ in kernel)
+        self.networks = tuple(str(ipaddress.ip_interface(f"{k}/{p}").network)
+                              for k, p in kernel)
+        self.kernel_address, self.prefix = kernel[0] if kernel else (None, None)
         fd, vnet, flags = _open_tun(raw, netns, offload, exclusive=False)
         try:
             self._io = TunIO(fd, vnet, int(batch), complete_checksums)
@@ -367,6 +556,10 @@ class TunLink:
             self._io.start_tx_thread(TX_QUEUE_BYTES)
 
     def _init_state(self, name: str, netns: Optional[str], batch: int) -> None:
+        self.addresses = ()
+        self.kernel_addresses = ()
+        self.networks = ()
+        self._plan = []
         self.name = name
         self.netns = netns
         self.batch = int(batch)
@@ -376,31 +569,24 @@ class TunLink:
         self.offload_flags = 0
 
     @staticmethod
-    def _check_addresses(address: str, prefix: int, kernel_address: Optional[str]):
-        try:
-            addr = ipaddress.IPv4Address(address)
-        except (ipaddress.AddressValueError, ValueError, TypeError) as e:
-            raise ValueError(f"invalid IPv4 address {address!r}") from e
-        if not isinstance(prefix, int) or not 1 <= prefix <= 30:
-            raise ValueError(f"prefix length {prefix!r} must be 1..30 (room for two hosts)")
-        net = ipaddress.IPv4Network(f"{addr}/{prefix}", strict=False)
-        if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
-            raise ValueError(f"{addr} cannot be a host address")
-        if addr in (net.network_address, net.broadcast_address):
-            raise ValueError(f"{addr} is the network or broadcast address of {net}")
-        if kernel_address is None:
-            kaddr = net.network_address + 1
-        else:
-            try:
-                kaddr = ipaddress.IPv4Address(kernel_address)
-            except (ipaddress.AddressValueError, ValueError, TypeError) as e:
-                raise ValueError(f"invalid IPv4 address {kernel_address!r}") from e
-            if kaddr not in net or kaddr in (net.network_address, net.broadcast_address):
-                raise ValueError(f"kernel address {kaddr} is not a host address of {net}")
-        if kaddr == addr:
-            raise ValueError(f"{addr} is the kernel's address on the device ({net}): "
-                             "pick another address for fasttcp")
-        return addr, kaddr, net
+    def _check_addresses(address: str, prefix: Optional[int], kernel_address: Optional[str]):
+        """(address, kernel address, network) for one fasttcp address (either family)."""
+        return check_link_address(address, prefix, kernel_address)
+
+    def _set_addresses(self, plan: List[_Entry]) -> None:
+        self.addresses: Tuple[str, ...] = tuple(str(a) for a, _, _ in plan)
+        kernel: List[str] = []
+        networks: List[str] = []
+        for _, k, net in plan:
+            if str(k) not in kernel:
+                kernel.append(str(k))
+                networks.append(str(net))
+        self.kernel_addresses: Tuple[str, ...] = tuple(kernel)
+        self.networks: Tuple[str, ...] = tuple(networks)
+        self.address: Optional[str] = self.addresses[0] if plan else None
+        self.kernel_address: Optional[str] = str(plan[0][1]) if plan else None
+        self.prefix: Optional[int] = plan[0][2].prefixlen if plan else None
+        self._plan = plan
 
     def _configure(self, name: str, netns: Optional[str]) -> None:
         try:
@@ -410,16 +596,31 @@ class TunLink:
                     raise FileNotFoundError(f"TUN device {name!r} vanished during setup")
                 idx = idx[0]
                 try:
-                    # No IPv6 link-local address: the kernel would send router and
-                    # multicast-listener solicitations into a link that only speaks IPv4.
+                    # No IPv6 link-local address: the kernel would send router
+                    # solicitations into the link (a TUN is layer 3: no neighbour
+                    # discovery, RFC 4861 is not needed); global addresses are added below.
                     ipr.link("set", index=idx, IFLA_AF_SPEC={"attrs": [["AF_INET6", {
                         "attrs": [["IFLA_INET6_ADDR_GEN_MODE", 1]]}]]})
                 except Exception:                              # pragma: no cover
                     pass                                       # IPv6 disabled: fine
                 ipr.link("set", index=idx, mtu=self.mtu, txqlen=self.txqueuelen)
-                ipr.addr("add", index=idx, address=self.kernel_address,
-                         prefixlen=self.prefix)
+                if any(a.version == 6 for a, _, _ in self._plan):
+                    _enable_ipv6(netns, name)
+                done = set()
+                for _, kaddr, net in self._plan:
+                    if kaddr in done:
+                        continue
+                    done.add(kaddr)
+                    if kaddr.version == 6:
+                        # Usable at once: no Duplicate Address Detection (RFC 4862 5.4)
+                        # on a point-to-point link with nobody else on it (IFA_F_NODAD).
+                        ipr.addr("add", index=idx, address=str(kaddr),
+                                 prefixlen=net.prefixlen, flags=IFA_F_NODAD)
+                    else:
+                        ipr.addr("add", index=idx, address=str(kaddr),
+                                 prefixlen=net.prefixlen)
                 ipr.link("set", index=idx, state="up")
+                _wait_local_routes(ipr, [k for k in done if k.version == 6], name)
                 self.ifindex = idx
         except OSError:
             raise
@@ -433,11 +634,13 @@ class TunLink:
             if not idx:
                 return None
             link = ipr.get_links(idx[0])[0]
-            kaddr = prefix = None
-            for a in ipr.get_addr(index=idx[0], family=2):
-                kaddr, prefix = a.get_attr("IFA_ADDRESS"), a["prefixlen"]
-                break
-            return (link.get_attr("IFLA_MTU"), link.get_attr("IFLA_TXQLEN"), kaddr, prefix)
+            kernel = []
+            for family in (socket.AF_INET, socket.AF_INET6):     # IPv4 first, as configured
+                for a in ipr.get_addr(index=idx[0], family=family):
+                    ip = a.get_attr("IFA_ADDRESS")
+                    if ip and not ipaddress.ip_address(ip).is_link_local:
+                        kernel.append((ip, a["prefixlen"]))
+            return (link.get_attr("IFLA_MTU"), link.get_attr("IFLA_TXQLEN"), kernel)
 
     # ------------------------------------------------------------------------------------
     # the link interface
@@ -597,8 +800,11 @@ class TunLink:
     def __repr__(self) -> str:
         where = f" netns={self.netns}" if self.netns else ""
         state = "closed" if self._io is None else f"fd={self._fd}"
-        return (f"<TunLink {self.name}{where} {self.address} kernel={self.kernel_address}"
-                f"/{self.prefix} mtu={self.mtu} offload=0x{self.offload_flags:x} {state}>")
+        addrs = ",".join(self.addresses) or "-"
+        kernel = ",".join(f"{k}/{n.rsplit('/', 1)[1]}"
+                          for k, n in zip(self.kernel_addresses, self.networks)) or "-"
+        return (f"<TunLink {self.name}{where} {addrs} kernel={kernel}"
+                f" mtu={self.mtu} offload=0x{self.offload_flags:x} {state}>")
 
 
 async def _shielded(loop: asyncio.AbstractEventLoop, fut: "asyncio.Future[TunLink]") -> TunLink:
