@@ -14,6 +14,7 @@ from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 
 from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.storage._ring cimport SendRing
+from fasttcp.tcp._hystart cimport HyStartRounds
 from fasttcp.tcp._rack cimport RackQueue
 from fasttcp.tcp.host_services cimport Count, HostServices
 from fasttcp.tcp.rtt cimport RttEstimator
@@ -120,6 +121,10 @@ cdef class Tcb:
 
     # --- congestion control and loss recovery ---
     cdef public object cc               # fasttcp.tcp.congestion.CongestionControl
+    # HyStart++ (RFC 9406 4.2): the policy's bookkeeping (cc.hystart_rounds()), fed per ACK
+    # batch in C; None until the first slow-start ACK batch (or for a policy that keeps
+    # its own hystart_ack).
+    cdef HyStartRounds hs
     cdef public bint in_recovery
     cdef public int dupacks
     cdef public int64_t recover
