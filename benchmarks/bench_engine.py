@@ -1,11 +1,12 @@
 """TCP engine throughput and cost: bulk transfer between two in-process hosts, connection
-rate, and memory per idle connection.
+rate, memory per idle connection, and the cyclic-GC pause TIME-WAIT connections cost.
 
 Run: ``pytest benchmarks/bench_engine.py``. Goodput is in each benchmark's extra_info
 (``Gbit/s``: bytes moved / wall time for all the work of both ends).
 """
 import gc
 import os
+import time
 import tracemalloc
 
 import pytest
@@ -140,3 +141,55 @@ def test_syn_cookie_rate(benchmark):
     assert benchmark(cookies.bench_check, n, 100.0) == n
     if (t := median_seconds(benchmark)) is not None:
         benchmark.extra_info["cookies made+validated/s"] = round(n / t)
+
+
+def _time_wait_server(n: int):
+    """A server host holding ``n`` TIME-WAIT connections (it closed first, as an HTTP
+    server with ``Connection: close`` does), and its client."""
+    a = Host("10.0.0.1", isn_secret=bytes(16), max_connections=4 * n)
+    b = Host("10.0.0.2", isn_secret=bytes(16), max_connections=4 * n, backlog=n,
+             max_time_wait=n)
+    lst = b.listen(80)
+    now = 0.0
+    for _ in range(n):
+        c = a.connect(("10.0.0.2", 80))
+        exchange(a, b, now)
+        s = lst.accept()
+        s.close()
+        exchange(a, b, now)
+        c.close()
+        exchange(a, b, now)
+        now += 0.0001
+    assert sum(x.state == State.TIME_WAIT for x in b.connections()) == n
+    return a, b
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def test_gc_pause_per_time_wait_connection(benchmark):
+    """A full cyclic-GC collection with 5,000 TIME-WAIT connections held: what a
+    ``Connection: close`` server pays in each full collection (the wrk p99 of
+    bench_http.py), in µs per TIME-WAIT connection, and the GC-tracked objects each holds.
+    (The kernel keeps a TIME-WAIT socket as a small record; here it is a whole TCB.)"""
+    benchmark.group = "connections"
+    n = 5_000
+    gc.collect()
+    before = len(gc.get_objects())
+    base = min(_timed(gc.collect) for _ in range(5))    # the process's heap without them
+    keep = _time_wait_server(n)
+    gc.collect()
+    tracked = len(gc.get_objects()) - before
+    benchmark.pedantic(gc.collect, rounds=5, iterations=1)
+    seconds = median_seconds(benchmark)
+    if seconds is not None:
+        benchmark.extra_info["full gc ms"] = round(seconds * 1e3, 2)
+        benchmark.extra_info["full gc ms without them"] = round(base * 1e3, 2)
+        benchmark.extra_info["us per TIME-WAIT connection"] = round(
+            (seconds - base) * 1e6 / n, 2)
+    benchmark.extra_info["GC-tracked objects per TIME-WAIT connection"] = round(
+        tracked / n, 1)
+    del keep

@@ -221,3 +221,69 @@ def test_netsim_bounded_queue_fewer_slow_start_losses(congestion):
     assert off[1] >= 100                                # plain slow start overshoots
     assert on[1] < off[1] / 2 and on[2] < off[2]
     assert on[0] < off[0]
+
+
+# --- the bookkeeping in C (HyStartRounds) and who calls the policy ------------------------
+
+def test_rounds_report_css_entry_exit_and_end_as_events():
+    from fasttcp.tcp._hystart import CSS_DONE, ENTER_CSS, LEAVE_CSS, HyStartRounds
+    hs = HyStartRounds()                  # RFC 9406 4.3 defaults: N_RTT_SAMPLE = 8, ...
+    assert hs.take(0, 10, 0.100, 8) == 0 and hs.window_end == 10
+    assert hs.take(10, 20, 0.100, 1) == 0                # round 1 ends: lastRoundMinRTT
+    assert hs.last_round_min_rtt == 0.100 and hs.rtt_sample_count == 0
+    assert hs.take(12, 20, 0.113, 7) == 0                # 7 samples: not judged yet
+    assert hs.take(14, 20, 0.120, 1) == ENTER_CSS        # 8th: 113 ms >= 100 + 12.5
+    assert hs.in_css and hs.css_baseline_min_rtt == 0.113
+    assert hs.take(16, 20, 0.101, 1) == LEAVE_CSS        # below the baseline: spurious
+    assert not hs.in_css
+    events = [hs.take(20, 30, 0.130, 8)]                 # round 2 ends (last = 101 ms)
+    for end in range(30, 80, 10):                        # CSS, then CSS_ROUNDS rounds
+        events.append(hs.take(end, end + 10, 0.130, 8))
+    assert events == [0, ENTER_CSS, 0, 0, 0, CSS_DONE]
+    assert hs.done and not hs.in_css and hs.take(90, 100, 0.1, 8) == 0
+    hs = HyStartRounds()
+    hs.end()                                             # a loss: no more HyStart++
+    assert hs.done and hs.take(0, 10, 0.1, 8) == 0
+
+
+class _CountingCubic(Cubic):
+    exits = 0
+
+    def hystart_exit(self):
+        type(self).exits += 1
+        super().hystart_exit()
+
+
+def test_engine_feeds_the_rounds_and_calls_the_policy_at_the_end_of_css():
+    # The scripted RTT rise of the test above, with a policy that counts its decisions:
+    # the engine runs the rounds in C (no hystart_ack call per batch) and asks the policy
+    # once, when CSS ends (ssthresh = cwnd).
+    _CountingCubic.exits = 0
+    rtts = [0.020, 0.020, 0.020, 0.026, 0.032, 0.038, 0.044, 0.050, 0.056, 0.062]
+    c, trace = _scripted_slow_start(rtts, **_peer_settings(congestion=_CountingCubic,
+                                                          hystart=True))
+    assert [t[2] for t in trace] == [False] * 3 + [True] * 5 + [False] * 2
+    assert _CountingCubic.exits == 1 and c.cc.hs_done
+    assert c.cc.hystart_rounds() is c.cc._hs and c.cc.hs_css_rounds == 5
+    assert c.cc.ssthresh == trace[8][1] == 658478
+
+
+class _OwnHyStart(NewReno):
+    """A policy with its own hystart_ack: the engine calls it per ACK batch."""
+
+    def __init__(self, mss, initial_window=None):
+        super().__init__(mss, initial_window)
+        self.calls = []
+
+    def hystart_ack(self, ack, snd_nxt, rtt, samples):
+        self.calls.append((ack, rtt, samples))
+        if len(self.calls) == 3:
+            self.ssthresh = self.cwnd             # its own decision: leave slow start
+
+
+def test_a_policy_with_its_own_hystart_ack_is_called_per_batch():
+    c, trace = _scripted_slow_start([0.020] * 3, **_peer_settings(congestion=_OwnHyStart,
+                                                                 hystart=True))
+    assert c.cc.hystart_rounds() is None
+    assert len(c.cc.calls) >= 3 and all(s > 0 and r is not None for _, r, s in c.cc.calls)
+    assert trace[-1][1] != INF                   # its decision stood

@@ -416,3 +416,40 @@ def test_delivery_rate_measures_the_bottleneck():
     assert got == data
     payload_rate = 20e6 / 8 * 1448 / 1500
     assert 0.9 * payload_rate <= ca.info().delivery_rate <= 1.01 * 20e6 / 8
+
+
+# ------------------------------------------------------------------------------------------
+# The policies are made and asked only when something can be lost
+# ------------------------------------------------------------------------------------------
+
+def test_no_loss_policy_for_request_response_without_loss():
+    # Request/response on a SACK connection, every ACK acknowledging all that is in
+    # flight: the per-transmission queue (C) records the sends, but no loss-detection
+    # policy is made or asked (nothing can be lost).
+    from fasttcp.link import exchange
+    a = Host("10.0.0.1", isn_secret=bytes(16))
+    b = Host("10.0.0.2", isn_secret=bytes(16))
+    lst = b.listen(80)
+    c = a.connect(("10.0.0.2", 80))
+    exchange(a, b, 0.0)
+    s = lst.accept()
+    assert c.sack_ok and s.sack_ok
+    now = 0.0
+    for _ in range(20):
+        c.send(b"GET / HTTP/1.1\r\n\r\n")
+        exchange(a, b, now)
+        assert s.recv()
+        s.send(bytes(3000))
+        exchange(a, b, now)
+        assert len(c.recv()) == 3000
+        now += 0.001
+    assert c.rtxq is not None and s.rtxq is not None
+    assert c.loss is None and s.loss is None
+
+
+def test_loss_policy_is_made_when_a_sack_shows_a_hole():
+    ctx = sack_open()
+    send_burst(ctx, 4 * MSS)
+    assert ctx.c.loss is None
+    ack(ctx, 1, [(1001, 2001)], at=RTT + 0.1)
+    assert ctx.c.loss is not None and ctx.c.loss.name == "rack"

@@ -179,3 +179,35 @@ def test_trace_connection_rejects_bad_arguments():
     ca = a.connect((PEER_IP, 80))
     with pytest.raises(TypeError):
         a.trace_connection(ca, 42)
+
+
+def test_debug_switch_follows_the_logger_between_calls():
+    # The host reads the logger's own cache of isEnabledFor answers (a C dict read per
+    # receive/transmit): a level change, logging.disable and Logger.disabled all take
+    # effect at the next call, as isEnabledFor would.
+    logger = logging.getLogger(LOGGER)
+    a = Host(HOST_IP, isn_secret=SECRET)
+    saved = logger.level
+    try:
+        a.transmit(0.0)
+        assert not a.tracing
+        logger.setLevel(logging.DEBUG)
+        a.transmit(0.0)
+        assert a.tracing
+        logger.disabled = True                   # (as logging.config disables a logger)
+        a.transmit(0.0)
+        assert not a.tracing
+        logger.disabled = False
+        logging.disable(logging.DEBUG)
+        a.transmit(0.0)
+        assert not a.tracing
+        logging.disable(logging.NOTSET)
+        a.receive([], 0.0)
+        assert a.tracing
+        logger.setLevel(logging.INFO)
+        a.receive([], 0.0)
+        assert not a.tracing
+    finally:
+        logger.disabled = False
+        logging.disable(logging.NOTSET)
+        logger.setLevel(saved)

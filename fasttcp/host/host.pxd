@@ -54,6 +54,9 @@ cdef class Host(HostServices):
     cdef uint64_t counts[COUNT_KINDS]   # what connections counted (HostServices.count)
     # Connection -> trace sink (Host.trace_connection); weak keys, never pins a connection.
     cdef object _traces
+    # _traces.data (the WeakKeyDictionary's own dict of weak references): tested as a C
+    # dict on every receive/transmit (_set_tracing) instead of the mapping's __len__.
+    cdef dict _trace_refs
 
     cdef int _set_tracing(self) except -1
     cdef int _trace(self, Connection conn, str name, dict data) except -1

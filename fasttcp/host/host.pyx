@@ -47,6 +47,23 @@ MASK = 0xFFFFFFFF
 # with their reason); see Host.trace_event.
 log = logging.getLogger("fasttcp.tcp")
 cdef int _DEBUG = logging.DEBUG
+# The logger's own cache of isEnabledFor answers by level (logging clears it whenever a
+# level, handler or disable setting changes), read as a C dict by _debug_on().
+cdef object _log_cache = getattr(log, "_cache", None)
+if not isinstance(_log_cache, dict):
+    _log_cache = None                           # another logging: always ask the logger
+
+
+cdef bint _debug_on() except -1:
+    """log.isEnabledFor(DEBUG), without a Python call when the logger's cache knows: a
+    host asks on every receive/transmit (Host._set_tracing)."""
+    if _log_cache is not None:
+        v = (<dict>_log_cache).get(_DEBUG)
+        if v is False:
+            return False                        # isEnabledFor is False too (even disabled)
+        if v is True and not log.disabled:
+            return True
+    return log.isEnabledFor(_DEBUG)
 # Buffers of closed connections kept for new ones (per host, per kind).
 POOL_MAX = 64
 
@@ -144,6 +161,7 @@ cdef class Host:
         self.split_tx = False
         self._init_port_table()
         self._traces = weakref.WeakKeyDictionary()
+        self._trace_refs = self._traces.data
         self.tracing = False
         self.now = 0.0
         self._raise_internal = False   # tests flip this to see internal errors
@@ -237,7 +255,7 @@ cdef class Host:
         for i in range(DROP_REASON_COUNT):
             if drops[i]:
                 self._stats[_DROP_COUNTER_NAMES[i]] += drops[i]
-                if self.tracing and log.isEnabledFor(_DEBUG):
+                if self.tracing and _debug_on():
                     log.debug("batch: %d dropped (%s)", drops[i], _DROP_COUNTER_NAMES[i])
         return 0
 
@@ -552,7 +570,9 @@ cdef class Host:
     cdef int _set_tracing(self) except -1:
         # Once per receive/transmit/connect: with DEBUG off and nothing traced, an event
         # costs the connection one test of this flag.
-        self.tracing = bool(self._traces) or log.isEnabledFor(_DEBUG)
+        # (_trace_refs may still hold a dead connection's reference until the mapping
+        # drops it: tracing stays on a little longer, which only costs time.)
+        self.tracing = bool(self._trace_refs) or _debug_on()
         return 0
 
     cdef int trace_event(self, object conn, Count what) except -1:

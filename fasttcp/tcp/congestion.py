@@ -24,6 +24,8 @@ import abc
 import math
 from typing import Any, Dict, Optional, Type, Union
 
+from fasttcp.tcp._hystart import CSS_DONE, HyStartRounds
+
 __all__ = ["CongestionControl", "NewReno", "ALGORITHMS", "INFINITE_SSTHRESH",
            "rfc6928_initial_window", "resolve"]
 
@@ -61,15 +63,10 @@ class CongestionControl(abc.ABC):
     HS_CSS_GROWTH_DIVISOR: int = 4
     HS_CSS_ROUNDS: int = 5
 
-    # HyStart++ state (RFC 9406 section 4.2), class-level until it changes so that an idle
-    # connection's policy stays small. Windows are send offsets; RTTs seconds.
-    hs_window_end: Optional[int] = None     # windowEnd; None before the first round
-    hs_last_round_min_rtt: float = math.inf     # lastRoundMinRTT
-    hs_current_round_min_rtt: float = math.inf  # currentRoundMinRTT
-    hs_rtt_sample_count: int = 0                # rttSampleCount
-    hs_css_baseline_min_rtt: float = math.inf   # cssBaselineMinRtt; finite = in CSS
-    hs_css_rounds: int = 0                      # rounds spent in the current CSS
-    hs_done: bool = False                       # the initial slow start is over
+    # HyStart++ state (RFC 9406 section 4.2): a fasttcp.tcp._hystart.HyStartRounds (C),
+    # made at the first slow-start ACK (hystart_rounds()), so an idle connection's policy
+    # stays small. The engine feeds it per ACK batch; the policy answers its decisions.
+    _hs: Optional[HyStartRounds] = None
 
     def __init__(self, mss: int, initial_window: Optional[int] = None) -> None:
         if mss <= 0:
@@ -146,7 +143,7 @@ class CongestionControl(abc.ABC):
         It also ends HyStart++ (RFC 9406 4.2: exit on ECN-marking)."""
         self.ssthresh = max(flight_size // 2, 2 * self.mss)
         self._set_cwnd(self.ssthresh)
-        self.hs_css_baseline_min_rtt = math.inf
+        self._leave_css()
 
     def on_idle(self, idle_time: float, rto: float) -> None:
         """About to send after ``idle_time`` seconds without sending (RFC 5681 4.1).
@@ -195,69 +192,107 @@ class CongestionControl(abc.ABC):
         if self.ssthresh != INFINITE_SSTHRESH:
             self.ssthresh = max(self.ssthresh * mss // old, 2 * mss)
 
+    def hystart_rounds(self) -> Optional[HyStartRounds]:
+        """The HyStart++ bookkeeping (RFC 9406 4.2, in C), made on first use with this
+        class's RFC 9406 4.3 constants. The engine feeds it per ACK batch without calling
+        :meth:`hystart_ack`, and calls :meth:`hystart_exit` when CSS ends. None when a
+        subclass overrides :meth:`hystart_ack`: the engine calls that per batch instead."""
+        if type(self).hystart_ack is not CongestionControl.hystart_ack:
+            return None
+        return self._hystart_state()
+
+    def _hystart_state(self) -> HyStartRounds:
+        if self._hs is None:
+            self._hs = HyStartRounds(self.HS_N_RTT_SAMPLE, self.HS_MIN_RTT_THRESH,
+                                     self.HS_MAX_RTT_THRESH, self.HS_MIN_RTT_DIVISOR,
+                                     self.HS_CSS_ROUNDS)
+        return self._hs
+
     def hystart_ack(self, ack: int, snd_nxt: int, rtt: Optional[float], samples: int) -> None:
         """HyStart++ (RFC 9406 section 4.2) for one ACK batch in slow start, before
         :meth:`on_ack`: ``ack`` is the new SND.UNA (send offset), ``snd_nxt`` the highest
         offset sent, ``rtt`` the smallest RTT sample of the batch (None: none) and
         ``samples`` how many ACKs of the batch carried one. Called only when ``hystart`` is
         on. Decides between slow start, Conservative Slow Start (CSS) and congestion
-        avoidance; :meth:`_slow_start_growth` applies CSS's slower growth."""
-        if self.hs_done:
+        avoidance; :meth:`_slow_start_growth` applies CSS's slower growth. (The rounds,
+        RTT samples and the section 4.2 tests are ``HyStartRounds.take``'s, in C.)"""
+        hs = self._hystart_state()
+        if hs.done:
             return
         if self.ssthresh != INFINITE_SSTHRESH:
             # Section 4.2: "An implementation SHOULD use HyStart++ only for the initial
             # slow start ... and fall back to using standard slow start for the remainder
             # of the connection lifetime." A loss (or ECN-CE) set ssthresh: both slow start
             # and CSS are over (section 4.2: exit on loss or ECN-marking).
-            self.hs_done = True
-            self.hs_css_baseline_min_rtt = math.inf
+            hs.end()
             return
-        if self.hs_window_end is None:
-            self.hs_window_end = snd_nxt            # the first round
-        if rtt is not None and rtt >= 0 and samples > 0:
-            if rtt < self.hs_current_round_min_rtt:
-                self.hs_current_round_min_rtt = rtt
-            self.hs_rtt_sample_count += samples
-        current, last = self.hs_current_round_min_rtt, self.hs_last_round_min_rtt
-        if self.hs_rtt_sample_count >= self.HS_N_RTT_SAMPLE:
-            if self.hs_css_baseline_min_rtt == math.inf:
-                if current != math.inf and last != math.inf:
-                    # Delay increase: RttThresh = max(MIN_RTT_THRESH,
-                    # min(lastRoundMinRTT / MIN_RTT_DIVISOR, MAX_RTT_THRESH)).
-                    thresh = max(self.HS_MIN_RTT_THRESH,
-                                 min(last / self.HS_MIN_RTT_DIVISOR, self.HS_MAX_RTT_THRESH))
-                    if current >= last + thresh:
-                        self.hs_css_baseline_min_rtt = current     # enter CSS
-                        self.hs_css_rounds = 0
-            elif current < self.hs_css_baseline_min_rtt:
-                # "the slow start exit was spurious": back to slow start.
-                self.hs_css_baseline_min_rtt = math.inf
-                self.hs_css_rounds = 0
-        if ack >= self.hs_window_end:
-            # "When windowEnd is ACKed, the current round ends and windowEnd is set to
-            # SND.NXT"; the next round starts with no samples.
-            self.hs_window_end = snd_nxt
-            self.hs_last_round_min_rtt = current
-            self.hs_current_round_min_rtt = math.inf
-            self.hs_rtt_sample_count = 0
-            if self.hs_css_baseline_min_rtt != math.inf:
-                self.hs_css_rounds += 1
-                if self.hs_css_rounds >= self.HS_CSS_ROUNDS:
-                    # "If CSS_ROUNDS rounds are complete, enter congestion avoidance by
-                    # setting the ssthresh to the current cwnd."
-                    self.ssthresh = max(self.cwnd, 2 * self.mss)
-                    self.hs_done = True
-                    self.hs_css_baseline_min_rtt = math.inf
+        if hs.take(ack, snd_nxt, rtt if rtt is not None else -1.0, samples) & CSS_DONE:
+            self.hystart_exit()
+
+    def hystart_exit(self) -> None:
+        """HyStart++ completed CSS_ROUNDS rounds of Conservative Slow Start (RFC 9406 4.2):
+        "enter congestion avoidance by setting the ssthresh to the current cwnd"."""
+        self.ssthresh = max(self.cwnd, 2 * self.mss)
+
+    # RFC 9406 4.2 state, read from the bookkeeping (HyStartRounds) when there is one.
+    @property
+    def hs_window_end(self) -> Optional[int]:
+        """windowEnd (a send offset); None before the first round."""
+        hs = self._hs
+        return hs.window_end if hs is not None and hs.window_end >= 0 else None
+
+    @property
+    def hs_last_round_min_rtt(self) -> float:
+        return self._hs.last_round_min_rtt if self._hs is not None else math.inf
+
+    @property
+    def hs_current_round_min_rtt(self) -> float:
+        return self._hs.current_round_min_rtt if self._hs is not None else math.inf
+
+    @property
+    def hs_rtt_sample_count(self) -> int:
+        return self._hs.rtt_sample_count if self._hs is not None else 0
+
+    @property
+    def hs_css_baseline_min_rtt(self) -> float:
+        """cssBaselineMinRtt: finite while in CSS."""
+        return self._hs.css_baseline_min_rtt if self._hs is not None else math.inf
+
+    @hs_css_baseline_min_rtt.setter
+    def hs_css_baseline_min_rtt(self, value: float) -> None:
+        self._hystart_state().css_baseline_min_rtt = value
+
+    @property
+    def hs_css_rounds(self) -> int:
+        return self._hs.css_rounds if self._hs is not None else 0
+
+    @property
+    def hs_done(self) -> bool:
+        """The initial slow start is over (HyStart++ is not called again)."""
+        return self._hs is not None and self._hs.done
+
+    @hs_done.setter
+    def hs_done(self, value: bool) -> None:
+        self._hystart_state().done = value
+
+    def _leave_css(self) -> None:
+        """A congestion event (ECN-CE) ends CSS (RFC 9406 4.2)."""
+        if self._hs is not None:
+            self._hs.css_baseline_min_rtt = math.inf
 
     @property
     def in_css(self) -> bool:
         """In HyStart++'s Conservative Slow Start (RFC 9406 section 4.2)."""
-        return self.hs_css_baseline_min_rtt != math.inf and self.ssthresh == INFINITE_SSTHRESH
+        hs = self._hs
+        return (hs is not None and hs.css_baseline_min_rtt != math.inf
+                and self.ssthresh == INFINITE_SSTHRESH)
 
     def _slow_start_growth(self, grow: int) -> int:
         """Slow start's cwnd increase for a batch, divided by CSS_GROWTH_DIVISOR in CSS
         (RFC 9406 4.2: cwnd += min(N, L*SMSS) / CSS_GROWTH_DIVISOR)."""
-        if self.hs_css_baseline_min_rtt != math.inf and self.ssthresh == INFINITE_SSTHRESH:
+        hs = self._hs
+        if (hs is not None and hs.css_baseline_min_rtt != math.inf
+                and self.ssthresh == INFINITE_SSTHRESH):
             return grow // self.HS_CSS_GROWTH_DIVISOR
         return grow
 

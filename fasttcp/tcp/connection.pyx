@@ -28,6 +28,7 @@ from fasttcp.wire._wire cimport (IPTOS_ECN_CE, IPTOS_ECN_MASK, OPT_MSS, OPT_SACK
                                  OPT_SACK_PERM, OPT_TS, OPT_WSCALE, Packet, TH_ACK as ACK,
                                  TH_CWR as CWR, TH_ECE as ECE, TH_FIN as FIN, TH_RST as RST,
                                  TH_SYN as SYN)
+from fasttcp.tcp._hystart cimport HS_CSS_DONE, HyStartRounds
 from fasttcp.tcp.host_services cimport HostServices
 from fasttcp.tcp.host_services cimport (
     COUNT_CHALLENGE_ACKS_OUT, COUNT_CHALLENGE_ACKS_SUPPRESSED, COUNT_DROP_ACK_TOO_OLD,
@@ -51,6 +52,7 @@ from fasttcp.tcp.host_services cimport (
     COUNT_TLP_LOSSES_REPAIRED, COUNT_TLP_PROBES)
 from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
                                 ConnectionReset, ConnectionTimedOut)
+from fasttcp.tcp.congestion import INFINITE_SSTHRESH as _INFINITE_SSTHRESH
 from fasttcp.tcp.loss import TLP_MIN_T, Prr, resolve_loss
 from fasttcp.tcp.rtt import RttEstimator
 from fasttcp.tcp.transitions import TcpEvent
@@ -63,6 +65,19 @@ MASK = 0xFFFFFFFF
 # RFC 7323 5.5: TS.Recent is invalid after 24 days of idleness (2**31 ms at the fastest
 # allowed timestamp clock of 1 ms is 24.8 days).
 cdef double TS_RECENT_MAX_IDLE = 24 * 86400.0
+
+# Settings.loss_detection -> its LossDetection class: what a connection that has not made
+# its policy yet (Connection._loss_policy, at the first ACK that needs it) asks of the
+# class, without a Python call per ACK (RFC 8985 7.2's PTO is armed per ACK batch).
+cdef dict _loss_classes = {}
+
+
+cdef object _loss_class(object spec):
+    cls = _loss_classes.get(spec)
+    if cls is None:
+        cls = _loss_classes[spec] = resolve_loss(spec)
+    return cls
+
 
 cpdef enum:
     LR_TLP = 1                  # the loss timer (Tcb._lr_at) is the TLP's PTO (RFC 8985 7.2)
@@ -900,8 +915,7 @@ cdef class Connection(Tcb):
         if self.undo_marker >= 0 and (dsack or ack_off > self.undo_marker):
             self._undo_check(seg, ack_off, dsack, now)
         if ack_off > self.snd_una:
-            if (not self.in_recovery and self.snd_una > 0 and self.cc.hystart
-                    and not self.cc.hs_done):
+            if not self.in_recovery and self.snd_una > 0:
                 self._hystart_ack(ack_off, _tsecr(seg) if self.ts_ok else 0, 1, now)
             if self.ts_ok and _tsecr(seg):
                 self._ts_sample(_tsecr(seg), now)
@@ -924,15 +938,16 @@ cdef class Connection(Tcb):
     cpdef _fast_batch_done(self, double now):
         """After the fast path took segments of this connection in a batch: the RTO
         timer (RFC 6298 5.2/5.3) and the congestion policy, once per batch."""
-        acked = self.fp_acked
+        cdef int64_t acked = self.fp_acked
+        cdef int acks
         if acked:
             self.fp_acked = 0
-            acks, self.fp_acks = self.fp_acks, 0
+            acks = self.fp_acks
+            self.fp_acks = 0
             if not self.persist:
                 self.rtx_at = None if self.snd_una >= self.snd_max else now + self.rtt.rto
             cc = self.cc
-            if cc.hystart and not cc.hs_done:
-                self._hystart_ack(self.snd_una, self.fp_tsecr if self.ts_ok else 0, acks, now)
+            self._hystart_ack(self.snd_una, self.fp_tsecr if self.ts_ok else 0, acks, now)
             cc.on_ack(acked, self.fp_flight, now, self.rtt.srtt, acks)
             if self.fp_tsecr:
                 self._ts_sample(self.fp_tsecr, now)
@@ -955,14 +970,35 @@ cdef class Connection(Tcb):
         """HyStart++ (RFC 9406 4.2) for an ACK batch: its round (windowEnd = SND.NXT, here
         the highest offset sent) and its RTT samples. With timestamps every ACK carries
         one (RFC 7323 4.1): the batch's smallest is now - the latest TSecr, and there are
-        ``acks`` of them. Without, HyStart++ sees no samples and slow start is RFC 5681's."""
+        ``acks`` of them. Without, HyStart++ sees no samples and slow start is RFC 5681's.
+        The bookkeeping is the policy's HyStartRounds, fed here in C: the policy is called
+        only when CSS ends (hystart_exit) or a loss has ended slow start."""
         cdef uint32_t rtt_ms
-        rtt = None
+        cdef double rtt = -1.0
+        cdef HyStartRounds hs = self.hs
+        if hs is not None and hs.done:
+            return
+        cc = self.cc
+        if not cc.hystart:
+            return
         if tsecr:
-            rtt_ms = (self.ts_now(now) - tsecr) & MASK
+            rtt_ms = self.tsval_at(now) - tsecr     # (uint32: modulo 2**32)
             if rtt_ms < 0x80000000:
                 rtt = rtt_ms / 1000.0
-        self.cc.hystart_ack(ack_off, self.snd_max, rtt, acks if rtt is not None else 0)
+        if hs is None:
+            hs = cc.hystart_rounds()
+            if hs is None:                        # the policy's own hystart_ack
+                if not cc.hs_done:
+                    cc.hystart_ack(ack_off, self.snd_max, rtt if rtt >= 0 else None,
+                                   acks if rtt >= 0 else 0)
+                return
+            self.hs = hs
+            if hs.done:
+                return
+        if cc.ssthresh != _INFINITE_SSTHRESH:
+            hs.end()                              # a loss or CE ended slow start (4.2)
+        elif hs.take(ack_off, self.snd_max, rtt, acks if rtt >= 0 else 0) & HS_CSS_DONE:
+            cc.hystart_exit()
 
     cdef _ts_sample(self, uint32_t tsecr, double now):
         """An RTT sample from an echoed timestamp (RFC 7323 4.1): valid for retransmitted
@@ -976,7 +1012,7 @@ cdef class Connection(Tcb):
         # before the whole backoff and would sample the backoff as the RTT.
         if self._ts_floor is not None and _sdiff(tsecr, self._ts_floor) < 0:
             return
-        rtt_ms = (self.ts_now(now) - tsecr) & MASK
+        rtt_ms = self.tsval_at(now) - tsecr     # (uint32: modulo 2**32)
         if rtt_ms >= 0x80000000:
             return                                # an echo from the future: ignore
         self.rtt.sample(rtt_ms / 1000.0)
@@ -1217,7 +1253,7 @@ cdef class Connection(Tcb):
     def _loss_policy(self):
         """The loss-detection policy (Settings.loss_detection), made on first use."""
         if self.loss is None:
-            self.loss = resolve_loss(self.settings.loss_detection)()
+            self.loss = _loss_class(self.settings.loss_detection)()
         return self.loss
 
     def _is_dsack(self, blocks, ack_off: int) -> bool:
@@ -1241,6 +1277,17 @@ cdef class Connection(Tcb):
         """Per ACK on a SACK connection: end a TLP episode (RFC 8985 7.4), let the
         loss-detection policy mark lost segments, enter recovery when any is (RFC 8985
         6.2, RFC 6675 5), set PRR's window (RFC 6937), restart the PTO (RFC 8985 7.2)."""
+        if (self.snd_una >= self.snd_max and not dsack and not self.tlp_end
+                and not self.in_recovery):
+            # Nothing in flight, nothing to judge: no segment can be marked lost, so the
+            # policy is not asked (nor made, for a connection that never needed it); only
+            # the timers move, as _after_detect and _arm_pto would move them.
+            if self._lr_kind == LR_REO:
+                self._lr_at = None
+                self._lr_kind = 0
+            if advanced:
+                self._arm_pto(now)
+            return
         loss = self._loss_policy()
         self.rtxq.trim(self.snd_una)
         if self.tlp_end:
@@ -1295,8 +1342,9 @@ cdef class Connection(Tcb):
         if self._lr_kind == LR_REO and self._lr_at is not None:
             return
         if (self.in_recovery or self.persist or self.tlp_end or self.snd_max <= self.snd_una
-                or not self.settings.tlp or self.st < S_ESTABLISHED
-                or not self._loss_policy().tlp):
+                or self.st < S_ESTABLISHED or not self.settings.tlp
+                or not (self.loss if self.loss is not None
+                        else _loss_class(self.settings.loss_detection)).tlp):
             if self._lr_kind == LR_TLP:
                 self._lr_at = None
             return

@@ -305,7 +305,7 @@ class Cubic(CongestionControl):
         self._after_timeout = False
         self._slow_start_after_rto = False
         self._set_cwnd(self.ssthresh)
-        self.hs_css_baseline_min_rtt = math.inf
+        self._leave_css()
         self.region = "ecn"
 
     # on_dupack_in_recovery / on_partial_ack: the base class's NewReno recovery arithmetic.

@@ -3,7 +3,9 @@
 Division of labour (as in congestion.py): the connection keeps the bookkeeping in C
 (``Tcb.rtxq``, a :class:`fasttcp.tcp._rack.RackQueue`: every transmission in flight with
 its latest send time and SACKed / lost / retransmitted flags) and calls these policies once
-per ACK (the slow path; in-order pure ACKs never need them) and when their timer fires.
+per ACK while data is in flight (the slow path; in-order pure ACKs never need them, nor an
+ACK that leaves nothing outstanding) and when their timer fires. A connection makes its
+policy at the first ACK that needs it.
 
 - :class:`Rack` (the default, RFC 8985): time-based loss detection with a reordering
   window that adapts with D-SACK, plus tail-loss probes (TLP).

@@ -14,6 +14,7 @@ from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 
 from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.storage._ring cimport SendRing
+from fasttcp.tcp._hystart cimport HyStartRounds
 from fasttcp.tcp._rack cimport RackQueue
 from fasttcp.tcp.host_services cimport Count, HostServices
 from fasttcp.tcp.rtt cimport RttEstimator
@@ -68,9 +69,9 @@ cdef class Tcb:
 
     # --- receive sequence space ---
     cdef public uint32_t irs
+    cdef public int rcv_buf
     cdef public int64_t rcv_nxt, rcv_adv   # rcv_adv: the right edge we have advertised
     cdef public Reassembler _reasm
-    cdef public int rcv_buf
     cdef public object rcv_fin_off      # the peer's FIN offset, once seen
     cdef public bint _fin_received
     # ACK owed: at once, or after delayed_ack (RFC 5681 4.2)
@@ -108,10 +109,10 @@ cdef class Tcb:
     cdef public uint32_t ts_recent      # TS.Recent
     cdef public double ts_recent_at     # when TS.Recent was last set (RFC 7323 5.5)
     cdef public uint32_t ts_offset      # per-connection random offset of our TS clock
+    cdef public bint sack_ok            # both SYNs carried SACK-permitted (RFC 2018)
     cdef public int64_t last_ack_sent   # Last.ACK.sent, as a receive offset
     cdef public double _ts_next_sample  # one timestamp RTT sample per RTT (RFC 7323 4.1)
     cdef public object _ts_floor        # echoes older than our last timeout are ambiguous
-    cdef public bint sack_ok            # both SYNs carried SACK-permitted (RFC 2018)
     cdef public int64_t last_ooo_off    # receive offset of the latest out-of-order segment
     # D-SACK (RFC 2883): a duplicate segment's range (receive offsets), reported once as
     # the first SACK block of the next ACK; dsack_end == 0 when none is pending.
@@ -120,6 +121,10 @@ cdef class Tcb:
 
     # --- congestion control and loss recovery ---
     cdef public object cc               # fasttcp.tcp.congestion.CongestionControl
+    # HyStart++ (RFC 9406 4.2): the policy's bookkeeping (cc.hystart_rounds()), fed per ACK
+    # batch in C; None until the first slow-start ACK batch (or for a policy that keeps
+    # its own hystart_ack).
+    cdef HyStartRounds hs
     cdef public bint in_recovery
     cdef public int dupacks
     cdef public int64_t recover
