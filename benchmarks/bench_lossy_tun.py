@@ -17,7 +17,9 @@ Each sender's figures: goodput (bytes over the client's time from connect to EOF
 retransmitted segments and RTOs. fasttcp's come from ``Host.stats()``; the kernel's from
 its own namespace (``/proc/self/net/snmp`` RetransSegs, ``netstat`` TCPTimeouts, read by
 the server process, which is the only kernel TCP sender there) and the socket's TCP_INFO.
-Both senders use CUBIC (the namespace's default, reported) with SACK and timestamps.
+Both senders use CUBIC (``KERNEL_CC``: the kernel's sockets get it with TCP_CONGESTION,
+since a machine's default may be BBR, which does not take random loss as congestion; the
+table's header names what the kernel used), SACK and timestamps.
 
 Run:
 - ``pytest benchmarks/bench_lossy_tun.py``: the four loss rates, ``LOSSY_TUN_MIB`` MiB
@@ -55,6 +57,7 @@ LOSS_RATES = (0.005, 0.01, 0.02, 0.05)
 SMALL = 100_000                 # bytes per short transfer
 SEED = 13
 BIG_PORT, SMALL_PORT, KERNEL_PORT = 80, 81, 8080
+KERNEL_CC = "cubic"             # fasttcp's default policy too (Settings.congestion)
 #: fasttcp counters of a sender's loss recovery (Host.stats() names).
 FASTTCP_COUNTERS = ("retransmitted_segments", "timeouts", "tlp_probes", "spurious_rtx_undone",
                     "sack_recoveries")
@@ -162,7 +165,7 @@ async def kernel_sends(loss: float, seed: int, size: int, count: int, timeout: f
             for port, n, k, stats in ((KERNEL_PORT, size, 1, True),
                                       (KERNEL_PORT + 1, SMALL, count, False)):
                 args = ["source", "--listen", f"{KERNEL}:{port}", "--count", str(k),
-                        "--bytes", str(n)] + (["--stats"] if stats else [])
+                        "--bytes", str(n), "--cc", KERNEL_CC] + (["--stats"] if stats else [])
                 proc = await asyncio.create_subprocess_exec(
                     *script_cmd(ns, *args), stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE)
@@ -191,8 +194,10 @@ async def kernel_sends(loss: float, seed: int, size: int, count: int, timeout: f
     return {"seconds": res["seconds"], "bytes": size,
             "retransmits": res.get("RetransSegs", res["total_retrans"]),
             "rtos": res.get("TCPTimeouts", res.get("total_rto", -1)),
-            "tlp": res.get("TCPLossProbes", -1), "undone": res.get("TCPLossUndo", -1),
-            "small": res["small"]}
+            "tlp": res.get("TCPLossProbes", -1),
+            "undone": sum(res.get(k, 0) for k in ("TCPLossUndo", "TCPFullUndo",
+                                                    "TCPPartialUndo", "TCPDSACKUndo")),
+            "small": res["small"], "cc": res.get("cc")}
 
 
 def _pct(xs: Sequence[float], q: float) -> float:
@@ -216,7 +221,7 @@ def run_table(losses: Sequence[float], mib: float, count: int, seed: int = SEED,
     size = int(mib * MIB)
     rows = []
     out(f"lossy TUN: {size / MIB:g} MiB, {count} x {SMALL // 1000} KB, 20 ms each way, "
-        f"seed {seed}; loss on the data direction only")
+        f"seed {seed}; loss on the data direction only; both senders {KERNEL_CC}")
     out(f"{'loss':>6} {'sender':<8} {'Mbit/s':>8} {'rtx segs':>8} {'RTOs':>5} {'TLPs':>5} "
         f"{'undo':>5} {'p50 ms':>8} {'p99 ms':>8} {'n':>4}")
     for loss in losses:
@@ -226,6 +231,8 @@ def run_table(losses: Sequence[float], mib: float, count: int, seed: int = SEED,
                                              2 * timeout + 60))
             s = summarize(r)
             pair[name] = s
+            if r.get("cc") not in (None, KERNEL_CC):
+                raise RuntimeError(f"the kernel's sender used {r['cc']}, not {KERNEL_CC}")
             out(f"{loss:6.1%} {name:<8} {s['Mbit/s']:8.2f} {s['retransmits']:8d} "
                 f"{s['rtos']:5d} {s['tlp']:5d} {s['undone']:5d} {s['p50 ms']:8.1f} "
                 f"{s['p99 ms']:8.1f} {s['n']:4d}")

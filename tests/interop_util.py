@@ -19,8 +19,10 @@ own process (no GIL shared with the fasttcp event loop)::
     python interop_util.py --netns NS exec -- PROGRAM ARGS...              # e.g. curl
 
 ``source --stats`` prints, after its ``--count`` connections, one JSON line of what the
-kernel's sender did (:func:`sender_stats`); ``gets`` prints one JSON line with each GET's
-seconds (connect to EOF, one after another). ``send`` and ``get`` print one JSON line: ``{"bytes": ..., "seconds": ..., "cpu": ...}``
+kernel's sender did (:func:`net_counters`, :func:`tcp_info`); ``gets`` prints one JSON
+line with each GET's seconds (connect to EOF, one after another).
+
+``send`` and ``get`` print one JSON line: ``{"bytes": ..., "seconds": ..., "cpu": ...}``
 with the time from just before ``connect()`` to the peer's EOF (so every byte was
 delivered) and the client's own CPU time over that span. The
 servers print ``ready`` once listening and stop after ``--count`` connections.
@@ -244,7 +246,9 @@ def client_get(addr: Tuple[str, int], size: int) -> dict:
 #: The namespace's TCP counters a sender's loss recovery moves: (file, prefix, name).
 _NET_COUNTERS = (("snmp", "Tcp", "RetransSegs"), ("netstat", "TcpExt", "TCPTimeouts"),
                  ("netstat", "TcpExt", "TCPLossProbes"), ("netstat", "TcpExt", "TCPSpuriousRTOs"),
-                 ("netstat", "TcpExt", "TCPLossUndo"), ("netstat", "TcpExt", "TCPSackRecovery"))
+                 ("netstat", "TcpExt", "TCPLossUndo"), ("netstat", "TcpExt", "TCPSackRecovery"),
+                 ("netstat", "TcpExt", "TCPFullUndo"), ("netstat", "TcpExt", "TCPPartialUndo"),
+                 ("netstat", "TcpExt", "TCPDSACKUndo"), ("netstat", "TcpExt", "TCPDSACKRecv"))
 
 
 def net_counters() -> dict:
@@ -270,9 +274,13 @@ def net_counters() -> dict:
 
 def tcp_info(sock: socket.socket) -> dict:
     """A few fields of the kernel's TCP_INFO for ``sock`` (linux/tcp.h struct tcp_info):
-    ``total_retrans`` (segments retransmitted) and, from Linux 6.7, ``total_rto``."""
+    ``total_retrans`` (segments retransmitted), the congestion window and slow-start
+    threshold (segments), the smoothed RTT (us), the reordering degree and, from Linux
+    6.7, ``total_rto``."""
     raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
-    out = {"total_retrans": int.from_bytes(raw[100:104], sys.byteorder)}
+    u32 = lambda off: int.from_bytes(raw[off:off + 4], sys.byteorder)    # noqa: E731
+    out = {"total_retrans": u32(100), "snd_cwnd": u32(80), "snd_ssthresh": u32(76),
+           "rtt_us": u32(68), "reordering": u32(88)}
     if len(raw) >= 244:
         out["total_rto"] = int.from_bytes(raw[240:242], sys.byteorder)
     return out
@@ -361,15 +369,21 @@ def serve_aio_http(addr: Tuple[str, int], size: int, seconds: float = 120.0) -> 
     asyncio.run(main())
 
 
-def serve_source(addr: Tuple[str, int], count: int, size: int, stats: bool = False) -> None:
-    """Accept ``count`` connections; answer each HTTP request with ``size`` bytes. With
-    ``stats``, print afterwards what the kernel's sender did: the namespace's counters'
-    change (:func:`net_counters`) and TCP_INFO summed over the connections, each read
-    once its peer has read everything (its EOF after ours)."""
-    info = {"total_retrans": 0}
+def serve_source(addr: Tuple[str, int], count: int, size: int, stats: bool = False,
+                 cc: Optional[str] = None) -> None:
+    """Accept ``count`` connections; answer each HTTP request with ``size`` bytes. ``cc``
+    picks the sending sockets' congestion control (TCP_CONGESTION; by default the
+    namespace's). With ``stats``, print afterwards what the kernel's sender did: the
+    namespace's counters' change (:func:`net_counters`) and TCP_INFO summed over the
+    connections, each read once its peer has read everything (its EOF after ours)."""
+    info: dict = {"total_retrans": 0}
     before = net_counters()
 
     def answer(c: socket.socket) -> None:
+        if cc:
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
+        info["cc"] = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16) \
+            .rstrip(b"\0").decode()
         read_http_head(c)
         c.sendall(HTTP_OK % size)
         send_blocks(c, size)
@@ -377,7 +391,7 @@ def serve_source(addr: Tuple[str, int], count: int, size: int, stats: bool = Fal
             c.shutdown(socket.SHUT_WR)
             recv_to_eof(c, limit=1 << 16)           # every byte acknowledged
             for k, v in tcp_info(c).items():
-                info[k] = info.get(k, 0) + v
+                info[k] = info.get(k, 0) + v if k == "total_retrans" else v
     _serve(addr, count, answer)
     if stats:
         after = net_counters()
@@ -426,6 +440,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if mode == "source":
             p.add_argument("--stats", action="store_true",
                            help="print the kernel sender's counters at the end")
+            p.add_argument("--cc", default=None, help="congestion control (TCP_CONGESTION)")
     p = sub.add_parser("exec")
     p.add_argument("argv", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
@@ -445,7 +460,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     elif args.mode == "aio-sink":
         serve_aio_sink(args.listen, args.count)
     elif args.mode == "source":
-        serve_source(args.listen, args.count, args.bytes, args.stats)
+        serve_source(args.listen, args.count, args.bytes, args.stats, args.cc)
     elif args.mode == "gets":
         print(json.dumps(client_gets(args.connect, args.bytes, args.count, args.seconds)),
               flush=True)
