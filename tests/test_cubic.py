@@ -125,8 +125,9 @@ def test_multiplicative_decrease_uses_flight_size_and_beta():
 
 def test_reduction_in_congestion_avoidance_uses_cwnd():
     """Section 4.6 allows cwnd for flight_size where cwnd cannot grow unused (section 5.8,
-    here): in congestion avoidance ssthresh = cwnd * beta_cubic, as Linux. A loss found
-    just after a recovery, with PRR's smaller flight, then costs beta_cubic, not more."""
+    here): in congestion avoidance ssthresh = max(cwnd, flight) * beta_cubic (cwnd as
+    Linux). A loss found just after a recovery, with PRR's smaller flight, then costs
+    beta_cubic, not more."""
     cc = Cubic(MSS)
     cc.cwnd = cc.ssthresh = 50 * MSS               # congestion avoidance (left a recovery)
     cc.on_enter_recovery(30 * MSS, 1.0)            # flight 30 segments
@@ -139,6 +140,11 @@ def test_reduction_in_congestion_avoidance_uses_cwnd():
     cc.on_exit_recovery(30 * MSS)
     cc.on_timeout(20 * MSS)                        # an RTO in congestion avoidance too
     assert cc.ssthresh == round(35000 * BETA)
+    # A flight above cwnd (RFC 5681's FlightSize counts SACKed data) still counts.
+    above = Cubic(MSS)
+    above.cwnd = above.ssthresh = 50 * MSS
+    above.on_enter_recovery(60 * MSS, 1.0)
+    assert above.ssthresh == 42000
 
 
 def test_multiplicative_decrease_floor_two_segments():

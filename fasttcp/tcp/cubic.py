@@ -25,9 +25,9 @@ Time comes only from the ``now`` argument of the hooks; the RTT used to look ahe
 target computation is the ``rtt`` argument (the engine passes SRTT), else the last one seen,
 else 0 (no look-ahead: the least aggressive choice).
 
-Loss recovery stays the engine's. On the third duplicate ACK ssthresh = max(cwnd *
-beta_cubic, 2*SMSS) in congestion avoidance (as Linux), flight_size in slow start
-(section 4.6; see ``_reduced``). Without SACK the engine runs RFC 5681/6582 NewReno
+Loss recovery stays the engine's. On the third duplicate ACK ssthresh = max(max(cwnd,
+flight_size) * beta_cubic, 2*SMSS) in congestion avoidance (cwnd as Linux), flight_size in
+slow start (section 4.6; see ``_reduced``). Without SACK the engine runs RFC 5681/6582 NewReno
 recovery, which counts flight as SND.MAX - SND.UNA and so needs the window inflation of that
 algorithm: cwnd = ssthresh + 3*SMSS (RFC 5681 3.2 step 3), +SMSS per further duplicate ACK,
 deflation on partial ACKs (RFC 6582); with SACK (RFC 6675) the engine sets cwnd = ssthresh
@@ -91,8 +91,8 @@ class Cubic(CongestionControl):
     #: reaches cwnd (section 5.8; room for a partial segment held back by SWS avoidance).
     app_limited_slack: int = 3
     #: Section 4.6's ssthresh from flight_size always (the RFC's pseudocode), not from
-    #: cwnd in congestion avoidance (as Linux, which the RFC allows with section 5.8's
-    #: rule in place): see ``_reduced``.
+    #: the larger of cwnd and flight_size in congestion avoidance (cwnd as Linux, which the
+    #: RFC allows with section 5.8's rule in place): see ``_reduced``.
     ssthresh_from_flight: bool = False
 
     # Per-connection state. Each starts at the class-level value below (all immutable), so
@@ -280,16 +280,18 @@ class Cubic(CongestionControl):
         """Section 4.6's new ssthresh, at least 2 SMSS. The RFC's pseudocode takes
         flight_size * beta_cubic and lets an implementation use cwnd if it keeps cwnd from
         growing while the flow is not cwnd-limited, which section 5.8's rule here does
-        (``_cwnd_limited``); Linux uses cwnd (bictcp_recalc_ssthresh). Here: cwnd in
-        congestion avoidance, where flight_size can be well below it (a loss found just
-        after a recovery, while PRR held the flight below cwnd, would otherwise cut the
-        window again from that lower flight, and on a path with random loss each episode
-        would cost more than beta_cubic); flight_size in slow start, where cwnd has run
-        ahead, up to twice, of what the path held when the loss happened.
-        ``ssthresh_from_flight`` takes flight_size always."""
-        cwnd = self.cwnd
-        use_cwnd = cwnd >= self.ssthresh and not self.ssthresh_from_flight
-        return max(round((cwnd if use_cwnd else flight_size) * self.beta_cubic), 2 * self.mss)
+        (``_cwnd_limited``); Linux uses cwnd (bictcp_recalc_ssthresh). Here: in congestion
+        avoidance the larger of the two, so that a loss found just after a recovery, while
+        PRR held the flight below cwnd, does not cut the window again from that lower
+        flight (on a path with random loss each episode would then cost more than
+        beta_cubic), while a flight above cwnd (it counts SACKed data, RFC 5681's
+        FlightSize) still counts; in slow start flight_size, since cwnd has run ahead, up
+        to twice, of what the path held when the loss happened. ``ssthresh_from_flight``
+        takes flight_size always."""
+        base = flight_size
+        if self.cwnd >= self.ssthresh and not self.ssthresh_from_flight:
+            base = max(base, self.cwnd)
+        return max(round(base * self.beta_cubic), 2 * self.mss)
 
     def _congestion_event(self, flight_size: int) -> None:
         """Section 4.6 multiplicative decrease with section 4.7 fast convergence."""
