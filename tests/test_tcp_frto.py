@@ -218,3 +218,24 @@ def test_after_a_timeout_sacked_data_is_not_resent():
     assert not any(2001 <= k < 10001 for k in sent)           # never the SACKed data
     assert set(range(10001, top, MSS)) <= set(sent)           # what was marked lost: yes
     assert not c._rto_recovery and c.snd_una > top
+
+
+def test_frto_ends_once_everything_before_the_timeout_is_acknowledged():
+    """Without SACK: after new data went out, an ACK that neither shows the timeout
+    spurious nor the loss real (here a window update) lets the go-back-N go on (Linux
+    REXMIT_LOST) with F-RTO still watching; once all that was sent before the timeout is
+    acknowledged (step 2a's "recover"), F-RTO ends, and the slow path no longer has to
+    judge every ACK."""
+    ctx = open_conn(False)
+    c = ctx.c
+    t = timeout(ctx)
+    assert offsets(ctx, ack(ctx, 1001, at=t + 0.05)) == [10001, 11001]
+    out = ctx.p.send("A", ctx.r(1), ctx.s(1001), win=60000, at=t + 0.06)
+    assert c.frto and offsets(ctx, out) == [1001, 2001]  # the lost ones go again
+    top = 2001
+    for k in range(1, 20):                                # ACK exactly what was resent
+        sent = offsets(ctx, ack(ctx, top + MSS, at=t + 0.06 + k * 0.01))
+        top = max([top] + sent)
+        if c.snd_una >= c.recover:
+            break
+    assert c.snd_una >= c.recover and not c.frto and c.info().spurious_rtx_undone == 0

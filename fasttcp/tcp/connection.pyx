@@ -1254,6 +1254,9 @@ cdef class Connection(Tcb):
             self._undo_apply()
             self._event(COUNT_FRTO_SPURIOUS_RTOS)
             return
+        if self.snd_una >= self.recover:
+            self.frto = 0                         # step 2a: all sent before the RTO is acked
+            return
         if self.frto != FRTO_WAIT:
             if sacked_new or dup:
                 self.frto = 0                     # step 3a: the loss was real
@@ -1263,10 +1266,8 @@ cdef class Connection(Tcb):
         if dup and not self.sack_ok:
             self.frto = 0                         # RFC 5682 2.1 step 2a: a duplicate ACK
         elif advanced:
-            if self.snd_una >= self.recover:
-                self.frto = 0                     # step 2a: all of it acknowledged
-            elif (self._data_end() > self.snd_max
-                  and self.snd_una + self.snd_wnd > self.snd_max):
+            if (self._data_end() > self.snd_max
+                    and self.snd_una + self.snd_wnd > self.snd_max):
                 # Step 2b: new data instead of the next retransmission (sent in _output_data).
                 self.frto = FRTO_NEW_SENT
                 self._frto_send = True
