@@ -1,12 +1,15 @@
 """Goodput under loss: 4 MiB over a 100 Mbit/s virtual link with a 20 ms RTT and 1% or 5%
-random loss in both directions, CUBIC vs NewReno, and three loss-recovery setups: SACK +
-timestamps with RACK-TLP (RFC 8985, the default) or with DupThresh (RFC 6675 IsLost), both
-with PRR (RFC 6937), and no SACK (NewReno recovery, RFC 6582). Virtual time, so the figures
+random loss in both directions, CUBIC vs NewReno, and four loss-recovery setups: SACK +
+timestamps with RACK-TLP (RFC 8985, the default), with RACK but no tail-loss probes, or with
+DupThresh (RFC 6675 IsLost), all with PRR (RFC 6937, always on in SACK recovery: no column
+without it), and no SACK (NewReno recovery, RFC 6582). HyStart++ (RFC 9406) is the
+policies' default here (on for CUBIC, off for NewReno); ``test_slow_start_overshoot`` has
+it on and off. Virtual time, so the figures
 are exact and repeatable (wall time is only the simulation's cost).
 
 Run: ``pytest benchmarks/bench_loss.py``; extra_info holds the goodput, its share of the
-link rate, the completion time in virtual seconds, retransmissions, RTOs, tail-loss probes
-and recoveries (mean of 5 seeds).
+link rate, the completion time in virtual seconds, retransmissions, RTOs, tail-loss probes,
+recoveries, reductions undone as spurious and F-RTO's share of them (mean of 5 seeds).
 
 ``test_slow_start_overshoot``: HyStart++ (RFC 9406) on vs off, 4 MiB over 20 Mbit/s with a
 20 ms RTT and a tail-drop queue of 150 kB (3 BDP), no random loss: the queue drops while the
@@ -24,6 +27,7 @@ SEEDS = (1, 2, 3, 4, 5)
 
 
 RECOVERY = {"sack+ts-rack": dict(sack=True, loss_detection="rack"),
+            "sack+ts-rack-no-tlp": dict(sack=True, loss_detection="rack", tlp=False),
             "sack+ts-dupthresh": dict(sack=True, loss_detection="dupthresh"),
             "no-sack": dict(sack=False)}
 
@@ -57,6 +61,8 @@ def test_goodput_under_loss(benchmark, loss, recovery, congestion):
     benchmark.extra_info["TLP probes"] = round(stat("tlp_probes"), 1)
     benchmark.extra_info["recoveries"] = round(stat("sack_recoveries")
                                                + stat("fast_retransmits"), 1)
+    benchmark.extra_info["undone as spurious"] = round(stat("spurious_rtx_undone"), 1)
+    benchmark.extra_info["of which F-RTO"] = round(stat("frto_spurious_rtos"), 1)
 
 
 def _overshoot_run(nbytes: int, congestion: str, hystart: bool) -> dict:

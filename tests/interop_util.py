@@ -16,7 +16,12 @@ own process (no GIL shared with the fasttcp event loop)::
     python interop_util.py --netns NS aio-sink --listen IP:PORT --count K  # ... on asyncio
     python interop_util.py --netns NS aio-http --listen IP:PORT --bytes N  # HttpServer
     python interop_util.py --netns NS source --listen IP:PORT --count K --bytes N  # HTTP
+    python interop_util.py --netns NS gets   --connect IP:PORT --bytes N --count K  # K GETs
     python interop_util.py --netns NS exec -- PROGRAM ARGS...              # e.g. curl
+
+``source --stats`` prints, after its ``--count`` connections, one JSON line of what the
+kernel's sender did (:func:`net_counters`, :func:`tcp_info`); ``gets`` prints one JSON
+line with each GET's seconds (connect to EOF, one after another).
 
 ``send`` and ``get`` print one JSON line: ``{"bytes": ..., "seconds": ..., "cpu": ...}``
 with the time from just before ``connect()`` to the peer's EOF (so every byte was
@@ -516,6 +521,49 @@ def client_get(addr: Tuple[str, int], size: int) -> dict:
         s.close()
 
 
+#: The namespace's TCP counters a sender's loss recovery moves: (file, prefix, name).
+_NET_COUNTERS = (("snmp", "Tcp", "RetransSegs"), ("netstat", "TcpExt", "TCPTimeouts"),
+                 ("netstat", "TcpExt", "TCPLossProbes"), ("netstat", "TcpExt", "TCPSpuriousRTOs"),
+                 ("netstat", "TcpExt", "TCPLossUndo"), ("netstat", "TcpExt", "TCPSackRecovery"),
+                 ("netstat", "TcpExt", "TCPFullUndo"), ("netstat", "TcpExt", "TCPPartialUndo"),
+                 ("netstat", "TcpExt", "TCPDSACKUndo"), ("netstat", "TcpExt", "TCPDSACKRecv"))
+
+
+def net_counters() -> dict:
+    """The TCP counters of this process's network namespace (``/proc/self/net/snmp`` and
+    ``netstat``: what ``nstat`` shows), by name; missing ones are left out."""
+    tables: dict = {}
+    for fname in ("snmp", "netstat"):
+        try:
+            with open(f"/proc/self/net/{fname}") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        for head, vals in zip(lines[::2], lines[1::2]):
+            prefix, names = head.split(":", 1)
+            tables[(fname, prefix)] = dict(zip(names.split(), vals.split(":", 1)[1].split()))
+    out = {}
+    for fname, prefix, name in _NET_COUNTERS:
+        v = tables.get((fname, prefix), {}).get(name)
+        if v is not None:
+            out[name] = int(v)
+    return out
+
+
+def tcp_info(sock: socket.socket) -> dict:
+    """A few fields of the kernel's TCP_INFO for ``sock`` (linux/tcp.h struct tcp_info):
+    ``total_retrans`` (segments retransmitted), the congestion window and slow-start
+    threshold (segments), the smoothed RTT (us), the reordering degree and, from Linux
+    6.7, ``total_rto``."""
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    u32 = lambda off: int.from_bytes(raw[off:off + 4], sys.byteorder)    # noqa: E731
+    out = {"total_retrans": u32(100), "snd_cwnd": u32(80), "snd_ssthresh": u32(76),
+           "rtt_us": u32(68), "reordering": u32(88)}
+    if len(raw) >= 244:
+        out["total_rto"] = int.from_bytes(raw[240:242], sys.byteorder)
+    return out
+
+
 def _serve(addr: Tuple[str, int], count: int, handle) -> None:
     """Accept ``count`` connections one after another, run ``handle(conn)`` on each, close
     it; prints "ready" once listening."""
@@ -599,13 +647,47 @@ def serve_aio_http(addr: Tuple[str, int], size: int, seconds: float = 120.0) -> 
     asyncio.run(main())
 
 
-def serve_source(addr: Tuple[str, int], count: int, size: int) -> None:
-    """Accept ``count`` connections; answer each HTTP request with ``size`` bytes."""
+def serve_source(addr: Tuple[str, int], count: int, size: int, stats: bool = False,
+                 cc: Optional[str] = None) -> None:
+    """Accept ``count`` connections; answer each HTTP request with ``size`` bytes. ``cc``
+    picks the sending sockets' congestion control (TCP_CONGESTION; by default the
+    namespace's). With ``stats``, print afterwards what the kernel's sender did: the
+    namespace's counters' change (:func:`net_counters`) and TCP_INFO summed over the
+    connections, each read once its peer has read everything (its EOF after ours)."""
+    info: dict = {"total_retrans": 0}
+    before = net_counters()
+
     def answer(c: socket.socket) -> None:
+        if cc:
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
+        info["cc"] = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16) \
+            .rstrip(b"\0").decode()
         read_http_head(c)
         c.sendall(HTTP_OK % size)
         send_blocks(c, size)
+        if stats:
+            c.shutdown(socket.SHUT_WR)
+            recv_to_eof(c, limit=1 << 16)           # every byte acknowledged
+            for k, v in tcp_info(c).items():
+                info[k] = info.get(k, 0) + v if k == "total_retrans" else v
     _serve(addr, count, answer)
+    if stats:
+        after = net_counters()
+        info.update({k: after[k] - before.get(k, 0) for k in after})
+        print(json.dumps(info), flush=True)
+
+
+def client_gets(addr: Tuple[str, int], size: int, count: int,
+                seconds: float = 300.0) -> dict:
+    """``count`` HTTP GETs of ``size`` bytes one after another, each on a new connection;
+    the seconds of each (connect to EOF). Stops early after ``seconds`` in all."""
+    times = []
+    end = time.monotonic() + seconds
+    for _ in range(count):
+        if time.monotonic() > end:
+            break
+        times.append(client_get(addr, size)["seconds"])
+    return {"bytes": size, "seconds": times}
 
 
 def _hostport(text: str) -> Tuple[str, int]:
@@ -626,11 +708,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.add_argument("--bytes", type=int, required=True)
         if mode == "send":
             p.add_argument("--cc", default=None, help="congestion control (TCP_CONGESTION)")
+    p = sub.add_parser("gets")
+    p.add_argument("--connect", type=_hostport, required=True)
+    p.add_argument("--bytes", type=int, required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--seconds", type=float, default=300.0)
     for mode in ("sink", "source", "aio-sink", "aio-http"):
         p = sub.add_parser(mode)
         p.add_argument("--listen", type=_hostport, required=True)
         p.add_argument("--count", type=int, default=1)
         p.add_argument("--bytes", type=int, default=0)
+        if mode == "source":
+            p.add_argument("--stats", action="store_true",
+                           help="print the kernel sender's counters at the end")
+            p.add_argument("--cc", default=None, help="congestion control (TCP_CONGESTION)")
     p = sub.add_parser("exec")
     p.add_argument("argv", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
@@ -650,7 +741,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     elif args.mode == "aio-sink":
         serve_aio_sink(args.listen, args.count)
     elif args.mode == "source":
-        serve_source(args.listen, args.count, args.bytes)
+        serve_source(args.listen, args.count, args.bytes, args.stats, args.cc)
+    elif args.mode == "gets":
+        print(json.dumps(client_gets(args.connect, args.bytes, args.count, args.seconds)),
+              flush=True)
     elif args.mode == "aio-http":
         serve_aio_http(args.listen, args.bytes)
     return 0

@@ -123,6 +123,30 @@ def test_multiplicative_decrease_uses_flight_size_and_beta():
     assert cc.cwnd == 63000 and cc.ssthresh == 63000
 
 
+def test_reduction_in_congestion_avoidance_uses_cwnd():
+    """Section 4.6 allows cwnd for flight_size where cwnd cannot grow unused (section 5.8,
+    here): in congestion avoidance ssthresh = max(cwnd, flight) * beta_cubic (cwnd as
+    Linux). A loss found just after a recovery, with PRR's smaller flight, then costs
+    beta_cubic, not more."""
+    cc = Cubic(MSS)
+    cc.cwnd = cc.ssthresh = 50 * MSS               # congestion avoidance (left a recovery)
+    cc.on_enter_recovery(30 * MSS, 1.0)            # flight 30 segments
+    assert cc.ssthresh == 35000 and cc.cwnd_prior == 50
+    rfc = Cubic(MSS)
+    rfc.ssthresh_from_flight = True                # the RFC pseudocode's flight_size
+    rfc.cwnd = rfc.ssthresh = 50 * MSS
+    rfc.on_enter_recovery(30 * MSS, 1.0)
+    assert rfc.ssthresh == 21000
+    cc.on_exit_recovery(30 * MSS)
+    cc.on_timeout(20 * MSS)                        # an RTO in congestion avoidance too
+    assert cc.ssthresh == round(35000 * BETA)
+    # A flight above cwnd (RFC 5681's FlightSize counts SACKed data) still counts.
+    above = Cubic(MSS)
+    above.cwnd = above.ssthresh = 50 * MSS
+    above.on_enter_recovery(60 * MSS, 1.0)
+    assert above.ssthresh == 42000
+
+
 def test_multiplicative_decrease_floor_two_segments():
     cc = Cubic(MSS)
     cc.on_enter_recovery(2 * MSS, 0.0)        # max(1400, 2000)
@@ -306,9 +330,11 @@ def test_timeout():
     assert cc.w_cubic(1.0) == pytest.approx(28.4)
     assert cc.w_cubic(2.0) == pytest.approx(31.2)
     assert cc.region in ("convex", "reno_friendly")
-    # A later timeout (new data was acknowledged since) recomputes ssthresh.
+    # A later timeout (new data was acknowledged since) recomputes ssthresh; in congestion
+    # avoidance from cwnd, not the flight (see test_reduction_in_congestion_avoidance...).
+    cwnd = cc.cwnd
     cc.on_timeout(20 * MSS)
-    assert (cc.ssthresh, cc.cwnd) == (14000, 1000)
+    assert (cc.ssthresh, cc.cwnd) == (round(cwnd * BETA), 1000)
 
 
 def test_timeout_during_recovery_keeps_the_pre_loss_cwnd_prior():

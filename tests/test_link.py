@@ -357,6 +357,31 @@ def test_faulty_link_wrapping_a_memory_link():
         FaultyLink().send_batch([seg(1)])
 
 
+def test_faulty_link_impairs_what_it_receives_with_rx():
+    """``rx=``: packets read from the wrapped link go through a second pipe (its own seed)
+    and come out of recv_batch when due; what is sent goes through the first."""
+    clock = [0.0]
+    a, b = MemoryLink.pair()
+    fb = FaultyLink(FaultConfig(), link=b, clock=lambda: clock[0],
+                    rx=FaultConfig(delay=0.1, seed=3))
+    a.send_batch([seg(1), seg(2), seg(3)])
+    assert fb.recv_batch() == []                 # read from b, now in the rx pipe
+    assert fb.next_arrival() == pytest.approx(0.1)
+    clock[0] = 0.1
+    assert [seq_of(p) for p in fb.recv_batch(2)] == [1, 2]      # at most max
+    assert fb.next_arrival() == 0.1              # one is due and not read yet
+    assert [seq_of(p) for p in fb.recv_batch(2)] == [3]
+    assert fb.next_arrival() is None and fb.rx.stats.delivered == 3
+    fb.send_batch([seg(4)])                      # the send direction is not delayed
+    assert [seq_of(p) for p in a.recv_batch()] == [4]
+    lossy = FaultyLink(FaultConfig(), link=a, clock=lambda: clock[0],
+                       rx=FaultConfig(loss=1.0))
+    b.send_batch([seg(5)])
+    assert lossy.recv_batch() == [] and lossy.rx.stats.lost == 1
+    with pytest.raises(ValueError):
+        FaultyLink(rx=FaultConfig())             # rx needs a wrapped link
+
+
 # ==========================================================================================
 # NetSim with fake hosts
 # ==========================================================================================

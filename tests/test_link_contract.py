@@ -122,6 +122,33 @@ def test_driver_flushes_a_delaying_link_by_its_next_arrival() -> None:
     assert 0.04 <= took < 0.5
 
 
+def test_driver_reads_packets_a_link_delayed_on_receipt() -> None:
+    """A FaultyLink with ``rx`` delays what it reads (one end impairs both directions, as
+    around a TUN device): the driver reads the delayed packets by next_arrival(), so the
+    handshake takes about the two delays on A's side, not a retransmission timeout."""
+    async def main() -> float:
+        s1, s2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        la = FaultyLink(FaultConfig(delay=0.02), link=DatagramSocketLink(s1),
+                        rx=FaultConfig(delay=0.02))
+        lb = DatagramSocketLink(s2)
+        async with FastTcpStack(fasttcp.Host(A), la) as sa, \
+                FastTcpStack(fasttcp.Host(B), lb) as sb:
+            server = await sa.start_server(lambda r, w: w.close(), 80)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            _, writer = await sb.open_connection(A, 80)
+            took = loop.time() - t0
+            writer.close()
+            server.close()
+        assert la.rx is not None and la.rx.stats.delivered >= 1
+        la.close()
+        lb.close()
+        return took
+
+    took = asyncio.run(asyncio.wait_for(main(), 10))
+    assert 0.04 <= took < 0.5
+
+
 def test_faulty_link_with_loss_and_delay_under_the_driver_is_byte_exact() -> None:
     """3 MiB over FaultyLink(loss=2%, delay=5 ms) wrappers on both ends of a datagram
     socketpair, through FastTcpStack: complete, byte-exact, in bounded time."""

@@ -212,6 +212,14 @@ def test_loss_detection_valid_values_and_tlp():
         Settings(tlp=1)
 
 
+def test_frto():
+    assert Settings().frto is True                  # as Linux's tcp_frto (2: SACK-enhanced)
+    assert Settings(frto=False).frto is False
+    for value in (1, 2, None, "on"):
+        with pytest.raises(ValueError, match="frto must be True or False"):
+            Settings(frto=value)
+
+
 @pytest.mark.parametrize("value", [-1, 3, True, "on"])
 def test_ecn(value):
     with pytest.raises(ValueError, match="ecn must be"):

@@ -17,8 +17,8 @@ The :class:`Driver` owns the three calls the host needs (``receive``, ``transmit
   calls (write, close...) only mark the driver dirty: one ``call_soon`` flush per loop turn
   serves all of them, so many small writes leave as full segments.
 - timers: one ``loop.call_at(host.poll_at())``, re-armed after every service; for a link
-  that ``delays_packets`` (a FaultyLink wrapper), a second one calls ``link.flush()`` by
-  ``link.next_arrival()``.
+  that ``delays_packets`` (a FaultyLink wrapper), a second one calls ``link.flush()`` (and
+  reads the link, for received packets it delayed) by ``link.next_arrival()``.
 - output backpressure: when ``send_batch`` writes fewer packets than given (EAGAIN), the
   rest is kept (at most ``max_pending`` packets; beyond that they are dropped like a full
   device queue) and ``loop.add_writer`` finishes the job.
@@ -215,6 +215,8 @@ class Driver:
             self._ingest(batch, parse_flags)
             if self._closed:
                 return
+        if self._delays_packets:
+            self._arm_link_timer()                # packets it read may arrive later
 
     def _ingest(self, batch: List[Any], parse_flags: int) -> None:
         """One batch into the host, readiness dispatched, output sent. In-order data stays
@@ -400,6 +402,11 @@ class Driver:
             self.link.flush()
         except OSError as e:
             log.error("fasttcp: link flush failed: %r", e)
+        if self._fd is not None:
+            # Received packets it delayed (FaultyLink's rx pipe) are due now: read them.
+            self._on_readable()
+            if self._closed:
+                return
         self._arm_link_timer()
 
     def _on_writable(self) -> None:

@@ -71,6 +71,7 @@ class _SettingsKwargs(TypedDict, total=False):
     congestion: str | type[Any]
     loss_detection: str | type[Any]
     tlp: bool
+    frto: bool
     ecn: int
     hystart: bool | None
     isn_secret: bytes | None

@@ -158,6 +158,11 @@ class Settings:
     #: Tail-loss probes (RFC 8985 7) with RACK: at about 2*SRTT without an ACK, send new
     #: data or the last segment again instead of waiting for the RTO.
     tlp: bool = True
+    #: F-RTO (RFC 5682), as Linux's default tcp_frto=2: after a retransmission timeout,
+    #: send new data rather than go back while the first ACKs come, and undo the timeout's
+    #: reduction if they show it was spurious (the original segments were only late). The
+    #: SACK-enhanced algorithm (section 3) with SACK, the basic one (section 2) without.
+    frto: bool = True
     #: ECN (RFC 3168), as Linux's tcp_ecn: 0 off; 1 ask for it on our SYNs and accept it;
     #: 2 (default, as Linux) accept it when a peer's SYN asks, never ask.
     ecn: int = 2

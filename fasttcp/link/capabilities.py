@@ -54,9 +54,10 @@ class LinkCapabilities:
     valid until its next call. ``recv_max_bytes``: ``recv_batch(max, max_bytes=n)`` stops
     a batch once it holds ``n`` bytes.
 
-    ``delays_packets``: sent packets may wait inside the link (a delay line such as
-    :class:`~fasttcp.link.FaultyLink`); the driver must call ``link.flush()`` once
-    ``link.next_arrival()`` (a time on ``link.clock()``) has come.
+    ``delays_packets``: sent (or received) packets may wait inside the link (a delay line
+    such as :class:`~fasttcp.link.FaultyLink`); the driver must call ``link.flush()`` and
+    ``link.recv_batch()`` once ``link.next_arrival()`` (a time on ``link.clock()``) has
+    come.
 
     ``packet_io``: the link is a PacketIO (``await recv()`` / ``send(packets)``), not a
     batch link.

@@ -28,10 +28,13 @@ The stages, in order, for each packet pushed at time ``now``:
 6. Reordering: with probability ``reorder`` a packet is held back ``uniform(0,
    reorder_delay]`` more, so packets sent after it can overtake it (``reordered``).
 
-A FaultyLink can also wrap a link (e.g. a :class:`~fasttcp.link.MemoryLink` end): then it
-is a link itself, and impairs what is *sent* through it; wrap both ends to impair both
-directions. Its capabilities record says ``delays_packets``: whoever drives it must call
-``flush()`` by ``next_arrival()`` (the asyncio driver arms a loop timer for that).
+A FaultyLink can also wrap a link (e.g. a :class:`~fasttcp.link.MemoryLink` end or a
+:class:`~fasttcp.link.TunLink`): then it is a link itself, and impairs what is *sent*
+through it; wrap both ends to impair both directions, or give ``rx=FaultConfig(...)`` to
+impair what is *received* from the wrapped link too (a second pipe, with its own seed),
+when only one end is ours (a TUN device with the kernel on the other side). Its
+capabilities record says ``delays_packets``: whoever drives it must call ``flush()`` and
+``recv_batch()`` by ``next_arrival()`` (the asyncio driver arms a loop timer for that).
 """
 from __future__ import annotations
 
@@ -184,6 +187,11 @@ class FaultyLink:
 
     ``seed`` overrides ``config.seed`` (a simulator uses this to give the two directions of
     one link independent streams). Packets must be ``bytes`` (they are kept, not copied).
+
+    ``rx`` (link use only): a :class:`FaultConfig` for the packets read from ``inner``.
+    ``recv_batch`` then reads ``inner`` into a second pipe (its random stream seeded by
+    ``rx.seed``) and returns the packets due from it; delayed ones come out of a later
+    ``recv_batch`` call, which the owner makes by ``next_arrival()``.
     """
 
     def __init__(
@@ -194,6 +202,7 @@ class FaultyLink:
         link: Any = None,
         clock: Optional[Callable[[], float]] = None,
         on_oversize: Optional[Callable[[bytes, float], None]] = None,
+        rx: Optional[FaultConfig] = None,
     ) -> None:
         cfg = config if config is not None else FaultConfig()
         self.config = cfg
@@ -216,6 +225,10 @@ class FaultyLink:
         self._busy_until = -math.inf
         self._anchor = 0.0
         self._anchor_bits = 0
+        if rx is not None and link is None:
+            raise ValueError("rx impairs what a wrapped link receives: it needs link=")
+        self.rx: Optional[FaultyLink] = None if rx is None else FaultyLink(rx)
+        self._rx_due: deque = deque()   # arrived received packets beyond a recv_batch's max
 
     # ------------------------------------------------------------------ pipe interface
 
@@ -337,10 +350,18 @@ class FaultyLink:
         return out
 
     def next_arrival(self) -> Optional[float]:
-        """When the next packet arrives, or None if the pipe is empty."""
+        """When the next packet arrives, or None if the pipe is empty (with ``rx``: the
+        earlier of the two pipes, or now when received packets wait to be read)."""
         if self._use_heap:
-            return self._heap[0][0] if self._heap else None
-        return self._fifo[0][0] if self._fifo else None
+            t = self._heap[0][0] if self._heap else None
+        else:
+            t = self._fifo[0][0] if self._fifo else None
+        rx = self.rx
+        if rx is not None:
+            r = self.clock() if self._rx_due else rx.next_arrival()
+            if r is not None and (t is None or r < t):
+                t = r
+        return t
 
     def __len__(self) -> int:
         """Packets in flight (pushed, not yet popped)."""
@@ -388,7 +409,20 @@ class FaultyLink:
 
     def recv_batch(self, max: int = 64) -> list[bytes]:  # noqa: A002 - the link interface name
         self.flush()
-        return self.link.recv_batch(max)
+        rx = self.rx
+        if rx is None:
+            return self.link.recv_batch(max)
+        now = self.clock()
+        try:
+            got = self.link.recv_batch(max)
+        except (BlockingIOError, InterruptedError):
+            got = []
+        if got:
+            rx.push([p if type(p) is bytes else bytes(p) for p in got], now)
+        due = self._rx_due
+        due.extend(rx.pop(now))
+        n = min(max, len(due))
+        return [due.popleft() for _ in range(n)]
 
     def fileno(self) -> int:
         return self._inner().fileno()

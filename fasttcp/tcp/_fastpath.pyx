@@ -41,8 +41,8 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
         flags &= ~(TH_ECE | TH_CWR)                # RFC 3168's flags, once negotiated
     if (flags & (TH_SYN | TH_FIN | TH_RST | TH_URG | TH_ACK | TH_ECE | TH_CWR)) != TH_ACK:
         return 0
-    if c.in_recovery or c.persist or c._undo_eifel:
-        return 0                                   # (Eifel: the slow path judges the ACK)
+    if c.in_recovery or c.persist or c._undo_eifel or c.frto or c._rto_recovery:
+        return 0                                   # (Eifel, F-RTO: the slow path judges)
     if d.opt_present:
         # Only the timestamps option rides the fast path, and only once negotiated.
         if d.opt_present != OPT_TS or not c.ts_ok:

@@ -28,6 +28,10 @@ cdef class RackQueue:
     cdef public bint reordering_seen
     cdef public int64_t reordered           # segments delivered below RACK.fack
     cdef public int64_t reorder_dist        # the largest distance (bytes) of one of them
+    # F-RTO (RFC 5682): bytes delivered (ACKed or SACKed) from segments never
+    # retransmitted that end at or below orig_limit (the SND.MAX of the last RTO; 0: none
+    # counted), as Linux's FLAG_ORIG_SACK_ACKED
+    cdef public int64_t orig_limit, orig_delivered
 
     cdef int sent(self, int64_t off, int64_t end, double now, bint rtx,
                   int64_t una) except -1

@@ -145,6 +145,8 @@ cdef class RackQueue:
 
     cdef void _deliver(self, SentSeg* s, double now, double min_rtt) noexcept:
         cdef double rtt = now - s.ts
+        if not s.flags & SEG_EVER_RETRANS and s.end <= self.orig_limit:
+            self.orig_delivered += s.end - s.start      # (F-RTO: an original arrived)
         # Step 3, RACK_detect_reordering: delivered below the highest delivered end.
         if s.end > self.fack:
             self.fack = s.end
@@ -204,14 +206,21 @@ cdef class RackQueue:
         return lost
 
     def mark_all_lost(self):
-        """After an RTO (RFC 8985 6.3, Linux tcp_enter_loss): every unSACKed entry is
-        lost and none is in flight as a retransmission; SACK information is dropped
-        (RFC 2018 section 8: the receiver may renege)."""
+        """After an RTO (RFC 8985 6.3, Linux tcp_timeout_mark_lost): every unSACKed entry
+        is lost and none is in flight as a retransmission. The SACKed ones stay SACKed
+        (RFC 6675 5.1: the scoreboard still says what need not be resent), unless the
+        first one is: the receiver SACKed what it now lets time out, it reneged (RFC 2018
+        section 8), and every SACK is forgotten. Returns True when it reneged."""
         cdef Py_ssize_t i
+        cdef bint reneged = self.head < self.n and self.segs[self.head].flags & SEG_SACKED
+        cdef int clear = SEG_RETRANS | (SEG_SACKED if reneged else 0)
         for i in range(self.head, self.n):
-            self.segs[i].flags = (self.segs[i].flags | SEG_LOST) & ~(SEG_RETRANS | SEG_SACKED)
-        # What the receiver held is acknowledged again in order: not reordering.
-        self.fack = self.segs[self.head].start if self.head < self.n else 0
+            if reneged or not self.segs[i].flags & SEG_SACKED:
+                self.segs[i].flags = (self.segs[i].flags | SEG_LOST) & ~clear
+        if reneged:
+            # What the receiver held is acknowledged again in order: not reordering.
+            self.fack = self.segs[self.head].start
+        return reneged
 
     def clear_lost(self):
         """An RTO proved spurious (Linux tcp_undo_cwnd_reduction(unmark_loss)): nothing

@@ -23,6 +23,9 @@ BASE_MSS: Final[int]
 MTU_PROBE_FLOOR: Final[int]
 LR_TLP: Final[int]
 LR_REO: Final[int]
+FRTO_WAIT: Final[int]
+FRTO_NEW_SENT: Final[int]
+FRTO_WATCH: Final[int]
 TLP_MIN_T: Final[float]
 
 @dataclass

@@ -50,6 +50,7 @@ from fasttcp.tcp.host_services cimport (
 from fasttcp.tcp.host_services cimport (
     COUNT_REORDERING, COUNT_SEGMENTS_MARKED_LOST, COUNT_SPURIOUS_RTX_UNDONE,
     COUNT_TLP_LOSSES_REPAIRED, COUNT_TLP_PROBES)
+from fasttcp.tcp.host_services cimport COUNT_FRTO_SPURIOUS_RTOS
 from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
                                 ConnectionReset, ConnectionTimedOut)
 from fasttcp.tcp.congestion import INFINITE_SSTHRESH as _INFINITE_SSTHRESH
@@ -82,6 +83,10 @@ cdef object _loss_class(object spec):
 cpdef enum:
     LR_TLP = 1                  # the loss timer (Tcb._lr_at) is the TLP's PTO (RFC 8985 7.2)
     LR_REO = 2                  # ... RACK's reordering timer (RFC 8985 6.2 step 5)
+    # F-RTO (RFC 5682; Linux tcp_process_loss), Tcb.frto: 0 off, or the step it is in
+    FRTO_WAIT = 1               # step 2: SND.UNA was resent, waiting for the ACK of it
+    FRTO_NEW_SENT = 2           # step 2b: new data sent, the go-back-N waits for one ACK
+    FRTO_WATCH = 3              # step 3: resending again, but an original's ACK still undoes
     TS_OPTION_SPACE = 12        # NOP NOP + the 10-byte timestamps option, on every segment
     DEFAULT_PEER_MSS = 536      # RFC 9293 3.7.1 / RFC 6691: when the SYN has no MSS option
     MAX_WSCALE = 14             # RFC 7323 2.3
@@ -896,7 +901,7 @@ cdef class Connection(Tcb):
                 self.probes_out = 0
 
         newly_sacked = 0
-        dsack = False
+        dsack = dup = False
         if self.sack_ok and seg.d.opt_present & OPT_SACK:
             blocks = seg.sack_blocks
             dsack = self._is_dsack(blocks, ack_off)
@@ -905,11 +910,14 @@ cdef class Connection(Tcb):
         una_before = self.snd_una
         flight_before = self.snd_max - self.snd_una
         delivered = 0
+        orig = False
         if q is not None and self.sack_ok:
             # The bookkeeping of RACK (RFC 8985 6.2 steps 2-3) for this ACK, in C.
             reordered = q.reordered
+            orig0 = q.orig_delivered
             delivered = q.on_ack(max(ack_off, self.snd_una), self.sacked, now,
                                  self.rtt.min_rtt)
+            orig = q.orig_delivered > orig0
             for _ in range(q.reordered - reordered):
                 self._event(COUNT_REORDERING)
         if self.undo_marker >= 0 and (dsack or ack_off > self.undo_marker):
@@ -930,6 +938,9 @@ cdef class Connection(Tcb):
             # 6675 section 2). Not with a zero window: those ACKs answer window probes
             # (RFC 9293 3.8.6.1), and a fast retransmit would send past the window.
             self._dupack(now)
+            dup = True
+        if self.frto and self.st != S_CLOSED:
+            self._frto_ack(now, self.snd_una > una_before, newly_sacked > 0, dup, orig)
         if q is not None and self.sack_ok and self.st != S_CLOSED:
             self._loss_step(now, delivered, dsack, self.snd_una > una_before, flight_before)
         if self.ecn_ok and seg.d.flags & ECE:
@@ -1048,6 +1059,8 @@ cdef class Connection(Tcb):
                 self._retransmit_head()
         else:
             self.dupacks = 0
+            if self._rto_recovery and ack_off >= self.recover:
+                self._rto_recovery = False        # all sent before the RTO is acknowledged
             if data_acked > 0:
                 self.cc.on_ack(data_acked, flight_before, now, self.rtt.srtt)
 
@@ -1168,6 +1181,7 @@ cdef class Connection(Tcb):
         self.cwnd_bonus = 0
         self.in_recovery = True
         self._sack_recovery = True
+        self._rto_recovery = False
         self.recover = self.snd_max
         self._undo_start(now, False)
         self.cc.on_enter_recovery(self.snd_max - self.snd_una, now)
@@ -1229,10 +1243,21 @@ cdef class Connection(Tcb):
                 self._undo_dsacked += 1
             rtx = self.retransmits - self._undo_rtx0
             spurious = spurious or (rtx > 0 and self._undo_dsacked >= rtx)
-        if not spurious:
-            return                                # a later D-SACK may still show it
+        if spurious:
+            self._undo_apply()
+        # (else a later D-SACK may still show it)
+
+    def _undo_apply(self) -> None:
+        """Restore cwnd and ssthresh from before the episode (Linux
+        tcp_undo_cwnd_reduction); after an RTO, stop its go-back-N resend (Linux
+        tcp_try_undo_loss). Once per episode: the marker is cleared, so Eifel, D-SACK and
+        F-RTO cannot undo it twice."""
         prior_cwnd, prior_ssthresh = self._undo_cwnd, self._undo_ssthresh
         self.undo_marker = -1
+        self._undo_eifel = False
+        self.frto = 0
+        self._frto_send = False
+        self._rto_recovery = False
         if self.in_recovery:
             self.in_recovery = False
             self.dupacks = 0
@@ -1249,6 +1274,57 @@ cdef class Connection(Tcb):
         self.cc.ssthresh = max(self.cc.ssthresh, prior_ssthresh)
         self.spurious_rtx_undone += 1
         self._event(COUNT_SPURIOUS_RTX_UNDONE)
+
+    # --- F-RTO (RFC 5682; Linux tcp_process_loss with tcp_frto=2) -----------------------
+
+    def _frto_ack(self, now: float, advanced: bool, sacked_new: bool, dup: bool,
+                  orig: bool) -> None:
+        """An ACK after an RTO that F-RTO watches (Tcb.frto). ``orig``: it acknowledged
+        or SACKed data the RTO did not resend (Linux FLAG_ORIG_SACK_ACKED; without SACK,
+        any advance once new data went out, RFC 5682 2.1 step 3b)."""
+        if not self.sack_ok:
+            orig = advanced and self.frto == FRTO_NEW_SENT
+        if orig and self.undo_marker >= 0:
+            # Step 3b: something sent before the timeout and never resent arrived, so not
+            # all of it was lost: the timeout was spurious (Linux tcp_try_undo_loss(true)).
+            self._undo_apply()
+            self._event(COUNT_FRTO_SPURIOUS_RTOS)
+            return
+        if self.snd_una >= self.recover:
+            self.frto = 0                         # step 2a: all sent before the RTO is acked
+            return
+        if self.frto != FRTO_WAIT:
+            if sacked_new or dup:
+                self.frto = 0                     # step 3a: the loss was real
+            else:
+                self.frto = FRTO_WATCH            # resend again (Linux REXMIT_LOST)
+            return
+        if dup and not self.sack_ok:
+            self.frto = 0                         # RFC 5682 2.1 step 2a: a duplicate ACK
+        elif advanced:
+            if (self._data_end() > self.snd_max
+                    and self.snd_una + self.snd_wnd > self.snd_max):
+                # Step 2b: new data instead of the next retransmission (sent in _output_data).
+                self.frto = FRTO_NEW_SENT
+                self._frto_send = True
+            else:
+                self.frto = 0                     # no new data to send: the usual recovery
+
+    def _frto_new_data(self, now: float, out: list) -> bool:
+        """RFC 5682 step 2b: up to two new segments (as Linux, whose cwnd is two segments
+        then and nothing is in flight), from SND.MAX; the go-back-N position is kept."""
+        gbn, top = self.snd_nxt, self.snd_max
+        sent = False
+        for _ in range(2):
+            off = self.snd_max
+            n = min(self.mss_now(), self._data_end() - off, self.snd_una + self.snd_wnd - off)
+            if n <= 0:
+                break
+            self._send_segment(off, n, now, out, False)
+            sent = True
+        if gbn < top:
+            self.snd_nxt = gbn                    # (without SACK: where go-back-N resumes)
+        return sent
 
     def _loss_policy(self):
         """The loss-detection policy (Settings.loss_detection), made on first use."""
@@ -1341,7 +1417,8 @@ cdef class Connection(Tcb):
         cdef double pto, rto_left
         if self._lr_kind == LR_REO and self._lr_at is not None:
             return
-        if (self.in_recovery or self.persist or self.tlp_end or self.snd_max <= self.snd_una
+        if (self.in_recovery or self._rto_recovery or self.persist or self.tlp_end
+                or self.snd_max <= self.snd_una
                 or self.st < S_ESTABLISHED or not self.settings.tlp
                 or not (self.loss if self.loss is not None
                         else _loss_class(self.settings.loss_detection)).tlp):
@@ -1480,8 +1557,9 @@ cdef class Connection(Tcb):
             start, hole_end = self._unsacked_from(max(self._high_rxt, self.snd_una))
             if start < self.sacked[-1][1] and start < hole_end:
                 return start, min(mss, hole_end - start), True
-        # (4) rescue retransmission, once per recovery window
-        return self._next_seg_rescue(mss)
+        # (4) rescue retransmission, once per recovery window (not after an RTO, where
+        # everything unSACKed is marked lost already)
+        return self._next_seg_rescue(mss) if self.in_recovery else None
 
     def _output_sack_recovery(self, now: float, out: List[bytes]) -> bool:
         sent = False
@@ -1790,19 +1868,38 @@ cdef class Connection(Tcb):
         self.rtt.backoff()
         if self.ts_ok:
             self._ts_floor = self.ts_now(now)
+        # F-RTO (RFC 5682 3.1 step 1), as Linux's tcp_enter_loss: not for a timeout during
+        # fast recovery, where the loss is known to be real, unless it is a repeated one.
+        frto = (s.frto and self.st not in (S_SYN_SENT, S_SYN_RECEIVED)
+                and (not self.in_recovery or self.retries > 1))
         self._undo_start(now, True)
         self.cc.on_timeout(self.snd_max - self.snd_una)
         self.in_recovery = False
         self.dupacks = 0
         self.cwnd_bonus = 0
         self.recover = self.snd_max
-        self.sacked = []                          # RFC 2018 section 8: the receiver may renege
-        if self.rtxq is not None:                 # RFC 8985 6.3: all in flight is lost
-            self.rtxq.mark_all_lost()
+        self.frto = FRTO_WAIT if frto else 0
+        self._frto_send = False
+        q = self.rtxq
+        if q is None or not self.sack_ok:
+            self.sacked = []                      # RFC 2018 section 8: the receiver may renege
+            self._rto_recovery = False
+            self.snd_nxt = self.snd_una           # go back N (RFC 5681 3.1, RFC 6298 5.4)
+        else:
+            # RFC 8985 6.3: all in flight is lost; the SACKed stays SACKed unless the
+            # receiver reneged (Linux tcp_timeout_mark_lost). Then the segments marked lost
+            # go out as the pipe allows (RFC 6675 5.1: the scoreboard keeps serving after
+            # an RTO), not the SACKed ones, as Linux's Loss state resends.
+            q.trim(self.snd_una)
+            if q.mark_all_lost():
+                self.sacked = []
+            q.orig_limit = self.snd_max
+            self._rto_recovery = True
+            self._high_rxt = self.snd_una
+            self._rescue_rxt = None
         self._lr_at = None
         self.tlp_end = 0
         self._tlp_send = 0
-        self.snd_nxt = self.snd_una
         if self.snd_wnd > 0 and self.st not in (S_SYN_SENT, S_SYN_RECEIVED):
             # RFC 6298 5.4: retransmit the earliest unacknowledged segment, whatever Nagle
             # or SWS avoidance would say about a short one (else nothing re-arms the timer).
@@ -1965,7 +2062,14 @@ cdef class Connection(Tcb):
             self.rtx_at = now + self.persist_timeout()
         if self._tlp_send:
             sent = self._send_probe(now, out) or sent
-        if self.in_recovery and self._sack_recovery:
+        if self.frto == FRTO_NEW_SENT:
+            # F-RTO step 2b: new data, then no retransmission until the next ACK tells
+            # whether the timeout was spurious (Linux tcp_xmit_recovery, REXMIT_NEW).
+            if self._frto_send:
+                self._frto_send = False
+                sent = self._frto_new_data(now, out) or sent
+            return sent
+        if (self.in_recovery and self._sack_recovery) or self._rto_recovery:
             return self._output_sack_recovery(now, out) or sent
         # The steady-state loop (windows, Nagle, SWS, FIN) is compiled: Tcb.output_data.
         if self.output_data(now, out) > 0:

@@ -25,8 +25,9 @@ Time comes only from the ``now`` argument of the hooks; the RTT used to look ahe
 target computation is the ``rtt`` argument (the engine passes SRTT), else the last one seen,
 else 0 (no look-ahead: the least aggressive choice).
 
-Loss recovery stays the engine's. On the third duplicate ACK ssthresh = max(flight_size *
-beta_cubic, 2*SMSS) (section 4.6). Without SACK the engine runs RFC 5681/6582 NewReno
+Loss recovery stays the engine's. On the third duplicate ACK ssthresh = max(max(cwnd,
+flight_size) * beta_cubic, 2*SMSS) in congestion avoidance (cwnd as Linux), flight_size in
+slow start (section 4.6; see ``_reduced``). Without SACK the engine runs RFC 5681/6582 NewReno
 recovery, which counts flight as SND.MAX - SND.UNA and so needs the window inflation of that
 algorithm: cwnd = ssthresh + 3*SMSS (RFC 5681 3.2 step 3), +SMSS per further duplicate ACK,
 deflation on partial ACKs (RFC 6582); with SACK (RFC 6675) the engine sets cwnd = ssthresh
@@ -89,6 +90,10 @@ class Cubic(CongestionControl):
     #: A congestion-avoidance batch is cwnd-limited when flight_size + this many SMSS
     #: reaches cwnd (section 5.8; room for a partial segment held back by SWS avoidance).
     app_limited_slack: int = 3
+    #: Section 4.6's ssthresh from flight_size always (the RFC's pseudocode), not from
+    #: the larger of cwnd and flight_size in congestion avoidance (cwnd as Linux, which the
+    #: RFC allows with section 5.8's rule in place): see ``_reduced``.
+    ssthresh_from_flight: bool = False
 
     # Per-connection state. Each starts at the class-level value below (all immutable), so
     # creating a policy per connection costs only what __init__ sets; an instance stores a
@@ -271,6 +276,23 @@ class Cubic(CongestionControl):
         if whole != self.cwnd:
             self._set_cwnd(whole)
 
+    def _reduced(self, flight_size: int) -> int:
+        """Section 4.6's new ssthresh, at least 2 SMSS. The RFC's pseudocode takes
+        flight_size * beta_cubic and lets an implementation use cwnd if it keeps cwnd from
+        growing while the flow is not cwnd-limited, which section 5.8's rule here does
+        (``_cwnd_limited``); Linux uses cwnd (bictcp_recalc_ssthresh). Here: in congestion
+        avoidance the larger of the two, so that a loss found just after a recovery, while
+        PRR held the flight below cwnd, does not cut the window again from that lower
+        flight (on a path with random loss each episode would then cost more than
+        beta_cubic), while a flight above cwnd (it counts SACKed data, RFC 5681's
+        FlightSize) still counts; in slow start flight_size, since cwnd has run ahead, up
+        to twice, of what the path held when the loss happened. ``ssthresh_from_flight``
+        takes flight_size always."""
+        base = flight_size
+        if self.cwnd >= self.ssthresh and not self.ssthresh_from_flight:
+            base = max(base, self.cwnd)
+        return max(round(base * self.beta_cubic), 2 * self.mss)
+
     def _congestion_event(self, flight_size: int) -> None:
         """Section 4.6 multiplicative decrease with section 4.7 fast convergence."""
         cwnd = self.cwnd / self.mss
@@ -281,9 +303,7 @@ class Cubic(CongestionControl):
         else:
             self.w_max = cwnd
         self.cwnd_prior = cwnd
-        # Section 4.6: ssthresh = flight_size * beta_cubic, at least 2 SMSS. (flight_size,
-        # not cwnd: the RFC's form, which needs no extra guard against unused cwnd.)
-        self.ssthresh = max(round(flight_size * self.beta_cubic), 2 * self.mss)
+        self.ssthresh = self._reduced(flight_size)
         self.t_epoch = None
         self._carry = 0.0
 
@@ -326,7 +346,11 @@ class Cubic(CongestionControl):
             if not self._in_recovery:
                 # cwnd is the real window here, not one inflated by recovery.
                 self.cwnd_prior = self.cwnd / self.mss
-            self.ssthresh = max(round(flight_size * self.beta_cubic), 2 * self.mss)
+                self.ssthresh = self._reduced(flight_size)
+            elif self.ssthresh_from_flight:
+                self.ssthresh = self._reduced(flight_size)
+            # (else: during a recovery, ssthresh stays what its start set, as Linux's
+            # tcp_enter_loss leaves snd_ssthresh alone in the Recovery state)
         self._timeout_pending = True
         self._in_recovery = False
         self._after_timeout = True          # next CA stage: K = 0, W_max = cwnd_epoch

@@ -74,6 +74,8 @@ cpdef enum Count:
     COUNT_ECN_ECE_RECEIVED              # segments that arrived with ECE (once negotiated)
     COUNT_ECN_REDUCTIONS                # cwnd reductions for ECE (one per window, 6.1.2)
     COUNT_ECN_CWR_OUT                   # segments sent with CWR
+    # F-RTO (RFC 5682)
+    COUNT_FRTO_SPURIOUS_RTOS            # timeouts F-RTO showed spurious (Linux TCPSpuriousRTOs)
     COUNT_KINDS                         # how many there are (not a counter)
 
 

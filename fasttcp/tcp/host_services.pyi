@@ -63,7 +63,8 @@ class Count(IntEnum):
     COUNT_ECN_ECE_RECEIVED = 47
     COUNT_ECN_REDUCTIONS = 48
     COUNT_ECN_CWR_OUT = 49
-    COUNT_KINDS = 50
+    COUNT_FRTO_SPURIOUS_RTOS = 50
+    COUNT_KINDS = 51
 
 @disjoint_base
 class HostServices:

@@ -154,6 +154,13 @@ cdef class Tcb:
     cdef public object _undo_cwnd, _undo_ssthresh
     cdef public uint32_t _undo_tsval
     cdef public bint _undo_eifel, _undo_rto
+    # F-RTO (RFC 5682) after an RTO: its step (FRTO_* in connection.pyx; 0 off), and new
+    # data owed at the next output (step 2b)
+    cdef public int frto
+    cdef public bint _frto_send
+    # After an RTO on a SACK connection, until SND.UNA passes "recover": what is marked
+    # lost is resent as the pipe allows, SACKed data is not (Linux's Loss state)
+    cdef public bint _rto_recovery
     cdef public double delivery_rate    # bytes/s over the latest round trip
     cdef public double _dr_t0
     cdef public int64_t _dr_b0

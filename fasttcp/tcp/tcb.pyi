@@ -125,6 +125,7 @@ class Tcb:
     tlp_probes: int
     spurious_rtx_undone: int
     undo_marker: int
+    frto: int
     delivery_rate: float
     # ECN (RFC 3168)
     ecn_ok: bool
