@@ -99,25 +99,34 @@ def _host_addresses(address: Any) -> List[Any]:
     return out
 
 
-def _parse_remote(remote: Any) -> Tuple[Any, int]:
-    """(ipaddress object, port) of a connect() destination: (host, port), or for IPv6
-    also (host, port, flowinfo, scope_id) as the socket module takes it."""
+def _parse_remote(remote: Any) -> Tuple[int, Any, str, int]:
+    """(version, address as a number (IPv4) or 16 bytes (IPv6), canonical text, port) of a
+    connect() destination: (host, port), or for IPv6 also (host, port, flowinfo, scope_id)
+    as the socket module takes it. IPv4 text takes the C parser (connect is on the path
+    of connections/s)."""
     if not isinstance(remote, tuple) or len(remote) not in (2, 4):
         raise ValueError("the remote address is (host, port) or (host, port, flow, scope)")
     host, port = remote[0], remote[1]
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError("port must be 1..65535")
+    if isinstance(host, str) and ":" not in host:
+        if len(remote) == 4:
+            raise ValueError("an IPv4 remote address is (host, port)")
+        rip = ip_to_int(host)
+        if rip == 0:
+            raise ValueError(f"cannot connect to the unspecified address {host}")
+        if rip >> 28 == 0xE:
+            raise ValueError(f"cannot connect to a multicast address ({host}): TCP is unicast")
+        return 4, rip, int_to_ip(rip), port
     try:
-        ip = ipaddress.ip_address(host)
+        ip = ipaddress.IPv6Address(host)
     except ValueError:
         raise ValueError(f"not an IPv4 or IPv6 address: {host!r}") from None
     if ip.is_unspecified:
         raise ValueError(f"cannot connect to the unspecified address {host}")
     if ip.is_multicast:
         raise ValueError(f"cannot connect to a multicast address ({host}): TCP is unicast")
-    if ip.version == 4 and len(remote) == 4:
-        raise ValueError("an IPv4 remote address is (host, port)")
-    if not isinstance(port, int) or not 0 < port < 65536:
-        raise ValueError("port must be 1..65535")
-    return ip, port
+    return 6, ip.packed, str(ip), port
 
 
 cdef inline bint _local_is(Connection conn, Packet pk) except -1:
@@ -256,7 +265,8 @@ cdef class Host:
 
     def receive(self, packets: Iterable[Any], now: float, parse_flags: int = 0,
                 defer_copy: bool = False) -> None:
-        """Ingest a batch of IPv4 packets that arrived at time ``now`` (seconds).
+        """Ingest a batch of IP packets (IPv4 or IPv6, by their version nibble) that
+        arrived at time ``now`` (seconds).
 
         ``parse_flags`` (a link's ``parse_flags``): 1 when the link already verified the
         TCP checksums (TUN offload: partial checksums from the local kernel), 2 for the
@@ -290,8 +300,8 @@ cdef class Host:
             deferred.clear()
 
     cdef int input_fragment(self, object packet, double now) except -1:
-        """An IPv4 fragment: reassemble (RFC 791, bounded; overlaps discard the datagram)
-        and process the datagram once complete."""
+        """An IPv4 or IPv6 fragment: reassemble (RFC 791, RFC 8200 4.5, bounded; overlaps
+        discard the datagram, RFC 5722) and process the datagram once complete."""
         self._stats["fragments_in"] += 1
         whole = self._frags.add(bytes(packet), now)
         if whole is None:
@@ -427,26 +437,25 @@ cdef class Host:
         ``now`` (default: the time of the last receive/transmit) feeds the ISN clock."""
         if now is not None:
             self.now = now
-        ip, rport = _parse_remote(remote)
+        version, rip, rtext, rport = _parse_remote(remote)
         # The source: the host's first address of the destination's family.
-        lip = self._first6 if ip.version == 6 else self._first4
+        lip = self._first6 if version == 6 else self._first4
         if lip is None:
-            raise ValueError(f"this host has no IPv{ip.version} address to connect to "
-                             f"{ip} from ({', '.join(self.addresses)})")
-        rip = ip.packed if ip.version == 6 else int(ip)
+            raise ValueError(f"this host has no IPv{version} address to connect to "
+                             f"{rtext} from ({', '.join(self.addresses)})")
         if len(self._conns) >= self.settings.max_connections:
             raise OSError(105, "too many connections (max_connections)")
         lport = self._pick_port(rip, rport, lip) if local_port is None else local_port
         key = (lport, rip, rport)
         if key in self._conns:
             raise OSError(98, "address already in use for this 4-tuple")
-        if ip.version == 6:
+        if version == 6:
             iss = self._isn.isn6(lip, lport, rip, rport, self.now)
-            conn = Connection(self, (self._text[lip], lport, 0, 0), (str(ip), rport, 0, 0),
+            conn = Connection(self, (self._text[lip], lport, 0, 0), (rtext, rport, 0, 0),
                               rip, iss, self.now, False, lip)
         else:
             iss = self._isn.isn(lip, lport, rip, rport, self.now)
-            conn = Connection(self, (self._text[lip], lport), (str(ip), rport), rip, iss,
+            conn = Connection(self, (self._text[lip], lport), (rtext, rport), rip, iss,
                               self.now, False, lip)
         self._conns[key] = conn
         self._set_tracing()
