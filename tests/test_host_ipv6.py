@@ -71,6 +71,10 @@ def test_connect_picks_the_family_and_checks_it() -> None:
         h6.connect(("ff02::1", 80))
     with pytest.raises(ValueError, match="unspecified"):
         h6.connect(("::", 80))
+    with pytest.raises(ValueError, match="IPv4-mapped.*10.0.0.2 over IPv4"):
+        h6.connect(("::ffff:10.0.0.2", 80))
+    with pytest.raises(ValueError, match="not an IPv4 or IPv6 address"):
+        h6.connect(("fd00::zz", 80))
     dual = Host(["10.0.0.1", A6, "fd00::99"])
     c6 = dual.connect((B6, 80, 0, 0))               # the socket module's 4-tuple too
     c4 = dual.connect(("10.0.0.2", 80))
@@ -333,3 +337,25 @@ def test_dual_stack_host_serves_both_families_at_once() -> None:
     assert hashlib.sha256(got[by_family[2]]).digest() == hashlib.sha256(data[4]).digest()
     assert hashlib.sha256(got[by_family[4]]).digest() == hashlib.sha256(data[6]).digest()
     assert not server.stats().get("drop_internal_error")
+
+
+def test_several_ipv4_addresses_and_the_local_address_clash() -> None:
+    """A host with two IPv4 addresses answers on both, each connection with the address
+    it was reached at; the same remote end and ports to the second address while the first
+    connection lives is refused with a RST (the demux key has no local address)."""
+    server = Host(["10.0.0.2", "10.0.0.3"], isn_secret=bytes(16))
+    server.listen(80)
+    syn = dict(seq=100, ack=0, flags=0x02, options=TcpOptions(mss=1460))
+    server.receive([build_tcp("10.0.0.1", "10.0.0.3", 5000, 80, **syn)], 0.0)
+    (sa,) = server.transmit(0.0)
+    assert parse(sa).src == "10.0.0.3" and parse(sa).flag_bits == 0x12
+    server.receive([build_tcp("10.0.0.1", "10.0.0.2", 5001, 80, **syn)], 0.0)
+    (sa2,) = server.transmit(0.0)
+    assert parse(sa2).src == "10.0.0.2"
+    locals_ = sorted(c.local_address for c in server.connections())
+    assert locals_ == [("10.0.0.2", 80), ("10.0.0.3", 80)]
+    server.receive([build_tcp("10.0.0.1", "10.0.0.2", 5000, 80, **syn)], 0.0)
+    (rst,) = server.transmit(0.0)
+    assert parse(rst).flag_bits & 0x04 and parse(rst).src == "10.0.0.2"
+    assert server.stats()["drop_local_address_clash"] == 1
+    assert len(server.connections()) == 2

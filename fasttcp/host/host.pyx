@@ -99,6 +99,10 @@ def _host_addresses(address: Any) -> List[Any]:
     return out
 
 
+_UNSPECIFIED6 = bytes(16)
+_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+
+
 def _parse_remote(remote: Any) -> Tuple[int, Any, str, int]:
     """(version, address as a number (IPv4) or 16 bytes (IPv6), canonical text, port) of a
     connect() destination: (host, port), or for IPv6 also (host, port, flowinfo, scope_id)
@@ -118,15 +122,19 @@ def _parse_remote(remote: Any) -> Tuple[int, Any, str, int]:
         if rip >> 28 == 0xE:
             raise ValueError(f"cannot connect to a multicast address ({host}): TCP is unicast")
         return 4, rip, int_to_ip(rip), port
+    # inet_pton / inet_ntop (C), not the ipaddress module: ~10 us less per connect.
     try:
-        ip = ipaddress.IPv6Address(host)
-    except ValueError:
+        packed = ip6_to_bytes(host)
+    except (ValueError, TypeError):
         raise ValueError(f"not an IPv4 or IPv6 address: {host!r}") from None
-    if ip.is_unspecified:
+    if packed == _UNSPECIFIED6:
         raise ValueError(f"cannot connect to the unspecified address {host}")
-    if ip.is_multicast:
+    if packed[0] == 0xFF:
         raise ValueError(f"cannot connect to a multicast address ({host}): TCP is unicast")
-    return 6, ip.packed, str(ip), port
+    if packed[:12] == _MAPPED_PREFIX:
+        raise ValueError(f"{host} is an IPv4-mapped address: connect to "
+                         f"{int_to_ip(int.from_bytes(packed[12:], 'big'))} over IPv4")
+    return 6, packed, bytes_to_ip6(packed), port
 
 
 cdef inline bint _local_is(Connection conn, Packet pk) except -1:

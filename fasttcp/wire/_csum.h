@@ -202,4 +202,7 @@ static inline uint64_t ft_pseudo6_sum(const unsigned char *addrs, uint8_t proto,
     return s;
 }
 
+/* Branch hints for the parser: the IPv6 branch is laid out away from the IPv4 path. */
+#define ft_unlikely(x) __builtin_expect(!!(x), 0)
+
 #endif /* FASTTCP_CSUM_H */

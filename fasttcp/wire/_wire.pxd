@@ -164,13 +164,13 @@ ctypedef struct SegDesc:
     uint8_t proto           # IPv6: the upper-layer next header, after extension headers
     uint8_t ttl             # IPv6: hop limit
     uint8_t tos             # IPv6: traffic class (the ECN field is its low 2 bits too)
-    uint8_t ipver           # 4 or 6
     # IPv4 total length; IPv6 40 + payload length (the buffer may be longer: padding)
     uint32_t ip_len
     uint16_t ip_id
     # IPv4 header length; IPv6 40 + extension headers: where the upper-layer header starts
     uint16_t ip_hl
     uint16_t frag           # IPv4 flags and fragment offset, raw
+    uint8_t ipver           # 4 or 6
     uint32_t src            # addresses as numbers (host order); IPv6: low 32 bits
     uint32_t dst
     # TCP
