@@ -166,11 +166,9 @@ ctypedef struct SegDesc:
     uint8_t tos             # IPv6: traffic class (the ECN field is its low 2 bits too)
     # IPv4 total length; IPv6 40 + payload length (the buffer may be longer: padding)
     uint32_t ip_len
-    uint16_t ip_id
     # IPv4 header length; IPv6 40 + extension headers: where the upper-layer header starts
     uint16_t ip_hl
     uint16_t frag           # IPv4 flags and fragment offset, raw
-    uint8_t ipver           # 4 or 6
     uint32_t src            # addresses as numbers (host order); IPv6: low 32 bits
     uint32_t dst
     # TCP
@@ -191,6 +189,10 @@ ctypedef struct SegDesc:
     uint32_t tsval
     uint32_t tsecr
     uint8_t nsack
+    # (ipver and ip_id fill the padding before sack: the struct stays 100 bytes, and the
+    # other fields where they were before IPv6)
+    uint8_t ipver           # 4 or 6
+    uint16_t ip_id
     uint32_t sack[8]        # left, right edges
     # ICMP
     uint8_t icmp_type
