@@ -292,3 +292,20 @@ def test_fuzz_mutated_fragments_into_a_host(seed: int) -> None:
         st = h.stats()
         assert st.get("reasm_held_bytes", 0) <= 20_000 and st.get("reasm_datagrams", 0) <= 4
     assert not h.stats().get("drop_internal_error")
+
+
+def test_first_fragment_without_the_whole_header_chain_is_dropped() -> None:
+    """RFC 7112 5 (Linux too): the offset-0 fragment must hold every extension header and
+    the upper-layer header; one that cuts the TCP header (or the chain) is bad."""
+    r = FragmentReassembler()
+    tcp = bytes(TCP(sport=1, dport=2, seq=3))
+    cut = IPv6(src=A6, dst=B6) / IPv6ExtHdrFragment(id=1, offset=0, m=1, nh=6) / Raw(tcp[:8])
+    assert r.add(bytes(cut), 0.0) is None and r.stats()["bad"] == 1
+    chain = (IPv6(src=A6, dst=B6) / IPv6ExtHdrFragment(id=2, offset=0, m=1)
+             / IPv6ExtHdrDestOpt(options=[]) / Raw(bytes(24)))
+    raw = bytearray(bytes(chain))
+    raw[49] = 10                                   # the destination options run past it
+    assert r.add(bytes(raw), 0.0) is None and r.stats()["bad"] == 2
+    whole = IPv6(src=A6, dst=B6) / IPv6ExtHdrFragment(id=3, offset=0, m=1, nh=6) / Raw(
+        tcp + bytes(4))
+    assert r.add(bytes(whole), 0.0) is None and r.stats()["bad"] == 2 and r.datagrams == 1

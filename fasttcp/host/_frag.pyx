@@ -33,7 +33,9 @@ followed by the payload, the Fragment header gone (the Next Header field before 
 its value) and the payload length set. The same limits, overlap rule (RFC 5722, with
 Errata 3089 for exact duplicates, as Linux) and timer hold; a fragment whose reassembled
 payload would exceed 65535 bytes is discarded with its datagram. Atomic fragments (offset 0,
-M clear, RFC 6946) never come here: the wire layer takes them as whole packets.
+M clear, RFC 6946) never come here: the wire layer takes them as whole packets. A first
+fragment without the whole header chain up to and including the upper-layer header is
+dropped (RFC 7112 5, as Linux).
 
 Time comes only from the ``now`` arguments. Datagrams expire in the order they were
 created, which is the order of ``now`` as long as the caller's clock does not go backwards.
@@ -44,9 +46,10 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free as c_free, realloc
 from libc.string cimport memcpy, memmove
 
-from fasttcp.wire._wire cimport (IPV6_DSTOPTS, IPV6_FRAGMENT, IPV6_HOPOPTS,
-                                 IPV6_MAX_EXT_HEADERS, IPV6_ROUTING, checksum_finish,
-                                 ft_csum_fold, ft_csum_partial, get_buffer, rd16, rd32, wr16)
+from fasttcp.wire._wire cimport (IPPROTO_ICMPV6, IPPROTO_TCP, IPV6_DSTOPTS, IPV6_FRAGMENT,
+                                 IPV6_HOPOPTS, IPV6_MAX_EXT_HEADERS, IPV6_ROUTING,
+                                 checksum_finish, ft_csum_fold, ft_csum_partial, get_buffer,
+                                 rd16, rd32, wr16)
 
 COMPILED = True
 
@@ -156,7 +159,28 @@ cdef HdrResult _parse_header6(const unsigned char* buf, Py_ssize_t n,
     # discarded (Linux also refuses an empty one).
     if h.more and (plen == 0 or (plen & 7) != 0):
         return HDR_BAD
+    if h.start == 0 and not _first_fragment_whole(buf, h.total, buf[off], h.hl):
+        return HDR_BAD
     return HDR_FRAGMENT
+
+
+cdef bint _first_fragment_whole(const unsigned char* buf, Py_ssize_t total, uint8_t nh,
+                                Py_ssize_t off) noexcept nogil:
+    """RFC 7112 5: the first fragment carries the whole header chain, up to and including
+    the upper-layer header (TCP's 20 bytes, ICMPv6's 8); else it is dropped, as Linux does
+    (ipv6_frag_thdr_truncated)."""
+    cdef int count = 0
+    while nh == IPV6_HOPOPTS or nh == IPV6_ROUTING or nh == IPV6_DSTOPTS:
+        count += 1
+        if count > IPV6_MAX_EXT_HEADERS or off + 8 > total:
+            return False
+        nh = buf[off]
+        off += (<Py_ssize_t>buf[off + 1] + 1) * 8
+    if nh == IPPROTO_TCP:
+        return off + 20 <= total
+    if nh == IPPROTO_ICMPV6:
+        return off + 8 <= total
+    return off <= total
 
 
 cdef inline object _key6(const unsigned char* buf, Py_ssize_t frag_at):
