@@ -26,7 +26,7 @@ cdef class Host(HostServices):
     # Addresses by family: IPv4 numbers (the first also as _addr4) and IPv6 16-byte
     # strings; text by number/bytes; the first of each family (None when it has none).
     cdef uint32_t _addr4
-    cdef Py_ssize_t _n4
+    cdef Py_ssize_t _n4, _n6
     cdef frozenset _set4, _set6
     cdef dict _text
     cdef object _first4, _first6
@@ -88,6 +88,7 @@ cdef class Host(HostServices):
     cdef uint32_t ts_offset(self, uint16_t lport, uint32_t rip, uint16_t rport) except? 0
     cdef uint32_t ts_offset6(self, uint16_t lport, bytes rip, uint16_t rport) except? 0
     cdef bint _is_ours(self, Packet pk) except -1
+    cdef object _listener_for(self, Packet pk)
     cdef object _new_conn(self, Packet pk, uint32_t iss, double now, bint passive)
     cdef object make_congestion(self, int mss)
     cdef bint challenge_ack_allowed(self, double now) except -1

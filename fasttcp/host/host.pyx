@@ -19,6 +19,7 @@ from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tu
 
 from fasttcp.host.settings import Settings
 from libc.math cimport floor
+from cpython.bytes cimport PyBytes_AS_STRING
 from libc.string cimport memcmp, memcpy
 from fasttcp.tcp._isn cimport IsnGenerator
 from fasttcp.wire._wire cimport wr16, wr32
@@ -140,7 +141,7 @@ def _parse_remote(remote: Any) -> Tuple[int, Any, str, int]:
 cdef inline bint _local_is(Connection conn, Packet pk) except -1:
     """Whether the packet's destination is the connection's local address."""
     if pk.d.ipver == 6:
-        return conn.ipver == 6 and _local_is6(conn, pk.raw[24:40])
+        return conn.ipver == 6 and memcmp(conn._lip6, PyBytes_AS_STRING(pk.raw) + 24, 16) == 0
     return conn.ipver == 4 and conn._lip == pk.d.dst
 
 
@@ -217,6 +218,7 @@ cdef class Host:
         self._set4 = frozenset(v4)
         self._set6 = frozenset(v6)
         self._n4 = len(v4)
+        self._n6 = len(v6)
         self._addr4 = v4[0] if v4 else 0
         self._first4 = v4[0] if v4 else None
         self._first6 = v6[0] if v6 else None
@@ -326,6 +328,9 @@ cdef class Host:
     cdef bint _is_ours(self, Packet pk) except -1:
         """Whether the packet's destination is one of the host's addresses."""
         if pk.d.ipver == 6:
+            if self._n6 == 1:                       # no slice: compare in place
+                return memcmp(PyBytes_AS_STRING(pk.raw) + 24,
+                              PyBytes_AS_STRING(<bytes>self._first6), 16) == 0
             return pk.raw[24:40] in self._set6
         if self._n4 == 1:
             return pk.d.dst == self._addr4
@@ -685,7 +690,7 @@ cdef class Host:
                                    ttl=self.settings.ttl))
         self._stats["rsts_out"] += 1
 
-    def _listener_for(self, Packet pk) -> Optional[Listener]:
+    cdef object _listener_for(self, Packet pk):
         """The listener that takes a segment to its destination port and address."""
         lst = self._listeners.get(pk.d.dport)
         if lst is None or lst._local is None:
