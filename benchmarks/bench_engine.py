@@ -20,13 +20,14 @@ from fasttcp.transfer import bulk_transfer
 SIZE = 16 << 20
 
 
+@pytest.mark.parametrize("family", [4, 6])
 @pytest.mark.parametrize("mtu", [1500, 9000, 65535])
-def test_bulk_transfer(benchmark, mtu):
+def test_bulk_transfer(benchmark, mtu, family):
     benchmark.group = "bulk transfer 16 MiB, two hosts in one process"
     results = []
 
     def run():
-        r = bulk_transfer(SIZE, mtu=mtu)
+        r = bulk_transfer(SIZE, mtu=mtu, ipv6=family == 6)
         assert r.intact
         results.append(r)
 
@@ -39,45 +40,78 @@ def test_bulk_transfer(benchmark, mtu):
     benchmark.extra_info["us/packet"] = round(median / results[0].packets * 1e6, 2)
 
 
-def test_connection_rate(benchmark):
+def _connections(n: int, client_ip: str = "10.0.0.1", server_ip: str = "10.0.0.2") -> None:
+    """n connections: open, one request/response, close (both sides)."""
+    secret = bytes(16)
+    # MSL 0.5 ms: the server's TIME-WAIT (2*MSL) ends by the next connection's time
+    # step (1 ms), so the tables stay small; every close is a full FIN exchange. (With
+    # MSL 0 the orphaned FIN-WAIT-2 timeout, also 2*MSL, would end the server side
+    # before the client's FIN, which would then be answered by a RST.)
+    client = Host(client_ip, isn_secret=secret, msl=0.0005)
+    server = Host(server_ip, isn_secret=secret, msl=0.0005)
+    lst = server.listen(80, backlog=n)
+    now = 0.0
+    for _i in range(n):
+        c = client.connect((server_ip, 80))
+        exchange(client, server, now)
+        s = lst.accept()
+        c.send(b"GET / HTTP/1.1\r\n\r\n")
+        exchange(client, server, now)
+        s.recv()
+        s.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        s.close()
+        exchange(client, server, now)
+        c.recv()
+        c.close()
+        exchange(client, server, now)
+        now += 0.001
+        for h in (client, server):
+            h.transmit(now)
+    assert not server.connections() and not client.connections()
+    cs, ss = client.stats(), server.stats()
+    assert "rst_in" not in cs and "rst_in" not in ss            # graceful closes only
+    assert ss.get("state_time_wait") == n                         # the server closed first
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_connection_rate(benchmark, family):
     """Open, one request/response, close (both sides): connections per second."""
     benchmark.group = "connections"
     n = 500
-    secret = bytes(16)
-
-    def run():
-        # MSL 0.5 ms: the server's TIME-WAIT (2*MSL) ends by the next connection's time
-        # step (1 ms), so the tables stay small; every close is a full FIN exchange. (With
-        # MSL 0 the orphaned FIN-WAIT-2 timeout, also 2*MSL, would end the server side
-        # before the client's FIN, which would then be answered by a RST.)
-        client = Host("10.0.0.1", isn_secret=secret, msl=0.0005)
-        server = Host("10.0.0.2", isn_secret=secret, msl=0.0005)
-        lst = server.listen(80, backlog=n)
-        now = 0.0
-        for _i in range(n):
-            c = client.connect(("10.0.0.2", 80))
-            exchange(client, server, now)
-            s = lst.accept()
-            c.send(b"GET / HTTP/1.1\r\n\r\n")
-            exchange(client, server, now)
-            s.recv()
-            s.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            s.close()
-            exchange(client, server, now)
-            c.recv()
-            c.close()
-            exchange(client, server, now)
-            now += 0.001
-            for h in (client, server):
-                h.transmit(now)
-        assert not server.connections() and not client.connections()
-        cs, ss = client.stats(), server.stats()
-        assert "rst_in" not in cs and "rst_in" not in ss            # graceful closes only
-        assert ss.get("state_time_wait") == n                         # the server closed first
-
-    benchmark.pedantic(run, rounds=3, iterations=1)
+    ips = ("10.0.0.1", "10.0.0.2") if family == 4 else ("fd00::1", "fd00::2")
+    benchmark.pedantic(_connections, args=(n, *ips), rounds=3, iterations=1)
     if (t := median_seconds(benchmark)) is not None:
         benchmark.extra_info["connections/s"] = round(n / t)
+
+
+def test_ipv6_vs_ipv4(benchmark):
+    """IPv6 against IPv4 on the same work in one run, alternating (issue 14's goal: >=
+    0.95x): in-memory bulk transfer (16 MiB, MTU 1500; the transfer's own clock) and
+    connections/s (500 per round). The ratios (IPv6 speed / IPv4 speed, medians of the
+    rounds) are in extra_info; the timed function is one IPv6 bulk transfer."""
+    benchmark.group = "IPv6 vs IPv4"
+    rounds = 5
+    bulk = {4: [], 6: []}
+    conn = {4: [], 6: []}
+    for _ in range(rounds):
+        for fam in (4, 6):
+            r = bulk_transfer(SIZE, mtu=1500, ipv6=fam == 6)
+            assert r.intact
+            bulk[fam].append(r.wall_seconds)
+            ips = ("10.0.0.1", "10.0.0.2") if fam == 4 else ("fd00::1", "fd00::2")
+            t0 = time.perf_counter()
+            _connections(200, *ips)
+            conn[fam].append(time.perf_counter() - t0)
+
+    def med(xs):
+        return sorted(xs)[len(xs) // 2]
+
+    benchmark.pedantic(lambda: bulk_transfer(SIZE, ipv6=True), rounds=1, iterations=1)
+    benchmark.extra_info["bulk IPv6/IPv4"] = round(med(bulk[4]) / med(bulk[6]), 3)
+    benchmark.extra_info["connections/s IPv6/IPv4"] = round(med(conn[4]) / med(conn[6]), 3)
+    benchmark.extra_info["bulk Gbit/s IPv4, IPv6"] = [
+        round(SIZE * 8 / med(bulk[f]) / 1e9, 3) for f in (4, 6)]
+    benchmark.extra_info["connections/s IPv4, IPv6"] = [round(200 / med(conn[f])) for f in (4, 6)]
 
 
 def _open_idle(n: int):

@@ -85,14 +85,18 @@ def test_copy_64k_reference(benchmark):
     _record(benchmark, nbytes=65536)
 
 
-def _data_packets(n: int) -> list:
+def _data_packets(n: int, family: int = 4) -> list:
+    """n full 1500-byte data segments (IPv6: 20 bytes less payload)."""
     opts = TcpOptions(timestamps=(123456, 654321))
-    return [build_tcp("10.0.0.1", "10.0.0.2", 40000, 80, 1000 + 1448 * i, 77, 0x18, 512,
-                      RNG(1448), opts) for i in range(n)]
+    a, b, size = ("10.0.0.1", "10.0.0.2", 1448) if family == 4 else ("fd00::1", "fd00::2",
+                                                                       1428)
+    return [build_tcp(a, b, 40000, 80, 1000 + size * i, 77, 0x18, 512, RNG(size), opts)
+            for i in range(n)]
 
 
-def test_batch_parse_64x1500(benchmark):
-    packets = _data_packets(64)
+@pytest.mark.parametrize("family", [4, 6])
+def test_batch_parse_64x1500(benchmark, family):
+    packets = _data_packets(64, family)
     assert all(len(p) == 1500 for p in packets)
     batch = SegmentBatch(64)
     benchmark.group = "parse 64 x 1500 B"
@@ -100,9 +104,10 @@ def test_batch_parse_64x1500(benchmark):
     _record(benchmark, nbytes=64 * 1500, packets=64)
 
 
-def test_batch_parse_64x1500_no_checksum(benchmark):
+@pytest.mark.parametrize("family", [4, 6])
+def test_batch_parse_64x1500_no_checksum(benchmark, family):
     """The same with checksums verified by the NIC/TUN offload (flag PARSE_NO_*_CSUM)."""
-    packets = _data_packets(64)
+    packets = _data_packets(64, family)
     batch = SegmentBatch(64)
     benchmark.group = "parse 64 x 1500 B"
     assert _run(benchmark, batch.parse, packets, 3, iterations=100) == 64
@@ -130,23 +135,26 @@ def test_build_data_segment_with_options(benchmark):
     _record(benchmark, packets=1)
 
 
-def test_build_data_segment_c_level(benchmark):
+@pytest.mark.parametrize("family", [4, 6])
+def test_build_data_segment_c_level(benchmark, family):
     """The engine's own path: Tcb.build (C struct in, packet out, payload from the send
-    ring), via a pure ACK + 1448-byte segments of a live connection."""
+    ring), via a pure ACK + 1448-byte segments of a live connection (1428 for IPv6)."""
     from fasttcp import Host
-    client, server = Host("10.0.0.1"), Host("10.0.0.2")
+    a, b, size = ("10.0.0.1", "10.0.0.2", 1448) if family == 4 else ("fd00::1", "fd00::2",
+                                                                       1428)
+    client, server = Host(a), Host(b)
     server.listen(80)
-    conn = client.connect(("10.0.0.2", 80))
+    conn = client.connect((b, 80))
     for _ in range(4):
         server.receive(client.transmit(0.0), 0.0)
         client.receive(server.transmit(0.0), 0.0)
-    conn.send(RNG(1448))
+    conn.send(RNG(size))
     out = []
     benchmark.group = "build 1500 B segment"
 
     def build():
         out.clear()
-        conn._send_segment(1, 1448, 0.0, out, True)
+        conn._send_segment(1, size, 0.0, out, True)
     _run(benchmark, build, iterations=200)
     assert len(out[0]) == 1500
     _record(benchmark, packets=1)

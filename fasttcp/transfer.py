@@ -26,6 +26,7 @@ from fasttcp.tcp.states import State
 __all__ = ["TransferResult", "bulk_transfer"]
 
 CLIENT, SERVER = "10.0.0.1", "10.0.0.2"
+CLIENT6, SERVER6 = "fd00::1", "fd00::2"
 
 
 @dataclass
@@ -89,15 +90,18 @@ class TransferResult:
 def bulk_transfer(nbytes: int, mtu: int = 1500, *, faults: Optional[FaultConfig] = None,
                   seed: int = 1, log: Optional[Callable[[str], None]] = None,
                   pcap: Optional[PcapWriter] = None, until: float = 600.0,
-                  max_steps: int = 10_000_000, **settings: Any) -> TransferResult:
+                  max_steps: int = 10_000_000, ipv6: bool = False,
+                  **settings: Any) -> TransferResult:
     """Send ``nbytes`` (seeded random bytes) from a client host to a server host's port
     80 through a NetSim with ``faults`` in both directions (None: perfect and instant);
     both close at the end. ``settings`` go to both Hosts; ``log`` gets a line per event
-    (handshake, state changes). Raises SimulationDidNotConverge after ``max_steps``."""
+    (handshake, state changes); ``ipv6``: the hosts talk over IPv6 (fd00::1, fd00::2).
+    Raises SimulationDidNotConverge after ``max_steps``."""
     settings.setdefault("msl", 0.25)               # TIME_WAIT is not what is measured
     secret = settings.pop("isn_secret", None)      # default: a different one per host
-    client = Host(CLIENT, mtu=mtu, isn_secret=secret or bytes(16), **settings)
-    server = Host(SERVER, mtu=mtu, isn_secret=secret or bytes(range(16)), **settings)
+    client_ip, server_ip = (CLIENT6, SERVER6) if ipv6 else (CLIENT, SERVER)
+    client = Host(client_ip, mtu=mtu, isn_secret=secret or bytes(16), **settings)
+    server = Host(server_ip, mtu=mtu, isn_secret=secret or bytes(range(16)), **settings)
     sim = NetSim(transmit_all=True)                # the apps act between steps
     cfg = faults if faults is not None else FaultConfig()
     sim.connect(client, server, cfg, cfg)
@@ -108,7 +112,7 @@ def bulk_transfer(nbytes: int, mtu: int = 1500, *, faults: Optional[FaultConfig]
     sink = bytearray(nbytes)                       # the receiving app's buffer (recv_into)
     sink_view = memoryview(sink)
     listener = server.listen(80)
-    conn = client.connect((SERVER, 80))
+    conn = client.connect((server_ip, 80))
     events: List[str] = []
     seen_states: set = set()
     st: dict = {"sent": 0, "got": 0, "srv": None, "t_done": None}

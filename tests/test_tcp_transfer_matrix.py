@@ -39,6 +39,7 @@ from fasttcp.link import FaultConfig, NetSim, PcapWriter
 MIB = 1 << 20
 SIZE = 4 * MIB
 CLIENT_IP, SERVER_IP, PORT = "10.0.0.1", "10.0.0.2", 80
+CLIENT_IP6, SERVER_IP6 = "fd00::1", "fd00::2"
 
 LOSSES = (0.0, 0.01, 0.05, 0.10, 0.20)
 SEEDS_PER_CELL = {}                  # by loss rate; else DEFAULT_SEEDS
@@ -175,11 +176,12 @@ class Result:
 
 
 def run_transfer(cell: Cell, seed: int, size: int = SIZE,
-                 pcap: Optional[PcapWriter] = None) -> Result:
+                 pcap: Optional[PcapWriter] = None, ipv6: bool = False) -> Result:
     """Run one transfer to its end (or to the virtual-time limit) and return the figures;
-    the checks are left to the caller."""
-    client = Host(CLIENT_IP, isn_secret=bytes(16), **HOST_SETTINGS)
-    server = Host(SERVER_IP, isn_secret=bytes(range(16)), **HOST_SETTINGS)
+    the checks are left to the caller. ``ipv6``: the hosts talk IPv6."""
+    client_ip, server_ip = (CLIENT_IP6, SERVER_IP6) if ipv6 else (CLIENT_IP, SERVER_IP)
+    client = Host(client_ip, isn_secret=bytes(16), **HOST_SETTINGS)
+    server = Host(server_ip, isn_secret=bytes(range(16)), **HOST_SETTINGS)
     for h in (client, server):
         h._raise_internal = True                # an internal error must fail the test
     sim = NetSim(coalesce=0.0002)               # NIC-like batching: 200 us
@@ -191,7 +193,7 @@ def run_transfer(cell: Cell, seed: int, size: int = SIZE,
     a = App(rng.randbytes(size))
     b = App(rng.randbytes(size))
     listener = server.listen(PORT)
-    a.conn = client.connect((SERVER_IP, PORT))
+    a.conn = client.connect((server_ip, PORT))
 
     def finished() -> bool:
         # NetSim only calls transmit() on hosts with input or a due timer: user calls made
@@ -259,6 +261,22 @@ def test_transfer_matrix(cell: Cell, seed: int) -> None:
         # A clean bottleneck: the transfer runs near the link rate. 8 MiB move in parallel
         # over two 100 Mbit/s directions: >= 0.34 s of serialisation, plus the handshake,
         # slow start and TIME-WAIT (2 * msl = 0.5 s).
+        assert r.vtime < 0.34 + 0.5 + 0.5
+
+
+# The same matrix over IPv6 (issue 14), one seed per cell: no header checksum protects the
+# IPv6 header, so a corrupted address or payload length must be caught by the TCP checksum
+# over the pseudo-header (RFC 8200 8.1) or by the parser.
+CASES_V6 = [pytest.param(c, 0, id=f"{c.id}-s0") for c in CELLS]
+
+
+@pytest.mark.parametrize("cell,seed", CASES_V6)
+def test_transfer_matrix_ipv6(cell: Cell, seed: int) -> None:
+    r = run_transfer(cell, seed, ipv6=True)
+    check(r)
+    assert r.client.conn.remote_address == (SERVER_IP6, PORT, 0, 0)
+    assert r.server.conn.remote_address[0] == CLIENT_IP6
+    if cell.loss == 0 and not cell.corrupt and not cell.reorder:
         assert r.vtime < 0.34 + 0.5 + 0.5
 
 

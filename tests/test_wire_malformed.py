@@ -13,6 +13,7 @@ import struct
 
 import pytest
 from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import HBHOptUnknown, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrRouting
 from scapy.utils import checksum as scapy_checksum
 
 from fasttcp.wire import (
@@ -120,6 +121,25 @@ def _released_view() -> memoryview:
 
 
 R = DropReason
+def _v6(*ext: object, plen: int | None = None, patch: tuple[int, int] | None = None) -> bytes:
+    pkt = IPv6(src="2001:db8::1", dst="2001:db8::2")
+    for h in ext:
+        pkt = pkt / h
+    b = bytearray(bytes(pkt / TCP(sport=1, dport=2)))
+    if plen is not None:
+        b[4:6] = plen.to_bytes(2, "big")
+    if patch is not None:
+        b[patch[0]] = patch[1]
+    return bytes(b)
+
+
+V6_OVERRUN = _v6(IPv6ExtHdrDestOpt(), patch=(41, 100))
+V6_CHAIN = _v6(*[IPv6ExtHdrDestOpt() for _ in range(9)])
+V6_ROUTING = _v6(IPv6ExtHdrRouting(segleft=1, addresses=["2001:db8::3"]))
+V6_OPTION = _v6(IPv6ExtHdrDestOpt(options=[HBHOptUnknown(otype=0x80, optdata=b"ab")]))
+V6_LIE = _v6(plen=21)[:60]
+
+
 CORPUS: list[tuple[str, object, DropReason]] = [
     # not bytes at all
     ("int", 42, R.NOT_BUFFER),
@@ -135,7 +155,8 @@ CORPUS: list[tuple[str, object, DropReason]] = [
     ("short-ipv6-ish", b"\x60" + bytes(10), R.TRUNCATED_IP),
     ("ihl-past-buffer", ipv4(b"", ihl=6, total=20), R.TRUNCATED_IP),
     ("ihl-15-in-40-bytes", ipv4(bytes(20), ihl=15, total=40), R.TRUNCATED_IP),
-    ("version-6", ipv4(bytes(40), version=6), R.BAD_IP_VERSION),
+    # (6 is IPv6 now: an IPv4 header with version 6 is an IPv6 packet, tests/test_wire_ipv6.py)
+    ("version-5", ipv4(bytes(40), version=5), R.BAD_IP_VERSION),
     ("version-0", ipv4(bytes(40), version=0), R.BAD_IP_VERSION),
     ("version-15", ipv4(bytes(40), version=15), R.BAD_IP_VERSION),
     ("ihl-0", ipv4(bytes(40), ihl=0), R.BAD_IHL),
@@ -228,7 +249,7 @@ CORPUS: list[tuple[str, object, DropReason]] = [
     ("time-exceeded-short-quote", icmp(11, 0, 0, QUOTE[:20]), R.BAD_ICMP_QUOTE),
     ("parameter-problem-short-quote", icmp(12, 0, 0, QUOTE[:10]), R.BAD_ICMP_QUOTE),
     # Checks run in a fixed order: the earlier failure wins.
-    ("version-before-ihl", ipv4(bytes(40), version=6, ihl=2), R.BAD_IP_VERSION),
+    ("version-before-ihl", ipv4(bytes(40), version=7, ihl=2), R.BAD_IP_VERSION),
     ("ip-checksum-before-total-length",
      ipv4(GOOD_TCP[20:], total=9999, bad_csum=True), R.BAD_IP_CHECKSUM),
     ("fragment-before-source", tcp(src="224.0.0.1", flags_frag=0x2000), R.FRAGMENT),
@@ -236,6 +257,12 @@ CORPUS: list[tuple[str, object, DropReason]] = [
     ("data-offset-before-checksum", tcp(doff=3, bad_csum=True), R.BAD_DATA_OFFSET),
     ("checksum-before-port", tcp(sport=0, bad_csum=True), R.BAD_TCP_CHECKSUM),
     ("port-before-options", tcp(sport=0, options=b"\x02\x03\x00\x00"), R.BAD_PORT),
+    # IPv6 (issue 14; the whole set is in tests/test_wire_ipv6.py)
+    ("ipv6-ext-header-overrun", V6_OVERRUN, R.BAD_IPV6_EXT_HEADER),
+    ("ipv6-ext-chain-9", V6_CHAIN, R.IPV6_EXT_CHAIN),
+    ("ipv6-routing-segments-left", V6_ROUTING, R.IPV6_ROUTING_HEADER),
+    ("ipv6-discard-option", V6_OPTION, R.IPV6_BAD_OPTION),
+    ("ipv6-payload-length-lie", V6_LIE, R.BAD_TOTAL_LENGTH),
 ]
 
 # Accepted although they look odd: the parser must not over-reject.

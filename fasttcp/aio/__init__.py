@@ -83,13 +83,14 @@ class FastTcpStack(Driver):
     ``max_batches`` (reads per loop turn), ``max_pending`` (packets kept when the link is
     full).
 
-    ``resolver`` looks up host names (see :attr:`resolver`); IPv4 literals never go to it.
+    ``resolver`` looks up host names (see :attr:`resolver`); IPv4 and IPv6 literals never
+    go to it.
     """
 
     def __init__(self, host: Host, link: Any, *, resolver: Optional[Resolver] = None,
                  **kwargs: Any) -> None:
         super().__init__(host, link, **kwargs)
-        #: Looks up host names that are not IPv4 literals: an async callable with the
+        #: Looks up host names that are not IP literals: an async callable with the
         #: signature of ``loop.getaddrinfo`` (None: the running loop's getaddrinfo).
         self.resolver: Optional[Resolver] = resolver
 
@@ -99,8 +100,9 @@ class FastTcpStack(Driver):
                                 ssl_handshake_timeout: Optional[float] = None,
                                 ssl_shutdown_timeout: Optional[float] = None
                                 ) -> Tuple[asyncio.Transport, asyncio.BaseProtocol]:
-        """Open a connection to ``host`` (an IPv4 address, or a name for :attr:`resolver`:
-        each IPv4 address it gives is tried in turn) and ``port``; returns
+        """Open a connection to ``host`` (an IPv4 or IPv6 address, or a name for
+        :attr:`resolver`: each address it gives of a family the host has is tried in
+        turn) and ``port``; returns
         ``(transport, protocol)`` once established. Raises ConnectionRefusedError (RST or
         ICMP unreachable), TimeoutError (SYN retries ran out) or socket.gaierror (failed
         lookup); cancelling resets it.
@@ -128,21 +130,30 @@ class FastTcpStack(Driver):
         raise OSError(f"Multiple exceptions: {', '.join(str(e) for e in exceptions)}")
 
     async def _resolve(self, host: str, port: int) -> List[str]:
-        """``host`` if it is an IPv4 literal (never looked up), else the IPv4 addresses the
-        resolver gives, in its order."""
+        """``host`` if it is an IPv4 or IPv6 literal (never looked up), else the addresses
+        the resolver gives, in its order, of the families the host has addresses of (the
+        host asks for AF_INET, AF_INET6 or AF_UNSPEC accordingly)."""
         try:
-            return [str(ipaddress.IPv4Address(host))]
+            return [str(ipaddress.ip_address(host))]
         except ValueError:
             pass
+        versions = {ipaddress.ip_address(a.split("%", 1)[0]).version
+                    for a in self.host.addresses}
+        family = (socket.AF_UNSPEC if len(versions) == 2
+                  else socket.AF_INET6 if 6 in versions else socket.AF_INET)
+        wanted = {socket.AF_INET} if family == socket.AF_INET else \
+            {socket.AF_INET6} if family == socket.AF_INET6 else {socket.AF_INET, socket.AF_INET6}
         resolver = self.resolver or self.loop.getaddrinfo
-        infos = await resolver(host, port, family=socket.AF_INET, type=socket.SOCK_STREAM,
+        infos = await resolver(host, port, family=family, type=socket.SOCK_STREAM,
                                proto=socket.IPPROTO_TCP)
         ips: List[str] = []
-        for family, *_, sockaddr in infos:
-            if family == socket.AF_INET and sockaddr[0] not in ips:
+        for fam, *_, sockaddr in infos:
+            if fam in wanted and sockaddr[0] not in ips:
                 ips.append(sockaddr[0])
         if not ips:
-            raise OSError(f"getaddrinfo({host!r}) returned no IPv4 address")
+            kind = "IPv4" if family == socket.AF_INET else \
+                "IPv6" if family == socket.AF_INET6 else "IPv4 or IPv6"
+            raise OSError(f"getaddrinfo({host!r}) returned no {kind} address")
         return ips
 
     async def _open_tls(self, protocol_factory: Callable[[], asyncio.BaseProtocol], ip: str,
@@ -177,9 +188,9 @@ class FastTcpStack(Driver):
     async def _open_tcp(self, protocol_factory: Callable[[], asyncio.BaseProtocol],
                         host: str, port: int, local_port: Optional[int]
                         ) -> Tuple[TcpTransport, asyncio.BaseProtocol]:
-        """The TCP connection of create_connection, to an IPv4 address."""
+        """The TCP connection of create_connection, to an IPv4 or IPv6 address."""
         self._ensure_started()
-        ip = str(ipaddress.IPv4Address(host))
+        ip = str(ipaddress.ip_address(host))
         # Stamp the host's clock: connect() reads it for the ISN (RFC 6528) and timers.
         self.host.advance_clock(self.loop.time())
         conn = self.host.connect((ip, port), local_port)
@@ -208,8 +219,10 @@ class FastTcpStack(Driver):
                             start_serving: bool = True,
                             ssl: Optional[_ssl.SSLContext] = None,
                             ssl_handshake_timeout: Optional[float] = None,
-                            ssl_shutdown_timeout: Optional[float] = None) -> Server:
-        """Listen on ``port`` of the host's address; each accepted connection gets
+                            ssl_shutdown_timeout: Optional[float] = None,
+                            address: Optional[str] = None) -> Server:
+        """Listen on ``port`` of every address of the host (``address``: only that one,
+        which must be one of ``host.addresses``); each accepted connection gets
         ``protocol_factory()`` and a :class:`TcpTransport`; with ``ssl`` (a server-side
         :class:`ssl.SSLContext`), a TLS transport over it once the handshake is done."""
         if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
@@ -218,7 +231,7 @@ class FastTcpStack(Driver):
         self._ensure_started()
         server = Server(self, protocol_factory, port, backlog, ssl=ssl,
                         ssl_handshake_timeout=ssl_handshake_timeout,
-                        ssl_shutdown_timeout=ssl_shutdown_timeout)
+                        ssl_shutdown_timeout=ssl_shutdown_timeout, address=address)
         if start_serving:
             server._start_listening()
         return server
@@ -232,7 +245,7 @@ class FastTcpStack(Driver):
     async def start_server(self, client_connected_cb: ClientConnectedCb, port: int,
                            **kwargs: Any) -> Server:
         """Like :func:`asyncio.start_server`; ``limit`` and the keyword arguments of
-        :meth:`create_server` (``backlog``, ``start_serving``, ``ssl``, ...)."""
+        :meth:`create_server` (``backlog``, ``start_serving``, ``ssl``, ``address``, ...)."""
         return await _start_server(self, client_connected_cb, port, **kwargs)
 
     async def start_tls(self, transport: asyncio.Transport, protocol: asyncio.BaseProtocol,

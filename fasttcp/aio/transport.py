@@ -86,7 +86,8 @@ DEFAULT_HIGH_WATER = 64 * 1024
 class TcpTransport(asyncio.transports._FlowControlMixin, asyncio.Transport):
     """An :class:`asyncio.Transport` over one fasttcp connection.
 
-    Extra info: ``peername``, ``sockname`` (``(ip, port)`` tuples), ``fasttcp_connection``
+    Extra info: ``peername``, ``sockname`` (``(ip, port)`` tuples; ``(ip, port, 0, 0)``
+    for IPv6, as asyncio's), ``fasttcp_connection``
     (the :class:`fasttcp.Connection`), ``fasttcp_stack`` (the driver); ``socket`` is None.
 
     ``connection_lost(exc)`` gets None after :meth:`close` / :meth:`abort` or an orderly end,
@@ -539,7 +540,8 @@ class TcpTransport(asyncio.transports._FlowControlMixin, asyncio.Transport):
                 server._detach(self)
 
     def __repr__(self) -> str:
-        (la, lp), (ra, rp) = self._conn.local_address, self._conn.remote_address
+        la, lp = self._conn.local_address[:2]
+        ra, rp = self._conn.remote_address[:2]
         st = "closed" if self._lost else "closing" if self._closing else "open"
         return (f"<TcpTransport {la}:{lp} -> {ra}:{rp} {st} "
                 f"{self._conn.state.rfc_name} wbuf={self._wsize}>")
@@ -574,8 +576,10 @@ class Server(asyncio.AbstractServer):
                  port: int, backlog: Optional[int] = None, *,
                  ssl: Optional["_ssl.SSLContext"] = None,
                  ssl_handshake_timeout: Optional[float] = None,
-                 ssl_shutdown_timeout: Optional[float] = None) -> None:
+                 ssl_shutdown_timeout: Optional[float] = None,
+                 address: Optional[str] = None) -> None:
         self._stack = stack
+        self._address = address
         self._ssl = ssl
         self._ssl_handshake_timeout = ssl_handshake_timeout
         self._ssl_shutdown_timeout = ssl_shutdown_timeout
@@ -594,7 +598,7 @@ class Server(asyncio.AbstractServer):
     def _start_listening(self) -> None:
         if self.listener is not None or self._closed:
             return
-        self.listener = self._stack.host.listen(self.port, self._backlog)
+        self.listener = self._stack.host.listen(self.port, self._backlog, self._address)
         self._stack.register(self.listener, self)
 
     def _on_ready(self) -> None:

@@ -1,4 +1,5 @@
 # Type stub for the compiled module fasttcp.host._frag (_frag.pyx / _frag.pxd): IPv4
+# and IPv6
 # fragment reassembly (RFC 791, RFC 5722). Checked against the runtime by stubtest.
 from typing import Final, final
 
@@ -9,7 +10,7 @@ MAX_DATAGRAM: Final[int]
 
 @final
 class FragmentReassembler:
-    """Reassembles IPv4 fragments under a byte limit, a datagram limit and a timeout."""
+    """Reassembles IPv4 and IPv6 fragments under a byte limit, a datagram limit and a timeout."""
 
     @property
     def max_bytes(self) -> int: ...

@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""IPv4 fragment reassembly (RFC 791 section 3.2, in the spirit of RFC 815).
+"""IPv4 and IPv6 fragment reassembly (RFC 791 section 3.2, in the spirit of RFC 815; RFC
+8200 section 4.5).
 
 The wire layer drops a fragment with ``DropReason.FRAGMENT``; the host can hand it to a
 :class:`FragmentReassembler`, which returns the whole datagram once every fragment is in.
@@ -25,17 +26,27 @@ Hostile input, after RFC 5722 (written for IPv6, applied here to IPv4 too):
   - ``add`` never raises on the packet's contents: malformed fragments are counted in
     ``bad``.
 
+IPv6 (RFC 8200 4.5): fragments belong together when they share (source, destination,
+identification); the per-fragment headers (the IPv6 header and the extension headers before
+the Fragment header) are the offset-0 fragment's, and the reassembled packet is them
+followed by the payload, the Fragment header gone (the Next Header field before it takes
+its value) and the payload length set. The same limits, overlap rule (RFC 5722, with
+Errata 3089 for exact duplicates, as Linux) and timer hold; a fragment whose reassembled
+payload would exceed 65535 bytes is discarded with its datagram. Atomic fragments (offset 0,
+M clear, RFC 6946) never come here: the wire layer takes them as whole packets.
+
 Time comes only from the ``now`` arguments. Datagrams expire in the order they were
 created, which is the order of ``now`` as long as the caller's clock does not go backwards.
 """
 from cpython.buffer cimport PyBuffer_Release
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.stdint cimport uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free as c_free, realloc
 from libc.string cimport memcpy, memmove
 
-from fasttcp.wire._wire cimport (checksum_finish, ft_csum_fold, ft_csum_partial, get_buffer,
-                                 rd16, rd32, wr16)
+from fasttcp.wire._wire cimport (IPV6_DSTOPTS, IPV6_FRAGMENT, IPV6_HOPOPTS,
+                                 IPV6_MAX_EXT_HEADERS, IPV6_ROUTING, checksum_finish,
+                                 ft_csum_fold, ft_csum_partial, get_buffer, rd16, rd32, wr16)
 
 COMPILED = True
 
@@ -48,8 +59,14 @@ cdef enum:
     IP_KEEP_FLAGS = 0xC000          # reserved bit and DF survive reassembly
 
 # What a fragment header says (parsed and validated in C).
+# IPv6: hl counts up to the data (the Fragment header included); unfrag is the length
+# of the per-fragment headers (0 for IPv4) and nh_at where the Next Header byte naming
+# the Fragment header sits.
 ctypedef struct FragHdr:
     Py_ssize_t hl                   # header length in bytes
+    Py_ssize_t unfrag
+    Py_ssize_t nh_at
+    int ver
     Py_ssize_t total                # IPv4 total length
     uint32_t start                  # payload offset in the datagram, bytes
     uint32_t end                    # start + payload length
@@ -68,6 +85,10 @@ cdef HdrResult _parse_header(const unsigned char* buf, Py_ssize_t n,
     fragment rules of section 3.2."""
     cdef uint16_t frag
     cdef Py_ssize_t plen
+    if n >= 1 and (buf[0] >> 4) == 6:
+        return _parse_header6(buf, n, h)
+    h.ver = 4
+    h.unfrag = 0
     if n < 20 or (buf[0] >> 4) != 4:
         return HDR_BAD
     h.hl = (buf[0] & 0x0F) * 4
@@ -90,6 +111,62 @@ cdef HdrResult _parse_header(const unsigned char* buf, Py_ssize_t n,
     if h.more and (plen == 0 or (plen & 7) != 0):
         return HDR_BAD
     return HDR_FRAGMENT
+
+
+cdef HdrResult _parse_header6(const unsigned char* buf, Py_ssize_t n,
+                              FragHdr* h) noexcept nogil:
+    """An IPv6 fragment (RFC 8200 4.5): the extension headers before the Fragment header
+    (bounded, as the wire layer walks them), then the Fragment header's offset and M."""
+    cdef Py_ssize_t off = 40, nh_at = 6, plen, hlen
+    cdef uint8_t nh
+    cdef uint16_t fo
+    cdef int count = 0
+    h.ver = 6
+    if n < 40:
+        return HDR_BAD
+    h.total = 40 + <Py_ssize_t>rd16(buf + 4)
+    if h.total > n:
+        return HDR_BAD
+    nh = buf[6]
+    while nh != IPV6_FRAGMENT:
+        count += 1
+        if count > IPV6_MAX_EXT_HEADERS or off + 8 > h.total:
+            return HDR_BAD
+        if nh != IPV6_HOPOPTS and nh != IPV6_ROUTING and nh != IPV6_DSTOPTS:
+            return HDR_WHOLE                # no Fragment header: not a fragment
+        if nh == IPV6_HOPOPTS and off != 40:
+            return HDR_BAD
+        hlen = (<Py_ssize_t>buf[off + 1] + 1) * 8
+        nh_at = off
+        nh = buf[off]
+        off += hlen
+    if off + 8 > h.total:
+        return HDR_BAD
+    fo = rd16(buf + off + 2)
+    h.unfrag = off
+    h.nh_at = nh_at
+    h.hl = off + 8
+    h.more = (fo & 1) != 0
+    h.start = (fo & 0xFFF8)
+    plen = h.total - h.hl
+    h.end = h.start + <uint32_t>plen
+    if not h.more and h.start == 0:
+        return HDR_WHOLE                    # atomic (RFC 6946): the parser's to take
+    # RFC 8200 4.5: a fragment with M set whose length is not a multiple of 8 is
+    # discarded (Linux also refuses an empty one).
+    if h.more and (plen == 0 or (plen & 7) != 0):
+        return HDR_BAD
+    return HDR_FRAGMENT
+
+
+cdef inline object _key6(const unsigned char* buf, Py_ssize_t frag_at):
+    # RFC 8200 4.5: (source, destination, identification); bytes, never equal to an
+    # IPv4 key (an int).
+    cdef bytes k = PyBytes_FromStringAndSize(NULL, 36)
+    cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(k)
+    memcpy(p, buf + 8, 32)
+    memcpy(p + 32, buf + frag_at + 4, 4)
+    return k
 
 
 cdef inline object _key(const unsigned char* buf):
@@ -279,7 +356,7 @@ cdef class FragmentReassembler:
             self.unfragmented += 1
             return PyBytes_FromStringAndSize(<const char*>buf, h.total)
 
-        key = _key(buf)
+        key = _key6(buf, h.unfrag) if h.ver == 6 else _key(buf)
         d = self.table.get(key)
         if d is None:
             while len(self.table) >= self.max_datagrams:
@@ -291,8 +368,12 @@ cdef class FragmentReassembler:
             return None
 
         # RFC 791: at most 65535 bytes in all; the header is at least 20 bytes, exactly
-        # that of the first fragment once it is here.
-        hl0 = len(d.header) if d.header is not None else (h.hl if h.start == 0 else 20)
+        # that of the first fragment once it is here. RFC 8200 4.5: the reassembled
+        # payload length (the per-fragment extension headers and the data) fits 16 bits.
+        if h.ver == 6:
+            hl0 = (len(d.header) if d.header is not None else h.unfrag) - 40
+        else:
+            hl0 = len(d.header) if d.header is not None else (h.hl if h.start == 0 else 20)
         if hl0 + <Py_ssize_t>h.end > MAX_DATAGRAM:
             self.too_big += 1
             self._bury(d)
@@ -334,7 +415,14 @@ cdef class FragmentReassembler:
         if not h.more:
             d.total = h.end
         if h.start == 0 and d.header is None:
-            d.header = PyBytes_FromStringAndSize(<const char*>buf, h.hl)
+            if h.ver == 6:
+                # The per-fragment headers; the Next Header byte that named the Fragment
+                # header names what followed it (RFC 8200 4.5 reassembly rules).
+                hdr = bytearray(PyBytes_FromStringAndSize(<const char*>buf, h.unfrag))
+                hdr[h.nh_at] = buf[h.unfrag]
+                d.header = bytes(hdr)
+            else:
+                d.header = PyBytes_FromStringAndSize(<const char*>buf, h.hl)
 
         if h.end > h.start:
             # Memory: charge the whole fragment; make room by evicting the oldest.
@@ -365,6 +453,13 @@ cdef class FragmentReassembler:
         cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
         cdef bytes piece
         memcpy(p, PyBytes_AS_STRING(d.header), hl)
+        if (p[0] >> 4) == 6:
+            wr16(p + 4, <uint16_t>(hl - 40 + d.total))      # no checksum in IPv6
+            for i in range(d.n):
+                piece = d.pieces[i]
+                memcpy(p + hl + d.starts[i], PyBytes_AS_STRING(piece),
+                       d.ends[i] - d.starts[i])
+            return out
         wr16(p + 2, <uint16_t>(hl + d.total))
         wr16(p + 6, rd16(p + 6) & IP_KEEP_FLAGS)      # MF and fragment offset cleared
         p[10] = 0

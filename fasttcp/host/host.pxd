@@ -21,8 +21,17 @@ cdef class Host(HostServices):
     cdef dict __dict__
     cdef object __weakref__
     cdef public object settings
-    cdef public str address
-    cdef dict _conns                    # (lport, remote ip int, rport) -> Connection
+    cdef public str address             # the first of addresses
+    cdef readonly tuple addresses       # every address, canonical text, in the given order
+    # Addresses by family: IPv4 numbers (the first also as _addr4) and IPv6 16-byte
+    # strings; text by number/bytes; the first of each family (None when it has none).
+    cdef uint32_t _addr4
+    cdef Py_ssize_t _n4
+    cdef frozenset _set4, _set6
+    cdef dict _text
+    cdef object _first4, _first6
+    # (lport, remote ip int, rport) -> Connection; IPv6: the remote ip as its 16 bytes
+    cdef dict _conns
     cdef dict _listeners                # port -> Listener
     cdef dict _armed                    # Connection -> (deadline, seq) of its timer
     cdef dict _timer_conns              # seq of a live heap entry -> its Connection
@@ -80,6 +89,9 @@ cdef class Host(HostServices):
     cdef bint return_ring(self, SendRing ring) except -1
     cdef bint return_reassembler(self, Reassembler reasm) except -1
     cdef uint32_t ts_offset(self, uint16_t lport, uint32_t rip, uint16_t rport) except? 0
+    cdef uint32_t ts_offset6(self, uint16_t lport, bytes rip, uint16_t rport) except? 0
+    cdef bint _is_ours(self, Packet pk) except -1
+    cdef object _new_conn(self, Packet pk, uint32_t iss, double now, bint passive)
     cdef object make_congestion(self, int mss)
     cdef bint challenge_ack_allowed(self, double now) except -1
     cdef bint time_wait_full(self) except -1

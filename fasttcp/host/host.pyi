@@ -2,7 +2,7 @@
 # Host and its Listener. Checked against the runtime by stubtest.
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any, Final, TypedDict, type_check_only
 
 from typing_extensions import Buffer, Unpack, disjoint_base
@@ -82,22 +82,26 @@ class Listener:
     host: Host
     port: int
     backlog: int
+    address: str | None  # None: every address of the host
     syn_queue: set[Connection]
     accept_queue: deque[Connection]
     closed: bool
     cookies_until: float
-    def __init__(self, host: Host, port: int, backlog: int) -> None: ...
+    def __init__(self, host: Host, port: int, backlog: int,
+                 address: str | None = None) -> None: ...
     def accept(self) -> Connection | None: ...
     def close(self) -> None: ...
     def __len__(self) -> int: ...
 
 @disjoint_base
 class Host(HostServices):
-    """A user-space TCP/IP host for one IPv4 address, driven by receive / transmit /
-    poll_at (sans-IO)."""
+    """A user-space TCP/IP host with one or more IPv4 and IPv6 addresses, driven by
+    receive / transmit / poll_at (sans-IO)."""
 
     settings: Settings
-    address: str
+    address: str  # the first of addresses
+    @property
+    def addresses(self) -> tuple[str, ...]: ...
     # None, or a callable(conn, old State, new State) told of every state change.
     state_observer: Callable[[Connection, State, State], object] | None
     @property
@@ -111,15 +115,19 @@ class Host(HostServices):
     # Instance attributes (the instance __dict__).
     split_tx: bool
     ooo_budget: OooBudget
-    def __init__(self, address: str, **settings: Unpack[_SettingsKwargs]) -> None: ...
+    address_int: int  # the first IPv4 address as a number (0: none)
+    def __init__(self, address: str | Sequence[str],
+                 **settings: Unpack[_SettingsKwargs]) -> None: ...
     def advance_clock(self, now: float) -> None: ...
     def receive(self, packets: Iterable[Buffer], now: float, parse_flags: int = 0,
                 defer_copy: bool = False) -> None: ...
     def settle(self) -> None: ...
     def transmit(self, now: float) -> list[bytes | SplitPacket]: ...
     def poll_at(self) -> float | None: ...
-    def listen(self, port: int, backlog: int | None = None) -> Listener: ...
-    def connect(self, remote: tuple[str, int], local_port: int | None = None,
+    def listen(self, port: int, backlog: int | None = None,
+               address: str | None = None) -> Listener: ...
+    def connect(self, remote: tuple[str, int] | tuple[str, int, int, int],
+                local_port: int | None = None,
                 now: float | None = None) -> Connection: ...
     def connections(self) -> list[Connection]: ...
     def stats(self) -> dict[str, int]: ...

@@ -1,23 +1,25 @@
 # cython: language_level=3, boundscheck=True, wraparound=True, cdivision=False
-"""The sans-IO host: one IPv4 address, its TCP connections, listeners, ICMP and timers.
+"""The sans-IO host: its IPv4 and IPv6 addresses, TCP connections, listeners, ICMP and
+ICMPv6, and timers.
 
-Driven by three calls and nothing else: :meth:`Host.receive` (a batch of IPv4 packets and
+Driven by three calls and nothing else: :meth:`Host.receive` (a batch of IP packets and
 the time), :meth:`Host.transmit` (the packets to send now) and :meth:`Host.poll_at` (when the
 next timer is due). No clock, socket, thread or file descriptor is touched below this API.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import weakref
 from heapq import heappop, heappush
 import itertools
 from collections import Counter, deque
-from typing import Any, Deque, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from fasttcp.host.settings import Settings
 from libc.math cimport floor
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 from fasttcp.tcp._isn cimport IsnGenerator
 from fasttcp.wire._wire cimport wr16, wr32
 from fasttcp.tcp import _fastpath
@@ -38,8 +40,9 @@ _STATES = tuple(State)                                            # by state num
 _STATE_COUNTERS = ["state_" + s.name.lower() for s in State]     # by state number
 _DROP_COUNTER_NAMES = ["drop_" + DropReason(i).name.lower() for i in range(DROP_REASON_COUNT)]
 from fasttcp.host._frag import FragmentReassembler
-from fasttcp.wire import (MalformedPacket, SegmentBatch, TcpOptions,
-                          build_icmp_echo, build_tcp, int_to_ip, ip_to_int, parse)
+from fasttcp.wire import (MalformedPacket, SegmentBatch, TcpOptions, build_icmp_echo,
+                          build_icmpv6_echo, build_tcp, bytes_to_ip6, int_to_ip, ip6_to_bytes,
+                          ip_to_int, parse)
 
 COMPILED = True
 MASK = 0xFFFFFFFF
@@ -70,18 +73,110 @@ POOL_MAX = 64
 
 def _label(Connection conn):
     """``10.0.0.1:49153>10.0.0.2:80``: a connection in log lines."""
-    lip, lport = conn.local_address
-    rip, rport = conn.remote_address
+    lip, lport = conn.local_address[:2]
+    rip, rport = conn.remote_address[:2]
     return f"{lip}:{lport}>{rip}:{rport}"
 
 
-class Listener:
-    """A listening port: a queue of half-open connections and a backlog of accepted ones."""
+def _host_addresses(address: Any) -> List[Any]:
+    """The host's addresses as ipaddress objects, validated: one clear line of
+    ValueError for anything a host cannot have as its own address."""
+    items = [address] if isinstance(address, str) else list(address)
+    if not items:
+        raise ValueError("a Host needs at least one address")
+    out = []
+    seen = set()
+    for a in items:
+        if not isinstance(a, str):
+            raise ValueError(f"an address is text, got {a!r}")
+        try:
+            ip = ipaddress.ip_address(a)
+        except ValueError:
+            raise ValueError(f"not an IPv4 or IPv6 address: {a!r}") from None
+        if ip.is_unspecified:
+            raise ValueError(f"{a} is the unspecified address, not a host address")
+        if ip.is_multicast:
+            raise ValueError(f"{a} is a multicast address, not a host address")
+        if ip.version == 4 and (ip == ipaddress.IPv4Address("255.255.255.255")
+                                or int(ip) >> 28 == 0xF):
+            # RFC 1122 3.2.1.3: broadcast and class E are no host's address (the parser
+            # drops them as sources).
+            raise ValueError(f"{a} is a broadcast or reserved (class E) address")
+        if ip.version == 6:
+            if ip.ipv4_mapped is not None:
+                raise ValueError(f"{a} is an IPv4-mapped address: give {ip.ipv4_mapped} "
+                                 "as an IPv4 address")
+            if ip.is_link_local and not ip.scope_id:
+                raise ValueError(f"{a} is link-local: it needs a scope (e.g. {a}%tun0)")
+        key = (ip.version, ip.packed)
+        if key in seen:
+            raise ValueError(f"{a} is given twice")
+        seen.add(key)
+        out.append(ip)
+    return out
 
-    def __init__(self, host: "Host", port: int, backlog: int) -> None:
+
+_UNSPECIFIED6 = bytes(16)
+_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+
+
+def _parse_remote(remote: Any) -> Tuple[int, Any, str, int]:
+    """(version, address as a number (IPv4) or 16 bytes (IPv6), canonical text, port) of a
+    connect() destination: (host, port), or for IPv6 also (host, port, flowinfo, scope_id)
+    as the socket module takes it. IPv4 text takes the C parser (connect is on the path
+    of connections/s)."""
+    if not isinstance(remote, tuple) or len(remote) not in (2, 4):
+        raise ValueError("the remote address is (host, port) or (host, port, flow, scope)")
+    host, port = remote[0], remote[1]
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError("port must be 1..65535")
+    if isinstance(host, str) and ":" not in host:
+        if len(remote) == 4:
+            raise ValueError("an IPv4 remote address is (host, port)")
+        rip = ip_to_int(host)
+        if rip == 0:
+            raise ValueError(f"cannot connect to the unspecified address {host}")
+        if rip >> 28 == 0xE:
+            raise ValueError(f"cannot connect to a multicast address ({host}): TCP is unicast")
+        return 4, rip, int_to_ip(rip), port
+    # inet_pton / inet_ntop (C), not the ipaddress module: ~10 us less per connect.
+    try:
+        packed = ip6_to_bytes(host)
+    except (ValueError, TypeError):
+        raise ValueError(f"not an IPv4 or IPv6 address: {host!r}") from None
+    if packed == _UNSPECIFIED6:
+        raise ValueError(f"cannot connect to the unspecified address {host}")
+    if packed[0] == 0xFF:
+        raise ValueError(f"cannot connect to a multicast address ({host}): TCP is unicast")
+    if packed[:12] == _MAPPED_PREFIX:
+        raise ValueError(f"{host} is an IPv4-mapped address: connect to "
+                         f"{int_to_ip(int.from_bytes(packed[12:], 'big'))} over IPv4")
+    return 6, packed, bytes_to_ip6(packed), port
+
+
+cdef inline bint _local_is(Connection conn, Packet pk) except -1:
+    """Whether the packet's destination is the connection's local address."""
+    if pk.d.ipver == 6:
+        return conn.ipver == 6 and _local_is6(conn, pk.raw[24:40])
+    return conn.ipver == 4 and conn._lip == pk.d.dst
+
+
+cdef inline bint _local_is6(Connection conn, bytes lip) except -1:
+    return conn.ipver == 6 and memcmp(conn._lip6, <const unsigned char*>lip, 16) == 0
+
+
+class Listener:
+    """A listening port: a queue of half-open connections and a backlog of accepted ones.
+    ``address``: None when it listens on every address of its host, else the one."""
+
+    def __init__(self, host: "Host", port: int, backlog: int,
+                 address: Optional[str] = None) -> None:
         self.host = host
         self.port = port
         self.backlog = backlog
+        self.address = address
+        # The local address it takes, as the demux sees it (number or 16 bytes), or None.
+        self._local: Any = None
         self.syn_queue: Set[Connection] = set()       # SYN-RECEIVED
         self.accept_queue: Deque[Connection] = deque()
         self.closed = False
@@ -117,16 +212,33 @@ class Listener:
         return len(self.accept_queue)
 
     def __repr__(self) -> str:
-        return f"<Listener :{self.port} pending={len(self.accept_queue)}>"
+        where = "" if self.address is None else (
+            f"[{self.address}]" if ":" in self.address else self.address)
+        return f"<Listener {where}:{self.port} pending={len(self.accept_queue)}>"
 
 
 cdef class Host:
-    """A user-space TCP/IP host for one IPv4 address; see the module docstring."""
+    """A user-space TCP/IP host with one or more IPv4 and IPv6 addresses; see the module
+    docstring."""
 
-    def __init__(self, address: str, **settings: Any) -> None:
+    def __init__(self, address: Union[str, Sequence[str]], **settings: Any) -> None:
+        ips = _host_addresses(address)
         self.settings = Settings.from_kwargs(**settings)
-        self.address = address
-        self.address_int = ip_to_int(address)
+        self.addresses = tuple(str(ip) for ip in ips)
+        self.address = self.addresses[0]
+        v4 = [int(ip) for ip in ips if ip.version == 4]
+        v6 = [ip.packed for ip in ips if ip.version == 6]
+        self._text = {}
+        for ip in ips:
+            self._text[int(ip) if ip.version == 4 else ip.packed] = str(ip)
+        self._set4 = frozenset(v4)
+        self._set6 = frozenset(v6)
+        self._n4 = len(v4)
+        self._addr4 = v4[0] if v4 else 0
+        self._first4 = v4[0] if v4 else None
+        self._first6 = v6[0] if v6 else None
+        #: The first IPv4 address as a number (0 when the host has none).
+        self.address_int = self._addr4
         self._conns: Dict[Tuple[int, int, int], Connection] = {}
         self._listeners: Dict[int, Listener] = {}
         self._isn = IsnGenerator(self.settings.isn_secret)
@@ -179,7 +291,8 @@ cdef class Host:
 
     def receive(self, packets: Iterable[Any], now: float, parse_flags: int = 0,
                 defer_copy: bool = False) -> None:
-        """Ingest a batch of IPv4 packets that arrived at time ``now`` (seconds).
+        """Ingest a batch of IP packets (IPv4 or IPv6, by their version nibble) that
+        arrived at time ``now`` (seconds).
 
         ``parse_flags`` (a link's ``parse_flags``): 1 when the link already verified the
         TCP checksums (TUN offload: partial checksums from the local kernel), 2 for the
@@ -201,7 +314,7 @@ cdef class Host:
         # Parse the batch and run header prediction in C; the rest comes back through
         # input_slow one packet at a time.
         _fastpath.receive_batch(self, self._batch, packets, now, parse_flags, self._conns,
-                                self.address_int, self._deferred if defer_copy else None)
+                                self._deferred if defer_copy else None)
 
     def settle(self) -> None:
         """Copy the data still held in the packets of ``receive(..., defer_copy=True)``
@@ -213,8 +326,8 @@ cdef class Host:
             deferred.clear()
 
     cdef int input_fragment(self, object packet, double now) except -1:
-        """An IPv4 fragment: reassemble (RFC 791, bounded; overlaps discard the datagram)
-        and process the datagram once complete."""
+        """An IPv4 or IPv6 fragment: reassemble (RFC 791, RFC 8200 4.5, bounded; overlaps
+        discard the datagram, RFC 5722) and process the datagram once complete."""
         self._stats["fragments_in"] += 1
         whole = self._frags.add(bytes(packet), now)
         if whole is None:
@@ -228,16 +341,27 @@ cdef class Host:
         self.input_slow(pk, now)
         return 0
 
+    cdef bint _is_ours(self, Packet pk) except -1:
+        """Whether the packet's destination is one of the host's addresses."""
+        if pk.d.ipver == 6:
+            return pk.raw[24:40] in self._set6
+        if self._n4 == 1:
+            return pk.d.dst == self._addr4
+        return pk.d.dst in self._set4
+
     cdef int input_slow(self, Packet pk, double now) except -1:
         stats = self._stats
-        if pk.d.dst != self.address_int:
+        if not self._is_ours(pk):
             stats["drop_not_for_us"] += 1
             return 0
         try:
             if pk.is_tcp:
                 self._tcp_input(pk, now)
             elif pk.is_icmp:
-                self._icmp_input(pk, now)
+                if pk.d.ipver == 6:
+                    self._icmp6_input(pk, now)
+                else:
+                    self._icmp_input(pk, now)
             else:
                 stats["drop_unsupported_protocol"] += 1
         except Exception:                          # pragma: no cover - must not happen
@@ -308,12 +432,28 @@ cdef class Host:
     # User API
     # ===================================================================================
 
-    def listen(self, port: int, backlog: Optional[int] = None) -> Listener:
+    def listen(self, port: int, backlog: Optional[int] = None,
+               address: Optional[str] = None) -> Listener:
+        """Accept connections to ``port`` on every address of the host, or only on
+        ``address`` (one of :attr:`addresses`). One listener per port."""
         if not 0 < port < 65536:
             raise ValueError("port must be 1..65535")
+        local = None
+        if address is not None:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"not an IPv4 or IPv6 address: {address!r}") from None
+            local = int(ip) if ip.version == 4 else ip.packed
+            if local not in self._text:
+                raise ValueError(f"{address} is not an address of this host "
+                                 f"({', '.join(self.addresses)})")
+            address = self._text[local]
         if port in self._listeners:
             raise OSError(98, f"port {port} is already listening")
-        lst = Listener(self, port, self.settings.backlog if backlog is None else backlog)
+        lst = Listener(self, port, self.settings.backlog if backlog is None else backlog,
+                       address)
+        lst._local = local
         self._listeners[port] = lst
         return lst
 
@@ -323,19 +463,26 @@ cdef class Host:
         ``now`` (default: the time of the last receive/transmit) feeds the ISN clock."""
         if now is not None:
             self.now = now
-        rip_s, rport = remote
-        rip = ip_to_int(rip_s)
-        if not 0 < rport < 65536:
-            raise ValueError("port must be 1..65535")
+        version, rip, rtext, rport = _parse_remote(remote)
+        # The source: the host's first address of the destination's family.
+        lip = self._first6 if version == 6 else self._first4
+        if lip is None:
+            raise ValueError(f"this host has no IPv{version} address to connect to "
+                             f"{rtext} from ({', '.join(self.addresses)})")
         if len(self._conns) >= self.settings.max_connections:
             raise OSError(105, "too many connections (max_connections)")
-        lport = self._pick_port(rip, rport) if local_port is None else local_port
+        lport = self._pick_port(rip, rport, lip) if local_port is None else local_port
         key = (lport, rip, rport)
         if key in self._conns:
             raise OSError(98, "address already in use for this 4-tuple")
-        iss = self._isn.isn(self.address_int, lport, rip, rport, self.now)
-        conn = Connection(self, (self.address, lport), (int_to_ip(rip), rport), rip, iss,
-                          self.now, passive=False)
+        if version == 6:
+            iss = self._isn.isn6(lip, lport, rip, rport, self.now)
+            conn = Connection(self, (self._text[lip], lport, 0, 0), (rtext, rport, 0, 0),
+                              rip, iss, self.now, False, lip)
+        else:
+            iss = self._isn.isn(lip, lport, rip, rport, self.now)
+            conn = Connection(self, (self._text[lip], lport), (rtext, rport), rip, iss,
+                              self.now, False, lip)
         self._conns[key] = conn
         self._set_tracing()
         conn._open_active(self.now)
@@ -394,14 +541,21 @@ cdef class Host:
     cdef _tcp_input(self, Packet pk, double now):
         cdef int flags = pk.d.flags
         cdef int64_t iss
-        key = (pk.d.dport, pk.d.src, pk.d.sport)
+        key = (pk.d.dport, pk.raw[8:24] if pk.d.ipver == 6 else pk.d.src, pk.d.sport)
         conn = self._conns.get(key)
+        if conn is not None and not _local_is(<Connection>conn, pk):
+            # The same remote end and ports to another address of ours: the demux key
+            # has no local address (see docs/ARCHITECTURE.md), so this one is refused.
+            self._stats["drop_local_address_clash"] += 1
+            if not flags & RST:
+                self._reset_for(pk, flags)
+            return
         self.segments_in += 1
         if conn is not None:
             if (<Connection>conn).st == S_TIME_WAIT and flags & (SYN | ACK | RST) == SYN:
                 # A new incarnation's SYN in TIME-WAIT (RFC 1122 4.2.2.13, RFC 6191): the
                 # listener takes it when it is beyond the old one (Linux: TCP_TW_SYN).
-                lst = self._listeners.get(pk.d.dport)
+                lst = self._listener_for(pk)
                 if lst is not None:
                     iss = (<Connection>conn).time_wait_reopen(pk)
                     if iss >= 0:
@@ -409,7 +563,7 @@ cdef class Host:
                         return
             (<Connection>conn).on_segment(pk, now)
             return
-        lst = self._listeners.get(pk.d.dport)
+        lst = self._listener_for(pk)
         if lst is not None:
             self._listen_input(lst, pk, flags, now)
             return
@@ -450,11 +604,12 @@ cdef class Host:
         if len(self._conns) >= self.settings.max_connections:
             stats["drop_max_connections"] += 1
             return
-        rip = pk.d.src
         if iss < 0:
-            iss = self._isn.isn(self.address_int, pk.d.dport, rip, pk.d.sport, now)
-        conn = Connection(self, (self.address, pk.d.dport), (int_to_ip(rip), pk.d.sport), rip,
-                          iss, now, passive=True)
+            if pk.d.ipver == 6:
+                iss = self._isn.isn6(pk.raw[24:40], pk.d.dport, pk.raw[8:24], pk.d.sport, now)
+            else:
+                iss = self._isn.isn(pk.d.dst, pk.d.dport, pk.d.src, pk.d.sport, now)
+        conn = <Connection>self._new_conn(pk, <uint32_t>iss, now, True)
         conn.listener = lst
         self._conns[conn.key] = conn
         lst.syn_queue.add(conn)
@@ -465,11 +620,20 @@ cdef class Host:
         """Answer a SYN with a SYN cookie SYN-ACK (see fasttcp/tcp/_cookies.pyx)."""
         s = self.settings
         opts = pk.options
-        rip = pk.d.src
         peer_mss = opts.mss or 536
-        cookie, _mss = self._cookies.make(self.address_int, pk.d.dport, rip, pk.d.sport,
-                                          pk.d.seq, min(peer_mss, s.effective_mss), now)
-        reply = TcpOptions(mss=s.effective_mss)
+        our_mss = s.effective_mss
+        if pk.d.ipver == 6:
+            our_mss = min(our_mss, s.mtu - 60)
+            lip, rip = pk.raw[24:40], pk.raw[8:24]
+            cookie, _mss = self._cookies.make6(lip, pk.d.dport, rip, pk.d.sport, pk.d.seq,
+                                               min(peer_mss, our_mss), now)
+            offset = self._isn.ts_offset6(pk.d.dport, rip, pk.d.sport)
+        else:
+            lip, rip = pk.d.dst, pk.d.src
+            cookie, _mss = self._cookies.make(lip, pk.d.dport, rip, pk.d.sport, pk.d.seq,
+                                              min(peer_mss, our_mss), now)
+            offset = self._isn.ts_offset(pk.d.dport, rip, pk.d.sport)
+        reply = TcpOptions(mss=our_mss)
         wscale = s.rcv_wscale if (s.window_scaling and opts.wscale is not None) else -1
         sack = bool(s.sack and opts.sack_permitted)
         flags = SYN | ACK
@@ -481,7 +645,6 @@ cdef class Host:
                    and (pk.d.tos & IPTOS_ECN_MASK) == 0)
             if ecn:
                 flags |= ECE                       # RFC 3168 6.1.1: ECN-setup SYN-ACK
-            offset = self._isn.ts_offset(pk.d.dport, rip, pk.d.sport)
             clock = (int(now * 1000) + offset) & MASK
             tsval = (clock & ~OPT_MASK) | encode_options(wscale, sack, ecn)
             if 0 < ((tsval - clock) & MASK) < 0x80000000:
@@ -492,7 +655,7 @@ cdef class Host:
             if wscale >= 0:
                 reply.wscale = wscale
             reply.sack_permitted = sack
-        self._out.append(build_tcp(self.address_int, rip, pk.d.dport, pk.d.sport, cookie,
+        self._out.append(build_tcp(lip, rip, pk.d.dport, pk.d.sport, cookie,
                                    (pk.d.seq + 1) & MASK, flags, min(s.rcv_buf, 65535),
                                    options=reply, ttl=s.ttl))
         lst.cookies_until = now + 2 * self._cookies.period
@@ -501,19 +664,21 @@ cdef class Host:
     def _cookie_ack(self, lst: Listener, Packet pk, double now) -> bool:
         """An ACK that may complete a cookie handshake: validate and build the
         connection (RFC 4987 3.6). Returns False when it is no valid cookie."""
-        rip = pk.d.src
         client_isn = (pk.d.seq - 1) & MASK
         cookie = (pk.d.ack - 1) & MASK
-        mss = self._cookies.check(self.address_int, pk.d.dport, rip, pk.d.sport, client_isn,
-                                  cookie, now)
+        if pk.d.ipver == 6:
+            mss = self._cookies.check6(pk.raw[24:40], pk.d.dport, pk.raw[8:24], pk.d.sport,
+                                       client_isn, cookie, now)
+        else:
+            mss = self._cookies.check(pk.d.dst, pk.d.dport, pk.d.src, pk.d.sport, client_isn,
+                                      cookie, now)
         if not mss:
             self._stats["syn_cookies_failed"] += 1
             return False
         if len(self._conns) >= self.settings.max_connections:
             self._stats["drop_max_connections"] += 1
             return True
-        conn = Connection(self, (self.address, pk.d.dport), (int_to_ip(rip), pk.d.sport), rip,
-                          cookie, now, passive=True)
+        conn = <Connection>self._new_conn(pk, <uint32_t>cookie, now, True)
         self._conns[conn.key] = conn
         conn._open_from_cookie(pk, mss, now)
         lst._established(conn)
@@ -530,9 +695,37 @@ cdef class Host:
         else:
             seg_len = pk.d.payload_len + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
             seq, ack, rflags = 0, (pk.d.seq + seg_len) & MASK, RST | ACK
-        self._out.append(build_tcp(self.address_int, pk.d.src, pk.d.dport, pk.d.sport, seq, ack,
-                                   rflags, 0, ttl=self.settings.ttl))
+        if pk.d.ipver == 6:
+            lip, rip = pk.raw[24:40], pk.raw[8:24]
+        else:
+            lip, rip = pk.d.dst, pk.d.src
+        self._out.append(build_tcp(lip, rip, pk.d.dport, pk.d.sport, seq, ack, rflags, 0,
+                                   ttl=self.settings.ttl))
         self._stats["rsts_out"] += 1
+
+    def _listener_for(self, Packet pk) -> Optional[Listener]:
+        """The listener that takes a segment to its destination port and address."""
+        lst = self._listeners.get(pk.d.dport)
+        if lst is None or lst._local is None:
+            return lst
+        if lst._local == (pk.raw[24:40] if pk.d.ipver == 6 else pk.d.dst):
+            return lst
+        return None
+
+    cdef object _new_conn(self, Packet pk, uint32_t iss, double now, bint passive):
+        """A connection for the segment's 4-tuple (passive open or SYN cookie), with the
+        address family's local and remote address conventions."""
+        cdef Connection conn
+        if pk.d.ipver == 6:
+            lip, rip = pk.raw[24:40], pk.raw[8:24]
+            conn = Connection(self, (self._text[lip], pk.d.dport, 0, 0),
+                              (bytes_to_ip6(rip), pk.d.sport, 0, 0), rip, iss, now, passive,
+                              lip)
+        else:
+            conn = Connection(self, (self._text[pk.d.dst], pk.d.dport),
+                              (int_to_ip(pk.d.src), pk.d.sport), pk.d.src, iss, now, passive,
+                              pk.d.dst)
+        return conn
 
     def _icmp_input(self, Packet pk, double now) -> None:
         t = pk.icmp_type
@@ -545,7 +738,7 @@ cdef class Host:
             return
         if t in (3, 11, 12):
             q = pk.quoted
-            if q is None or q[2] != 6 or ip_to_int(q[0]) != self.address_int:
+            if q is None or q[2] != 6 or ip_to_int(q[0]) not in self._set4:
                 stats["icmp_ignored"] += 1
                 return
             conn = self._conns.get((q[3], ip_to_int(q[1]), q[4]))
@@ -553,6 +746,37 @@ cdef class Host:
                 stats["icmp_ignored"] += 1
                 return
             conn.on_icmp_error(t, pk.icmp_code, pk.icmp_mtu, q[5], now)
+            self._dirty[conn] = None
+            return
+        stats["icmp_ignored"] += 1
+
+    def _icmp6_input(self, Packet pk, double now) -> None:
+        """ICMPv6 (RFC 4443): echo requests are answered; errors quoting one of our
+        segments reach its connection (Packet Too Big: path MTU, RFC 8201). Neighbour
+        discovery has no place on a layer-3 TUN (issue 14) and is ignored, as are the
+        rest."""
+        t = pk.d.icmp_type
+        stats = self._stats
+        if t == 128 and pk.d.icmp_code == 0:     # echo request (RFC 4443 4.1, 4.2)
+            self._out.append(build_icmpv6_echo(pk.raw[24:40], pk.raw[8:24], pk.icmp_id,
+                                               pk.icmp_seq, pk.payload, reply=True,
+                                               hop_limit=self.settings.ttl))
+            stats["icmp_echo_replies"] += 1
+            return
+        if t < 128:                               # an error (RFC 4443 2.1)
+            q = pk.quoted
+            if q is None or q[2] != 6:
+                stats["icmp_ignored"] += 1
+                return
+            lip = ip6_to_bytes(q[0])
+            if lip not in self._set6:
+                stats["icmp_ignored"] += 1
+                return
+            conn = self._conns.get((q[3], ip6_to_bytes(q[1]), q[4]))
+            if conn is None or not _local_is6(<Connection>conn, lip):
+                stats["icmp_ignored"] += 1
+                return
+            conn.on_icmp_error(t, pk.d.icmp_code, pk.icmp_mtu, q[5], now)
             self._dirty[conn] = None
             return
         stats["icmp_ignored"] += 1
@@ -606,8 +830,8 @@ cdef class Host:
 
     cdef int _log_drop(self, str reason, Packet pk) except -1:
         if log.isEnabledFor(_DEBUG):
-            log.debug("%s:%d>%s:%d dropped (%s)", int_to_ip(pk.d.src), pk.d.sport,
-                      int_to_ip(pk.d.dst), pk.d.dport, reason)
+            log.debug("%s:%d>%s:%d dropped (%s)", pk.src, pk.d.sport, pk.dst, pk.d.dport,
+                      reason)
         return 0
 
     def trace_connection(self, conn: Connection, sink: Any) -> None:
@@ -754,6 +978,9 @@ cdef class Host:
     cdef uint32_t ts_offset(self, uint16_t lport, uint32_t rip, uint16_t rport) except? 0:
         return self._isn.ts_offset(lport, rip, rport)
 
+    cdef uint32_t ts_offset6(self, uint16_t lport, bytes rip, uint16_t rport) except? 0:
+        return self._isn.ts_offset6(lport, rip, rport)
+
     cdef object make_congestion(self, int mss):
         cc = resolve(self.settings.congestion)(mss)
         if self.settings.hystart is not None:
@@ -791,7 +1018,7 @@ cdef class Host:
             wr32(t + 20, <uint32_t>i)
             self._port_table[i] = <uint32_t>(<IsnGenerator>self._isn).mac_c(t, 24)
 
-    def _pick_port(self, rip: int, rport: int) -> int:
+    def _pick_port(self, rip: Any, rport: int, lip: Any = None) -> int:
         """An ephemeral port for a connection to (rip, rport): RFC 6056 3.3.4 (Algorithm 4,
         double-hash port selection), in Linux's variant (__inet_hash_connect): one keyed
         hash of (local address, remote address, remote port) gives the offset (high half)
@@ -799,17 +1026,25 @@ cdef class Host:
         ports are unpredictable off-path and differ between hosts and restarts (a new
         secret), while consecutive connections to one destination do not collide. A
         4-tuple still in use, TIME-WAIT included (its TCB stays in the table until 2*MSL),
-        or a listening port is never picked."""
-        cdef unsigned char t[14]
+        or a listening port is never picked. ``rip``/``lip``: IPv4 numbers (``lip`` None:
+        the first IPv4 address), or IPv6 addresses as 16 bytes (the hash then covers the
+        128-bit addresses)."""
+        cdef unsigned char t[38]
         cdef uint64_t h
         cdef uint32_t offset, index, span, lo, port, _i
         lo, hi = self.settings.ephemeral_ports
         span = hi - lo + 1
         memcpy(t, b"port", 4)
-        wr32(t + 4, self.address_int)
-        wr32(t + 8, <uint32_t>rip)
-        wr16(t + 12, <uint16_t>rport)
-        h = (<IsnGenerator>self._isn).mac_c(t, 14)
+        if isinstance(rip, bytes):
+            memcpy(t + 4, <const unsigned char*><bytes>lip, 16)
+            memcpy(t + 20, <const unsigned char*><bytes>rip, 16)
+            wr16(t + 36, <uint16_t>rport)
+            h = (<IsnGenerator>self._isn).mac_c(t, 38)
+        else:
+            wr32(t + 4, self._addr4 if lip is None else <uint32_t>lip)
+            wr32(t + 8, <uint32_t>rip)
+            wr16(t + 12, <uint16_t>rport)
+            h = (<IsnGenerator>self._isn).mac_c(t, 14)
         offset = <uint32_t>(h >> 32)
         index = <uint32_t>h & (PORT_TABLE_SIZE - 1)
         conns = self._conns

@@ -117,9 +117,9 @@ class Settings:
     #: SYN cookies (RFC 4987 3.6) when a listener's SYN queue is full: True, False, or
     #: "always" (every SYN answered with a cookie, no half-open state at all).
     syn_cookies: Union[bool, str] = True
-    #: IPv4 reassembly (RFC 791): most bytes held in fragments, most datagrams in
-    #: progress, and how long an incomplete datagram is kept (RFC 1122 3.3.2: 60-120 s
-    #: recommended; 30 s like Linux's ipfrag_time).
+    #: IPv4 and IPv6 reassembly (RFC 791, RFC 8200 4.5; one budget for both): most bytes
+    #: held in fragments, most datagrams in progress, and how long an incomplete datagram
+    #: is kept (RFC 1122 3.3.2: 60-120 s recommended; 30 s like Linux's ipfrag_time).
     frag_max_bytes: int = 1 << 20
     frag_max_datagrams: int = 64
     frag_timeout: float = 30.0
@@ -145,7 +145,7 @@ class Settings:
     #: ``pmtu_black_holes``. Off by default as in Linux: nothing probes back up, so on a
     #: merely lossy path it would cost throughput for the rest of the connection.
     mtu_probing: int = 0
-    #: IPv4 TTL of packets we send.
+    #: IPv4 TTL (IPv6 hop limit) of packets we send.
     ttl: int = 64
     #: Congestion control policy: a name ("cubic", RFC 9438; "newreno", RFC 5681 + 6582)
     #: or a CongestionControl subclass.
@@ -282,7 +282,7 @@ class Settings:
         if self.mtu_probing not in (0, 1):
             raise ValueError(f"mtu_probing must be 0 (off) or 1 (black-hole detection), "
                              f"got {self.mtu_probing!r}")
-        # Segmentation offload: an IPv4 packet is at most 65535 bytes.
+        # Segmentation offload: an IPv4 packet is at most 65535 bytes (an IPv6 payload too).
         if not 0 <= self.gso_max <= 65535:
             raise ValueError(f"gso_max must be 0 (off) or up to 65535 bytes, got {self.gso_max}")
         self._validate_congestion()

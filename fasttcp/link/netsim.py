@@ -1,9 +1,10 @@
 """NetSim: a virtual-time network of sans-IO hosts joined by fault-injecting pipes.
 
-A host is anything with ``address`` (dotted IPv4) and the three sans-IO calls:
-``receive(packets, now)``, ``transmit(now) -> list[bytes]`` and ``poll_at() -> float | None``.
-NetSim routes each transmitted packet by its IPv4 destination address (header bytes 16..20)
-into the one-way pipe (a :class:`~fasttcp.link.FaultyLink`) from the sender to the host
+A host is anything with ``address`` (IPv4 or IPv6 text; a host with ``addresses`` owns them
+all) and the three sans-IO calls: ``receive(packets, now)``, ``transmit(now) ->
+list[bytes]`` and ``poll_at() -> float | None``. NetSim routes each transmitted packet by
+its destination address (IPv4 header bytes 16..20, or all 128 bits of an IPv6 one, bytes
+24..40) into the one-way pipe (a :class:`~fasttcp.link.FaultyLink`) from the sender to the host
 owning that address. ``connect(a, b, faults_ab, faults_ba)`` sets the faults of the two
 directions between two hosts; any other pair of hosts talks through a pipe made on first
 use with ``default_faults`` (by default a perfect, zero-delay pipe), as on one segment.
@@ -23,7 +24,9 @@ import heapq
 from typing import Any, Callable, Iterable, Optional
 
 from fasttcp.link.faults import FaultConfig, FaultyLink
-from fasttcp.wire import build_icmp_unreachable
+from socket import AF_INET6, inet_pton
+
+from fasttcp.wire import build_icmp_unreachable, build_icmpv6_error
 
 __all__ = ["NetSim", "SimulationDidNotConverge"]
 
@@ -40,6 +43,11 @@ class SimulationDidNotConverge(RuntimeError):
 
 
 def _addr_bytes(address: str) -> bytes:
+    if ":" in address:
+        try:
+            return inet_pton(AF_INET6, address.split("%", 1)[0])
+        except OSError:
+            raise ValueError(f"not an IPv6 address: {address!r}") from None
     parts = address.split(".")
     if len(parts) != 4:
         raise ValueError(f"not a dotted IPv4 address: {address!r}")
@@ -57,7 +65,9 @@ class NetSim:
     (before any fault; ``src_host`` is None for the router's ICMP), ``rx_taps`` as
     ``tap(time, dst_host, packet)`` for every packet delivered. ``router_address``, if set,
     makes every MTU drop of a packet with DF set answer the sender with ICMP "fragmentation
-    needed" (type 3 code 4, RFC 792 / 1191) from that address, carrying the pipe's MTU.
+    needed" (type 3 code 4, RFC 792 / 1191) from that address, carrying the pipe's MTU; an
+    IPv6 packet (which routers never fragment, RFC 8200 5) gets an ICMPv6 Packet Too Big
+    (RFC 4443 3.2) from ``router_address6``.
     ``transmit_all`` calls ``transmit`` on every host at every step instead of only on hosts
     that received something or had a timer due; use it if hosts' apps act on each other
     behind NetSim's back.
@@ -78,6 +88,7 @@ class NetSim:
         default_faults: Optional[FaultConfig] = None,
         *,
         router_address: Optional[str] = None,
+        router_address6: Optional[str] = None,
         transmit_all: bool = False,
         coalesce: float = 0.0,
         start: float = 0.0,
@@ -89,6 +100,7 @@ class NetSim:
         self.coalesce = coalesce
         self.default_faults = default_faults
         self.router_address = router_address
+        self.router_address6 = router_address6
         self.transmit_all = transmit_all
         self.hosts: list[Any] = []
         self.taps: list[Tap] = []
@@ -101,7 +113,7 @@ class NetSim:
         self.unroutable = 0                 # sent to an address no host owns, or too short
         self.icmp_sent = 0
         self._index: dict[int, int] = {}            # id(host) -> index
-        self._owner: dict[bytes, int] = {}          # 4-byte address -> host index
+        self._owner: dict[bytes, int] = {}          # 4- or 16-byte address -> host index
         self._routes: list[dict[bytes, FaultyLink]] = []   # per sender: dst address -> pipe
         self.pipes: list[FaultyLink] = []
         self._pipe_dst: list[int] = []              # pipe index -> receiving host index
@@ -115,10 +127,13 @@ class NetSim:
     # ------------------------------------------------------------------ topology
 
     def add_host(self, host: Any, addresses: Optional[Iterable[str]] = None) -> Any:
-        """Attach a host; it owns ``host.address`` (or the given ``addresses``)."""
+        """Attach a host; it owns ``host.addresses`` (``host.address`` for a host without
+        that attribute), or the given ``addresses``."""
         if id(host) in self._index:
             raise ValueError("host already added")
-        addrs = [host.address] if addresses is None else list(addresses)
+        if addresses is None:
+            addresses = getattr(host, "addresses", None) or [host.address]
+        addrs = list(addresses)
         raws = [_addr_bytes(a) for a in addrs]
         for raw, a in zip(raws, addrs):
             if raw in self._owner:
@@ -188,6 +203,13 @@ class NetSim:
             if user is not None:
                 user(packet, now)
             # RFC 1191: a router that cannot forward a DF packet says so, with its MTU.
+            if len(packet) >= 40 and packet[0] >> 4 == 6:
+                if self.router_address6 is not None:
+                    icmp = build_icmpv6_error(self.router_address6, bytes(packet[8:24]), 2, 0,
+                                              packet, rest=mtu)
+                    self._icmp_out.append((src, icmp))
+                    self.icmp_sent += 1
+                return
             if self.router_address is not None and len(packet) >= 20 and packet[6] & 0x40:
                 icmp = build_icmp_unreachable(self.router_address, _addr_str(packet[12:16]),
                                               4, packet, mtu=mtu)
@@ -358,7 +380,7 @@ class NetSim:
             last_raw = None
             last_group: Optional[list] = None
             for p in out:
-                raw = p[16:20]
+                raw = p[24:40] if p and p[0] >> 4 == 6 else p[16:20]
                 if raw != last_raw or last_group is None:
                     pipe = routes.get(raw)
                     if pipe is None:

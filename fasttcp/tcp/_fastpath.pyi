@@ -14,5 +14,5 @@ _P = TypeVar("_P", bound=Buffer)
 COMPILED: Final[bool]
 
 def receive_batch(host: HostServices, batch: SegmentBatch, packets: list[_P], now: float,
-                  parse_flags: int, conns: dict[tuple[int, int, int], Connection], addr: int,
+                  parse_flags: int, conns: dict[tuple[int, int | bytes, int], Connection],
                   deferred: list[Reassembler] | None = None) -> None: ...

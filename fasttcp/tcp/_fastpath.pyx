@@ -10,8 +10,9 @@ out-of-order data, duplicate ACKs, loss recovery — goes to the state machine i
 `connection.pyx`. The congestion policy and the RTO timer are then updated once per
 connection per batch, not per segment. (The send side is Tcb's, in tcb.pyx.)
 """
-from libc.stdint cimport int32_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memset
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memset
 
 from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.tcp.host_services cimport (COUNT_ECN_CE_RECEIVED, COUNT_ECN_ECE_RECEIVED,
@@ -131,18 +132,27 @@ cdef inline int fast_segment(Tcb c, SegDesc* d, const unsigned char* base, doubl
 
 
 def receive_batch(HostServices host, SegmentBatch batch, list packets, double now,
-                  int parse_flags, dict conns, uint32_t addr, list deferred=None) -> None:
+                  int parse_flags, dict conns, list deferred=None) -> None:
     """Parse and process one received batch for `host` (see Host.receive): `conns` is
-    its connection table, `addr` its address; `deferred` (or None) collects the
-    reassemblers that hold data by reference into `packets` (Host.settle)."""
+    its connection table; `deferred` (or None) collects the reassemblers that hold data
+    by reference into `packets` (Host.settle).
+
+    The demux key is (local port, remote address, remote port): the remote address is
+    the IPv4 number, or for IPv6 its 16 bytes (a bytes object, made once per run of
+    segments from one peer); the connection found must have the packet's destination as
+    its local address, or the slow path judges the packet."""
     cdef Py_ssize_t i, n
     cdef SegDesc* d
     cdef list touched = []
     cdef Tcb c = None
     cdef object obj
     cdef bint have_last = False
+    cdef uint8_t last_ver = 0
     cdef uint16_t last_dport = 0, last_sport = 0
     cdef uint32_t last_src = 0
+    cdef const unsigned char* last_src6 = NULL
+    cdef const unsigned char* base
+    cdef bint ours
     cdef uint64_t drops[DROP_REASON_COUNT]
     cdef uint64_t fast = 0
     memset(drops, 0, sizeof(drops))
@@ -152,7 +162,7 @@ def receive_batch(HostServices host, SegmentBatch batch, list packets, double no
         d = &batch.descs[i]
         if d.reason:
             if d.reason == DROP_FRAGMENT:
-                # IPv4 reassembly (Python call, rare): a whole datagram comes back.
+                # Reassembly (Python call, rare): a whole datagram comes back.
                 if touched:
                     _finish(touched, now)
                     touched = []
@@ -161,15 +171,30 @@ def receive_batch(HostServices host, SegmentBatch batch, list packets, double no
                 continue
             drops[d.reason] += 1
             continue
-        if d.proto == IPPROTO_TCP and d.dst == addr:
-            if not (have_last and d.dport == last_dport and d.src == last_src
-                    and d.sport == last_sport):
-                obj = conns.get((d.dport, d.src, d.sport))
-                c = <Tcb>obj if obj is not None else None
-                have_last = True
-                last_dport, last_src, last_sport = d.dport, d.src, d.sport
-            if (c is not None and c.st == S_ESTABLISHED
-                    and fast_segment(c, d, batch.bases[i], now, deferred)):
+        if d.proto == IPPROTO_TCP:
+            base = batch.bases[i]
+            if d.ipver == 4:
+                if not (have_last and last_ver == 4 and d.dport == last_dport
+                        and d.src == last_src and d.sport == last_sport):
+                    obj = conns.get((d.dport, d.src, d.sport))
+                    c = <Tcb>obj if obj is not None else None
+                    have_last = True
+                    last_ver = 4
+                    last_dport, last_src, last_sport = d.dport, d.src, d.sport
+                ours = c is not None and c._lip == d.dst
+            else:
+                if not (have_last and last_ver == 6 and d.dport == last_dport
+                        and d.sport == last_sport and memcmp(base + 8, last_src6, 16) == 0):
+                    obj = conns.get((d.dport, PyBytes_FromStringAndSize(
+                        <const char*>base + 8, 16), d.sport))
+                    c = <Tcb>obj if obj is not None else None
+                    have_last = True
+                    last_ver = 6
+                    last_dport, last_sport = d.dport, d.sport
+                    last_src6 = base + 8
+                ours = c is not None and memcmp(base + 24, c._lip6, 16) == 0
+            if (ours and c.st == S_ESTABLISHED
+                    and fast_segment(c, d, base, now, deferred)):
                 fast += 1
                 if not c.fp_touched:
                     c.fp_touched = True

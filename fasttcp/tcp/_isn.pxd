@@ -14,4 +14,7 @@ cdef class IsnGenerator:
 
     cdef uint32_t isn_c(self, uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport,
                         double now) noexcept nogil
+    # RFC 6528 over IPv6 addresses (16 bytes each, as in the header)
+    cdef uint32_t isn6_c(self, const unsigned char* lip, uint16_t lport,
+                         const unsigned char* rip, uint16_t rport, double now) noexcept nogil
     cdef uint64_t mac_c(self, const unsigned char* p, size_t n) noexcept nogil

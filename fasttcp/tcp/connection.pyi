@@ -18,6 +18,7 @@ TS_OPTION_SPACE: Final[int]
 DEFAULT_PEER_MSS: Final[int]
 MAX_WSCALE: Final[int]
 MIN_PMTU: Final[int]
+MIN_PMTU6: Final[int]
 BLACK_HOLE_RETRIES: Final[int]
 BASE_MSS: Final[int]
 MTU_PROBE_FLOOR: Final[int]
@@ -61,8 +62,10 @@ class ConnectionInfo:
 class Connection(Tcb):
     """A TCP connection owned by a fasttcp.Host (made by Host.connect or Listener.accept)."""
 
-    def __init__(self, host: Host, local: tuple[str, int], remote: tuple[str, int],
-                 remote_ip: int, iss: int, now: float, passive: bool) -> None: ...
+    def __init__(self, host: Host, local: tuple[str, int] | tuple[str, int, int, int],
+                 remote: tuple[str, int] | tuple[str, int, int, int], remote_ip: int | bytes,
+                 iss: int, now: float, passive: bool,
+                 local_ip: int | bytes | None = None) -> None: ...
     @property
     def state(self) -> State: ...
     @property

@@ -21,6 +21,7 @@ from typing import List, Optional
 
 from cpython.buffer cimport PyBuffer_FillInfo
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.string cimport memcpy
 
 from fasttcp.storage import SendRing
 from fasttcp.storage._reasm cimport OooBudget, Reassembler
@@ -58,7 +59,6 @@ from fasttcp.tcp.rtt import RttEstimator
 from fasttcp.tcp.transitions import TcpEvent
 from fasttcp.tcp.states import State
 
-from fasttcp.wire import build_tcp
 
 COMPILED = True
 MASK = 0xFFFFFFFF
@@ -90,6 +90,7 @@ cpdef enum:
     # the timeouts before it acts (tcp_retries1), the MSS it first falls to
     # (tcp_base_mss) and the floor of its halving (tcp_mtu_probe_floor).
     MIN_PMTU = 552
+    MIN_PMTU6 = 1280            # RFC 8200 5 / RFC 8201 4: the IPv6 minimum link MTU
     BLACK_HOLE_RETRIES = 3
     BASE_MSS = 1024
     MTU_PROBE_FLOOR = 48
@@ -171,8 +172,11 @@ cdef class Connection(Tcb):
     Its variables are the C fields of :class:`Tcb` (``tcb.pxd``).
     """
 
-    def __init__(self, HostServices host, tuple local, tuple remote, uint32_t remote_ip,
-                 uint32_t iss, double now, bint passive) -> None:
+    def __init__(self, HostServices host, tuple local, tuple remote, object remote_ip,
+                 uint32_t iss, double now, bint passive, object local_ip=None) -> None:
+        """`remote_ip`/`local_ip`: an IPv4 address as a number (local_ip None: the host's
+        address_int), or an IPv6 address as its 16 bytes (then `local`/`remote` are
+        (ip, port, 0, 0))."""
         s = host.settings
         # Every C field (tcb.pxd) starts at 0 / False / None:
         # no FIN queued or seen (fin_off, rcv_fin_off), no timer armed (rtx_at, delack_at,
@@ -182,8 +186,17 @@ cdef class Connection(Tcb):
         self.settings = s
         self.local_address = local
         self.remote_address = remote
-        self._lip = self.host.address_int
-        self._rip = remote_ip
+        if isinstance(remote_ip, bytes):
+            if len(<bytes>remote_ip) != 16 or not isinstance(local_ip, bytes) or \
+                    len(<bytes>local_ip) != 16:
+                raise ValueError("IPv6 addresses are 16 bytes")
+            self.ipver = 6
+            memcpy(self._rip6, <const unsigned char*><bytes>remote_ip, 16)
+            memcpy(self._lip6, <const unsigned char*><bytes>local_ip, 16)
+        else:
+            self.ipver = 4
+            self._lip = self.host.address_int if local_ip is None else local_ip
+            self._rip = remote_ip
         self.lport = local[1]
         self.rport = remote[1]
         self.nodelay = s.nodelay
@@ -200,6 +213,8 @@ cdef class Connection(Tcb):
         # --- send side (offsets from ISS) ---
         self.iss = iss
         self.mss_limit = s.effective_mss        # what our MTU allows
+        if self.ipver == 6 and self.mss_limit > s.mtu - 60:
+            self.mss_limit = s.mtu - 60         # the IPv6 header is 20 bytes longer
         self.mss = min(self.mss_limit, DEFAULT_PEER_MSS)   # effective send MSS
         self.rcv_wscale = s.rcv_wscale if s.window_scaling else 0
 
@@ -211,7 +226,10 @@ cdef class Connection(Tcb):
         self.sacked = []
         # RFC 7323 5.4: a per-connection random offset of the timestamp clock, from a keyed
         # hash distinct from the ISN's (so TSval reveals nothing about the ISN).
-        self.ts_offset = self.host.ts_offset(self.lport, remote_ip, self.rport)
+        if self.ipver == 6:
+            self.ts_offset = self.host.ts_offset6(self.lport, remote_ip, self.rport)
+        else:
+            self.ts_offset = self.host.ts_offset(self.lport, remote_ip, self.rport)
         self._dr_t0 = -1.0                      # no delivery-rate interval open
         self.undo_marker = -1                   # no reduction to undo
 
@@ -401,7 +419,10 @@ cdef class Connection(Tcb):
         )
 
     def __repr__(self) -> str:
-        (la, lp), (ra, rp) = self.local_address, self.remote_address
+        la, lp = self.local_address[:2]
+        ra, rp = self.remote_address[:2]
+        if self.ipver == 6:
+            la, ra = f"[{la}]", f"[{ra}]"
         return f"<Connection {la}:{lp} -> {ra}:{rp} {self.state.rfc_name}>"
 
     # ===================================================================================
@@ -508,7 +529,7 @@ cdef class Connection(Tcb):
         """Super-segments only when our segments fill the link MTU: the TSO link cuts
         them by its MTU, so a peer with a smaller MSS gets ordinary segments."""
         s = self.settings
-        full = self.mss + (TS_OPTION_SPACE if self.ts_ok else 0) + 40 == s.mtu
+        full = self.mss + (TS_OPTION_SPACE if self.ts_ok else 0) + self.ip_overhead() == s.mtu
         self.gso_max = min(s.gso_max, 65535 - 100) if full and s.gso_max > self.mss else 0
         self._set_ref_min()
 
@@ -1676,6 +1697,9 @@ cdef class Connection(Tcb):
         if not (self.snd_una <= off < max(self.snd_max, self.snd_una + 1)):
             self._event(COUNT_ICMP_IGNORED_SEQ)
             return
+        if self.ipver == 6:
+            self._on_icmpv6_error(icmp_type, code, mtu)
+            return
         if icmp_type == 3 and code == 4:
             # Fragmentation needed (RFC 1191): the next-hop MTU, never below Linux's
             # min_pmtu (552), less the IP and TCP headers and the options every segment
@@ -1705,6 +1729,36 @@ cdef class Connection(Tcb):
                             ConnectionRefused("connection refused (ICMP unreachable)"))
             return
         self.soft_error = (icmp_type, code)       # reported if the connection times out
+        self._event(COUNT_ICMP_SOFT_ERRORS)
+
+    def _on_icmpv6_error(self, icmp_type: int, code: int, mtu: int) -> None:
+        if icmp_type == 2:
+            # Packet Too Big (RFC 4443 3.2, RFC 8201 4): the path MTU, never below 1280
+            # (a smaller value is taken as 1280, RFC 8201 4), less the IPv6 and TCP
+            # headers and the options every segment carries, as for IPv4. One that would
+            # not lower the MSS is ignored (RFC 8201 4: never increase on a PTB).
+            pmtu = max(mtu, MIN_PMTU6)
+            new_mss = pmtu - 60 - (TS_OPTION_SPACE if self.ts_ok else 0)
+            if new_mss < self.mss:
+                self.mss_limit = min(self.mss_limit, pmtu - 60)
+                self._lower_send_mss(new_mss)
+                self.snd_nxt = self.snd_una           # resend at the new size (as IPv4)
+                self._rtt_off = None
+                if self._lr_kind == LR_TLP:
+                    self._lr_at = None
+                    self._lr_kind = 0
+                self._event(COUNT_PMTU_UPDATES)
+                self.host.wake(self)
+            return
+        # Linux icmpv6_err_convert: port unreachable (1/4) and an unrecognised next header
+        # (parameter problem 4/1) are fatal, like protocol/port unreachable for IPv4
+        # (RFC 1122 4.2.3.9): a hard error to our SYN. The rest are soft errors.
+        if self.st == S_SYN_SENT and ((icmp_type == 1 and code == 4)
+                                      or (icmp_type == 4 and code == 1)):
+            self._terminate(E_ICMP_UNREACHABLE,
+                            ConnectionRefused("connection refused (ICMPv6 unreachable)"))
+            return
+        self.soft_error = (icmp_type, code)
         self._event(COUNT_ICMP_SOFT_ERRORS)
 
     def _lower_send_mss(self, new_mss: int) -> None:
@@ -2008,9 +2062,7 @@ cdef class Connection(Tcb):
         self.ack_sent()
 
     def _emit_rst(self, seq: int) -> None:
-        self.host.emit(build_tcp(self._lip, self._rip, self.local_address[1],
-                                 self.remote_address[1], seq & MASK, 0, RST, 0,
-                                 ttl=self.settings.ttl))
+        self.host.emit(self._rst_packet(seq & MASK))
         self._event(COUNT_RSTS_OUT)
 
     # ===================================================================================

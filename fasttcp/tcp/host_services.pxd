@@ -107,6 +107,8 @@ cdef class HostServices:
     # The per-connection random offset of the timestamp clock (RFC 7323 5.4), from the
     # host's ISN secret.
     cdef uint32_t ts_offset(self, uint16_t lport, uint32_t rip, uint16_t rport) except? 0
+    # ... for an IPv6 peer (its 16 address bytes)
+    cdef uint32_t ts_offset6(self, uint16_t lport, bytes rip, uint16_t rport) except? 0
     # A fresh congestion controller (settings.congestion) for this MSS.
     cdef object make_congestion(self, int mss)
     # The host-wide challenge-ACK budget (RFC 5961 7): True when one may go out now.
@@ -123,7 +125,7 @@ cdef class HostServices:
     cdef int state_changed(self, object conn, int old, int new) except -1
 
     # --- asked by the fast path's batch loop (fasttcp.tcp._fastpath.receive_batch) ---
-    # An IPv4 fragment, and a packet the fast path did not take.
+    # An IPv4 or IPv6 fragment, and a packet the fast path did not take.
     cdef int input_fragment(self, object packet, double now) except -1
     cdef int input_slow(self, Packet pk, double now) except -1
     # The batch's totals: packets seen, segments the fast path took, and the packets the

@@ -44,6 +44,9 @@ cdef class HostServices:
     cdef uint32_t ts_offset(self, uint16_t lport, uint32_t rip, uint16_t rport) except? 0:
         raise NotImplementedError
 
+    cdef uint32_t ts_offset6(self, uint16_t lport, bytes rip, uint16_t rport) except? 0:
+        raise NotImplementedError
+
     cdef object make_congestion(self, int mss):
         raise NotImplementedError
 

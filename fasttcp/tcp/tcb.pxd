@@ -10,7 +10,7 @@
 # (offset 0 is the SYN, data byte k is offset 1 + k, the FIN follows the last byte), so
 # differences keep their sign and never wrap; 32-bit sequence numbers exist only at the
 # wire.
-from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.storage._ring cimport SendRing
@@ -44,10 +44,16 @@ cdef class Tcb:
     cdef public object settings
     # The state (TcpState); changed only by Connection._transition (connection.pyx).
     cdef readonly int st
+    # IPv4: the addresses as numbers; IPv6 (ipver 6): their 16 bytes (never Python objects)
     cdef public uint32_t _lip, _rip
+    cdef readonly uint8_t ipver         # 4 or 6
+    cdef unsigned char _lip6[16]
+    cdef unsigned char _rip6[16]
     cdef public uint16_t lport, rport
-    cdef public tuple key                               # (lport, remote ip int, rport)
-    cdef public object local_address, remote_address   # (ip, port) tuples
+    # (lport, remote ip int, rport); IPv6: (lport, remote address's 16 bytes, rport)
+    cdef public tuple key
+    # (ip, port) tuples; IPv6: (ip, port, 0, 0) as the socket module's
+    cdef public object local_address, remote_address
     cdef public bint passive
     cdef public bint user_closed        # close() was called: nobody reads any more
     cdef public object listener         # set for passive opens until accepted
@@ -188,6 +194,7 @@ cdef class Tcb:
     cdef int data_ack_policy(self, int64_t n, bint at_once, double now) except -1
     cdef int ack_sent(self) except -1
     cdef uint32_t tsval_at(self, double now) noexcept
+    cdef int ip_overhead(self) noexcept      # IP + TCP header bytes: 40, or 60 for IPv6
     cdef void fill_header(self, TcpOut* t, uint64_t off, int flags, uint16_t window) noexcept
     cdef object build(self, uint64_t off, int flags, uint16_t window, Py_ssize_t n,
                       bint from_ring, double now, bint ect=*)

@@ -41,11 +41,13 @@ class Tcb:
     settings: Settings
     @property
     def st(self) -> int: ...
+    @property
+    def ipver(self) -> int: ...  # 4 or 6
     lport: int
     rport: int
-    key: tuple[int, int, int]
-    local_address: tuple[str, int]
-    remote_address: tuple[str, int]
+    key: tuple[int, int | bytes, int]  # IPv6: the remote address's 16 bytes
+    local_address: tuple[str, int] | tuple[str, int, int, int]  # IPv6: (ip, port, 0, 0)
+    remote_address: tuple[str, int] | tuple[str, int, int, int]
     passive: bool
     user_closed: bool
     listener: Listener | None  # set for passive opens until accepted

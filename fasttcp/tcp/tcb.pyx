@@ -9,7 +9,7 @@ _fastpath.pyx.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.ref cimport PyObject
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from fasttcp.storage._reasm cimport Reassembler
 from fasttcp.tcp._rack cimport RackQueue
@@ -186,11 +186,20 @@ cdef class Tcb:
         5.4), modulo 2**32."""
         return <uint32_t>(<int64_t>(now * 1000.0)) + self.ts_offset
 
+    cdef int ip_overhead(self) noexcept:
+        """The IP and TCP header bytes of a segment without options."""
+        return 60 if self.ipver == 6 else 40
+
     cdef void fill_header(self, TcpOut* t, uint64_t off, int flags, uint16_t window) noexcept:
         """The addresses, ports, sequence numbers, flags and window of a segment at send
         offset `off`; one with ACK acknowledges RCV.NXT, which becomes Last.ACK.sent."""
-        t.src = self._lip
-        t.dst = self._rip
+        if self.ipver == 6:
+            t.ipver = 6
+            memcpy(t.src6, self._lip6, 16)
+            memcpy(t.dst6, self._rip6, 16)
+        else:
+            t.src = self._lip
+            t.dst = self._rip
         t.sport = self.lport
         t.dport = self.rport
         t.seq = <uint32_t>(self.iss + off)
@@ -217,6 +226,7 @@ cdef class Tcb:
         cdef const unsigned char* p2
         cdef PyObject* o1 = NULL
         cdef PyObject* o2 = NULL
+        cdef Py_ssize_t hdr = self.ip_overhead()
         memset(&t, 0, sizeof(t))
         if self.ts_ok and not flags & TH_RST:
             # RFC 7323 3.2: TSval from our clock, TSecr = TS.Recent on segments with ACK.
@@ -236,7 +246,7 @@ cdef class Tcb:
                 if t.nsack == 0:
                     t.opt_present &= ~OPT_SACK
                 olen = tcp_options_len(&t)
-        total = 40 + olen + n
+        total = hdr + olen + n
         if self._ece_pending and flags & TH_ACK and not flags & (TH_SYN | TH_RST):
             flags |= TH_ECE       # RFC 3168 6.1.3: ECE on every ACK until CWR arrives
         self.fill_header(&t, off, flags, window)
@@ -255,16 +265,16 @@ cdef class Tcb:
                 o2 = o1
                 if n2 == 0 or self._send_ring.chunk_owned(
                         off - 1 + <uint64_t>n1, &p2, &o2) >= n2:
-                    pkt = PyBytes_FromStringAndSize(NULL, 40 + olen)
-                    build_tcp_headers(<unsigned char*>PyBytes_AS_STRING(pkt), 40 + olen, &t, n)
+                    pkt = PyBytes_FromStringAndSize(NULL, hdr + olen)
+                    build_tcp_headers(<unsigned char*>PyBytes_AS_STRING(pkt), hdr + olen, &t, n)
                     # The packet keeps alive whatever holds its payload.
                     owner = <object>o1 if o2 == o1 else (<object>o1, <object>o2)
                     return make_split_packet(pkt, owner, p1, n1, p2, n2)
         pkt = PyBytes_FromStringAndSize(NULL, total)
         p = <unsigned char*>PyBytes_AS_STRING(pkt)
         if n and from_ring:
-            self._send_ring.copy_out(off - 1, p + 40 + olen, n)
-        build_tcp_into(p, total, &t, p + 40 + olen, n)
+            self._send_ring.copy_out(off - 1, p + hdr + olen, n)
+        build_tcp_into(p, total, &t, p + hdr + olen, n)
         return pkt
 
     cpdef bytes build_syn(self, bint ack, uint16_t window, int opts, double now,
@@ -283,12 +293,26 @@ cdef class Tcb:
             t.tsval = self.tsval_at(now)
             t.tsecr = self.ts_recent if ack else 0
         self.fill_header(&t, 0, TH_SYN | (TH_ACK if ack else 0) | ecn_flags, window)
-        total = 40 + tcp_options_len(&t)
+        total = self.ip_overhead() + tcp_options_len(&t)
         pkt = PyBytes_FromStringAndSize(NULL, total)
         build_tcp_into(<unsigned char*>PyBytes_AS_STRING(pkt), total, &t, NULL, 0)
         return pkt
 
     # --- Python-visible helpers used by the slow path ---
+
+    def _rst_packet(self, uint32_t seq) -> bytes:
+        """A bare RST with sequence number `seq` (no ACK, no options), of the
+        connection's family."""
+        cdef TcpOut t
+        cdef Py_ssize_t total = self.ip_overhead()
+        cdef bytes pkt
+        memset(&t, 0, sizeof(t))
+        self.fill_header(&t, 0, TH_RST, 0)
+        t.seq = seq
+        t.ttl = self.settings.ttl
+        pkt = PyBytes_FromStringAndSize(NULL, total)
+        build_tcp_into(<unsigned char*>PyBytes_AS_STRING(pkt), total, &t, NULL, 0)
+        return pkt
 
     def _advertised_window(self) -> int:
         return self.advertised_window()

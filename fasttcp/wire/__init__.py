@@ -1,4 +1,4 @@
-"""Wire layer: IPv4/TCP/ICMP views and builders, Internet checksum, sequence arithmetic.
+"""Wire layer: IPv4/IPv6/TCP/ICMP/ICMPv6 views and builders, Internet checksum, sequence arithmetic.
 
 Everything here is compiled (``_wire.pyx``); this module only names the public API.
 """
@@ -10,13 +10,20 @@ from fasttcp.wire._wire import (
     build_icmp,
     build_icmp_echo,
     build_icmp_unreachable,
+    build_icmpv6,
+    build_icmpv6_echo,
+    build_icmpv6_error,
     build_ipv4,
+    build_ipv6,
     build_tcp,
+    bytes_to_ip6,
     checksum,
     checksum_implementation,
     checksum_update,
     int_to_ip,
+    ip6_to_bytes,
     ip_to_int,
+    ip_version,
     ones_sum,
     parse,
     parse_batch,
@@ -35,8 +42,10 @@ from fasttcp.wire.types import DropReason, IcmpType, MalformedPacket, TcpFlags, 
 __all__ = [
     "COMPILED", "DropReason", "IcmpType", "MalformedPacket", "Packet", "SegmentBatch",
     "SplitPacket", "TcpFlags", "TcpOptions", "build_icmp", "build_icmp_echo",
-    "build_icmp_unreachable", "build_ipv4", "build_tcp", "checksum",
-    "checksum_implementation", "checksum_update", "int_to_ip", "ip_to_int", "ones_sum",
+    "build_icmp_unreachable", "build_icmpv6", "build_icmpv6_echo", "build_icmpv6_error",
+    "build_ipv4", "build_ipv6", "build_tcp", "bytes_to_ip6", "checksum",
+    "checksum_implementation", "checksum_update", "int_to_ip", "ip6_to_bytes", "ip_to_int",
+    "ip_version", "ones_sum",
     "parse", "parse_batch", "pseudo_header_checksum", "select_checksum_implementation",
     "seq_add", "seq_between", "seq_diff", "seq_ge", "seq_gt", "seq_le", "seq_lt",
 ]

@@ -187,4 +187,22 @@ static inline uint64_t ft_pseudo_sum_mem(uint32_t src_mem, uint32_t dst_mem, uin
     return s;
 }
 
+/* The IPv6 pseudo-header (RFC 8200 section 8.1): the source and destination addresses,
+ * 32 contiguous bytes as they sit in the IPv6 header, the 32-bit upper-layer length and
+ * the next-header value in a 32-bit word (three zero bytes first). */
+static inline uint64_t ft_pseudo6_sum(const unsigned char *addrs, uint8_t proto,
+                                      uint32_t length) {
+    uint64_t s = ft_csum_partial(addrs, 32, 0);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    s += (uint64_t)__builtin_bswap16((uint16_t)(length >> 16))
+         + __builtin_bswap16((uint16_t)length) + __builtin_bswap16((uint16_t)proto);
+#else
+    s += (uint64_t)(length >> 16) + (uint16_t)length + (uint64_t)proto;
+#endif
+    return s;
+}
+
+/* Branch hints for the parser: the IPv6 branch is laid out away from the IPv4 path. */
+#define ft_unlikely(x) __builtin_expect(!!(x), 0)
+
 #endif /* FASTTCP_CSUM_H */

@@ -11,6 +11,7 @@ cdef extern from "_csum.h" nogil:
     uint16_t ft_csum_fold(uint64_t s)
     uint64_t ft_add64(uint64_t a, uint64_t b)
     uint64_t ft_pseudo_sum_mem(uint32_t src_mem, uint32_t dst_mem, uint8_t proto, uint32_t length)
+    uint64_t ft_pseudo6_sum(const unsigned char* addrs, uint8_t proto, uint32_t length)
     uint16_t ft_load16(const unsigned char* p)
     uint32_t ft_load32(const unsigned char* p)
 
@@ -84,6 +85,17 @@ cdef inline void wr32(unsigned char* p, uint32_t v) noexcept nogil:
 cdef enum:
     IPPROTO_ICMP = 1
     IPPROTO_TCP = 6
+    IPPROTO_ICMPV6 = 58
+    # IPv6 next-header values of the extension headers (RFC 8200 4) and "no next header"
+    IPV6_HOPOPTS = 0
+    IPV6_ROUTING = 43
+    IPV6_FRAGMENT = 44
+    IPV6_NONXT = 59
+    IPV6_DSTOPTS = 60
+    # The longest chain of extension headers the parser walks (RFC 8200 4.1 allows each at
+    # most once, destination options twice: 5 in a well-formed packet; RFC 7112 / RFC 9098:
+    # a bounded walk). Longer chains are dropped as DROP_IPV6_EXT_CHAIN.
+    IPV6_MAX_EXT_HEADERS = 8
 
     TH_FIN = 0x01
     TH_SYN = 0x02
@@ -133,20 +145,33 @@ cdef enum DropCode:
     DROP_TRUNCATED_ICMP
     DROP_BAD_ICMP_CHECKSUM
     DROP_BAD_ICMP_QUOTE
+    # --- IPv6 (issue 14) ---
+    DROP_BAD_IPV6_EXT_HEADER        # an extension header truncated, misplaced or malformed
+    DROP_IPV6_EXT_CHAIN             # more than IPV6_MAX_EXT_HEADERS extension headers
+    DROP_IPV6_ROUTING_HEADER        # a routing header with segments left (we do not route)
+    DROP_IPV6_BAD_OPTION            # an unrecognised option whose type says discard
     DROP_REASON_COUNT
 
 # One parsed packet: header fields in host order and offsets into the original buffer.
 # The payload is never copied.
+#
+# Both families share it. IPv4 addresses are the numbers src/dst. An IPv6 packet (ipver 6)
+# has its 128-bit addresses where they always sit, at bytes 8..40 of the packet (the
+# buffer the descriptor points into, or Packet.raw): they are never copied; src/dst then
+# hold their low 32 bits, a hint only (a demux compares the 16 bytes).
 ctypedef struct SegDesc:
     uint8_t reason          # DropCode; the other fields are valid only when 0
-    uint8_t proto
-    uint8_t ttl
-    uint8_t tos
-    uint16_t ip_len         # IPv4 total length (the buffer may be longer: padding)
+    uint8_t proto           # IPv6: the upper-layer next header, after extension headers
+    uint8_t ttl             # IPv6: hop limit
+    uint8_t tos             # IPv6: traffic class (the ECN field is its low 2 bits too)
+    # IPv4 total length; IPv6 40 + payload length (the buffer may be longer: padding)
+    uint32_t ip_len
     uint16_t ip_id
-    uint16_t ip_hl          # IPv4 header length in bytes
-    uint16_t frag           # flags and fragment offset, raw
-    uint32_t src            # addresses as numbers (host order)
+    # IPv4 header length; IPv6 40 + extension headers: where the upper-layer header starts
+    uint16_t ip_hl
+    uint16_t frag           # IPv4 flags and fragment offset, raw
+    uint8_t ipver           # 4 or 6
+    uint32_t src            # addresses as numbers (host order); IPv6: low 32 bits
     uint32_t dst
     # TCP
     uint16_t sport
@@ -172,6 +197,9 @@ ctypedef struct SegDesc:
     uint8_t icmp_code
 
 # What build_tcp_into() writes. Options with their OPT_* bit set in opt_present are emitted.
+# ipver 0 or 4 is IPv4 (src, dst); 6 is IPv6 (src6, dst6, flow: the 20-bit flow label;
+# tos is the traffic class, ttl the hop limit). An IPv6 segment has no extension header:
+# its TCP header is at byte 40.
 ctypedef struct TcpOut:
     uint32_t src
     uint32_t dst
@@ -194,6 +222,10 @@ ctypedef struct TcpOut:
     uint8_t nsack
     uint32_t sack[8]
     bint no_tcp_csum        # leave the TCP checksum 0 (a TSO link fills it in)
+    uint8_t ipver
+    uint32_t flow
+    unsigned char src6[16]
+    unsigned char dst6[16]
 
 # --- C-level functions (exported through the module's C API) --------------------------------
 cdef uint16_t checksum_finish(uint64_t partial) noexcept nogil
@@ -201,7 +233,10 @@ cdef int parse_packet(const unsigned char* buf, Py_ssize_t n, SegDesc* d, int fl
 cdef Py_ssize_t tcp_options_len(const TcpOut* t) noexcept nogil
 cdef Py_ssize_t build_tcp_into(unsigned char* out, Py_ssize_t cap, const TcpOut* t,
                                const unsigned char* payload, Py_ssize_t plen) noexcept nogil
-# The IPv4 + TCP headers of a packet whose `plen` payload bytes follow elsewhere; the TCP
+# The IP header length of a TcpOut's packet: 20 (IPv4) or 40 (IPv6).
+cdef inline Py_ssize_t ip_header_len(const TcpOut* t) noexcept nogil:
+    return 40 if t.ipver == 6 else 20
+# The IPv4 (or IPv6) + TCP headers of a packet whose `plen` payload bytes follow elsewhere; the TCP
 # checksum is left 0 (for t.no_tcp_csum: a TSO link fills it in). Returns the header length.
 cdef Py_ssize_t build_tcp_headers(unsigned char* out, Py_ssize_t cap, const TcpOut* t,
                                   Py_ssize_t plen) noexcept nogil
@@ -239,8 +274,10 @@ cdef class SegmentBatch:
 
 
 cdef class Packet:
-    # A read-only view of one valid IPv4 packet; the state machine reads `d` directly.
+    # A read-only view of one valid IPv4 or IPv6 packet; the state machine reads `d`
+    # directly.
     cdef SegDesc d
-    cdef readonly bytes raw         # the packet, trimmed to its IPv4 total length
+    # the packet, trimmed to its IPv4 total length (IPv6: 40 + payload length)
+    cdef readonly bytes raw
     cdef _need_tcp(self)
     cdef _need_icmp(self)

@@ -1,14 +1,17 @@
 # Type stub for the compiled module fasttcp.wire._wire (_wire.pyx / _wire.pxd): checksums,
-# sequence arithmetic, IPv4/TCP/ICMP builders, packet views and the batch parser.
+# sequence arithmetic, IPv4/IPv6/TCP/ICMP/ICMPv6 builders, packet views and the batch parser.
 # Checked against the runtime by stubtest (see .ci/stubtest-allowlist.txt).
+from ipaddress import IPv4Address, IPv6Address
 from typing import Final, TypeVar
 
 from typing_extensions import Buffer, Self, TypeAlias, disjoint_base
 
 from fasttcp.wire.types import DropReason, TcpFlags, TcpOptions
 
-# An IPv4 address: dotted text, a host-order int, or 4 bytes.
-_Address: TypeAlias = str | int | bytes
+# An IPv4 address: dotted text, a host-order int, or 4 bytes; an IPv6 address: text with a
+# colon, 16 bytes, or an ipaddress.IPv6Address.
+_Address: TypeAlias = str | int | bytes | IPv4Address | IPv6Address
+_Address6: TypeAlias = str | bytes | IPv6Address
 # list parameters (the runtime wants a list): any list of bytes-like packets
 _P = TypeVar("_P", bound=Buffer)
 
@@ -34,10 +37,21 @@ def seq_add(a: int, n: int) -> int: ...
 # --- addresses and builders ---
 def ip_to_int(a: _Address) -> int: ...
 def int_to_ip(v: int) -> str: ...
+def ip_version(a: object) -> int: ...
+def ip6_to_bytes(a: _Address6) -> bytes: ...
+def bytes_to_ip6(b: Buffer) -> str: ...
 def build_tcp(src: _Address, dst: _Address, sport: int, dport: int, seq: int, ack: int = 0,
               flags: int = 16, window: int = 65535, payload: Buffer = b"",
               options: TcpOptions | None = None, urg: int = 0, ttl: int = 64, ip_id: int = 0,
-              tos: int = 0, df: bool = True) -> bytes: ...
+              tos: int = 0, df: bool = True, flow: int = 0) -> bytes: ...
+def build_ipv6(src: _Address6, dst: _Address6, next_header: int, payload: Buffer = b"",
+               hop_limit: int = 64, tclass: int = 0, flow: int = 0) -> bytes: ...
+def build_icmpv6(src: _Address6, dst: _Address6, icmp_type: int, code: int, rest: int = 0,
+                 data: Buffer = b"", hop_limit: int = 64) -> bytes: ...
+def build_icmpv6_echo(src: _Address6, dst: _Address6, ident: int, seq: int,
+                      data: Buffer = b"", reply: bool = False, hop_limit: int = 64) -> bytes: ...
+def build_icmpv6_error(src: _Address6, dst: _Address6, icmp_type: int, code: int,
+                       original: Buffer, rest: int = 0, hop_limit: int = 64) -> bytes: ...
 def build_ipv4(src: _Address, dst: _Address, proto: int, payload: Buffer = b"", ttl: int = 64,
                ip_id: int = 0, tos: int = 0, df: bool = True) -> bytes: ...
 def build_icmp(src: _Address, dst: _Address, icmp_type: int, code: int, rest: int = 0,
@@ -63,12 +77,23 @@ class SplitPacket:
 
 @disjoint_base
 class Packet:
-    """A read-only view of one valid IPv4 packet (TCP, ICMP or other protocol). The TCP
-    properties raise AttributeError for other protocols, the ICMP ones likewise."""
+    """A read-only view of one valid IPv4 or IPv6 packet (TCP, ICMP, ICMPv6 or other
+    protocol). The TCP properties raise AttributeError for other protocols, the ICMP ones
+    likewise."""
 
     @property
     def raw(self) -> bytes: ...
-    # IPv4
+    @property
+    def version(self) -> int: ...
+    @property
+    def is_ipv6(self) -> bool: ...
+    @property
+    def src_bytes(self) -> bytes: ...
+    @property
+    def dst_bytes(self) -> bytes: ...
+    @property
+    def flow_label(self) -> int: ...
+    # IP
     @property
     def src(self) -> str: ...
     @property
@@ -143,6 +168,8 @@ class Packet:
     def icmp_seq(self) -> int: ...
     @property
     def icmp_mtu(self) -> int: ...
+    @property
+    def is_icmp_error(self) -> bool: ...
     @property
     def quoted(
         self,

@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""Compiled wire layer: Internet checksum, IPv4/TCP/ICMP parse and build, batch parse.
+"""Compiled wire layer: Internet checksum, IPv4/IPv6/TCP/ICMP/ICMPv6 parse and build,
+batch parse.
 
 Views over caller-owned buffers in the smoltcp manner: the C-level parser fills a SegDesc
 (numbers and offsets, nothing copied); the Python `Packet` view reads from one lazily.
@@ -12,9 +13,13 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy, memset
 
+import ipaddress
+from socket import AF_INET6, inet_ntop, inet_pton
+
 from fasttcp.wire.types import DropReason, MalformedPacket, TcpFlags, TcpOptions
 
 cdef extern from "_csum.h" nogil:
+    bint ft_unlikely(bint x)
     void ft_csum_select(int force)
     const char* ft_csum_impl_name
     ctypedef uint64_t (*ft_csum_fn)(const unsigned char*, size_t, uint64_t)
@@ -93,13 +98,25 @@ def checksum_update(int old_checksum, old, new) -> int:
 
 
 def pseudo_header_checksum(src, dst, int proto, segment) -> int:
-    """Checksum field of a TCP/UDP segment over the IPv4 pseudo-header (RFC 9293 3.1)."""
-    cdef uint32_t s_ip = _addr(src), d_ip = _addr(dst)
+    """Checksum field of a TCP/UDP/ICMPv6 message over the IPv4 pseudo-header (RFC 9293
+    3.1), or the IPv6 one (RFC 8200 8.1) for IPv6 addresses."""
     cdef Py_buffer view
     cdef const unsigned char* p
     cdef Py_ssize_t n
+    cdef uint64_t s
+    cdef uint32_t s_ip = 0, d_ip = 0
+    cdef bytes addrs = None
+    if _family(src) == 6:
+        addrs = _addr6(src) + _addr6(dst)
+    else:
+        s_ip = _addr(src)
+        d_ip = _addr(dst)
     cdef int held = get_buffer(segment, &view, &p, &n)
-    cdef uint64_t s = ft_pseudo_sum_mem(htonl(s_ip), htonl(d_ip), <uint8_t>proto, <uint32_t>n)
+    if addrs is not None:
+        s = ft_pseudo6_sum(<const unsigned char*>PyBytes_AS_STRING(addrs), <uint8_t>proto,
+                           <uint32_t>n)
+    else:
+        s = ft_pseudo_sum_mem(htonl(s_ip), htonl(d_ip), <uint8_t>proto, <uint32_t>n)
     s = ft_csum_partial(p, <size_t>n, s)
     if held:
         PyBuffer_Release(&view)
@@ -213,8 +230,51 @@ cdef int _parse_tcp_options(const unsigned char* seg, uint16_t doff, SegDesc* d)
     return DROP_NONE
 
 
+cdef int _parse_tcp6(const unsigned char* buf, uint32_t slen, uint32_t hl, SegDesc* d,
+                     int flags) noexcept nogil:
+    """The TCP header of an IPv6 packet at `buf + hl` (`slen` bytes to the end of the
+    datagram), checksummed over the IPv6 pseudo-header (RFC 8200 8.1). The same steps as
+    the IPv4 path in parse_packet, which keeps its own copy inline (IPv4 must not pay a
+    call)."""
+    cdef const unsigned char* seg = buf + hl
+    cdef uint64_t pseudo
+    cdef uint16_t doff
+    if slen < 20:
+        d.reason = DROP_TRUNCATED_TCP
+        return d.reason
+    doff = (seg[12] >> 4) * 4
+    if doff < 20 or doff > slen:
+        d.reason = DROP_BAD_DATA_OFFSET
+        return d.reason
+    if not (flags & PARSE_NO_TCP_CSUM):
+        pseudo = ft_pseudo6_sum(buf + 8, IPPROTO_TCP, slen)
+        if ft_csum_fold(ft_csum_partial(seg, slen, pseudo)) != 0xFFFF:
+            d.reason = DROP_BAD_TCP_CHECKSUM
+            return d.reason
+    d.sport = rd16(seg)
+    d.dport = rd16(seg + 2)
+    if d.sport == 0 or d.dport == 0:
+        d.reason = DROP_BAD_PORT
+        return d.reason
+    d.seq = rd32(seg + 4)
+    d.ack = rd32(seg + 8)
+    d.reserved = seg[12] & 0x0F
+    d.flags = seg[13]
+    d.window = rd16(seg + 14)
+    d.urg = rd16(seg + 18)
+    d.doff = doff
+    if doff > 20:
+        d.reason = _parse_tcp_options(seg, doff, d)
+        if d.reason:
+            return d.reason
+    d.payload_off = hl + doff
+    d.payload_len = slen - doff
+    return DROP_NONE
+
+
 cdef int parse_packet(const unsigned char* buf, Py_ssize_t n, SegDesc* d, int flags) noexcept nogil:
-    """Validate and decode one IPv4 packet into `d`; returns d.reason (0 when accepted)."""
+    """Validate and decode one IPv4 or IPv6 packet into `d`; returns d.reason (0 when
+    accepted)."""
     cdef uint16_t hl, total, slen, doff
     cdef const unsigned char* seg
     cdef uint64_t s
@@ -226,9 +286,14 @@ cdef int parse_packet(const unsigned char* buf, Py_ssize_t n, SegDesc* d, int fl
     if n < 20:
         d.reason = DROP_TRUNCATED_IP
         return d.reason
-    if (buf[0] >> 4) != 4:
+    if ft_unlikely((buf[0] >> 4) != 4):
+        if (buf[0] >> 4) == 6:
+            # Out of line (a call through a pointer the compiler does not inline), so the
+            # IPv4 path keeps its code layout and registers.
+            return _ipv6_parser(buf, n, d, flags)
         d.reason = DROP_BAD_IP_VERSION
         return d.reason
+    d.ipver = 4
     hl = (buf[0] & 0x0F) * 4
     if hl < 20:
         d.reason = DROP_BAD_IHL
@@ -320,6 +385,151 @@ cdef int parse_packet(const unsigned char* buf, Py_ssize_t n, SegDesc* d, int fl
     return d.reason
 
 
+cdef inline bint _bad_source6(const unsigned char* a) noexcept nogil:
+    # RFC 4291 2.7: a multicast address is never a source; the unspecified address (2.5.2)
+    # is not a TCP peer (RFC 9293 3.10.7.2: a SYN from it is ignored, as Linux does).
+    cdef int i
+    if a[0] == 0xFF:
+        return True
+    for i in range(16):
+        if a[i]:
+            return False
+    return True
+
+
+cdef int _ipv6_options(const unsigned char* p, uint32_t n) noexcept nogil:
+    """The TLV options of a hop-by-hop or destination options header (RFC 8200 4.2), `p`
+    after its two fixed bytes: Pad1 and PadN are skipped, and so are other options whose
+    type's two high bits are 00; any other unrecognised option means discard (01), or
+    discard and maybe an ICMP Parameter Problem (10, 11), which a host on a TUN need not
+    send. Router Alert (RFC 2711) is recognised."""
+    cdef uint32_t i = 0, olen
+    cdef uint8_t kind
+    while i < n:
+        kind = p[i]
+        if kind == 0:                   # Pad1
+            i += 1
+            continue
+        if i + 2 > n:
+            return DROP_BAD_IPV6_EXT_HEADER
+        olen = 2 + <uint32_t>p[i + 1]
+        if i + olen > n:
+            return DROP_BAD_IPV6_EXT_HEADER
+        if kind != 1 and kind != 5 and (kind >> 6) != 0:
+            return DROP_IPV6_BAD_OPTION
+        i += olen
+    return DROP_NONE
+
+
+cdef int _parse_ipv6(const unsigned char* buf, Py_ssize_t n, SegDesc* d, int flags) noexcept nogil:
+    """An IPv6 packet (RFC 8200): the fixed header, the extension header chain (bounded),
+    then TCP or ICMPv6 as for IPv4."""
+    cdef uint32_t plen, end, off, hlen, slen
+    cdef uint8_t nh
+    cdef int count = 0, r
+    cdef uint16_t fo
+    cdef const unsigned char* seg
+    d.ipver = 6
+    if n < 40:
+        d.reason = DROP_TRUNCATED_IP
+        return d.reason
+    plen = rd16(buf + 4)
+    # RFC 8200 3: the payload length counts the extension headers; one past the buffer is a
+    # lie (a jumbogram's 0, RFC 2675, never comes over a link with a 64 KiB MTU).
+    end = 40 + plen
+    if end > n:
+        d.reason = DROP_BAD_TOTAL_LENGTH
+        return d.reason
+    d.ip_len = end
+    d.tos = <uint8_t>(((buf[0] & 0x0F) << 4) | (buf[1] >> 4))
+    d.ttl = buf[7]
+    d.ip_id = 0
+    d.frag = 0
+    d.src = rd32(buf + 20)
+    d.dst = rd32(buf + 36)
+    if _bad_source6(buf + 8):
+        d.reason = DROP_BAD_SOURCE
+        return d.reason
+    nh = buf[6]
+    off = 40
+    while (nh == IPV6_HOPOPTS or nh == IPV6_ROUTING or nh == IPV6_DSTOPTS
+           or nh == IPV6_FRAGMENT):
+        count += 1
+        if count > IPV6_MAX_EXT_HEADERS:
+            d.reason = DROP_IPV6_EXT_CHAIN
+            return d.reason
+        # RFC 8200 4.1: Hop-by-Hop Options only right after the IPv6 header.
+        if nh == IPV6_HOPOPTS and off != 40:
+            d.reason = DROP_BAD_IPV6_EXT_HEADER
+            return d.reason
+        if off + 8 > end:
+            d.reason = DROP_BAD_IPV6_EXT_HEADER
+            return d.reason
+        if nh == IPV6_FRAGMENT:
+            # RFC 8200 4.5: 8 bytes; offset (13 bits) and M. Offset 0 without M is an
+            # atomic fragment (RFC 6946 4): processed at once, never reassembled.
+            fo = rd16(buf + off + 2)
+            if (fo & 0xFFF9) != 0:       # an offset or M: a real fragment
+                d.frag = fo
+                d.ip_hl = <uint16_t>off  # where the fragment header sits
+                d.reason = DROP_FRAGMENT
+                return d.reason
+            hlen = 8
+        else:
+            hlen = (<uint32_t>buf[off + 1] + 1) * 8
+            if off + hlen > end:
+                d.reason = DROP_BAD_IPV6_EXT_HEADER
+                return d.reason
+            if nh == IPV6_ROUTING:
+                # RFC 8200 4.4: with Segments Left non-zero the packet is for a later hop:
+                # a host (which forwards nothing) discards it (Linux ipv6_rthdr_rcv on a
+                # host without forwarding: the same).
+                if buf[off + 3] != 0:
+                    d.reason = DROP_IPV6_ROUTING_HEADER
+                    return d.reason
+            else:
+                r = _ipv6_options(buf + off + 2, hlen - 2)
+                if r:
+                    d.reason = <uint8_t>r
+                    return d.reason
+        nh = buf[off]
+        off += hlen
+    d.proto = nh
+    d.ip_hl = <uint16_t>off
+    seg = buf + off
+    slen = end - off
+    if nh == IPPROTO_TCP:
+        return _parse_tcp6(buf, slen, off, d, flags)
+    if nh == IPPROTO_ICMPV6:
+        if slen < 8:
+            d.reason = DROP_TRUNCATED_ICMP
+            return d.reason
+        # RFC 4443 2.3: the checksum covers the IPv6 pseudo-header; no offload does it.
+        if ft_csum_fold(ft_csum_partial(seg, slen, ft_pseudo6_sum(buf + 8, IPPROTO_ICMPV6,
+                                                                  slen))) != 0xFFFF:
+            d.reason = DROP_BAD_ICMP_CHECKSUM
+            return d.reason
+        d.icmp_type = seg[0]
+        d.icmp_code = seg[1]
+        d.ack = rd32(seg + 4)       # echo id/seq; the MTU of Packet Too Big; the pointer
+        d.payload_off = off + 8
+        d.payload_len = slen - 8
+        if d.icmp_type < 128:
+            # An error (RFC 4443 2.1) quotes as much of the invoking packet as fits: its
+            # IPv6 header at least, and the 8 bytes of TCP after it that name the
+            # connection (where extension headers push them is the host's to find).
+            if slen < 8 + 40 + 8 or (seg[8] >> 4) != 6:
+                d.reason = DROP_BAD_ICMP_QUOTE
+                return d.reason
+        return DROP_NONE
+    d.reason = DROP_UNSUPPORTED_PROTOCOL
+    return d.reason
+
+
+ctypedef int (*_parser_fn)(const unsigned char*, Py_ssize_t, SegDesc*, int) noexcept nogil
+cdef _parser_fn _ipv6_parser = _parse_ipv6
+
+
 # ============================================================================================
 # Build
 # ============================================================================================
@@ -395,15 +605,35 @@ cdef inline void _write_ipv4_header(unsigned char* out, uint16_t total, uint8_t 
     memcpy(out + 10, &c, 2)
 
 
+cdef inline void _write_ipv6_header(unsigned char* out, uint16_t plen, uint8_t nh,
+                                    const unsigned char* src, const unsigned char* dst,
+                                    uint8_t hop_limit, uint8_t tclass,
+                                    uint32_t flow) noexcept nogil:
+    """The 40-byte IPv6 header (RFC 8200 3)."""
+    wr32(out, (<uint32_t>6 << 28) | (<uint32_t>tclass << 20) | (flow & 0xFFFFF))
+    wr16(out + 4, plen)
+    out[6] = nh
+    out[7] = hop_limit
+    memcpy(out + 8, src, 16)
+    memcpy(out + 24, dst, 16)
+
+
 cdef Py_ssize_t build_tcp_headers(unsigned char* out, Py_ssize_t cap, const TcpOut* t,
                                   Py_ssize_t plen) noexcept nogil:
     cdef Py_ssize_t doff = 20 + tcp_options_len(t)
-    cdef Py_ssize_t total = 20 + doff + plen
-    cdef unsigned char* th = out + 20
-    if plen < 0 or 20 + doff > cap or total > 65535:
+    cdef Py_ssize_t ihl = ip_header_len(t)
+    cdef Py_ssize_t total = ihl + doff + plen
+    cdef unsigned char* th = out + ihl
+    if plen < 0 or ihl + doff > cap or total - (40 if ihl == 40 else 0) > 65535:
         return -1
-    _write_ipv4_header(out, <uint16_t>total, IPPROTO_TCP, t.src, t.dst,
-                       t.ttl, t.tos, t.ip_id, t.df)
+    if ihl == 40:
+        # RFC 8200 3: the payload length does not count the fixed header (a TSO
+        # super-segment may be 65535 + 40 bytes long).
+        _write_ipv6_header(out, <uint16_t>(total - 40), IPPROTO_TCP, t.src6, t.dst6,
+                           t.ttl, t.tos, t.flow)
+    else:
+        _write_ipv4_header(out, <uint16_t>total, IPPROTO_TCP, t.src, t.dst,
+                           t.ttl, t.tos, t.ip_id, t.df)
     wr16(th, t.sport)
     wr16(th + 2, t.dport)
     wr32(th + 4, t.seq)
@@ -415,28 +645,32 @@ cdef Py_ssize_t build_tcp_headers(unsigned char* out, Py_ssize_t cap, const TcpO
     th[17] = 0
     wr16(th + 18, t.urg)
     _write_tcp_options(th + 20, t)
-    return 20 + doff
+    return ihl + doff
 
 
 cdef Py_ssize_t build_tcp_into(unsigned char* out, Py_ssize_t cap, const TcpOut* t,
                                const unsigned char* payload, Py_ssize_t plen) noexcept nogil:
-    """Write an IPv4 + TCP packet with options, payload and both checksums into `out`.
-    Returns its length, or -1 when it does not fit `cap` or 65535 bytes."""
+    """Write an IPv4 (or IPv6) + TCP packet with options, payload and the checksums into
+    `out`. Returns its length, or -1 when it does not fit `cap` or the length field."""
     cdef Py_ssize_t olen = tcp_options_len(t)
     cdef Py_ssize_t doff = 20 + olen
-    cdef Py_ssize_t total = 20 + doff + plen
-    cdef unsigned char* th = out + 20
+    cdef Py_ssize_t ihl = ip_header_len(t)
+    cdef Py_ssize_t total = ihl + doff + plen
+    cdef unsigned char* th = out + ihl
     cdef uint16_t c
     cdef uint64_t s
-    if plen < 0 or total > cap or total > 65535:
+    if plen < 0 or total > cap or total - (40 if ihl == 40 else 0) > 65535:
         return -1
     build_tcp_headers(out, cap, t, plen)
     if plen and payload != th + doff:
         memcpy(th + doff, payload, plen)
     if t.no_tcp_csum:
         return total
-    s = ft_pseudo_sum_mem(ft_load32(out + 12), ft_load32(out + 16), IPPROTO_TCP,
-                          <uint32_t>(doff + plen))
+    if ihl == 40:
+        s = ft_pseudo6_sum(out + 8, IPPROTO_TCP, <uint32_t>(doff + plen))
+    else:
+        s = ft_pseudo_sum_mem(ft_load32(out + 12), ft_load32(out + 16), IPPROTO_TCP,
+                              <uint32_t>(doff + plen))
     c = checksum_finish(ft_csum_partial(th, doff + plen, s))
     memcpy(th + 16, &c, 2)
     return total
@@ -473,6 +707,58 @@ def int_to_ip(uint32_t v) -> str:
     return f"{v >> 24}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}"
 
 
+cdef int _family(object a) except -1:
+    """6 for an IPv6 address (text with a colon, 16 bytes, an IPv6Address), else 4."""
+    if isinstance(a, str):
+        return 6 if ":" in a else 4
+    if isinstance(a, int):
+        return 4
+    if isinstance(a, ipaddress.IPv6Address):
+        return 6
+    if isinstance(a, ipaddress.IPv4Address):
+        return 4
+    try:
+        return 6 if len(a) == 16 else 4
+    except TypeError:
+        return 4
+
+
+cdef bytes _addr6(object a):
+    """An IPv6 address given as text, 16 bytes or an IPv6Address, as its 16 bytes."""
+    cdef bytes b
+    if isinstance(a, str):
+        try:
+            return inet_pton(AF_INET6, a.split("%", 1)[0])
+        except OSError:
+            raise ValueError(f"not an IPv6 address: {a!r}") from None
+    if isinstance(a, ipaddress.IPv6Address):
+        return a.packed
+    if isinstance(a, int):
+        raise ValueError("give an IPv6 address as text or 16 bytes, not an int")
+    b = bytes(a)
+    if len(b) != 16:
+        raise ValueError("an IPv6 address is 16 bytes")
+    return b
+
+
+def ip_version(a) -> int:
+    """6 for an IPv6 address (text with a colon, 16 bytes, an ``IPv6Address``), else 4."""
+    return _family(a)
+
+
+def ip6_to_bytes(a) -> bytes:
+    """An IPv6 address (text, 16 bytes or ``IPv6Address``) as its 16 bytes."""
+    return _addr6(a)
+
+
+def bytes_to_ip6(b) -> str:
+    """16 bytes as the canonical text of an IPv6 address (RFC 5952)."""
+    cdef bytes v = bytes(b)
+    if len(v) != 16:
+        raise ValueError("an IPv6 address is 16 bytes")
+    return inet_ntop(AF_INET6, v)
+
+
 cdef int _fill_options(TcpOut* t, object options) except -1:
     t.opt_present = 0
     t.nsack = 0
@@ -503,8 +789,10 @@ cdef int _fill_options(TcpOut* t, object options) except -1:
 
 def build_tcp(src, dst, int sport, int dport, uint32_t seq, uint32_t ack=0, int flags=TH_ACK,
               int window=65535, payload=b"", options=None, int urg=0, int ttl=64,
-              int ip_id=0, int tos=0, bint df=True) -> bytes:
-    """A complete IPv4 + TCP packet with correct padding and checksums.
+              int ip_id=0, int tos=0, bint df=True, int flow=0) -> bytes:
+    """A complete IPv4 + TCP packet with correct padding and checksums; an IPv6 one (no
+    extension headers; `ttl` is the hop limit, `tos` the traffic class, `flow` the flow
+    label) when the addresses are IPv6.
 
     `options` is a :class:`TcpOptions` (or None). With timestamps present, at most 3 SACK
     blocks fit the 40 bytes of option space; extra blocks are left out, as RFC 2018 says.
@@ -520,8 +808,16 @@ def build_tcp(src, dst, int sport, int dport, uint32_t seq, uint32_t ack=0, int 
     if not (0 < ttl < 256):
         raise ValueError("TTL must be 1..255 (RFC 1122 3.2.1.7: never send TTL 0)")
     memset(&t, 0, sizeof(t))
-    t.src = _addr(src)
-    t.dst = _addr(dst)
+    if _family(src) == 6 or _family(dst) == 6:
+        if not 0 <= flow < (1 << 20):
+            raise ValueError("the flow label is 20 bits")
+        t.ipver = 6
+        t.flow = flow
+        memcpy(t.src6, <const unsigned char*>PyBytes_AS_STRING(_addr6(src)), 16)
+        memcpy(t.dst6, <const unsigned char*>PyBytes_AS_STRING(_addr6(dst)), 16)
+    else:
+        t.src = _addr(src)
+        t.dst = _addr(dst)
     t.sport = sport
     t.dport = dport
     t.seq = seq
@@ -536,9 +832,9 @@ def build_tcp(src, dst, int sport, int dport, uint32_t seq, uint32_t ack=0, int 
     _fill_options(&t, options)
     cdef int held = get_buffer(payload, &view, &p, &plen)
     try:
-        total = 40 + tcp_options_len(&t) + plen
-        if total > 65535:
-            raise ValueError("packet longer than 65535 bytes")
+        total = ip_header_len(&t) + 20 + tcp_options_len(&t) + plen
+        if total - (40 if t.ipver == 6 else 0) > 65535:
+            raise ValueError("packet longer than the length field allows")
         out = PyBytes_FromStringAndSize(NULL, total)
         build_tcp_into(<unsigned char*>PyBytes_AS_STRING(out), total, &t, p, plen)
         return out
@@ -600,6 +896,65 @@ def build_icmp_unreachable(src, dst, int code, original, int mtu=0, int ttl=64) 
         raise ValueError("the quoted packet needs a whole IPv4 header")
     quote = orig[:(orig[0] & 0x0F) * 4 + 8]
     return build_icmp(src, dst, 3, code, mtu & 0xFFFF if code == 4 else 0, quote, ttl=ttl)
+
+
+def build_ipv6(src, dst, int next_header, payload=b"", int hop_limit=64, int tclass=0,
+               int flow=0) -> bytes:
+    """An IPv6 packet (RFC 8200 3) around `payload` (which starts with any extension
+    headers `next_header` names)."""
+    cdef Py_buffer view
+    cdef const unsigned char* p
+    cdef Py_ssize_t plen
+    cdef bytes s6 = _addr6(src), d6 = _addr6(dst)
+    if not 0 <= hop_limit < 256 or not 0 <= tclass < 256 or not 0 <= flow < (1 << 20):
+        raise ValueError("hop limit and traffic class are 8 bits, the flow label 20")
+    cdef int held = get_buffer(payload, &view, &p, &plen)
+    try:
+        if plen > 65535:
+            raise ValueError("payload longer than 65535 bytes")
+        out = PyBytes_FromStringAndSize(NULL, 40 + plen)
+        _write_ipv6_header(<unsigned char*>PyBytes_AS_STRING(out), <uint16_t>plen,
+                           <uint8_t>next_header, <const unsigned char*>PyBytes_AS_STRING(s6),
+                           <const unsigned char*>PyBytes_AS_STRING(d6), <uint8_t>hop_limit,
+                           <uint8_t>tclass, <uint32_t>flow)
+        memcpy(PyBytes_AS_STRING(out) + 40, p, plen)
+        return out
+    finally:
+        if held:
+            PyBuffer_Release(&view)
+
+
+def build_icmpv6(src, dst, int icmp_type, int code, uint32_t rest=0, data=b"",
+                 int hop_limit=64) -> bytes:
+    """An IPv6 + ICMPv6 packet (RFC 4443 2.1); `rest` is the 32-bit field after the
+    checksum. The checksum covers the IPv6 pseudo-header (RFC 4443 2.3)."""
+    cdef bytearray msg = bytearray(8) + bytearray(data)
+    msg[0] = icmp_type
+    msg[1] = code
+    msg[4:8] = rest.to_bytes(4, "big")
+    c = pseudo_header_checksum(src, dst, IPPROTO_ICMPV6, msg)
+    msg[2] = c >> 8
+    msg[3] = c & 0xFF
+    return build_ipv6(src, dst, IPPROTO_ICMPV6, msg, hop_limit=hop_limit)
+
+
+def build_icmpv6_echo(src, dst, int ident, int seq, data=b"", bint reply=False,
+                      int hop_limit=64) -> bytes:
+    """An ICMPv6 echo request (128) or reply (129), RFC 4443 4.1/4.2."""
+    cdef uint32_t rest = (<uint32_t>(ident & 0xFFFF) << 16) | <uint32_t>(seq & 0xFFFF)
+    return build_icmpv6(src, dst, 129 if reply else 128, 0, rest, data, hop_limit=hop_limit)
+
+
+def build_icmpv6_error(src, dst, int icmp_type, int code, original, uint32_t rest=0,
+                       int hop_limit=64) -> bytes:
+    """An ICMPv6 error (destination unreachable 1, packet too big 2 with the MTU in
+    `rest`, time exceeded 3, parameter problem 4) quoting as much of `original` as keeps
+    the error within the minimum IPv6 MTU of 1280 bytes (RFC 4443 2.4 (c))."""
+    orig = bytes(original)
+    if len(orig) < 40 or orig[0] >> 4 != 6:
+        raise ValueError("the quoted packet needs a whole IPv6 header")
+    return build_icmpv6(src, dst, icmp_type, code, rest, orig[:1280 - 48],
+                        hop_limit=hop_limit)
 
 
 # ============================================================================================
@@ -666,23 +1021,59 @@ cdef SplitPacket make_split_packet(bytes head, object owner, const unsigned char
 
 
 cdef class Packet:
-    """A read-only view of one valid IPv4 packet (TCP, ICMP or other protocol)."""
+    """A read-only view of one valid IPv4 or IPv6 packet (TCP, ICMP, ICMPv6 or other
+    protocol). For IPv6, ``ttl`` is the hop limit, ``tos`` the traffic class,
+    ``ip_header_len`` the fixed header and the extension headers, and ``proto`` the
+    upper-layer protocol after them."""
+
+    @property
+    def version(self) -> int:
+        return self.d.ipver
+
+    @property
+    def is_ipv6(self) -> bool:
+        return self.d.ipver == 6
 
     @property
     def src(self) -> str:
+        if self.d.ipver == 6:
+            return inet_ntop(AF_INET6, self.raw[8:24])
         return int_to_ip(self.d.src)
 
     @property
     def dst(self) -> str:
+        if self.d.ipver == 6:
+            return inet_ntop(AF_INET6, self.raw[24:40])
         return int_to_ip(self.d.dst)
 
     @property
     def src_int(self) -> int:
+        """The source address as a number (128 bits for IPv6)."""
+        if self.d.ipver == 6:
+            return int.from_bytes(self.raw[8:24], "big")
         return self.d.src
 
     @property
     def dst_int(self) -> int:
+        if self.d.ipver == 6:
+            return int.from_bytes(self.raw[24:40], "big")
         return self.d.dst
+
+    @property
+    def src_bytes(self) -> bytes:
+        """The source address as it sits in the header (4 or 16 bytes)."""
+        return self.raw[8:24] if self.d.ipver == 6 else self.raw[12:16]
+
+    @property
+    def dst_bytes(self) -> bytes:
+        return self.raw[24:40] if self.d.ipver == 6 else self.raw[16:20]
+
+    @property
+    def flow_label(self) -> int:
+        """The IPv6 flow label (0 for IPv4)."""
+        if self.d.ipver == 6:
+            return int.from_bytes(self.raw[1:4], "big") & 0xFFFFF
+        return 0
 
     @property
     def ttl(self) -> int:
@@ -698,12 +1089,13 @@ cdef class Packet:
 
     @property
     def ip_flags(self) -> int:
-        """The 3 flag bits (reserved, DF, MF) as in scapy: DF = 2, MF = 1."""
-        return self.d.frag >> 13
+        """The 3 IPv4 flag bits (reserved, DF, MF) as in scapy: DF = 2, MF = 1 (0 for
+        IPv6)."""
+        return self.d.frag >> 13 if self.d.ipver == 4 else 0
 
     @property
     def frag_offset(self) -> int:
-        return self.d.frag & 0x1FFF
+        return self.d.frag & 0x1FFF if self.d.ipver == 4 else 0
 
     @property
     def proto(self) -> int:
@@ -723,7 +1115,8 @@ cdef class Packet:
 
     @property
     def is_icmp(self) -> bool:
-        return self.d.proto == IPPROTO_ICMP
+        """ICMP of the packet's family: ICMP for IPv4, ICMPv6 for IPv6."""
+        return self.d.proto == (IPPROTO_ICMPV6 if self.d.ipver == 6 else IPPROTO_ICMP)
 
     # --- TCP ---
     @property
@@ -823,7 +1216,7 @@ cdef class Packet:
     @property
     def payload(self) -> bytes:
         """TCP data, ICMP data after the 8-byte header, or the IP payload otherwise."""
-        if self.d.proto == IPPROTO_TCP or self.d.proto == IPPROTO_ICMP:
+        if self.d.proto == IPPROTO_TCP or self.is_icmp:
             return self.raw[self.d.payload_off:self.d.payload_off + self.d.payload_len]
         return self.raw[self.d.ip_hl:self.d.ip_len]
 
@@ -850,18 +1243,33 @@ cdef class Packet:
 
     @property
     def icmp_mtu(self) -> int:
-        """Next-hop MTU of a fragmentation-needed error (RFC 1191), else 0."""
+        """Next-hop MTU of a fragmentation-needed error (RFC 1191) or of an ICMPv6 Packet
+        Too Big (RFC 4443 3.2, 32 bits), else 0."""
         self._need_icmp()
+        if self.d.ipver == 6:
+            return self.d.ack if self.d.icmp_type == 2 else 0
         return self.d.ack & 0xFFFF if self.d.icmp_type == 3 and self.d.icmp_code == 4 else 0
+
+    @property
+    def is_icmp_error(self) -> bool:
+        """An ICMP error that quotes a packet (IPv4 3, 11, 12; ICMPv6 below 128)."""
+        self._need_icmp()
+        if self.d.ipver == 6:
+            return self.d.icmp_type < 128
+        return self.d.icmp_type in (3, 11, 12)
 
     @property
     def quoted(self):
         """For an ICMP error: the quoted packet's (src, dst, proto, sport, dport, seq) —
-        ports and seq are read from its first 8 bytes for TCP, None otherwise."""
+        ports and seq are read from its first 8 bytes for TCP, None otherwise. For
+        ICMPv6 the quoted extension headers are walked (bounded) to the upper layer;
+        None when the quote ends first."""
         self._need_icmp()
-        if self.d.icmp_type not in (3, 11, 12):
+        if not self.is_icmp_error:
             return None
         q = self.raw[self.d.payload_off:self.d.payload_off + self.d.payload_len]
+        if self.d.ipver == 6:
+            return _quoted6(q)
         qhl = (q[0] & 0x0F) * 4
         src = int_to_ip(int.from_bytes(q[12:16], "big"))
         dst = int_to_ip(int.from_bytes(q[16:20], "big"))
@@ -877,7 +1285,7 @@ cdef class Packet:
             raise AttributeError("not a TCP packet")
 
     cdef _need_icmp(self):
-        if self.d.proto != IPPROTO_ICMP:
+        if not self.is_icmp:
             raise AttributeError("not an ICMP packet")
 
     def summary(self) -> str:
@@ -885,16 +1293,44 @@ cdef class Packet:
             return (f"{self.src}:{self.d.sport} > {self.dst}:{self.d.dport} "
                     f"[{TcpFlags(self.d.flags).letters()}] seq={self.d.seq} ack={self.d.ack} "
                     f"win={self.d.window} len={self.d.payload_len} {self.options!r}")
-        if self.d.proto == IPPROTO_ICMP:
-            return f"{self.src} > {self.dst} ICMP type={self.d.icmp_type} code={self.d.icmp_code}"
+        if self.is_icmp:
+            kind = "ICMPv6" if self.d.ipver == 6 else "ICMP"
+            return f"{self.src} > {self.dst} {kind} type={self.d.icmp_type} code={self.d.icmp_code}"
         return f"{self.src} > {self.dst} proto={self.d.proto}"
 
     def __repr__(self) -> str:
         return f"<Packet {self.summary()}>"
 
 
+def _quoted6(bytes q):
+    """(src, dst, proto, sport, dport, seq) of the IPv6 packet an ICMPv6 error quotes."""
+    src = inet_ntop(AF_INET6, q[8:24])
+    dst = inet_ntop(AF_INET6, q[24:40])
+    nh = q[6]
+    off = 40
+    for _ in range(IPV6_MAX_EXT_HEADERS):
+        if nh not in (IPV6_HOPOPTS, IPV6_ROUTING, IPV6_DSTOPTS, IPV6_FRAGMENT):
+            break
+        if off + 8 > len(q):
+            return None
+        if nh == IPV6_FRAGMENT and int.from_bytes(q[off + 2:off + 4], "big") & 0xFFF8:
+            return (src, dst, IPV6_FRAGMENT, None, None, None)   # no upper header here
+        hlen = 8 if nh == IPV6_FRAGMENT else (q[off + 1] + 1) * 8
+        nh = q[off]
+        off += hlen
+    else:
+        return None
+    if nh == IPPROTO_TCP:
+        if off + 8 > len(q):
+            return None
+        t = q[off:off + 8]
+        return (src, dst, nh, int.from_bytes(t[0:2], "big"), int.from_bytes(t[2:4], "big"),
+                int.from_bytes(t[4:8], "big"))
+    return (src, dst, nh, None, None, None)
+
+
 def parse(packet, *, bint verify_checksums=True) -> Packet:
-    """Parse and validate one IPv4 packet. Raises :class:`MalformedPacket` (with a
+    """Parse and validate one IPv4 or IPv6 packet. Raises :class:`MalformedPacket` (with a
     :class:`DropReason`) for anything the stack would drop, and nothing else.
 
     ``verify_checksums=False`` skips the IPv4 header and TCP checksums (for packets a NIC

@@ -48,6 +48,11 @@ class DropReason(enum.IntEnum):
     TRUNCATED_ICMP = 15
     BAD_ICMP_CHECKSUM = 16
     BAD_ICMP_QUOTE = 17        # an ICMP error whose quoted IPv4 header + 8 bytes is missing
+    # --- IPv6 (issue 14) ---
+    BAD_IPV6_EXT_HEADER = 18   # an extension header truncated, misplaced or malformed
+    IPV6_EXT_CHAIN = 19        # a chain of more extension headers than the parser walks
+    IPV6_ROUTING_HEADER = 20   # a routing header with segments left (a host does not route)
+    IPV6_BAD_OPTION = 21       # an unrecognised option whose type says "discard" (RFC 8200 4.2)
 
 
 class MalformedPacket(ValueError):
