@@ -68,6 +68,7 @@ cdef class Connection(Tcb):
     cpdef _fast_batch_done(self, double now)
     cdef _set_send_mss(self, int peer_mss)
     cdef _dup_ack_now(self)
+    cdef _handshake_window(self)
     cdef _arm_pto(self, double now)
     cdef _rate_sample(self, double now)
     cdef _set_gso(self)

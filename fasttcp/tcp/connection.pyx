@@ -600,9 +600,9 @@ cdef class Connection(Tcb):
             self._update_window_from(seg, syn=True)
             self._transition(E_SYN_ACK)
             self._ack_now = True
-            if self._syn_retransmitted:
+            if self._syn_retransmits:
                 self.rtt.on_syn_timeout_fallback()   # RFC 6298 5.7
-                self.cc.on_syn_retransmitted()       # RFC 5681 3.1: IW of one segment
+            self._handshake_window()
             if seg.d.payload_len:
                 self._receive_text(seg, seg.d.seq + 1, now)
         else:
@@ -768,6 +768,7 @@ cdef class Connection(Tcb):
             if self.snd_una < ack_off <= self.snd_max:
                 self._transition(E_ACK_OF_SYN)
                 self._update_window_from(seg, syn=False)
+                self._handshake_window()
                 self.host.queue_for_accept(self)
             else:
                 self._emit_rst(seq=seg.d.ack)
@@ -1431,6 +1432,16 @@ cdef class Connection(Tcb):
                 self._event(COUNT_TLP_LOSSES_REPAIRED)
             self.tlp_end = 0
 
+    cdef _handshake_window(self):
+        """The handshake completed after `_syn_retransmits` SYN (SYN-ACK) retransmissions.
+        RFC 5681 3.1 makes the initial window one segment after a lost SYN or SYN-ACK;
+        RFC 6928 section 2, whose 10-segment IW we use, RECOMMENDS keeping the IW unless
+        there was more than one such retransmission (a single one is often spurious with
+        RFC 6298's 1 s initial RTO): as Linux's tcp_init_transfer (total_retrans > 1).
+        ssthresh is never cut by the handshake's timer (Linux's tcp_init_metrics)."""
+        if self._syn_retransmits > 1:
+            self.cc.on_syn_retransmitted()
+
     cdef _arm_pto(self, double now):
         """RFC 8985 7.2: PTO = 2 * SRTT (+ WCDelAckT with one segment in flight, else
         Linux's TCP_TIMEOUT_MIN), when the RTO would not fire first; one probe per
@@ -1908,7 +1919,7 @@ cdef class Connection(Tcb):
             self._terminate(E_TIMEOUT, err)
             return
         if self.st in (S_SYN_SENT, S_SYN_RECEIVED):
-            self._syn_retransmitted = True
+            self._syn_retransmits += 1
         elif (self.settings.mtu_probing and self.retries > BLACK_HOLE_RETRIES
               and min(self.snd_max, self._data_end()) - self.snd_una >= self.mss):
             # Black-hole detection (RFC 4821's full-stop timeout; Linux tcp_mtu_probing=1,
@@ -1926,8 +1937,12 @@ cdef class Connection(Tcb):
         # fast recovery, where the loss is known to be real, unless it is a repeated one.
         frto = (s.frto and self.st not in (S_SYN_SENT, S_SYN_RECEIVED)
                 and (not self.in_recovery or self.retries > 1))
-        self._undo_start(now, True)
-        self.cc.on_timeout(self.snd_max - self.snd_una)
+        if self.st not in (S_SYN_SENT, S_SYN_RECEIVED):
+            # A handshake timeout says nothing of the path's capacity: the window is set
+            # when the handshake completes (_handshake_window), as Linux resets ssthresh
+            # then (tcp_init_metrics) rather than keep a cut made for the SYN.
+            self._undo_start(now, True)
+            self.cc.on_timeout(self.snd_max - self.snd_una)
         self.in_recovery = False
         self.dupacks = 0
         self.cwnd_bonus = 0

@@ -91,7 +91,7 @@ cdef class Tcb:
     # --- timers (Optional[float] deadlines for the Python side) ---
     cdef public object rtx_at, delack_at, timewait_at, keepalive_at
     cdef public bint persist            # the retransmission timer is the persist timer
-    cdef public bint _syn_retransmitted
+    cdef public int _syn_retransmits     # SYN / SYN-ACK retransmissions (RFC 6928 2)
     cdef public int retries, keepalive_sent
     cdef public RttEstimator rtt
     cdef public object _rtt_off         # the one timed segment (Karn: cleared on resends)
