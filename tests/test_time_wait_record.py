@@ -80,9 +80,11 @@ class Side:
         out += [bytes(p) for p in self.host.transmit(until)]
         return out
 
-    def to_time_wait(self) -> List[bytes]:
+    def to_time_wait(self, simultaneous: bool = False) -> List[bytes]:
         """Handshake (SYN at 0), the host closes first (at 0.1), the peer's FIN,ACK at
-        0.11: the host is in TIME-WAIT with RCV.NXT = IRS + 2."""
+        0.11: the host is in TIME-WAIT with RCV.NXT = IRS + 2. ``simultaneous``: the
+        peer's FIN does not acknowledge ours (CLOSING) and its ACK of our FIN follows at
+        0.12 (RFC 9293 3.6, TIME-WAIT with no ACK owed)."""
         ts = self.ts
         out = self.send(S, IRS, 0, 100 if ts else None, at=0.0)
         self.iss = parse(out[0]).seq
@@ -91,19 +93,25 @@ class Side:
         assert self.conn is not None
         self.conn.close()
         out += self.advance(0.1)
-        out += self.send(F | A, IRS + 1, self.iss + 2, 200 if ts else None, at=0.11)
+        if simultaneous:
+            out += self.send(F | A, IRS + 1, self.iss + 1, 200 if ts else None, at=0.11)
+            assert self.conn.state == State.CLOSING
+            out += self.send(A, IRS + 2, self.iss + 2, 201 if ts else None, at=0.12)
+        else:
+            out += self.send(F | A, IRS + 1, self.iss + 2, 200 if ts else None, at=0.11)
         assert self.conn.state == State.TIME_WAIT
         return out
 
 
-def _both(ver: int, script: Callable[[Side], List[Any]], **settings: Any) -> Side:
+def _both(ver: int, script: Callable[[Side], List[Any]], simultaneous: bool = False,
+          **settings: Any) -> Side:
     """Run ``script`` on a host that keeps TIME-WAIT records and on one that keeps whole
     Connections: every packet, timer and counter must be the same. Returns the record
     side."""
     full, rec = Side(ver, True, **settings), Side(ver, False, **settings)
     results = []
     for side in (full, rec):
-        out = side.to_time_wait()
+        out = side.to_time_wait(simultaneous)
         res = script(side)
         results.append((out, res, side.host.poll_at(), side.host.stats()))
     assert isinstance(full.host.connections()[0] if full.host.connections() else full.conn,
@@ -339,3 +347,30 @@ def test_icmp_error_for_a_record_is_ignored():
     side.host.receive([icmp], 0.5)
     assert side.host.transmit(0.5) == []
     assert side.host.stats()["icmp_ignored"] == 1 and side.conn.state == State.TIME_WAIT
+
+
+@pytest.mark.parametrize("ver", [4, 6])
+def test_simultaneous_close_reaches_a_record(ver):
+    """CLOSING -> TIME-WAIT when our FIN is acknowledged (RFC 9293 3.10.7.4 fifth): no
+    ACK is owed; the record answers a retransmitted FIN and old segments as the
+    Connection does."""
+    def script(side: Side):
+        i = side.iss + 2
+        return [side.send(F | A, IRS + 1, i, 300, at=0.5),
+                side.send(A, IRS - 50, i, 301, at=1.2),
+                side.advance(3.0), side.conn.state]
+    side = _both(ver, script, simultaneous=True)
+    assert side.conn.state == State.CLOSED
+    side = Side(ver, False)
+    side.to_time_wait(simultaneous=True)
+    assert type(side.host.connections()[0]) is TimeWait and side.conn._tw is not None
+
+
+def test_msl_zero_keeps_the_connection():
+    """msl=0 (tests): TIME-WAIT ends at the transmit after the FIN's ACK, as before; the
+    connection is not made a record."""
+    def script(side: Side):
+        return [side.conn._tw, side.advance(0.2), side.conn.state,
+                side.host.connections()]
+    side = _both(4, script, msl=0.0)
+    assert side.conn.state == State.CLOSED

@@ -931,8 +931,11 @@ cdef class Host:
 
     cdef bint time_wait_compact(self, object conn) except -1:
         # Not while someone watches every state change (state_observer, DEBUG logging, a
-        # traced connection): those see the whole connection to CLOSED, as before.
-        return self.state_observer is None and not self.tracing
+        # traced connection): those see the whole connection to CLOSED, as before. Nor
+        # with msl=0 (tests): that TIME-WAIT ends at the transmit after the next, as the
+        # connection's timer is armed only after its ACK went out.
+        return (self.state_observer is None and not self.tracing
+                and self.settings.msl > 0)
 
     cdef int hold_time_wait(self, object conn_obj, object record) except -1:
         cdef Connection conn = <Connection>conn_obj
