@@ -321,6 +321,32 @@ def test_connection_held_but_only_shut_down_stays_whole():
     assert side.host.connections() == [c] and type(side.host.connections()[0]) is Connection
 
 
+@pytest.mark.parametrize("ver", [4, 6])
+def test_close_after_shutdown_in_time_wait_makes_the_record(ver):
+    """Shut down, then TIME-WAIT as a whole Connection, then close(): from then on the
+    record, with the same answers and deadline as the Connection would have had."""
+    outs = []
+    for observe in (True, False):
+        side = Side(ver, observe)
+        out = side.send(S, IRS, 0, 100, at=0.0)
+        side.iss = parse(out[0]).seq
+        side.send(A, IRS + 1, side.iss + 1, 101, at=0.05)
+        c = side.lst.accept()
+        c.shutdown()
+        side.advance(0.1)
+        res = [side.send(F | A, IRS + 1, side.iss + 2, 200, at=0.11)]
+        res.append(side.send(F | A, IRS + 1, side.iss + 2, 300, at=0.5))    # restarts
+        side.advance(0.6)
+        c.close()
+        assert (c._tw is not None) == (not observe)
+        res += [side.host.poll_at(), side.send(A, IRS - 50, side.iss + 2, 301, at=0.7),
+                side.advance(2.49), c.state, side.advance(2.51), c.state,
+                side.host.stats()]
+        outs.append(res)
+    assert outs[0] == outs[1]
+    assert outs[1][2] == pytest.approx(2.5) and outs[1][-2] == State.CLOSED
+
+
 def test_abort_of_a_held_connection_drops_its_record():
     """abort() on a closed connection in TIME-WAIT resets it (RFC 9293 3.10.5) as
     before: an RST at SND.NXT, and its record goes."""

@@ -56,6 +56,7 @@ cdef class Connection(Tcb):
     cdef bint _ooo_admit(self, Reassembler reasm, uint64_t off, int64_t n) except -1
     cdef _check_fin(self, double now)
     cdef _enter_time_wait(self, int event, double now)
+    cdef _to_record(self)
     cdef bint _user_timed_out(self, double now) except -1
     cdef int64_t time_wait_reopen(self, Packet seg) except -2
     cpdef object deadline(self)

@@ -382,6 +382,11 @@ cdef class Connection(Tcb):
         if self._reasm is not None and self._reasm.readable and self.state.synchronized:
             self.abort()
             return
+        if self.st == S_TIME_WAIT:
+            if not self.user_closed and self._tw is None:
+                self.user_closed = True
+                self._to_record()     # shut down before, closed only now: as at entry
+            return
         self.user_closed = True
         if self.fin_off is None:
             self.shutdown()
@@ -1672,21 +1677,26 @@ cdef class Connection(Tcb):
         self._return_buffers()
         if self.settings.msl == 0:
             self._ack_now = True
-        if self.user_closed and self.host.time_wait_compact(self):
-            # Closed by the application (or an orphan): the host keeps TIME-WAIT as a
-            # small record of C fields (as Linux's inet_timewait_sock) and lets this
-            # object go, so a server holding thousands costs the cyclic GC nothing. The
-            # ACK owed for the peer's FIN goes now, and the window of every later ACK is
-            # the one it advertises.
-            if self._ack_now:
-                self.host.emit(self._packet(self.snd_max, ACK))
-                self._after_send_ack()
-                self._event(COUNT_PURE_ACKS_OUT)
-            window = self.advertised_window()
-            deadline = self.timewait_at
-            self.timewait_at = None
-            self._tw = make_time_wait(self, window, deadline)
-            self.host.hold_time_wait(self, self._tw)
+        if self.user_closed:
+            self._to_record()
+
+    cdef _to_record(self):
+        """Closed by the application (or an orphan) in TIME-WAIT: the host keeps TIME-WAIT
+        as a small record of C fields (as Linux's inet_timewait_sock) and lets this object
+        go, so a server holding thousands costs the cyclic GC nothing. The ACK owed for
+        the peer's FIN goes now, and the window of every later ACK is the one it
+        advertises."""
+        if not self.host.time_wait_compact(self):
+            return
+        if self._ack_now:
+            self.host.emit(self._packet(self.snd_max, ACK))
+            self._after_send_ack()
+            self._event(COUNT_PURE_ACKS_OUT)
+        window = self.advertised_window()
+        deadline = self.timewait_at
+        self.timewait_at = None
+        self._tw = make_time_wait(self, window, deadline)
+        self.host.hold_time_wait(self, self._tw)
 
     cdef int64_t time_wait_reopen(self, Packet seg) except -2:
         """A SYN (no ACK, no RST) for this TIME-WAIT connection that a listener could take:
