@@ -174,6 +174,34 @@ def test_we_connect_to_scapy_and_close_first():
     assert conn.state == State.CLOSED and peer.host.connections() == []
 
 
+def test_time_wait_record_answers_scapy():
+    """A closed connection's TIME-WAIT is a record (fasttcp/tcp/_timewait.pyx): its ACKs,
+    as scapy parses them, are those of the connection: a retransmitted FIN is
+    acknowledged (2*MSL restarts), an out-of-window segment draws an ACK, an RST at
+    RCV.NXT ends TIME-WAIT and the next segment is answered by a RST."""
+    from fasttcp.tcp._timewait import TimeWait
+    peer = ScapyPeer(msl=1.0, invalid_ack_interval=0.0)
+    conn = peer.host.connect((PEER_IP, PEER_PORT), local_port=HOST_PORT)
+    s = peer.collect(0.0)[0][TCP]
+    peer.send(ip() / tcp("SA", PEER_ISN, s.seq + 1, window=5000), at=0.01)
+    conn.close()
+    peer.collect(0.02)
+    peer.send(ip() / tcp("A", PEER_ISN + 1, s.seq + 2, window=5000), at=0.03)
+    ack, = peer.send(ip() / tcp("FA", PEER_ISN + 1, s.seq + 2, window=5000), at=0.04)
+    assert conn.state == State.TIME_WAIT
+    assert [type(c) for c in peer.host.connections()] == [TimeWait]
+    want = ("A", s.seq + 2, PEER_ISN + 2, ack[TCP].window)
+    again, = peer.send(ip() / tcp("FA", PEER_ISN + 1, s.seq + 2, window=5000), at=0.5)
+    assert (str(again[TCP].flags), again[TCP].seq, again[TCP].ack, again[TCP].window) == want
+    assert peer.host.poll_at() == pytest.approx(2.5)
+    old, = peer.send(ip() / tcp("A", PEER_ISN - 3000, s.seq + 2, window=5000), at=0.6)
+    assert (str(old[TCP].flags), old[TCP].seq, old[TCP].ack, old[TCP].window) == want
+    assert peer.send(ip() / tcp("R", PEER_ISN + 2), at=0.7) == []
+    assert conn.state == State.CLOSED and peer.host.connections() == []
+    rst, = peer.send(ip() / tcp("A", PEER_ISN + 2, s.seq + 2, window=5000), at=0.8)
+    assert str(rst[TCP].flags) == "R" and rst[TCP].seq == s.seq + 2
+
+
 def test_scapy_corrupted_segments_are_dropped_and_counted():
     peer = ScapyPeer()
     peer.host.listen(HOST_PORT)

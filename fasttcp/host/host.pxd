@@ -6,6 +6,7 @@ from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 
 from fasttcp.storage._reasm cimport OooBudget, Reassembler
 from fasttcp.storage._ring cimport SendRing
+from fasttcp.tcp._timewait cimport TimeWait
 from fasttcp.tcp.connection cimport Connection
 from fasttcp.tcp.host_services cimport COUNT_KINDS, Count, HostServices
 from fasttcp.tcp.tcb cimport STATE_COUNT
@@ -32,6 +33,12 @@ cdef class Host(HostServices):
     cdef object _first4, _first6
     # (lport, remote ip int, rport) -> Connection; IPv6: the remote ip as its 16 bytes
     cdef dict _conns
+    # The same key -> TimeWait: closed connections whose TIME-WAIT is a compact record
+    # (fasttcp/tcp/_timewait.pyx); never also in _conns. _tw_fifo: their expiry, in the
+    # order of their deadlines (one duration for all): a record restarted by a FIN is
+    # queued again and its older entries are skipped (TimeWait.queued).
+    cdef dict _tw
+    cdef object _tw_fifo
     cdef dict _listeners                # port -> Listener
     cdef dict _armed                    # Connection -> (deadline, seq) of its timer
     cdef dict _timer_conns              # seq of a live heap entry -> its Connection
@@ -77,6 +84,10 @@ cdef class Host(HostServices):
     cdef _arm(self, Connection conn)
     cdef _disarm(self, Connection conn)
     cdef _init_port_table(self)
+    cdef int _tw_input(self, TimeWait rec, Packet pk, int flags, double now) except -1
+    cdef int _tw_close(self, TimeWait rec) except -1
+    cdef double _tw_head(self)
+    cdef int _tw_expire(self, double now) except -1
 
     # HostServices
     cdef int count(self, Count what) except -1
@@ -96,6 +107,9 @@ cdef class Host(HostServices):
     cdef object make_congestion(self, int mss)
     cdef bint challenge_ack_allowed(self, double now) except -1
     cdef bint time_wait_full(self) except -1
+    cdef bint time_wait_compact(self, object conn) except -1
+    cdef int hold_time_wait(self, object conn, object record) except -1
+    cdef int drop_time_wait(self, object record) except -1
     cdef bint adopt_orphan(self, object conn) except -1
     cdef int queue_for_accept(self, object conn) except -1
     cdef int state_changed(self, object conn, int old, int new) except -1

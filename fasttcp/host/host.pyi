@@ -9,6 +9,7 @@ from typing_extensions import Buffer, Unpack, disjoint_base
 
 from fasttcp.host.settings import Settings
 from fasttcp.storage._reasm import OooBudget
+from fasttcp.tcp._timewait import TimeWait
 from fasttcp.tcp.connection import Connection
 from fasttcp.tcp.host_services import COUNT_NAMES as COUNT_NAMES
 from fasttcp.tcp.host_services import HostServices
@@ -130,7 +131,7 @@ class Host(HostServices):
     def connect(self, remote: tuple[str, int] | tuple[str, int, int, int],
                 local_port: int | None = None,
                 now: float | None = None) -> Connection: ...
-    def connections(self) -> list[Connection]: ...
+    def connections(self) -> list[Connection | TimeWait]: ...
     def stats(self) -> dict[str, int]: ...
     def trace_connection(self, conn: Connection,
                          sink: IO[str] | Callable[[str], object] | None) -> None: ...

@@ -19,13 +19,14 @@ from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tu
 
 from fasttcp.host.settings import Settings
 from libc.math cimport floor
-from cpython.bytes cimport PyBytes_AS_STRING
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.string cimport memcmp, memcpy
 from fasttcp.tcp._isn cimport IsnGenerator
 from fasttcp.wire._wire cimport wr16, wr32
 from fasttcp.tcp import _fastpath
 from fasttcp.tcp._cookies import OPT_MASK, SynCookies, encode_options
 from fasttcp.tcp.congestion import resolve
+from fasttcp.tcp._timewait cimport TimeWait
 from fasttcp.tcp.connection cimport Connection
 from fasttcp.tcp.tcb cimport S_CLOSED, S_SYN_RECEIVED, S_TIME_WAIT
 from fasttcp.tcp.host_services import COUNT_NAMES
@@ -166,6 +167,22 @@ cdef inline bint _local_is6(Connection conn, bytes lip) except -1:
     return conn.ipver == 6 and memcmp(conn._lip6, <const unsigned char*>lip, 16) == 0
 
 
+cdef inline bint _tw_local_is(TimeWait rec, Packet pk) except -1:
+    """_local_is for a TIME-WAIT record."""
+    cdef bytes lip
+    if pk.d.ipver == 6:
+        lip = pk.raw[24:40]
+        return rec.ipver == 6 and memcmp(rec.lip6, <const unsigned char*>lip, 16) == 0
+    return rec.ipver == 4 and rec.lip == pk.d.dst
+
+
+cdef object _tw_key(TimeWait rec):
+    """A record's demux key (as Connection.key)."""
+    if rec.ipver == 6:
+        return (rec.lport, PyBytes_FromStringAndSize(<const char*>rec.rip6, 16), rec.rport)
+    return (rec.lport, rec.rip, rec.rport)
+
+
 class Listener:
     """A listening port: a queue of half-open connections and a backlog of accepted ones.
     ``address``: None when it listens on every address of its host, else the one."""
@@ -243,6 +260,8 @@ cdef class Host:
         self.address_int = self._addr4
         self._conns: Dict[Tuple[int, int, int], Connection] = {}
         self._listeners: Dict[int, Listener] = {}
+        self._tw: Dict[Tuple[int, Any, int], TimeWait] = {}
+        self._tw_fifo: Deque[TimeWait] = deque()
         self._isn = IsnGenerator(self.settings.isn_secret)
         self._cookies = SynCookies(self._isn)
         s = self.settings
@@ -396,6 +415,8 @@ cdef class Host:
         cdef list out
         self.now = now
         self._set_tracing()
+        if self._tw_fifo:
+            self._tw_expire(now)
         if not self._dirty and not self._out and (not timers or timers[0][0] > now):
             return []                                  # nothing due: the common idle call
         while timers and timers[0][0] <= now:
@@ -425,13 +446,14 @@ cdef class Host:
         Returns the current time when output is pending."""
         if self._dirty or self._out:
             return self.now
+        tw = self._tw_head() if self._tw_fifo else -1.0
         timers = self._timers
         while timers:
             when, seq = timers[0]
             if seq in self._timer_conns:
-                return when
+                return when if tw < 0 or when < tw else tw
             heappop(timers)
-        return None
+        return None if tw < 0 else tw
 
     # ===================================================================================
     # User API
@@ -474,11 +496,11 @@ cdef class Host:
         if lip is None:
             raise ValueError(f"this host has no IPv{version} address to connect to "
                              f"{rtext} from ({', '.join(self.addresses)})")
-        if len(self._conns) >= self.settings.max_connections:
+        if len(self._conns) + len(self._tw) >= self.settings.max_connections:
             raise OSError(105, "too many connections (max_connections)")
         lport = self._pick_port(rip, rport, lip) if local_port is None else local_port
         key = (lport, rip, rport)
-        if key in self._conns:
+        if key in self._conns or key in self._tw:
             raise OSError(98, "address already in use for this 4-tuple")
         if version == 6:
             iss = self._isn.isn6(lip, lport, rip, rport, self.now)
@@ -493,8 +515,11 @@ cdef class Host:
         conn._open_active(self.now)
         return conn
 
-    def connections(self) -> List[Connection]:
-        return list(self._conns.values())
+    def connections(self) -> List[Any]:
+        """The connections, and a read-only :class:`fasttcp.tcp.TimeWait` (state,
+        addresses, info()) for each closed connection the host keeps in TIME-WAIT as a
+        record."""
+        return list(self._conns.values()) + list(self._tw.values())
 
     def stats(self) -> Dict[str, int]:
         """Counters: packets in/out, segments by kind, retransmits, drops by reason."""
@@ -513,7 +538,7 @@ cdef class Host:
         for st in range(len(_STATE_COUNTERS)):
             if self.state_entries[st]:
                 d[_STATE_COUNTERS[st]] = self.state_entries[st]
-        d["connections"] = len(self._conns)
+        d["connections"] = len(self._conns) + len(self._tw)
         d["time_wait"] = self._time_wait_count
         d["orphans"] = self._orphans
         # Out-of-order bytes held now by all connections, and dropped to stay within
@@ -548,6 +573,11 @@ cdef class Host:
         cdef int64_t iss
         key = (pk.d.dport, pk.raw[8:24] if pk.d.ipver == 6 else pk.d.src, pk.d.sport)
         conn = self._conns.get(key)
+        if conn is None and self._tw:
+            rec = self._tw.get(key)
+            if rec is not None:
+                self._tw_input(<TimeWait>rec, pk, flags, now)
+                return
         if conn is not None and not _local_is(<Connection>conn, pk):
             # The same remote end and ports to another address of ours: the demux key
             # has no local address (see docs/ARCHITECTURE.md), so this one is refused.
@@ -606,7 +636,7 @@ cdef class Host:
             else:
                 stats["drop_syn_queue_full"] += 1
             return
-        if len(self._conns) >= self.settings.max_connections:
+        if len(self._conns) + len(self._tw) >= self.settings.max_connections:
             stats["drop_max_connections"] += 1
             return
         if iss < 0:
@@ -680,7 +710,7 @@ cdef class Host:
         if not mss:
             self._stats["syn_cookies_failed"] += 1
             return False
-        if len(self._conns) >= self.settings.max_connections:
+        if len(self._conns) + len(self._tw) >= self.settings.max_connections:
             self._stats["drop_max_connections"] += 1
             return True
         conn = <Connection>self._new_conn(pk, <uint32_t>cookie, now, True)
@@ -868,6 +898,12 @@ cdef class Host:
         return 0
 
     cdef int wake(self, object conn) except -1:
+        if (<Connection>conn)._tw is not None:
+            # Its TIME-WAIT is a record now: told by the next pop_ready() only while the
+            # application still holds it (as a closed connection is).
+            self._ready_closed.add(conn)
+            self._closed_pending += 1
+            return 0
         self._dirty[conn] = None
         self._ready.add(conn)
         return 0
@@ -896,6 +932,99 @@ cdef class Host:
 
     cdef bint time_wait_full(self) except -1:
         return self._time_wait_count >= self.settings.max_time_wait
+
+    cdef bint time_wait_compact(self, object conn) except -1:
+        # Not while someone watches every state change (state_observer, DEBUG logging, a
+        # traced connection): those see the whole connection to CLOSED, as before. Nor
+        # with msl=0 (tests): that TIME-WAIT ends at the transmit after the next, as the
+        # connection's timer is armed only after its ACK went out.
+        return (self.state_observer is None and not self.tracing
+                and self.settings.msl > 0)
+
+    cdef int hold_time_wait(self, object conn_obj, object record) except -1:
+        cdef Connection conn = <Connection>conn_obj
+        cdef TimeWait rec = <TimeWait>record
+        if self._conns.get(conn.key) is conn:
+            del self._conns[conn.key]
+        self._tw[conn.key] = rec
+        self._disarm(conn)
+        self._dirty.pop(conn, None)
+        if conn in self._ready:
+            # Its change to TIME-WAIT is told only while the application holds it.
+            self._ready.discard(conn)
+            self._ready_closed.add(conn)
+            self._closed_pending += 1
+        rec.queued += 1
+        self._tw_fifo.append(rec)
+        return 0
+
+    cdef int drop_time_wait(self, object record) except -1:
+        cdef TimeWait rec = <TimeWait>record
+        if rec.live:
+            rec.live = False
+            key = _tw_key(rec)
+            if self._tw.get(key) is rec:
+                del self._tw[key]
+        return 0
+
+    cdef int _tw_input(self, TimeWait rec, Packet pk, int flags, double now) except -1:
+        """A segment for a TIME-WAIT record (see _tcp_input for a connection's)."""
+        cdef int64_t iss
+        cdef double deadline = rec.deadline
+        if not _tw_local_is(rec, pk):
+            self._stats["drop_local_address_clash"] += 1
+            if not flags & RST:
+                self._reset_for(pk, flags)
+            return 0
+        self.segments_in += 1
+        if flags & (SYN | ACK | RST) == SYN:
+            # RFC 1122 4.2.2.13, RFC 6191: a new incarnation's SYN (Linux: TCP_TW_SYN).
+            lst = self._listener_for(pk)
+            if lst is not None:
+                iss = rec.reopen_iss(self, pk)
+                if iss >= 0:
+                    self._tw_close(rec)
+                    self._listen_input(lst, pk, flags, now, iss)
+                    return 0
+        if rec.segment(self, pk, now):
+            self._tw_close(rec)                   # an acceptable RST (RFC 9293 3.10.7.4)
+        elif rec.deadline != deadline:
+            rec.queued += 1                       # 2*MSL restarted by a FIN: queue again
+            self._tw_fifo.append(rec)
+        return 0
+
+    cdef int _tw_close(self, TimeWait rec) except -1:
+        """The record goes (2*MSL passed, an RST, a reopening SYN): TIME-WAIT -> CLOSED,
+        counted as a connection's change is."""
+        self.drop_time_wait(rec)
+        self.state_entries[<int>S_CLOSED] += 1
+        self._time_wait_count -= 1
+        return 0
+
+    cdef double _tw_head(self):
+        """The deadline of the first record due, or -1; drops the FIFO's stale entries."""
+        cdef TimeWait rec
+        fifo = self._tw_fifo
+        while fifo:
+            rec = <TimeWait>fifo[0]
+            if rec.live and rec.queued == 1:
+                return rec.deadline
+            fifo.popleft()
+            rec.queued -= 1
+        return -1.0
+
+    cdef int _tw_expire(self, double now) except -1:
+        """Close the records whose 2*MSL has passed (RFC 9293 3.10.8)."""
+        cdef TimeWait rec
+        cdef double when
+        fifo = self._tw_fifo
+        while True:
+            when = self._tw_head()
+            if when < 0 or when > now:
+                return 0
+            rec = <TimeWait>fifo.popleft()
+            rec.queued -= 1
+            self._tw_close(rec)
 
     cdef bint adopt_orphan(self, object conn) except -1:
         # Linux tcp_close: with more than tcp_max_orphans orphans the new one is reset.
@@ -1056,6 +1185,7 @@ cdef class Host:
         for _i in range(span):
             port = lo + (offset + self._port_table[index]) % span
             self._port_table[index] += 1
-            if (port, rip, rport) not in conns and port not in self._listeners:
+            if ((port, rip, rport) not in conns and port not in self._listeners
+                    and (port, rip, rport) not in self._tw):
                 return port
         raise OSError(99, "no ephemeral port free for this destination")

@@ -13,11 +13,16 @@ from fasttcp.tcp.transitions cimport (E_2MSL_TIMEOUT, E_ABORT, E_ACK_OF_SYN, E_A
                                       E_FIN_OURS_ACKED, E_ICMP_UNREACHABLE, E_PASSIVE_OPEN,
                                       E_RST, E_SYN, E_SYN_ACK, E_TIME_WAIT_FULL,
                                       E_TIME_WAIT_REOPEN, E_TIMEOUT, next_state)
+from fasttcp.tcp._timewait cimport TimeWait
 from fasttcp.wire._wire cimport Packet
 
 
 cdef class Connection(Tcb):
     cdef object __weakref__
+    # Its TIME-WAIT record once the host keeps TIME-WAIT as one (Host.hold_time_wait):
+    # then the state is TIME_WAIT while the record is live, CLOSED after.
+    cdef readonly TimeWait _tw
+    cdef bint _tw_closed(self)
 
     cpdef on_segment(self, Packet seg, double now)
     cdef _segment_syn_sent(self, Packet seg, double now)
@@ -51,6 +56,7 @@ cdef class Connection(Tcb):
     cdef bint _ooo_admit(self, Reassembler reasm, uint64_t off, int64_t n) except -1
     cdef _check_fin(self, double now)
     cdef _enter_time_wait(self, int event, double now)
+    cdef _to_record(self)
     cdef bint _user_timed_out(self, double now) except -1
     cdef int64_t time_wait_reopen(self, Packet seg) except -2
     cpdef object deadline(self)

@@ -5,9 +5,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from typing_extensions import Buffer
+from typing_extensions import Buffer, disjoint_base
 
 from fasttcp.host.host import Host
+from fasttcp.tcp._timewait import TimeWait
 from fasttcp.tcp.states import State
 from fasttcp.tcp.tcb import Tcb
 from fasttcp.wire._wire import Packet
@@ -62,6 +63,7 @@ class ConnectionInfo:
     ce_received: int = 0
     ece_received: int = 0
 
+@disjoint_base
 class Connection(Tcb):
     """A TCP connection owned by a fasttcp.Host (made by Host.connect or Listener.accept)."""
 
@@ -71,6 +73,8 @@ class Connection(Tcb):
                  local_ip: int | bytes | None = None) -> None: ...
     @property
     def state(self) -> State: ...
+    @property
+    def _tw(self) -> TimeWait | None: ...
     @property
     def eof(self) -> bool: ...
     @property

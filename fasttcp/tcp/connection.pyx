@@ -31,6 +31,7 @@ from fasttcp.wire._wire cimport (IPTOS_ECN_CE, IPTOS_ECN_MASK, OPT_MSS, OPT_SACK
                                  TH_SYN as SYN)
 from fasttcp.tcp._hystart cimport HS_CSS_DONE, HyStartRounds
 from fasttcp.tcp.host_services cimport HostServices
+from fasttcp.tcp._timewait cimport make_time_wait
 from fasttcp.tcp.host_services cimport (
     COUNT_CHALLENGE_ACKS_OUT, COUNT_CHALLENGE_ACKS_SUPPRESSED, COUNT_DROP_ACK_TOO_OLD,
     COUNT_DROP_ACK_UNSENT, COUNT_DROP_BAD_ACK, COUNT_DROP_MISSING_TIMESTAMP,
@@ -245,7 +246,18 @@ cdef class Connection(Tcb):
     @property
     def state(self) -> State:
         """The connection's state (RFC 9293 3.3.2)."""
+        if self._tw is not None:
+            self._tw_closed()
         return _STATES[self.st]
+
+    cdef bint _tw_closed(self):
+        """With its TIME-WAIT kept as a record by the host: once the record is gone (2*MSL,
+        an RST, a new incarnation's SYN), this connection is CLOSED too (the host counted
+        the change when it dropped the record)."""
+        if self._tw is not None and not self._tw.live:
+            self._tw = None
+            self.st = S_CLOSED
+        return self.st == S_CLOSED
 
     @property
     def eof(self) -> bool:
@@ -370,10 +382,15 @@ cdef class Connection(Tcb):
     def close(self) -> None:
         """Full close. With unread received data this resets the connection instead
         (RFC 1122 4.2.2.13), as data arriving later would."""
-        if self.st == S_CLOSED:
+        if self._tw_closed():
             return
         if self._reasm is not None and self._reasm.readable and self.state.synchronized:
             self.abort()
+            return
+        if self.st == S_TIME_WAIT:
+            if not self.user_closed and self._tw is None:
+                self.user_closed = True
+                self._to_record()     # shut down before, closed only now: as at entry
             return
         self.user_closed = True
         if self.fin_off is None:
@@ -396,8 +413,11 @@ cdef class Connection(Tcb):
 
     def abort(self) -> None:
         """Reset the connection (RST) and discard everything (RFC 9293 3.10.5)."""
-        if self.st == S_CLOSED:
+        if self._tw_closed():
             return
+        if self._tw is not None:
+            self.host.drop_time_wait(self._tw)   # its record goes; _terminate counts
+            self._tw = None
         if self.state.synchronized:
             # RFC 9293 3.10.5: <SEQ=SND.NXT>, the highest sent (snd_nxt may be rewound).
             self.host.emit(self._packet(self.snd_max, RST, ack=False))
@@ -1746,6 +1766,26 @@ cdef class Connection(Tcb):
         self._return_buffers()
         if self.settings.msl == 0:
             self._ack_now = True
+        if self.user_closed:
+            self._to_record()
+
+    cdef _to_record(self):
+        """Closed by the application (or an orphan) in TIME-WAIT: the host keeps TIME-WAIT
+        as a small record of C fields (as Linux's inet_timewait_sock) and lets this object
+        go, so a server holding thousands costs the cyclic GC nothing. The ACK owed for
+        the peer's FIN goes now, and the window of every later ACK is the one it
+        advertises."""
+        if not self.host.time_wait_compact(self):
+            return
+        if self._ack_now:
+            self.host.emit(self._packet(self.snd_max, ACK))
+            self._after_send_ack()
+            self._event(COUNT_PURE_ACKS_OUT)
+        window = self.advertised_window()
+        deadline = self.timewait_at
+        self.timewait_at = None
+        self._tw = make_time_wait(self, window, deadline)
+        self.host.hold_time_wait(self, self._tw)
 
     cdef int64_t time_wait_reopen(self, Packet seg) except -2:
         """A SYN (no ACK, no RST) for this TIME-WAIT connection that a listener could take:

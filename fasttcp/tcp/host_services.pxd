@@ -117,6 +117,14 @@ cdef class HostServices:
     cdef bint challenge_ack_allowed(self, double now) except -1
     # TIME-WAIT accounting: True when settings.max_time_wait connections are in it.
     cdef bint time_wait_full(self) except -1
+    # A connection the application closed enters TIME-WAIT: True when the host may keep
+    # it as a compact record (fasttcp/tcp/_timewait.pyx) instead; then hold_time_wait
+    # swaps the connection for `record` (a TimeWait) in its table and timers.
+    cdef bint time_wait_compact(self, object conn) except -1
+    cdef int hold_time_wait(self, object conn, object record) except -1
+    # The application aborted a connection whose TIME-WAIT is a record: drop the record
+    # (the connection's own state change to CLOSED does the accounting).
+    cdef int drop_time_wait(self, object record) except -1
     # The application closed `conn` before it reached CLOSED or TIME-WAIT: True when the
     # host takes it as an orphan (and sets conn.orphan; state_changed lets it go), False
     # when settings.max_orphans are held already (Linux tcp_too_many_orphans).

@@ -56,6 +56,15 @@ cdef class HostServices:
     cdef bint time_wait_full(self) except -1:
         raise NotImplementedError
 
+    cdef bint time_wait_compact(self, object conn) except -1:
+        raise NotImplementedError
+
+    cdef int hold_time_wait(self, object conn, object record) except -1:
+        raise NotImplementedError
+
+    cdef int drop_time_wait(self, object record) except -1:
+        raise NotImplementedError
+
     cdef bint adopt_orphan(self, object conn) except -1:
         raise NotImplementedError
 
