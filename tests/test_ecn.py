@@ -378,3 +378,31 @@ def test_ce_threshold_validation_and_marking():
     # The first finds an empty queue; later ECT packets are marked, not-ECT ones never.
     assert [parse(p).tos & 3 for p in out] == [ECT0, 0, CE]   # parse checks the IP sum
     assert link.stats.ce_marked == 1
+
+
+@pytest.mark.parametrize("congestion", ["newreno", "cubic"])
+def test_loss_in_the_window_of_an_ece_reduction_reduces_no_further(congestion):
+    """RFC 3168 6.1.2: react to congestion at most once per window of data. An ECE cut
+    the window; three duplicate ACKs in that same window then start fast recovery
+    (the segment is retransmitted) without a second cut (as Linux: tcp_enter_recovery
+    from the CWR state does no new tcp_init_cwnd_reduction)."""
+    ctx = _sending(congestion)
+    p, c = ctx.p, ctx.c
+    mss = c.mss
+    p.send("AE", ctx.r(1), ctx.s(1 + mss))
+    reduced = c.cc.ssthresh
+    assert p.host.stats()["ecn_reductions"] == 1 and reduced < 9 * mss
+    # ACKs within the reduction's window (it ends at the 10th segment) let new data out,
+    # so the flight at the loss differs from the one the ECE reduction halved.
+    for i in range(2, 8):
+        p.send("A", ctx.r(1), ctx.s(1 + i * mss))
+    hole = ctx.s(1 + 7 * mss)
+    flight = c.info().snd_nxt - c.info().snd_una
+    assert flight != 9 * mss                       # (9 MSS were in flight at the ECE)
+    out = []
+    for _ in range(3):
+        out += p.send("A", ctx.r(1), hole)
+    assert p.host.stats().get("fast_retransmits", 0) == 1
+    assert hole in [s.seq for s in out if s.data]                     # the hole, again
+    assert c.cc.ssthresh == reduced
+    assert c.cc.cwnd <= reduced + 3 * mss

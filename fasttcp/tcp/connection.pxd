@@ -75,6 +75,7 @@ cdef class Connection(Tcb):
     cdef _set_send_mss(self, int peer_mss)
     cdef _dup_ack_now(self)
     cdef _handshake_window(self)
+    cdef bint _in_ecn_reduction(self)
     cdef _arm_pto(self, double now)
     cdef _rate_sample(self, double now)
     cdef _set_gso(self)

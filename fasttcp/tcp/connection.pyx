@@ -762,6 +762,12 @@ cdef class Connection(Tcb):
             self.ece_received += 1
             self._event(COUNT_ECN_ECE_RECEIVED)
 
+    cdef bint _in_ecn_reduction(self):
+        """An ECE reduction's window is still open (SND.UNA below what was outstanding at
+        it): a loss found now must not reduce again (RFC 3168 6.1.2, once per window;
+        Linux enters Recovery from CWR without a new tcp_init_cwnd_reduction)."""
+        return self.snd_una < self._ecn_recover
+
     cdef _on_ece(self, double now):
         """ECE arrived (RFC 3168 6.1.2): the network marked our data. Reduce cwnd and
         ssthresh as for a loss (the policy's on_ecn, with what is outstanding now), at
@@ -1161,7 +1167,11 @@ cdef class Connection(Tcb):
             self.in_recovery = True
             self._sack_recovery = False
             self.recover = self.snd_max
-            self.cc.on_enter_recovery(self.snd_max - self.snd_una, now)
+            if self._in_ecn_reduction():
+                # Already reduced for this window: RFC 5681 3.2 step 3's inflation only.
+                self.cc.cwnd = self.cc.ssthresh + 3 * self.mss
+            else:
+                self.cc.on_enter_recovery(self.snd_max - self.snd_una, now)
             self._retransmit_head()
             self._event(COUNT_FAST_RETRANSMITS)
 
@@ -1226,7 +1236,8 @@ cdef class Connection(Tcb):
         self._rto_recovery = False
         self.recover = self.snd_max
         self._undo_start(now, False)
-        self.cc.on_enter_recovery(self.snd_max - self.snd_una, now)
+        if not self._in_ecn_reduction():
+            self.cc.on_enter_recovery(self.snd_max - self.snd_una, now)
         self.cc.cwnd = self.cc.ssthresh           # no inflation with SACK
         self._high_rxt = self.snd_una
         self._rescue_rxt = None
@@ -1446,7 +1457,7 @@ cdef class Connection(Tcb):
         if dsack and self.tlp_is_retrans:
             self.tlp_end = 0
         elif self.snd_una >= self.tlp_end:
-            if self.tlp_is_retrans and not self.in_recovery:
+            if self.tlp_is_retrans and not self.in_recovery and not self._in_ecn_reduction():
                 self.cc.on_enter_recovery(flight, now)
                 self.cc.on_exit_recovery(self.snd_max - self.snd_una)
                 self._event(COUNT_TLP_LOSSES_REPAIRED)
