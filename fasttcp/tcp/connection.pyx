@@ -1847,21 +1847,7 @@ cdef class Connection(Tcb):
             # One that would not lower the MSS is ignored (RFC 1191 section 3).
             if not mtu:
                 return
-            pmtu = max(mtu, MIN_PMTU)
-            new_mss = pmtu - 40 - (TS_OPTION_SPACE if self.ts_ok else 0)
-            if new_mss < self.mss:
-                self.mss_limit = min(self.mss_limit, pmtu - 40)
-                self._lower_send_mss(new_mss)
-                # Resend at once at the new size what was in flight: the packets were
-                # dropped (Linux's tcp_simple_retransmit). That resend re-arms the timers,
-                # so no tail-loss probe goes out first (Linux: tcp_rearm_rto).
-                self.snd_nxt = self.snd_una
-                self._rtt_off = None
-                if self._lr_kind == LR_TLP:
-                    self._lr_at = None
-                    self._lr_kind = 0
-                self._event(COUNT_PMTU_UPDATES)
-                self.host.wake(self)
+            self._path_mtu_lowered(max(mtu, MIN_PMTU), 40)
             return
         if self.st == S_SYN_SENT and icmp_type == 3 and code in (2, 3):
             # Protocol/port unreachable to our SYN is as good as a RST (hard error).
@@ -1871,24 +1857,33 @@ cdef class Connection(Tcb):
         self.soft_error = (icmp_type, code)       # reported if the connection times out
         self._event(COUNT_ICMP_SOFT_ERRORS)
 
+    def _path_mtu_lowered(self, pmtu: int, headers: int) -> None:
+        """A router says the path takes `pmtu` bytes (`headers`: IP + TCP, 40 or 60). The
+        MSS becomes that less the headers and the options every segment carries; one that
+        would not lower the MSS is ignored (RFC 1191 3, RFC 8201 4: never increase on an
+        ICMP message). What was in flight is resent at once at the new size: the packets
+        were dropped (Linux's tcp_simple_retransmit). That resend re-arms the timers, so
+        no tail-loss probe goes out first (Linux: tcp_rearm_rto)."""
+        new_mss = pmtu - headers - (TS_OPTION_SPACE if self.ts_ok else 0)
+        if new_mss >= self.mss:
+            return
+        self.mss_limit = min(self.mss_limit, pmtu - headers)
+        self._lower_send_mss(new_mss)
+        self.snd_nxt = self.snd_una
+        self._rtt_off = None
+        if self._lr_kind == LR_TLP:
+            self._lr_at = None
+            self._lr_kind = 0
+        self._event(COUNT_PMTU_UPDATES)
+        self.host.wake(self)
+
     def _on_icmpv6_error(self, icmp_type: int, code: int, mtu: int) -> None:
         if icmp_type == 2:
             # Packet Too Big (RFC 4443 3.2, RFC 8201 4): the path MTU, never below 1280
             # (a smaller value is taken as 1280, RFC 8201 4), less the IPv6 and TCP
             # headers and the options every segment carries, as for IPv4. One that would
             # not lower the MSS is ignored (RFC 8201 4: never increase on a PTB).
-            pmtu = max(mtu, MIN_PMTU6)
-            new_mss = pmtu - 60 - (TS_OPTION_SPACE if self.ts_ok else 0)
-            if new_mss < self.mss:
-                self.mss_limit = min(self.mss_limit, pmtu - 60)
-                self._lower_send_mss(new_mss)
-                self.snd_nxt = self.snd_una           # resend at the new size (as IPv4)
-                self._rtt_off = None
-                if self._lr_kind == LR_TLP:
-                    self._lr_at = None
-                    self._lr_kind = 0
-                self._event(COUNT_PMTU_UPDATES)
-                self.host.wake(self)
+            self._path_mtu_lowered(max(mtu, MIN_PMTU6), 60)
             return
         # Linux icmpv6_err_convert: port unreachable (1/4) and an unrecognised next header
         # (parameter problem 4/1) are fatal, like protocol/port unreachable for IPv4
