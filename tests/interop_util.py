@@ -156,7 +156,7 @@ def ping(netns: str, address: str, count: int = 3, payload: bytes = b"fasttcp-pi
         for seq in range(1, count + 1):
             msg = bytearray(struct.pack("!BBHHH", request, 0, 0, ident, seq) + payload)
             if not v6:             # ICMPv6 raw sockets get their checksum from the kernel
-                msg[2:4] = struct.pack("!H", _inet_checksum(bytes(msg)))
+                msg[2:4] = struct.pack("!H", inet_checksum(bytes(msg)))
             t0 = time.perf_counter()
             s.sendto(bytes(msg), (address, 0))
             end = time.monotonic() + timeout
@@ -185,7 +185,8 @@ def ping(netns: str, address: str, count: int = 3, payload: bytes = b"fasttcp-pi
     return rtts
 
 
-def _inet_checksum(data: bytes) -> int:
+def inet_checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071), written out independently of fasttcp.wire."""
     if len(data) % 2:
         data += b"\0"
     acc = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -412,6 +413,20 @@ def stall_report(host: Any, sock: Optional[socket.socket] = None) -> str:
         except OSError as e:
             lines.append(f"kernel TCP_INFO unavailable: {e!r}")
     return "\n".join(lines)
+
+
+def send_and_read_to_eof(sock: socket.socket, data: bytes, max_reads: int = 10_000) -> bytes:
+    """Send ``data`` on a connected socket, half-close (SHUT_WR), and return everything
+    the peer sends until its EOF; AssertionError after ``max_reads`` reads without one."""
+    sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)
+    got = bytearray()
+    for _ in range(max_reads):
+        chunk = sock.recv(65536)
+        if not chunk:
+            return bytes(got)
+        got += chunk
+    raise AssertionError("no EOF")
 
 
 def recv_to_eof(sock: socket.socket, hasher: Any = None, limit: int = 1 << 34) -> int:

@@ -26,8 +26,9 @@ from typing import Any, List, Tuple
 
 import pytest
 
-from interop_util import (KERNEL, US, make_host, recv_to_eof, run_async, script_cmd,
-                          sha256_file, stall_report, tun_netns)
+from interop_util import (KERNEL, US, inet_checksum, make_host, recv_to_eof, run_async,
+                          script_cmd, send_and_read_to_eof, sha256_file, stall_report,
+                          tun_netns)
 from netns_util import TUN_MARKS, Background, sock_in, temp_netns, unique_ifname, wait_until
 
 from fasttcp.aio import FastTcpStack
@@ -290,15 +291,7 @@ def test_kernel_half_close_fasttcp_still_replies():
 
         def client() -> bytes:
             sock.connect((US, 80))
-            sock.sendall(b"x" * 100_000)
-            sock.shutdown(socket.SHUT_WR)
-            h = bytearray()
-            for _ in range(1000):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return bytes(h)
-                h += chunk
-            raise AssertionError("no EOF")
+            return send_and_read_to_eof(sock, b"x" * 100_000, max_reads=1000)
 
         async def main() -> bytes:
             async with FastTcpStack(host, link) as stack:
@@ -478,16 +471,6 @@ def test_refused_both_ways():
     assert st["connections"] == 0, st
 
 
-def _icmp_checksum(data: bytes) -> int:
-    """RFC 1071, written out here independently of fasttcp.wire."""
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def test_ping_is_answered():
     with tun_netns() as (ns, link):
         host = make_host(link)
@@ -496,7 +479,7 @@ def test_ping_is_answered():
         def ping(seq: int) -> bytes:
             payload = b"fasttcp ping %d " % seq + bytes(range(32))
             hdr = struct.pack("!BBHHH", 8, 0, 0, 0x4242, seq)
-            pkt = hdr[:2] + struct.pack("!H", _icmp_checksum(hdr + payload)) + hdr[4:]
+            pkt = hdr[:2] + struct.pack("!H", inet_checksum(hdr + payload)) + hdr[4:]
             raw.sendto(pkt + payload, (US, 0))
             for _ in range(50):
                 data, (src, _) = raw.recvfrom(65535)
@@ -504,7 +487,7 @@ def test_ping_is_answered():
                 icmp = data[ihl:]
                 if src != US or icmp[0] != 0:
                     continue
-                assert _icmp_checksum(icmp) == 0, "bad ICMP checksum"
+                assert inet_checksum(icmp) == 0, "bad ICMP checksum"
                 typ, code, _c, ident, rseq = struct.unpack("!BBHHH", icmp[:8])
                 assert (typ, code, ident, rseq) == (0, 0, 0x4242, seq)
                 return icmp[8:]

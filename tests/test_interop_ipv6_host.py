@@ -20,8 +20,8 @@ from typing import Any, List, Tuple
 import pytest
 
 from interop_util import (KERNEL6, US, US6, curl_argv, make_host, ping, recv_to_eof,
-                          router_netns, run_async, script_cmd, sha256_file, stall_report,
-                          tun_netns)
+                          router_netns, run_async, script_cmd, send_and_read_to_eof,
+                          sha256_file, stall_report, tun_netns)
 from netns_util import TUN_MARKS, Background, sock_in
 
 import fasttcp as _fasttcp
@@ -240,15 +240,7 @@ def test_half_close_over_ipv6():
 
         def client() -> bytes:
             sock.connect((US6, 80))
-            sock.sendall(b"x" * 100_000)
-            sock.shutdown(socket.SHUT_WR)
-            h = bytearray()
-            for _ in range(1000):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return bytes(h)
-                h += chunk
-            raise AssertionError("no EOF")
+            return send_and_read_to_eof(sock, b"x" * 100_000, max_reads=1000)
 
         async def main() -> bytes:
             async with FastTcpStack(host, link) as stack:
@@ -401,15 +393,7 @@ def test_dual_stack_host_serves_both_families_at_once():
 
         def client(sock: socket.socket, addr: Tuple[str, int], data: bytes) -> bytes:
             sock.connect(addr)
-            sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-            got = bytearray()
-            for _ in range(10_000):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return bytes(got)
-                got += chunk
-            raise AssertionError("no EOF")
+            return send_and_read_to_eof(sock, data)
 
         d4, d6 = os.urandom(1 << 20), os.urandom(1 << 20)
 

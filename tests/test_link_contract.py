@@ -100,20 +100,26 @@ def _faulty_pair(cfg: FaultConfig) -> tuple:
     return la, lb
 
 
+async def _handshake_seconds(la, lb) -> float:
+    """How long B's open_connection to a server on A takes over the links (A on `la`)."""
+    async with FastTcpStack(fasttcp.Host(A), la) as sa, \
+            FastTcpStack(fasttcp.Host(B), lb) as sb:
+        server = await sa.start_server(lambda r, w: w.close(), 80)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        _, writer = await sb.open_connection(A, 80)
+        took = loop.time() - t0
+        writer.close()
+        server.close()
+    return took
+
+
 def test_driver_flushes_a_delaying_link_by_its_next_arrival() -> None:
     """Delayed packets leave the wrapper when they are due, not at the next send: the
     handshake over a 20 ms delay takes about two delays, not a SYN retransmission."""
     async def main() -> float:
         la, lb = _faulty_pair(FaultConfig(delay=0.02))
-        async with FastTcpStack(fasttcp.Host(A), la) as sa, \
-                FastTcpStack(fasttcp.Host(B), lb) as sb:
-            server = await sa.start_server(lambda r, w: w.close(), 80)
-            loop = asyncio.get_running_loop()
-            t0 = loop.time()
-            _, writer = await sb.open_connection(A, 80)
-            took = loop.time() - t0
-            writer.close()
-            server.close()
+        took = await _handshake_seconds(la, lb)
         la.close()
         lb.close()
         return took
@@ -131,15 +137,7 @@ def test_driver_reads_packets_a_link_delayed_on_receipt() -> None:
         la = FaultyLink(FaultConfig(delay=0.02), link=DatagramSocketLink(s1),
                         rx=FaultConfig(delay=0.02))
         lb = DatagramSocketLink(s2)
-        async with FastTcpStack(fasttcp.Host(A), la) as sa, \
-                FastTcpStack(fasttcp.Host(B), lb) as sb:
-            server = await sa.start_server(lambda r, w: w.close(), 80)
-            loop = asyncio.get_running_loop()
-            t0 = loop.time()
-            _, writer = await sb.open_connection(A, 80)
-            took = loop.time() - t0
-            writer.close()
-            server.close()
+        took = await _handshake_seconds(la, lb)
         assert la.rx is not None and la.rx.stats.delivered >= 1
         la.close()
         lb.close()
