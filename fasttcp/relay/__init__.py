@@ -272,8 +272,11 @@ class _TcpFlow(Flow, asyncio.BufferedProtocol):
             self.relay._forget(self)
 
 
-class _TcpUpstream(asyncio.Protocol):
-    """The protocol of a TCP flow's upstream transport."""
+class _TcpUpstream(asyncio.BufferedProtocol):
+    """The protocol of a TCP flow's upstream transport. Reads go into one buffer shared by
+    every flow (asyncio's socket transport reads with ``recv_into``), and from there into
+    the fasttcp connection's send buffer: no bytes object per read (a 256 KiB one would
+    be malloc's mmap'ed kind, and cost page faults every time)."""
 
     __slots__ = ("flow",)
 
@@ -286,17 +289,21 @@ class _TcpUpstream(asyncio.Protocol):
         # Nothing reaches the client before its handshake is done: the first reads wait.
         transport.pause_reading()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> Any:
+        return self.flow.relay._ubuf
+
+    def buffer_updated(self, nbytes: int) -> None:
         flow = self.flow
-        flow.bytes_down += len(data)
+        flow.bytes_down += nbytes
+        view = flow.relay._ubuf[:nbytes]
         ct = flow.ct
         if ct is None:                      # a reader not yet paused (another transport)
             if flow.pending is None:
                 flow.pending = []
-            flow.pending.append(data)
+            flow.pending.append(bytes(view))
             flow.ut.pause_reading()
             return
-        ct.write(data)
+        ct.write(view)                      # the engine takes it, or the transport copies
 
     def eof_received(self) -> bool:
         flow = self.flow
@@ -500,7 +507,8 @@ class Relay:
         self.max_flows = int(max_flows)
         self.max_connecting = int(max_connecting)
         self.connect_timeout = float(connect_timeout)
-        self._rbuf = memoryview(bytearray(READ_SIZE))
+        self._rbuf = memoryview(bytearray(READ_SIZE))      # fasttcp side -> upstream
+        self._ubuf = memoryview(bytearray(READ_SIZE))      # upstream -> fasttcp side
         self._tcp: Set[_TcpFlow] = set()
         self._udp: Set[_UdpFlow] = set()
         self._connecting: Dict[_TcpFlow, Tuple[asyncio.Task, Any]] = {}
