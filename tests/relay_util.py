@@ -225,6 +225,29 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15.
     return proc.returncode
 
 
+#: The gateway's interface towards the server namespace (``relay_netns``).
+GW_SERVER_IFNAME = "vs0"
+
+
+def dante_config(path: str, port: int) -> str:
+    """A Dante (``danted``) configuration for the gateway namespace: SOCKS5 on its loopback
+    at ``port``, no authentication, CONNECT and UDP ASSOCIATE to anywhere, out through
+    its interface towards the servers."""
+    with open(path, "w") as f:
+        f.write(f"""logoutput: stderr
+internal: 127.0.0.1 port = {port}
+external: {GW_SERVER_IFNAME}
+clientmethod: none
+socksmethod: none
+user.privileged: root
+user.unprivileged: nobody
+client pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 }}
+socks pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 command: connect udpassociate udpreply }}
+socks pass {{ from: 0.0.0.0/0 to: ::/0 command: connect udpassociate udpreply }}
+""")
+    return path
+
+
 def relay_snapshot(control: str) -> dict:
     """The relay's part of its control socket's snapshot (``fasttcp stats --json``):
     ``{"stats": ..., "flows": [...]}``, or {} while nothing answers there."""

@@ -41,6 +41,8 @@ pytestmark = [*TUN_MARKS, pytest.mark.skipif(INTERCEPT_MISSING, reason="needs "
 
 CURL = shutil.which("curl") or "/usr/bin/curl"
 MICROSOCKS = shutil.which("microsocks")
+DANTED = shutil.which("danted") or (os.path.exists("/usr/sbin/danted") and "/usr/sbin/danted"
+                                    or None)
 SIZE = 64 << 20
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 
@@ -86,32 +88,29 @@ def direct(tmp_path_factory) -> Iterator[Running]:
     yield from _relay_setup(str(tmp_path_factory.mktemp("relay")))
 
 
-@pytest.fixture(scope="module")
-def socks(tmp_path_factory) -> Iterator[Running]:
-    """The same through microsocks, which runs in the gateway namespace on its loopback."""
-    if MICROSOCKS is None:
-        pytest.skip("microsocks is not installed (apt-get install microsocks)")
-    tmp = str(tmp_path_factory.mktemp("relay-socks"))
+def _proxy_setup(tmp: str, proxy_argv: List[str], port: int,
+                 *extra: str) -> Iterator[Running]:
+    """Servers, a SOCKS5 proxy (``proxy_argv``, run in the gateway namespace, listening on
+    its loopback at ``port``) and a relay through it."""
     file = RU.pattern_file(os.path.join(tmp, "source"), SIZE)
     with RU.relay_netns() as net:
         servers = RU.start_servers(net, file)
-        proxy = subprocess.Popen(script_cmd(net.gateway, "exec", "--", MICROSOCKS, "-i",
-                                            "127.0.0.1", "-p", "1080"),
+        proxy = subprocess.Popen(script_cmd(net.gateway, "exec", "--", *proxy_argv),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             def listening() -> bool:
                 try:
                     with ns.socket_in(net.gateway) as s:
                         s.settimeout(1)
-                        s.connect(("127.0.0.1", 1080))
+                        s.connect(("127.0.0.1", port))
                     return True
                 except OSError:
                     return False
-            assert wait_until(listening, 10, 0.05), "microsocks did not start"
+            assert wait_until(listening, 10, 0.05), f"{proxy_argv[0]} did not start"
             tun = unique_ifname("ftr")
             control = os.path.join(tmp, "relay.sock")
             relay = RU.start_relay(RU.relay_argv(net, tun, control, "--socks5",
-                                                 "127.0.0.1:1080"))
+                                                 f"127.0.0.1:{port}", *extra))
             try:
                 yield Running(net, relay, tun, control, file, tmp)
             finally:
@@ -119,6 +118,26 @@ def socks(tmp_path_factory) -> Iterator[Running]:
         finally:
             RU.stop(proxy)
             RU.stop(servers)
+
+
+@pytest.fixture(scope="module")
+def socks(tmp_path_factory) -> Iterator[Running]:
+    """Through microsocks (CONNECT only: UDP goes direct, --udp-direct)."""
+    if MICROSOCKS is None:
+        pytest.skip("microsocks is not installed (apt-get install microsocks)")
+    yield from _proxy_setup(str(tmp_path_factory.mktemp("relay-socks")),
+                            [MICROSOCKS, "-i", "127.0.0.1", "-p", "1080"], 1080,
+                            "--udp-direct")
+
+
+@pytest.fixture(scope="module")
+def dante(tmp_path_factory) -> Iterator[Running]:
+    """Through Dante, TCP and UDP (UDP ASSOCIATE)."""
+    if DANTED is None:
+        pytest.skip("danted is not installed (apt-get install dante-server)")
+    tmp = str(tmp_path_factory.mktemp("relay-dante"))
+    conf = RU.dante_config(os.path.join(tmp, "danted.conf"), 1081)
+    yield from _proxy_setup(tmp, [DANTED, "-f", conf, "-N", "1"], 1081)
 
 
 # ------------------------------------------------------------------------------------------
@@ -336,6 +355,43 @@ def test_socks5_refused_port_is_connection_refused(socks):
 def test_socks5_half_close_and_udp_direct(socks):
     check_half_close(socks, RU.SERVER_ADDRS[1])
     check_dns(socks, RU.SERVER_ADDRS[0])
+
+
+def flows_via(r: Running, kind: str, address: str, port: int) -> List[str]:
+    """How the relay carries its flows of ``kind`` to ``address``:``port``."""
+    dest = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    return [f["via"] for f in RU.relay_snapshot(r.control).get("flows", [])
+            if f["kind"] == kind and f["destination"] == dest]
+
+
+def test_socks5_udp_direct_with_microsocks(socks):
+    with sock_in(socks.net.client, socket.AF_INET, socket.SOCK_DGRAM, timeout=5) as s:
+        s.connect((RU.SERVER_ADDRS[4], RU.DNS_PORT))
+        q = RU.dns_query(7)
+        s.send(q)
+        assert s.recv(2048) == RU.dns_answer(q)
+        assert flows_via(socks, "udp", RU.SERVER_ADDRS[4], RU.DNS_PORT) == ["direct"]
+
+
+@needs_curl
+def test_dante_tcp_and_udp_associate(dante):
+    """TCP (CONNECT) and UDP (UDP ASSOCIATE, RFC 1928 7) through Dante, both families."""
+    check_download_upload(dante, RU.SERVER_ADDRS[0])
+    check_half_close(dante, RU.SERVER_ADDRS6[1])
+    for address in (RU.SERVER_ADDRS[5], RU.SERVER_ADDRS6[5]):
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with sock_in(dante.net.client, family, socket.SOCK_DGRAM, timeout=5) as s:
+            s.connect((address, RU.DNS_PORT))
+            for qid in (1, 2, 3):
+                q = RU.dns_query(qid)
+                s.send(q)
+                assert s.recv(2048) == RU.dns_answer(q)
+            assert flows_via(dante, "udp", address, RU.DNS_PORT) == ["socks5 127.0.0.1:1081"]
+        with sock_in(dante.net.client, family, socket.SOCK_DGRAM, timeout=5) as s:
+            s.connect((address, RU.ECHO_PORT))
+            for i in range(200):
+                s.send(b"%d" % i)
+                assert s.recv(2048) == b"%d" % i
 
 
 # ------------------------------------------------------------------------------------------

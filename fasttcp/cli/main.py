@@ -164,7 +164,7 @@ def _relay(args: argparse.Namespace) -> int:
         print(f"fasttcp relay needs a TUN device: {reason}", file=sys.stderr)
         return 2
     return relay(netns=args.netns, tun=args.tun, routes=args.route, socks5=args.socks5,
-                 udp_timeout=args.udp_timeout, max_flows=args.max_flows,
+                 udp_direct=args.udp_direct, udp_timeout=args.udp_timeout, max_flows=args.max_flows,
                  max_connecting=args.max_connecting, connect_timeout=args.connect_timeout,
                  control=args.control, mtu=args.mtu, duration=args.duration)
 
@@ -290,8 +290,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                        metavar="CIDR", help="a network (IPv4 or IPv6) to route into the "
                        "TUN and relay; give it again for more")
     relay.add_argument("--socks5", type=_socks5, metavar="HOST:PORT",
-                       help="relay TCP through this SOCKS5 proxy (CONNECT; checked at "
-                       "start). UDP still goes direct: python-socks has no UDP ASSOCIATE")
+                       help="relay through this SOCKS5 proxy (checked at start): TCP with "
+                       "CONNECT, UDP with a UDP ASSOCIATE per flow")
+    relay.add_argument("--udp-direct", action="store_true",
+                       help="with --socks5: send UDP directly, not through the proxy (for "
+                       "proxies without UDP ASSOCIATE, such as microsocks)")
     relay.add_argument("--udp-timeout", type=_positive_seconds, default=60.0, metavar="S",
                        help="close a UDP flow idle this long (default 60)")
     relay.add_argument("--max-flows", type=_ranged("flow count", 1, 1 << 20), default=4096,
@@ -334,6 +337,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             serve.error(str(e))
         if args.mtu < 1280 and any(":" in a for a in plan):
             serve.error(f"--mtu {args.mtu} is below 1280, the IPv6 minimum (RFC 8200 5)")
+    if args.command == "relay" and args.udp_direct and not args.socks5:
+        relay.error("--udp-direct goes with --socks5")
     if args.command == "demo" and args.ipv6 and args.mtu < 1280:
         demo.error(f"--mtu {args.mtu} is below 1280, the IPv6 minimum (RFC 8200 5)")
     if args.command == "demo" and args.ipv6 and args.memory:

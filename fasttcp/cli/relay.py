@@ -14,13 +14,14 @@ from fasttcp.cli.servers import control_path
 from fasttcp.host.host import Host
 from fasttcp.link import netns as _ns
 from fasttcp.link.tun import TunLink, run_outside_loop
-from fasttcp.relay import Relay, Socks5, check_socks5
+from fasttcp.relay import Direct, Flow, Relay, Socks5, check_socks5
 
 #: fasttcp's own address on the TUN device, per family (the kernel side takes the first
 #: host of the network, which becomes the source of what the namespace sends into the
 #: routes). 198.18.0.0/15 is set aside for network benchmarks (RFC 2544 C.2.2) and is what
 #: tun2socks setups use; fdff:198:18::/64 is a unique local network (RFC 4193).
 DEFAULT_ADDRESSES = {4: "198.18.0.2/24", 6: "fdff:198:18::2/64"}
+DIRECT = Direct()
 #: Seconds the relay waits for a SOCKS5 proxy to answer at start.
 SOCKS5_CHECK_TIMEOUT = 5.0
 
@@ -85,7 +86,8 @@ def _add_routes(netns: Optional[str], ifindex: int, routes: Sequence[str]) -> No
 
 
 def relay(*, netns: str, tun: str, routes: Sequence[str], socks5: Optional[str] = None,
-          udp_timeout: float = 60.0, max_flows: int = 4096, max_connecting: int = 512,
+          udp_direct: bool = False, udp_timeout: float = 60.0, max_flows: int = 4096,
+          max_connecting: int = 512,
           connect_timeout: float = 10.0, control: Optional[str] = None,
           mtu: int = 1500, duration: Optional[float] = None,
           out: Callable[[str], None] = lambda line: print(line, flush=True)) -> int:
@@ -107,7 +109,8 @@ def relay(*, netns: str, tun: str, routes: Sequence[str], socks5: Optional[str] 
     summary = ""
     try:
         run_outside_loop(_add_routes, netns, link.ifindex, nets)
-        summary = asyncio.run(_relay(link, nets, proxy=proxy, netns=netns, tun=tun,
+        summary = asyncio.run(_relay(link, nets, proxy=proxy, udp_direct=udp_direct,
+                                     netns=netns, tun=tun,
                                      udp_timeout=udp_timeout, max_flows=max_flows,
                                      max_connecting=max_connecting,
                                      connect_timeout=connect_timeout, ctl_path=ctl_path,
@@ -131,7 +134,8 @@ def relay_snapshot(relay: Relay) -> Dict[str, Any]:
                       "flows": [f.info() for f in relay.flows()]}}
 
 
-async def _relay(link: TunLink, routes: List[str], *, proxy: Optional[Socks5], netns: str,
+async def _relay(link: TunLink, routes: List[str], *, proxy: Optional[Socks5],
+                 udp_direct: bool, netns: str,
                  tun: str, udp_timeout: float, max_flows: int, max_connecting: int,
                  connect_timeout: float, ctl_path: str, duration: Optional[float],
                  out: Callable[[str], None]) -> str:
@@ -142,7 +146,10 @@ async def _relay(link: TunLink, routes: List[str], *, proxy: Optional[Socks5], n
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set, sig.name)
-    upstream = None if proxy is None else (lambda flow: proxy)
+    upstream: Optional[Callable[[Flow], Any]] = None
+    if proxy is not None:
+        def upstream(flow: Flow) -> Any:
+            return DIRECT if udp_direct and flow.kind == "udp" else proxy
     async with FastTcpStack(host, link) as stack:
         r = Relay(stack, routes, upstream=upstream, udp_timeout=udp_timeout,
                   max_flows=max_flows, max_connecting=max_connecting,
@@ -150,8 +157,10 @@ async def _relay(link: TunLink, routes: List[str], *, proxy: Optional[Socks5], n
         await r.start()
         ctl = await serve_control(ctl_path, host, link, extra=lambda: relay_snapshot(r))
         try:
-            via = (f"through SOCKS5 proxy {hostport((proxy.host, proxy.port))} (UDP "
-                   "direct)" if proxy is not None else "directly")
+            via = "directly"
+            if proxy is not None:
+                via = (f"through SOCKS5 proxy {hostport((proxy.host, proxy.port))}"
+                       + (" (UDP directly)" if udp_direct else ""))
             out(f"fasttcp relaying {', '.join(routes)} from {tun} in netns {netns} {via}; "
                 f"the namespace's source addresses are "
                 f"{', '.join(link.kernel_addresses)}. Stats: fasttcp stats --control "

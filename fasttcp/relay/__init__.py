@@ -10,8 +10,8 @@ original destination, through the kernel's sockets or a SOCKS5 proxy.
             ...                                   # relay.flows(), relay.stats()
 
 Per flow, ``upstream(flow)`` (sync or async) picks where it goes: :class:`Direct` (the
-default: a kernel socket to ``flow.destination``), :class:`Socks5` (a SOCKS5 CONNECT
-through ``python-socks``; UDP flows still go direct, see below), :class:`Refuse`, or an
+default: a kernel socket to ``flow.destination``), :class:`Socks5` (SOCKS5 CONNECT
+through ``python-socks`` for TCP, UDP ASSOCIATE for UDP), :class:`Refuse`, or an
 *opener*: an async callable taking a protocol factory and returning ``(transport,
 protocol)`` the way ``loop.create_connection`` / ``loop.create_datagram_endpoint`` do
 (for a UDP flow: a datagram transport whose ``sendto(data)`` reaches the destination).
@@ -44,7 +44,10 @@ UDP: each intercepted flow (``stack.intercept_udp``, ``udp_timeout`` idle timeou
 back through the flow, and an ICMP port unreachable from upstream (the connected socket's
 ECONNREFUSED) becomes an ICMP (ICMPv6) port unreachable to the client (RFC 1122 4.1.3.1:
 UDP passes ICMP errors up; RFC 792 code 3, RFC 4443 3.1 code 4). With :class:`Socks5`,
-UDP flows go direct: python-socks implements only CONNECT, not UDP ASSOCIATE (RFC 1928 7).
+each UDP flow gets its own UDP association (RFC 1928 7: a TCP control connection and a UDP
+socket to the proxy's relay address, each datagram with the destination in a header;
+written here, as python-socks implements only CONNECT); SOCKS5 carries no ICMP errors, and
+fragmented SOCKS5 datagrams (FRAG != 0) are dropped, which the RFC allows.
 What a datagram upstream cannot take at once beyond ``UDP_QUEUE_BYTES`` is dropped, as a
 router drops.
 """
@@ -52,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ipaddress
 import logging
 import socket
 import struct
@@ -99,8 +103,8 @@ class Refuse:
 
 
 class Socks5:
-    """Relay TCP flows through a SOCKS5 proxy (CONNECT, RFC 1928 4); UDP flows go direct
-    (python-socks has no UDP ASSOCIATE)."""
+    """Relay through a SOCKS5 proxy: TCP with CONNECT (RFC 1928 4, python-socks), UDP with
+    a UDP ASSOCIATE per flow (RFC 1928 7). ``username``/``password``: RFC 1929."""
 
     __slots__ = ("host", "port", "username", "password")
 
@@ -463,6 +467,150 @@ def _socks5_errors() -> Tuple[type, ...]:
     return (ProxyError, ProxyConnectionError, ProxyTimeoutError)
 
 
+async def _socks5_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        proxy: Socks5) -> None:
+    """Method negotiation (RFC 1928 3) and, if the proxy picks it, username/password
+    (RFC 1929)."""
+    methods = b"\x00\x02" if proxy.username is not None else b"\x00"
+    writer.write(bytes([5, len(methods)]) + methods)
+    ver, method = await reader.readexactly(2)
+    if ver != 5 or method not in methods:
+        raise ConnectionRefusedError(f"SOCKS5 proxy refused our methods ({method:#x})")
+    if method == 2:
+        user = (proxy.username or "").encode()
+        pw = (proxy.password or "").encode()
+        writer.write(bytes([1, len(user)]) + user + bytes([len(pw)]) + pw)
+        _, status = await reader.readexactly(2)
+        if status != 0:
+            raise ConnectionRefusedError("SOCKS5 proxy refused the username/password")
+
+
+def _socks5_address(address: Tuple[Any, ...]) -> bytes:
+    """ATYP, DST.ADDR, DST.PORT (RFC 1928 5) for an IP address."""
+    ip = ipaddress.ip_address(address[0])
+    atyp = 4 if ip.version == 6 else 1
+    return bytes([atyp]) + ip.packed + struct.pack("!H", address[1])
+
+
+async def _socks5_read_address(reader: asyncio.StreamReader) -> Tuple[str, int]:
+    atyp = (await reader.readexactly(1))[0]
+    if atyp == 1:
+        host = str(ipaddress.ip_address(await reader.readexactly(4)))
+    elif atyp == 4:
+        host = str(ipaddress.ip_address(await reader.readexactly(16)))
+    elif atyp == 3:
+        n = (await reader.readexactly(1))[0]
+        host = (await reader.readexactly(n)).decode("idna")
+    else:
+        raise ConnectionError(f"SOCKS5 reply with address type {atyp}")
+    (port,) = struct.unpack("!H", await reader.readexactly(2))
+    return host, port
+
+
+def _socks5_udp_payload(data: bytes) -> Optional[memoryview]:
+    """The data of a UDP datagram from the proxy, after its RFC 1928 7 header (RSV, FRAG,
+    ATYP, DST.ADDR, DST.PORT); None for a fragment (FRAG != 0: we do not reassemble, as
+    the RFC allows) or a malformed header."""
+    if len(data) < 10 or data[2] != 0:
+        return None
+    atyp = data[3]
+    start = {1: 10, 4: 22}.get(atyp)
+    if atyp == 3:
+        start = 7 + data[4]
+    if start is None or start > len(data):
+        return None
+    return memoryview(data)[start:]
+
+
+class _Socks5UdpUpstream(asyncio.DatagramProtocol):
+    """A UDP flow's upstream through a SOCKS5 UDP ASSOCIATE (RFC 1928 7): datagrams to
+    the proxy's relay address carry the destination in a header, replies carry the
+    source. The association lives as long as its TCP control connection."""
+
+    __slots__ = ("flow", "header", "transport", "control")
+
+    def __init__(self, flow: "_UdpFlow") -> None:
+        self.flow = flow
+        self.header = b"\0\0\0" + _socks5_address(flow.destination)
+        self.transport: Any = None
+        self.control: Optional[asyncio.StreamWriter] = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        payload = _socks5_udp_payload(data)
+        flow = self.flow
+        if payload is None:
+            flow.relay._count("udp_dropped")
+            return
+        flow.bytes_down += len(payload)
+        ct = flow.ct
+        if ct is not None and not ct.is_closing():
+            ct.sendto(bytes(payload))
+
+    # --- what _UdpFlow uses of its upstream transport -------------------------------------
+
+    def sendto(self, data: bytes) -> None:
+        self.transport.sendto(self.header + data)
+
+    def get_write_buffer_size(self) -> int:
+        return int(self.transport.get_write_buffer_size())
+
+    def is_closing(self) -> bool:
+        return bool(self.transport.is_closing())
+
+    def close(self) -> None:
+        self.transport.close()
+        if self.control is not None:
+            self.control.close()
+
+
+async def _socks5_udp_associate(proxy: Socks5, flow: "_UdpFlow",
+                                timeout: float) -> _Socks5UdpUpstream:
+    """Open a UDP association for ``flow`` (RFC 1928 7): a TCP control connection,
+    UDP ASSOCIATE with an all-zero address (we do not know our UDP source before the
+    reply: the RFC's choice for that case), then a UDP socket connected to the relay
+    address the proxy names (the proxy's own address if it names an unspecified one)."""
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(proxy.host, proxy.port),
+                                            timeout)
+    up = _Socks5UdpUpstream(flow)
+    try:
+        family6 = ":" in flow.destination[0]
+
+        async def negotiate() -> Tuple[str, int]:
+            await _socks5_greet(reader, writer, proxy)
+            zero = ("::" if family6 else "0.0.0.0", 0)
+            writer.write(b"\x05\x03\x00" + _socks5_address(zero))
+            ver, rep, _ = await reader.readexactly(3)
+            if ver != 5 or rep != 0:
+                raise ConnectionRefusedError(f"SOCKS5 UDP ASSOCIATE refused (REP {rep})")
+            return await _socks5_read_address(reader)
+
+        host, port = await asyncio.wait_for(negotiate(), timeout)
+        if ipaddress.ip_address(host).is_unspecified:
+            host = writer.get_extra_info("peername")[0]
+        await loop.create_datagram_endpoint(lambda: up, remote_addr=(host, port))
+    except BaseException:
+        writer.close()
+        raise
+    up.control = writer
+
+    async def watch() -> None:
+        # The association ends when the control connection does (RFC 1928 7).
+        try:
+            while await reader.read(4096):
+                pass
+        except OSError:
+            pass
+        ct = flow.ct
+        if ct is not None and not ct.is_closing():
+            ct.close()
+    loop.create_task(watch())
+    return up
+
+
 # ==========================================================================================
 # The relay
 # ==========================================================================================
@@ -708,7 +856,10 @@ class Relay:
                 self._count("udp_refused")
                 flow.ct.close()
                 return
-            if isinstance(choice, (Direct, Socks5)):
+            if isinstance(choice, Socks5):
+                flow.via = f"socks5 {_hostport((choice.host, choice.port))}"
+                ut = await _socks5_udp_associate(choice, flow, self.connect_timeout)
+            elif isinstance(choice, Direct):
                 flow.via = "direct"
                 dest = flow.destination
                 family = socket.AF_INET6 if ":" in dest[0] else socket.AF_INET
@@ -721,7 +872,7 @@ class Relay:
                                                self.connect_timeout)
             else:
                 raise TypeError(f"upstream() returned {choice!r}")
-        except (OSError, asyncio.TimeoutError) as e:
+        except (OSError, EOFError, asyncio.TimeoutError) as e:
             log.debug("relay: %r: upstream failed: %r", flow, e)
             self._count("udp_open_failed")
             if flow.ct is not None:
