@@ -139,7 +139,7 @@ async def _relay(link: TunLink, routes: List[str], *, proxy: Optional[Socks5],
                  tun: str, udp_timeout: float, max_flows: int, max_connecting: int,
                  connect_timeout: float, ctl_path: str, duration: Optional[float],
                  out: Callable[[str], None]) -> str:
-    addresses = list(link.addresses)
+    addresses: List[str] = list(link.addresses)
     host = Host(addresses[0] if len(addresses) == 1 else addresses, mtu=link.mtu,
                 gso_max=65000 if link.offload else 0)
     stop = _Stop()

@@ -61,7 +61,7 @@ import socket
 import struct
 import time
 from typing import (Any, Awaitable, Callable, Dict, Iterable, List, Optional, Set, Tuple,
-                    Union)
+                    Type, Union)
 
 __all__ = ["Direct", "Flow", "Opener", "Refuse", "Relay", "Socks5", "UpstreamChoice",
            "check_socks5"]
@@ -357,7 +357,7 @@ class _UdpFlow(Flow, asyncio.DatagramProtocol):
                  client: Tuple[Any, ...]) -> None:
         Flow.__init__(self, relay, "udp", client, destination)
         self.pending: Optional[List[bytes]] = []
-        self.opening: Optional[asyncio.Task] = None
+        self.opening: Optional[asyncio.Task[None]] = None
         self.done = False
 
     def connection_made(self, transport: Any) -> None:
@@ -459,12 +459,18 @@ async def check_socks5(proxy: Socks5, timeout: float = 5.0) -> None:
         writer.close()
 
 
-def _socks5_errors() -> Tuple[type, ...]:
+def _socks5_errors() -> Tuple[Type[BaseException], ...]:
     try:
         from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
     except ImportError:                                         # pragma: no cover
         return ()
     return (ProxyError, ProxyConnectionError, ProxyTimeoutError)
+
+
+#: What an upstream connection attempt raises when it fails (refused, unreachable, timed
+#: out, or the SOCKS5 proxy said no).
+_CONNECT_ERRORS: Tuple[Type[BaseException], ...] = (OSError, asyncio.TimeoutError,
+                                                    *_socks5_errors())
 
 
 async def _socks5_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -659,7 +665,7 @@ class Relay:
         self._ubuf = memoryview(bytearray(READ_SIZE))      # upstream -> fasttcp side
         self._tcp: Set[_TcpFlow] = set()
         self._udp: Set[_UdpFlow] = set()
-        self._connecting: Dict[_TcpFlow, Tuple[asyncio.Task, Any]] = {}
+        self._connecting: Dict[_TcpFlow, Tuple["asyncio.Task[None]", Any]] = {}
         self._counts: Dict[str, int] = dict.fromkeys(_STAT_KEYS, 0)
         self._bytes = [0, 0]                 # of flows that have ended
         self._icpt: Any = None
@@ -736,7 +742,7 @@ class Relay:
         if isinstance(flow, _TcpFlow):
             self._tcp.discard(flow)
         else:
-            self._udp.discard(flow)     # type: ignore[arg-type]
+            self._udp.discard(flow)
         self._bytes[0] += flow.bytes_up
         self._bytes[1] += flow.bytes_down
 
@@ -811,7 +817,7 @@ class Relay:
             else:
                 raise TypeError(f"upstream() returned {choice!r}: not Direct, Socks5, "
                                 "Refuse or an opener")
-        except (OSError, asyncio.TimeoutError, *_socks5_errors()) as e:
+        except _CONNECT_ERRORS as e:
             # Refused, unreachable, timed out, or the proxy said no (RFC 1928 6 REP != 0):
             # the client gets RST, as from a closed port.
             log.debug("relay: %r: upstream failed: %r", flow, e)
@@ -845,11 +851,12 @@ class Relay:
         self._counts["udp_flows_total"] += 1
         return flow
 
-    def _start_udp(self, flow: _UdpFlow) -> asyncio.Task:
+    def _start_udp(self, flow: _UdpFlow) -> "asyncio.Task[None]":
         return asyncio.get_running_loop().create_task(self._open_udp(flow))
 
     async def _open_udp(self, flow: _UdpFlow) -> None:
         loop = asyncio.get_running_loop()
+        ut: Any = None
         try:
             choice = await self._choose(flow)
             if isinstance(choice, Refuse):
