@@ -140,8 +140,11 @@ async def _relay(link: TunLink, routes: List[str], *, proxy: Optional[Socks5],
                  connect_timeout: float, ctl_path: str, duration: Optional[float],
                  out: Callable[[str], None]) -> str:
     addresses: List[str] = list(link.addresses)
+    # nodelay: the relay forwards what it reads as it reads it; Nagle on this side would
+    # hold a client's small replies for an ACK (the upstream sockets are TCP_NODELAY too,
+    # as asyncio makes them).
     host = Host(addresses[0] if len(addresses) == 1 else addresses, mtu=link.mtu,
-                gso_max=65000 if link.offload else 0)
+                gso_max=65000 if link.offload else 0, nodelay=True)
     stop = _Stop()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
