@@ -394,9 +394,13 @@ def serve(file: str, seconds: float = 600.0) -> None:
                 backlog=4096))
             servers.append(await loop.create_server(
                 _Half, sock=_bound(family, socket.SOCK_STREAM, HALF_PORT), backlog=4096))
+        # UDP: a socket per address, so that each reply comes from the address the request
+        # went to (a socket on the wildcard address would answer from the address routing
+        # picks, the veth's, which a connected client socket drops).
+        for address in [*SERVER_ADDRS, KERNEL_ADDR, *SERVER_ADDRS6, KERNEL_ADDR6]:
             for port, proto in ((ECHO_PORT, _Echo), (DNS_PORT, _Dns)):
                 await loop.create_datagram_endpoint(
-                    proto, sock=_bound(family, socket.SOCK_DGRAM, port))
+                    proto, sock=_bound(family_of(address), socket.SOCK_DGRAM, port, address))
         print("ready", flush=True)
         try:
             await asyncio.wait_for(stop_ev.wait(), seconds)
@@ -408,13 +412,20 @@ def serve(file: str, seconds: float = 600.0) -> None:
     asyncio.run(main())
 
 
-def _bound(family: int, kind: int, port: int) -> socket.socket:
-    """A socket bound to every address of ``family`` (IPv6 only for AF_INET6)."""
+def family_of(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def _bound(family: int, kind: int, port: int, address: Optional[str] = None) -> socket.socket:
+    """A socket bound to ``address`` (default: every address of ``family``; IPv6 only for
+    AF_INET6)."""
     sock = socket.socket(family, kind)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+    if address is None:
+        address = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    sock.bind((address, port))
     if kind == socket.SOCK_DGRAM:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     return sock
