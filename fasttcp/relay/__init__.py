@@ -412,9 +412,12 @@ class _UdpUpstream(asyncio.DatagramProtocol):
             flow = self.flow
             ct = flow.ct
             if ct is not None and not ct.is_closing():
-                flow.relay._count("udp_unreachable")
                 # Port unreachable: ICMP code 3 (RFC 792), ICMPv6 code 4 (RFC 4443 3.1).
-                ct.unreachable(4 if ":" in flow.destination[0] else 3)
+                try:
+                    ct.unreachable(4 if ":" in flow.destination[0] else 3)
+                except ValueError:                 # no datagram of the client's to quote
+                    return
+                flow.relay._count("udp_unreachable")
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         pass
