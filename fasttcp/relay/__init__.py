@@ -191,6 +191,15 @@ def _reset(transport: Any) -> None:
     transport.abort()
 
 
+def _refuse(iflow: Any) -> None:
+    """RST to a pending flow's client; a flow no longer pending (it expired, or its client
+    gave up) raises ConnectionError, and then there is nobody to tell."""
+    try:
+        iflow.refuse()
+    except ConnectionError:
+        pass
+
+
 # ==========================================================================================
 # TCP
 # ==========================================================================================
@@ -762,15 +771,18 @@ class Relay:
     def _on_tcp(self, iflow: Any) -> None:
         """A new intercepted TCP flow (its SYN, before any answer)."""
         if self._closed:
-            iflow.refuse()
+            _refuse(iflow)
             return
         if len(self._tcp) >= self.max_flows:
             self._count("tcp_refused_limit")
-            iflow.refuse()
+            _refuse(iflow)
             return
         if len(self._connecting) >= self.max_connecting:
             self._count("tcp_dropped_limit")
-            iflow.drop()
+            try:
+                iflow.drop()
+            except ConnectionError:
+                pass
             return
         flow = _TcpFlow(self, iflow.remote_address, iflow.local_address)
         self._tcp.add(flow)
@@ -783,10 +795,7 @@ class Relay:
             await self._connect_tcp(flow, iflow)
         except asyncio.CancelledError:
             _reset(flow.ut)
-            try:
-                iflow.refuse()
-            except Exception:                                  # noqa: BLE001
-                pass
+            _refuse(iflow)
             flow._end()
         finally:
             self._connecting.pop(flow, None)
@@ -798,7 +807,7 @@ class Relay:
         try:
             if isinstance(choice, Refuse):
                 self._count("tcp_refused_by_choice")
-                iflow.refuse()
+                _refuse(iflow)
                 flow._end()
                 return
             if isinstance(choice, Direct):
@@ -826,7 +835,7 @@ class Relay:
             log.debug("relay: %r: upstream failed: %r", flow, e)
             self._count("tcp_refused_upstream")
             _reset(flow.ut)
-            iflow.refuse()
+            _refuse(iflow)
             flow._end()
             return
         ut = flow.ut
@@ -836,7 +845,7 @@ class Relay:
         if ut is None or ut.is_closing():
             # Connected, then reset before the client's handshake could be completed.
             self._count("tcp_refused_upstream")
-            iflow.refuse()
+            _refuse(iflow)
             flow._end()
             return
         try:
