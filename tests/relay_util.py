@@ -232,7 +232,8 @@ GW_SERVER_IFNAME = "vs0"
 def dante_config(path: str, port: int) -> str:
     """A Dante (``danted``) configuration for the gateway namespace: SOCKS5 on its loopback
     at ``port``, no authentication, CONNECT and UDP ASSOCIATE to anywhere, out through
-    its interface towards the servers."""
+    its interface towards the servers. ``0/0`` is Dante's "any address of either family"
+    (a UDP reply is matched from its source: an IPv6 server's is no IPv4 address)."""
     with open(path, "w") as f:
         f.write(f"""logoutput: stderr
 internal: 127.0.0.1 port = {port}
@@ -241,9 +242,8 @@ clientmethod: none
 socksmethod: none
 user.privileged: root
 user.unprivileged: nobody
-client pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 }}
-socks pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 command: connect udpassociate udpreply }}
-socks pass {{ from: 0.0.0.0/0 to: ::/0 command: connect udpassociate udpreply }}
+client pass {{ from: 0/0 to: 0/0 }}
+socks pass {{ from: 0/0 to: 0/0 command: connect udpassociate udpreply }}
 """)
     return path
 

@@ -158,7 +158,8 @@ def check_download_upload(r: Running, address: str) -> None:
 
 def check_refused(r: Running, address: str) -> None:
     t = time.monotonic()
-    got = curl(r.net, "--max-time", "10", url(address, "/", RU.CLOSED_PORT))
+    # -v: curl 7.88 says "Connection refused" (ECONNREFUSED) only in its verbose lines.
+    got = curl(r.net, "-v", "--max-time", "10", url(address, "/", RU.CLOSED_PORT))
     took = time.monotonic() - t
     assert got.returncode == 7, (got.returncode, got.stderr)
     assert "Connection refused" in got.stderr, got.stderr
@@ -343,9 +344,11 @@ def test_stats_shows_the_relay_flows(direct):
                              env=RU._env())
         assert out.returncode == 0, out.stderr
         assert "relay:" in out.stdout
-        line = [ln for ln in out.stdout.splitlines() if f":{port} " in ln]
-        assert line and f"{RU.SERVER_ADDRS[3]}:{RU.HALF_PORT}" in line[0], out.stdout
-        assert "direct" in line[0]
+        line = [ln for ln in out.stdout.splitlines()
+                if ln.startswith("tcp ") and f":{port} " in ln]
+        assert len(line) == 1, out.stdout
+        assert line[0].split()[2:] == [f"198.18.0.1:{port}",
+                                       f"{RU.SERVER_ADDRS[3]}:{RU.HALF_PORT}", "direct"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -366,8 +369,10 @@ def test_socks5_refused_port_is_connection_refused(socks):
 
 
 @needs_intercept
-def test_socks5_half_close_and_udp_direct(socks):
-    check_half_close(socks, RU.SERVER_ADDRS[1])
+def test_socks5_udp_direct_dns(socks):
+    """microsocks has no UDP ASSOCIATE: with --udp-direct, UDP goes direct. (Nor does it
+    keep a half-closed connection open: its copy loop closes both directions at the
+    first EOF, so half-close through a proxy is tested with Dante below.)"""
     check_dns(socks, RU.SERVER_ADDRS[0])
 
 

@@ -595,7 +595,9 @@ async def _socks5_udp_associate(proxy: Socks5, flow: "_UdpFlow",
                                             timeout)
     up = _Socks5UdpUpstream(flow)
     try:
-        family6 = ":" in flow.destination[0]
+        # DST.ADDR of the request is where our datagrams will come from (not where they
+        # go): the zero address of the family we reach the proxy with.
+        family6 = ":" in writer.get_extra_info("peername")[0]
 
         async def negotiate() -> Tuple[str, int]:
             await _socks5_greet(reader, writer, proxy)
