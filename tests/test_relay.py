@@ -520,6 +520,17 @@ def test_unreachable_socks5_proxy_is_one_line_at_start(tmp_path):
         assert not ns.netns_exists(name)
 
 
+def test_relay_inside_its_own_namespace_is_one_line(tmp_path):
+    """Run inside --netns, the relay's upstream connections would loop into its TUN."""
+    with temp_ns() as n:
+        r = subprocess.run(script_cmd(n, "exec", "--", sys.executable, "-m", "fasttcp",
+                                      "relay", "--netns", n, "--route", "10.99.0.0/16",
+                                      "--control", str(tmp_path / "c.sock")),
+                           capture_output=True, text=True, timeout=60, env=RU._env())
+        _one_line(r, 1, f"running inside network namespace {n}")
+        assert not any(name.startswith("ftun") for name in _links(n))
+
+
 def temp_ns():
     from netns_util import temp_netns
     return temp_netns()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import resource
 import signal
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -85,6 +86,21 @@ def _add_routes(netns: Optional[str], ifindex: int, routes: Sequence[str]) -> No
                 raise OSError(code, f"cannot add route {net}{where}: {e}") from None
 
 
+def check_not_inside(netns: str) -> None:
+    """The relay's upstream connections go to the original destinations, which the routes
+    send into the TUN device: run inside ``netns`` itself, it would intercept its own
+    connections, forever. ValueError then."""
+    try:
+        ours = os.stat("/proc/self/ns/net")
+        theirs = os.stat(f"/run/netns/{netns}")
+    except OSError:
+        return                                  # no such namespace yet: it is made anew
+    if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino):
+        raise ValueError(f"fasttcp relay is running inside network namespace {netns}: its "
+                         "own connections to the destinations would be routed back into "
+                         "the TUN; run it from another namespace")
+
+
 def relay(*, netns: str, tun: str, routes: Sequence[str], socks5: Optional[str] = None,
           udp_direct: bool = False, udp_timeout: float = 60.0, max_flows: int = 4096,
           max_connecting: int = 512,
@@ -98,6 +114,7 @@ def relay(*, netns: str, tun: str, routes: Sequence[str], socks5: Optional[str] 
     nets = [parse_route(r) for r in routes]
     if not nets:
         raise ValueError("at least one --route is needed")
+    check_not_inside(netns)
     proxy = parse_socks5(socks5) if socks5 else None
     ctl_path = control or control_path(tun)
     check_control(ctl_path)
