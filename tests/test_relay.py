@@ -547,10 +547,13 @@ def test_tun_name_and_route_in_use_are_one_line(tmp_path):
         r = fasttcp("relay", "--netns", name, "--tun", tun, "--route", "10.98.0.0/16",
                     "--control", str(tmp_path / "b.sock"))
         _one_line(r, 1, tun)
-        r = fasttcp("relay", "--netns", name, "--tun", unique_ifname("ftr"), "--route",
+        second = unique_ifname("ftr")
+        r = fasttcp("relay", "--netns", name, "--tun", second, "--route",
                     "10.99.0.0/16", "--control", str(tmp_path / "b.sock"))
         _one_line(r, 1, "route 10.99.0.0/16 already exists")
-        assert tun in _links(name)               # the first relay's device is untouched
+        links = _links(name)
+        assert tun in links                      # the first relay's device is untouched
+        assert second not in links               # and the refused one's is gone again
     finally:
         RU.stop(first)
         ns.remove_netns(name)
