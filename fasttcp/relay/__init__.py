@@ -793,69 +793,96 @@ class Relay:
         self._connecting[flow] = (task, iflow)
 
     async def _open_tcp(self, flow: _TcpFlow, iflow: Any) -> None:
+        """Connect upstream (within connect_timeout), then complete the client's handshake;
+        refuse the client if the upstream cannot be had."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        expired: List[bool] = []
+
+        def expire() -> None:            # a timer, not wait_for: no second task per flow
+            expired.append(True)
+            if task is not None:
+                task.cancel()
+        timer = loop.call_later(self.connect_timeout, expire)
         try:
-            await self._connect_tcp(flow, iflow)
+            try:
+                up = await self._connect_tcp(flow)
+            finally:
+                timer.cancel()
         except asyncio.CancelledError:
+            if not expired:                  # the relay is closing
+                _reset(flow.ut)
+                _refuse(iflow)
+                flow._end()
+                self._connecting.pop(flow, None)
+                raise
+            up = False
+            log.debug("relay: %r: upstream timed out", flow)
+        except _CONNECT_ERRORS as e:
+            # Refused, unreachable, or the proxy said no (RFC 1928 6 REP != 0).
+            log.debug("relay: %r: upstream failed: %r", flow, e)
+            up = False
+        except BaseException:
+            self._connecting.pop(flow, None)
             _reset(flow.ut)
             _refuse(iflow)
             flow._end()
-        finally:
-            self._connecting.pop(flow, None)
-
-    async def _connect_tcp(self, flow: _TcpFlow, iflow: Any) -> None:
-        loop = asyncio.get_running_loop()
-        choice = await self._choose(flow)
-        dest = flow.destination
-        try:
-            if isinstance(choice, Refuse):
-                self._count("tcp_refused_by_choice")
-                _refuse(iflow)
-                flow._end()
-                return
-            if isinstance(choice, Direct):
-                flow.via = "direct"
-                await asyncio.wait_for(loop.create_connection(
-                    lambda: _TcpUpstream(flow), dest[0], dest[1]), self.connect_timeout)
-            elif isinstance(choice, Socks5):
-                flow.via = f"socks5 {_hostport((choice.host, choice.port))}"
-                sock = await _socks5_connect(choice, dest, self.connect_timeout)
-                try:
-                    await loop.create_connection(lambda: _TcpUpstream(flow), sock=sock)
-                except BaseException:
-                    sock.close()
-                    raise
-            elif callable(choice):
-                flow.via = getattr(choice, "__name__", "opener")
-                await asyncio.wait_for(choice(lambda: _TcpUpstream(flow)),
-                                       self.connect_timeout)
-            else:
-                raise TypeError(f"upstream() returned {choice!r}: not Direct, Socks5, "
-                                "Refuse or an opener")
-        except _CONNECT_ERRORS as e:
-            # Refused, unreachable, timed out, or the proxy said no (RFC 1928 6 REP != 0):
-            # the client gets RST, as from a closed port.
-            log.debug("relay: %r: upstream failed: %r", flow, e)
-            self._count("tcp_refused_upstream")
-            _reset(flow.ut)
+            raise
+        self._connecting.pop(flow, None)
+        if up is None:                       # Refuse()
+            self._count("tcp_refused_by_choice")
             _refuse(iflow)
             flow._end()
             return
         ut = flow.ut
-        # asyncio's socket transport sends what it is given or copies the rest at once, so
-        # it may be handed views of the shared read buffer; any other transport gets bytes.
-        flow.copy = type(ut).__module__ != "asyncio.selector_events"
-        if ut is None or ut.is_closing():
-            # Connected, then reset before the client's handshake could be completed.
+        if not up or ut is None or ut.is_closing():
+            # Refused, unreachable, timed out, or connected and reset at once: the client
+            # gets RST, as from a closed port.
             self._count("tcp_refused_upstream")
+            _reset(ut)
             _refuse(iflow)
             flow._end()
             return
+        # asyncio's socket transport sends what it is given or copies the rest at once, so
+        # it may be handed views of the shared read buffer; any other transport gets bytes.
+        flow.copy = type(ut).__module__ != "asyncio.selector_events"
         try:
             await iflow.accept(lambda: flow)
         except ConnectionError:
             self._count("tcp_client_gone")
             _reset(ut)
             flow._end()
+        except asyncio.CancelledError:
+            _reset(ut)
+            flow._end()
+            raise
+
+    async def _connect_tcp(self, flow: _TcpFlow) -> Optional[bool]:
+        """Open the upstream side as ``upstream(flow)`` says: True once it is connected,
+        None for Refuse(); connection errors are raised."""
+        loop = asyncio.get_running_loop()
+        choice = await self._choose(flow)
+        dest = flow.destination
+        if isinstance(choice, Refuse):
+            return None
+        if isinstance(choice, Direct):
+            flow.via = "direct"
+            await loop.create_connection(lambda: _TcpUpstream(flow), dest[0], dest[1])
+        elif isinstance(choice, Socks5):
+            flow.via = f"socks5 {_hostport((choice.host, choice.port))}"
+            sock = await _socks5_connect(choice, dest, self.connect_timeout)
+            try:
+                await loop.create_connection(lambda: _TcpUpstream(flow), sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+        elif callable(choice):
+            flow.via = getattr(choice, "__name__", "opener")
+            await choice(lambda: _TcpUpstream(flow))
+        else:
+            raise TypeError(f"upstream() returned {choice!r}: not Direct, Socks5, Refuse "
+                            "or an opener")
+        return True
 
     # --- UDP ------------------------------------------------------------------------------
 
