@@ -31,7 +31,8 @@ cdef class Host(HostServices):
     cdef frozenset _set4, _set6
     cdef dict _text
     cdef object _first4, _first6
-    # (lport, remote ip int, rport) -> Connection; IPv6: the remote ip as its 16 bytes
+    # (lport, remote ip, rport, local ip) -> Connection: IPv4 addresses as numbers, IPv6
+    # addresses as their 16 bytes
     cdef dict _conns
     # The same key -> TimeWait: closed connections whose TIME-WAIT is a compact record
     # (fasttcp/tcp/_timewait.pyx); never also in _conns. _tw_fifo: their expiry, in the

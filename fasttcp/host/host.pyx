@@ -156,31 +156,20 @@ def _parse_remote(remote: Any) -> Tuple[int, Any, str, int]:
     return 6, packed, bytes_to_ip6(packed), port
 
 
-cdef inline bint _local_is(Connection conn, Packet pk) except -1:
-    """Whether the packet's destination is the connection's local address."""
-    if pk.d.ipver == 6:
-        return conn.ipver == 6 and memcmp(conn._lip6, PyBytes_AS_STRING(pk.raw) + 24, 16) == 0
-    return conn.ipver == 4 and conn._lip == pk.d.dst
-
-
-cdef inline bint _local_is6(Connection conn, bytes lip) except -1:
-    return conn.ipver == 6 and memcmp(conn._lip6, <const unsigned char*>lip, 16) == 0
-
-
-cdef inline bint _tw_local_is(TimeWait rec, Packet pk) except -1:
-    """_local_is for a TIME-WAIT record."""
-    cdef bytes lip
-    if pk.d.ipver == 6:
-        lip = pk.raw[24:40]
-        return rec.ipver == 6 and memcmp(rec.lip6, <const unsigned char*>lip, 16) == 0
-    return rec.ipver == 4 and rec.lip == pk.d.dst
-
-
 cdef object _tw_key(TimeWait rec):
-    """A record's demux key (as Connection.key)."""
+    """A record's demux key (as Connection.key: the 4-tuple)."""
     if rec.ipver == 6:
-        return (rec.lport, PyBytes_FromStringAndSize(<const char*>rec.rip6, 16), rec.rport)
-    return (rec.lport, rec.rip, rec.rport)
+        return (rec.lport, PyBytes_FromStringAndSize(<const char*>rec.rip6, 16), rec.rport,
+                PyBytes_FromStringAndSize(<const char*>rec.lip6, 16))
+    return (rec.lport, rec.rip, rec.rport, rec.lip)
+
+
+cdef inline object _seg_key(Packet pk):
+    """A received segment's demux key: (local port, remote address, remote port, local
+    address), as Connection.key."""
+    if pk.d.ipver == 6:
+        return (pk.d.dport, pk.raw[8:24], pk.d.sport, pk.raw[24:40])
+    return (pk.d.dport, pk.d.src, pk.d.sport, pk.d.dst)
 
 
 class Listener:
@@ -258,9 +247,9 @@ cdef class Host:
         self._first6 = v6[0] if v6 else None
         #: The first IPv4 address as a number (0 when the host has none).
         self.address_int = self._addr4
-        self._conns: Dict[Tuple[int, int, int], Connection] = {}
+        self._conns: Dict[Tuple[Any, ...], Connection] = {}
         self._listeners: Dict[int, Listener] = {}
-        self._tw: Dict[Tuple[int, Any, int], TimeWait] = {}
+        self._tw: Dict[Tuple[Any, ...], TimeWait] = {}
         self._tw_fifo: Deque[TimeWait] = deque()
         self._isn = IsnGenerator(self.settings.isn_secret)
         self._cookies = SynCookies(self._isn)
@@ -499,7 +488,7 @@ cdef class Host:
         if len(self._conns) + len(self._tw) >= self.settings.max_connections:
             raise OSError(105, "too many connections (max_connections)")
         lport = self._pick_port(rip, rport, lip) if local_port is None else local_port
-        key = (lport, rip, rport)
+        key = (lport, rip, rport, lip)
         if key in self._conns or key in self._tw:
             raise OSError(98, "address already in use for this 4-tuple")
         if version == 6:
@@ -571,20 +560,13 @@ cdef class Host:
     cdef _tcp_input(self, Packet pk, double now):
         cdef int flags = pk.d.flags
         cdef int64_t iss
-        key = (pk.d.dport, pk.raw[8:24] if pk.d.ipver == 6 else pk.d.src, pk.d.sport)
+        key = _seg_key(pk)
         conn = self._conns.get(key)
         if conn is None and self._tw:
             rec = self._tw.get(key)
             if rec is not None:
                 self._tw_input(<TimeWait>rec, pk, flags, now)
                 return
-        if conn is not None and not _local_is(<Connection>conn, pk):
-            # The same remote end and ports to another address of ours: the demux key
-            # has no local address (see docs/ARCHITECTURE.md), so this one is refused.
-            self._stats["drop_local_address_clash"] += 1
-            if not flags & RST:
-                self._reset_for(pk, flags)
-            return
         self.segments_in += 1
         if conn is not None:
             if (<Connection>conn).st == S_TIME_WAIT and flags & (SYN | ACK | RST) == SYN:
@@ -776,7 +758,7 @@ cdef class Host:
             if q is None or q[2] != 6 or ip_to_int(q[0]) not in self._set4:
                 stats["icmp_ignored"] += 1
                 return
-            conn = self._conns.get((q[3], ip_to_int(q[1]), q[4]))
+            conn = self._conns.get((q[3], ip_to_int(q[1]), q[4], ip_to_int(q[0])))
             if conn is None:
                 stats["icmp_ignored"] += 1
                 return
@@ -807,8 +789,8 @@ cdef class Host:
             if lip not in self._set6:
                 stats["icmp_ignored"] += 1
                 return
-            conn = self._conns.get((q[3], ip6_to_bytes(q[1]), q[4]))
-            if conn is None or not _local_is6(<Connection>conn, lip):
+            conn = self._conns.get((q[3], ip6_to_bytes(q[1]), q[4], lip))
+            if conn is None:
                 stats["icmp_ignored"] += 1
                 return
             conn.on_icmp_error(t, pk.d.icmp_code, pk.icmp_mtu, q[5], now)
@@ -971,11 +953,6 @@ cdef class Host:
         """A segment for a TIME-WAIT record (see _tcp_input for a connection's)."""
         cdef int64_t iss
         cdef double deadline = rec.deadline
-        if not _tw_local_is(rec, pk):
-            self._stats["drop_local_address_clash"] += 1
-            if not flags & RST:
-                self._reset_for(pk, flags)
-            return 0
         self.segments_in += 1
         if flags & (SYN | ACK | RST) == SYN:
             # RFC 1122 4.2.2.13, RFC 6191: a new incarnation's SYN (Linux: TCP_TW_SYN).
@@ -1182,10 +1159,12 @@ cdef class Host:
         offset = <uint32_t>(h >> 32)
         index = <uint32_t>h & (PORT_TABLE_SIZE - 1)
         conns = self._conns
+        if lip is None:
+            lip = self._addr4
         for _i in range(span):
             port = lo + (offset + self._port_table[index]) % span
             self._port_table[index] += 1
-            if ((port, rip, rport) not in conns and port not in self._listeners
-                    and (port, rip, rport) not in self._tw):
+            key = (port, rip, rport, lip)
+            if key not in conns and port not in self._listeners and key not in self._tw:
                 return port
         raise OSError(99, "no ephemeral port free for this destination")
