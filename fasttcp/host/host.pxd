@@ -41,6 +41,11 @@ cdef class Host(HostServices):
     cdef dict _tw
     cdef object _tw_fifo
     cdef dict _listeners                # port -> Listener
+    # Host.intercept: the Interceptors (asked in order), whether there ever was one, and
+    # their PendingFlows in the order of their deadlines (one timeout for all).
+    cdef list _icpts
+    cdef bint _icpt_ever
+    cdef object _pending_fifo
     cdef dict _armed                    # Connection -> (deadline, seq) of its timer
     cdef dict _timer_conns              # seq of a live heap entry -> its Connection
     cdef dict _dirty                    # ordered set of connections that need output
@@ -104,6 +109,11 @@ cdef class Host(HostServices):
     cdef uint32_t ts_offset6(self, uint16_t lport, bytes rip, uint16_t rport) except? 0
     cdef bint _is_ours(self, Packet pk) except -1
     cdef object _listener_for(self, Packet pk)
+    cdef object _interceptor_for(self, Packet pk)
+    cdef bint _intercepted(self, Packet pk) except -1
+    cdef _pending_input(self, icpt, Packet pk, int flags, double now)
+    cdef double _pending_head(self)
+    cdef int _pending_expire(self, double now) except -1
     cdef object _new_conn(self, Packet pk, uint32_t iss, double now, bint passive)
     cdef object make_congestion(self, int mss)
     cdef bint challenge_ack_allowed(self, double now) except -1
