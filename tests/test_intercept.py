@@ -471,3 +471,24 @@ def test_a_time_wait_syn_to_a_closed_interceptor_address_is_not_taken_by_a_liste
     for raw in server.transmit(1.0):
         assert not (parse(raw).flag_bits & SYN)           # no SYN-ACK from the listener
     assert server.stats()["passive_opens"] == 1
+
+
+def test_passive_connections_share_the_hosts_own_address_object_in_their_key() -> None:
+    """The 4-tuple key adds the local address; for the host's own addresses it is the
+    host's one object (no new int or bytes per idle connection), for intercepted ones
+    the destination's own."""
+    server, client = _server(), _client()
+    server.listen(80)
+    server.intercept("10.99.0.0/16")
+    for dst in (SERVER, SERVER6, "10.99.0.5"):
+        client.connect((dst, 80), now=0.0)
+        client.connect((dst, 80), now=0.0)
+    exchange(client, server, 0.0)
+    by_local: dict = {}
+    for conn in server.connections():
+        by_local.setdefault(conn.local_address[0], []).append(conn.key[3])
+    for addr in (SERVER, SERVER6):
+        a, b = by_local[addr]
+        assert a is b
+    a, b = by_local["10.99.0.5"]
+    assert a == b == 0x0A630005

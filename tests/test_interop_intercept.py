@@ -190,3 +190,47 @@ def test_64_mib_byte_exact_through_one_intercepted_connection() -> None:
     # The bulk of it took the C fast path, as for a connection to an own address.
     assert st["fast_path_segments"] > st["segments_in"] // 2, st
     assert st.get("drop_bad_tcp_checksum", 0) == 0, st
+
+
+@pytest.mark.skipif(CURL is None, reason="curl is not installed")
+def test_curl_downloads_from_intercepted_destinations(tmp_path) -> None:
+    """curl (the kernel's TCP) fetches from two intercepted destinations of either family,
+    served by fasttcp's HttpServer on each accepted flow: byte-exact."""
+    from fasttcp.cli.servers import HttpServer, generated_body
+
+    size = 16 << 20
+    with tun_netns(offload=True, family="dual") as (ns, link):
+        _route_into_tun(ns, link, [PREFIX4, PREFIX6])
+        host = make_host(link)
+        http = HttpServer(size=size)
+
+        async def main() -> List[Tuple[int, bytes, bytes]]:
+            loop = asyncio.get_running_loop()
+
+            def factory() -> asyncio.StreamReaderProtocol:
+                return asyncio.StreamReaderProtocol(asyncio.StreamReader(loop=loop), http,
+                                                    loop=loop)
+
+            async with FastTcpStack(host, link) as stack:
+                stack.intercept([PREFIX4, PREFIX6],
+                                lambda flow: asyncio.ensure_future(flow.accept(factory)))
+                results = []
+                for i, (dst, port) in enumerate((("10.99.0.5", 8080), ("fd00:99::9", 443))):
+                    out = tmp_path / f"body{i}"
+                    proc = await asyncio.create_subprocess_exec(
+                        *script_cmd(ns, "exec", "--", *curl_argv(
+                            dst, port, "/file", ("--max-time", "30", "-o", str(out), "-w",
+                                                 "%{http_code} %{size_download}"),
+                            curl=CURL)),
+                        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                    stdout, stderr = await proc.communicate()
+                    results.append((proc.returncode, stdout, stderr))
+                return results
+
+        results = run_async(main(), 90)
+    body = hashlib.sha256(generated_body(size)).hexdigest()
+    for i, (code, stdout, stderr) in enumerate(results):
+        assert code == 0, stderr.decode()
+        assert stdout.decode().split() == ["200", str(size)]
+        assert hashlib.sha256((tmp_path / f"body{i}").read_bytes()).hexdigest() == body
+    assert host.stats()["intercept_accepted"] == 2

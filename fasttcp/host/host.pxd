@@ -30,6 +30,7 @@ cdef class Host(HostServices):
     cdef Py_ssize_t _n4, _n6
     cdef frozenset _set4, _set6
     cdef dict _text
+    cdef dict _own                      # each own address (number or bytes) -> itself
     cdef object _first4, _first6
     # (lport, remote ip, rport, local ip) -> Connection: IPv4 addresses as numbers, IPv6
     # addresses as their 16 bytes

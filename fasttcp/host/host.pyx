@@ -360,6 +360,7 @@ cdef class Host:
         self._text = {}
         for ip in ips:
             self._text[int(ip) if ip.version == 4 else ip.packed] = str(ip)
+        self._own = {k: k for k in self._text}
         self._set4 = frozenset(v4)
         self._set6 = frozenset(v6)
         self._n4 = len(v4)
@@ -1022,19 +1023,24 @@ cdef class Host:
         """A connection for the segment's 4-tuple (passive open or SYN cookie), with the
         address family's local and remote address conventions."""
         cdef Connection conn
+        # The local address in the demux key (Connection.key) is the host's own object
+        # for its own addresses: no new int/bytes per connection.
         if pk.d.ipver == 6:
             lip, rip = pk.raw[24:40], pk.raw[8:24]
+            lip = self._own.get(lip, lip)
             ltext = self._text.get(lip)
             conn = Connection(self, (ltext if ltext is not None else bytes_to_ip6(lip),
                                      pk.d.dport, 0, 0),
                               (bytes_to_ip6(rip), pk.d.sport, 0, 0), rip, iss, now, passive,
                               lip)
         else:
-            ltext = self._text.get(pk.d.dst)
+            lip = pk.d.dst
+            lip = self._own.get(lip, lip)
+            ltext = self._text.get(lip)
             conn = Connection(self, (ltext if ltext is not None else int_to_ip(pk.d.dst),
                                      pk.d.dport),
                               (int_to_ip(pk.d.src), pk.d.sport), pk.d.src, iss, now, passive,
-                              pk.d.dst)
+                              lip)
         return conn
 
     def _icmp_input(self, Packet pk, double now) -> None:
