@@ -149,3 +149,21 @@ def test_a_failing_on_flow_refuses_the_flow() -> None:
         client.close()
         server.close()
     run(main)
+
+
+def test_accept_raises_connection_error_when_the_client_gave_up() -> None:
+    async def main() -> None:
+        client, server = await stacks()
+        got: "asyncio.Future[InterceptedFlow]" = asyncio.get_running_loop().create_future()
+        server.intercept("10.99.0.0/16", lambda flow: got.done() or got.set_result(flow))
+        connecting = asyncio.ensure_future(client.open_connection("10.99.0.5", 80))
+        flow = await got
+        connecting.cancel()                   # the client forgets its SYN-SENT connection
+        await asyncio.sleep(0.05)
+        # Our SYN-ACK then finds no connection at the client: its RST ends the handshake.
+        with pytest.raises(ConnectionError):
+            await flow.accept(Echo)
+        assert not server.host.connections()
+        client.close()
+        server.close()
+    run(main)

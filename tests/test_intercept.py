@@ -492,3 +492,23 @@ def test_passive_connections_share_the_hosts_own_address_object_in_their_key() -
         assert a is b
     a, b = by_local["10.99.0.5"]
     assert a == b == 0x0A630005
+
+
+def test_max_connections_applies_to_intercepted_flows() -> None:
+    server = _server(max_connections=2)
+    icpt = server.intercept("10.99.0.0/16")
+    server.receive([_syn("10.99.0.5", 80, sport=1000 + i) for i in range(3)], 0.0)
+    answers = [parse(p) for p in server.transmit(0.0)]
+    assert len(answers) == 2 and all(p.flag_bits == SYN | ACK for p in answers)
+    assert server.stats()["drop_max_connections"] == 1 and len(icpt.syn_queue) == 2
+    deciding = _server(max_connections=1)
+    dicpt = deciding.intercept("10.99.0.0/16", decide=True)
+    deciding.receive([_syn("10.99.0.5", 80, sport=1000 + i) for i in range(2)], 0.0)
+    first, second = dicpt.pop_pending()
+    first.accept()
+    with pytest.raises(OSError, match="max_connections"):
+        second.accept()
+    assert second.pending                     # still pending: the application may refuse
+    second.refuse()
+    flags = sorted(parse(p).flag_bits for p in deciding.transmit(0.0))
+    assert flags == sorted([SYN | ACK, RST | ACK])
