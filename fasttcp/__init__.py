@@ -3,7 +3,7 @@
 The sans-IO core is :class:`Host`: feed it packets with :meth:`Host.receive`, take packets
 from :meth:`Host.transmit`, and ask :meth:`Host.poll_at` when to come back.
 """
-from fasttcp.host.host import Host, Listener
+from fasttcp.host.host import Host, Interceptor, Listener, PendingFlow
 from fasttcp.host.settings import Settings
 from fasttcp.tcp.connection import Connection, ConnectionInfo
 from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
@@ -14,6 +14,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Connection", "ConnectionAborted", "ConnectionClosed", "ConnectionInfo",
-    "ConnectionRefused", "ConnectionReset", "ConnectionTimedOut", "Host", "Listener",
-    "Settings", "State", "TcpError", "__version__",
+    "ConnectionRefused", "ConnectionReset", "ConnectionTimedOut", "Host", "Interceptor",
+    "Listener", "PendingFlow", "Settings", "State", "TcpError", "__version__",
 ]

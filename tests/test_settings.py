@@ -281,3 +281,14 @@ def test_ack_policy_and_min_mss_defaults():
     s = Settings()
     assert (s.quick_acks, s.min_mss) == (16, 48)        # Linux's TCP_MAX_QUICKACKS, 48
     assert Settings(quick_acks=0, min_mss=1).quick_acks == 0
+
+
+def test_interception_settings():
+    assert Settings().intercept_pending_timeout == 30.0 and Settings().intercept_echo is True
+    with pytest.raises(ValueError, match="intercept_pending_timeout must be > 0 s"):
+        Settings(intercept_pending_timeout=0)
+    with pytest.raises(ValueError, match="intercept_pending_timeout must be a number"):
+        Settings(intercept_pending_timeout="5")
+    with pytest.raises(ValueError, match="intercept_echo must be True or False"):
+        Settings(intercept_echo=1)
+    assert Settings(intercept_pending_timeout=0.5).intercept_pending_timeout == 0.5

@@ -46,9 +46,10 @@ import asyncio
 import ipaddress
 import socket
 import ssl as _ssl
-from typing import Any, Awaitable, Callable, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Iterable, List, Optional, Tuple, Union
 
 from fasttcp.aio.driver import Driver
+from fasttcp.aio.intercept import AioInterceptor, InterceptedFlow
 from fasttcp.link import DatagramSocketLink, PacketIO, QueuePacketIO, UdpPacketIO  # moved
 from fasttcp.aio.streams import ClientConnectedCb
 from fasttcp.aio.streams import open_connection as _open_connection
@@ -62,8 +63,8 @@ from fasttcp.host.host import Host
 from fasttcp.tcp.states import State
 
 __all__ = [
-    "DatagramSocketLink", "Driver", "FastTcpStack", "PacketIO", "QueuePacketIO", "Server",
-    "TcpTransport", "UdpPacketIO", "start",
+    "AioInterceptor", "DatagramSocketLink", "Driver", "FastTcpStack", "InterceptedFlow",
+    "PacketIO", "QueuePacketIO", "Server", "TcpTransport", "UdpPacketIO", "start",
 ]
 
 #: ``loop.getaddrinfo``'s signature: ``await resolver(host, port, family=..., type=...,
@@ -236,6 +237,18 @@ class FastTcpStack(Driver):
             server._start_listening()
         return server
 
+    def intercept(self, prefixes: Union[str, Iterable[str]],
+                  on_flow: Callable[[InterceptedFlow], Any], *,
+                  backlog: Optional[int] = None) -> AioInterceptor:
+        """Take every TCP flow to a destination inside ``prefixes`` (IPv4 and IPv6,
+        e.g. ``["10.99.0.0/16", "fd00:99::/64"]``, ``"0.0.0.0/0"`` for all) that is not
+        one of the host's own addresses: ``on_flow(flow)`` is called on the loop for each
+        new flow (an :class:`InterceptedFlow`) before the handshake completes; at most
+        ``backlog`` (default settings.syn_backlog) wait for a decision. Returns the
+        handle whose ``close()`` stops it."""
+        self._ensure_started()
+        return AioInterceptor(self, prefixes, on_flow, backlog)
+
     async def open_connection(self, host: str, port: int, **kwargs: Any
                               ) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Like :func:`asyncio.open_connection`; ``limit`` and the keyword arguments of
@@ -289,7 +302,7 @@ class FastTcpStack(Driver):
         if self.closed:
             return
         for handler in list(self._handlers.values()):
-            if isinstance(handler, Server):
+            if isinstance(handler, (Server, AioInterceptor)):
                 handler.close()
             elif isinstance(handler, TcpTransport):
                 handler.abort()

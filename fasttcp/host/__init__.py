@@ -1,5 +1,5 @@
 """The sans-IO host: addresses, demultiplexing, listeners, ICMP and timers."""
-from fasttcp.host.host import Host, Listener
+from fasttcp.host.host import Host, Interceptor, Listener, PendingFlow
 from fasttcp.host.settings import Settings
 
-__all__ = ["Host", "Listener", "Settings"]
+__all__ = ["Host", "Interceptor", "Listener", "PendingFlow", "Settings"]

@@ -176,6 +176,13 @@ class Settings:
     #: Ephemeral ports (first, last): the IANA dynamic range (RFC 6335), chosen by RFC
     #: 6056's Algorithm 4 keyed with isn_secret.
     ephemeral_ports: tuple = field(default=(49152, 65535))
+    # --- interception (Host.intercept) ---
+    #: How long a pending flow of ``intercept(..., decide=True)`` waits for accept(),
+    #: refuse() or drop() before it is forgotten (counted intercept_pending_expired; the
+    #: client's next SYN retransmission comes back as a new flow).
+    intercept_pending_timeout: float = 30.0
+    #: Answer ICMP/ICMPv6 echo requests to intercepted addresses, from that address.
+    intercept_echo: bool = True
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "Settings":
@@ -301,6 +308,9 @@ class Settings:
         if self.isn_secret is not None and not (isinstance(self.isn_secret, bytes)
                                                 and len(self.isn_secret) == 16):
             raise ValueError(f"isn_secret must be None or 16 bytes, got {self.isn_secret!r}")
+        if not self.intercept_pending_timeout > 0:
+            raise ValueError(f"intercept_pending_timeout must be > 0 s, "
+                             f"got {self.intercept_pending_timeout}")
         ports = self.ephemeral_ports
         if not (isinstance(ports, tuple) and len(ports) == 2 and all(map(_is_int, ports))
                 and 1 <= ports[0] <= ports[1] <= 65535):

@@ -209,7 +209,10 @@ cdef class Connection(Tcb):
         self.ttl = s.ttl
         self.rcv_buf = s.rcv_buf
         self.delayed_ack = s.delayed_ack
-        self.key = (self.lport, remote_ip, self.rport)
+        # The demux key: the whole 4-tuple (docs/ARCHITECTURE.md "Demux"), each address
+        # as the IPv4 number or the 16 bytes of the IPv6 address.
+        self.key = (self.lport, remote_ip, self.rport,
+                    local_ip if local_ip is not None else self._lip)
         self.passive = passive
         self.created_at = now
         self._invalid_ack_at = -1e300           # no invalid segment answered yet
