@@ -42,6 +42,7 @@ _STATES = tuple(State)                                            # by state num
 _STATE_COUNTERS = ["state_" + s.name.lower() for s in State]     # by state number
 _DROP_COUNTER_NAMES = ["drop_" + DropReason(i).name.lower() for i in range(DROP_REASON_COUNT)]
 from fasttcp.host._frag import FragmentReassembler
+from fasttcp.host.udp import UdpLayer
 from fasttcp.wire import (MalformedPacket, SegmentBatch, TcpOptions, build_icmp_echo,
                           build_icmpv6_echo, build_tcp, bytes_to_ip6, int_to_ip, ip6_to_bytes,
                           ip_to_int, parse)
@@ -52,6 +53,7 @@ MASK = 0xFFFFFFFF
 # with their reason); see Host.trace_event.
 log = logging.getLogger("fasttcp.tcp")
 cdef int _DEBUG = logging.DEBUG
+cdef double _INF = float("inf")
 # The logger's own cache of isEnabledFor answers by level (logging clears it whenever a
 # level, handler or disable setting changes), read as a C dict by _debug_on().
 cdef object _log_cache = getattr(log, "_cache", None)
@@ -298,6 +300,7 @@ cdef class Host:
         self.tracing = False
         self.now = 0.0
         self._raise_internal = False   # tests flip this to see internal errors
+        self._udp = UdpLayer(self)     # UDP (issue 15): fasttcp/host/udp.py
 
     def advance_clock(self, double now) -> None:
         """Move the host's clock (:attr:`now`, what :meth:`connect` reads when given no
@@ -375,6 +378,14 @@ cdef class Host:
 
     cdef int input_slow(self, Packet pk, double now) except -1:
         stats = self._stats
+        if pk.d.proto == 17:                       # UDP (issue 15): fasttcp/host/udp.py
+            try:
+                self._udp.input(pk, now, self._is_ours(pk))
+            except Exception:                      # pragma: no cover - must not happen
+                stats["drop_internal_error"] += 1
+                if self._raise_internal:
+                    raise
+            return 0
         if not self._is_ours(pk):
             stats["drop_not_for_us"] += 1
             return 0
@@ -417,6 +428,8 @@ cdef class Host:
         self._set_tracing()
         if self._tw_fifo:
             self._tw_expire(now)
+        if self._udp.deadline <= now:
+            self._udp.expire(now)                      # idle UDP flows (issue 15)
         if not self._dirty and not self._out and (not timers or timers[0][0] > now):
             return []                                  # nothing due: the common idle call
         while timers and timers[0][0] <= now:
@@ -447,6 +460,9 @@ cdef class Host:
         if self._dirty or self._out:
             return self.now
         tw = self._tw_head() if self._tw_fifo else -1.0
+        udp = self._udp.deadline                       # idle UDP flows (issue 15)
+        if udp != _INF and (tw < 0 or udp < tw):
+            tw = udp
         timers = self._timers
         while timers:
             when, seq = timers[0]
@@ -514,6 +530,28 @@ cdef class Host:
         self._set_tracing()
         conn._open_active(self.now)
         return conn
+
+    # --- UDP (issue 15): the layer is fasttcp/host/udp.py --------------------------------
+
+    def udp_bind(self, port: int = 0, address: Optional[str] = None) -> Any:
+        """A UDP endpoint on ``port`` (0: an ephemeral one, RFC 6056) of every address, or
+        of ``address`` only; OSError EADDRINUSE when the port is taken."""
+        return self._udp.bind(port, address)
+
+    def intercept_udp(self, prefixes: Any, *, idle_timeout: Optional[float] = None,
+                      max_flows: Optional[int] = None) -> Any:
+        """Take UDP to addresses not ours inside ``prefixes`` as :class:`UdpFlow` s, one
+        per 4-tuple (see :class:`fasttcp.host.udp.UdpInterceptor`)."""
+        return self._udp.intercept(prefixes, idle_timeout, max_flows)
+
+    def _udp_out(self, list packets) -> None:
+        self._out.extend(packets)
+
+    def _udp_ready(self, obj) -> None:
+        self._ready.add(obj)
+
+    def _udp_count(self, str name, int n=1) -> None:
+        self._stats[name] += n
 
     def connections(self) -> List[Any]:
         """The connections, and a read-only :class:`fasttcp.tcp.TimeWait` (state,
@@ -773,6 +811,9 @@ cdef class Host:
             return
         if t in (3, 11, 12):
             q = pk.quoted
+            if q is not None and q[2] == 17:
+                self._udp.icmp_error(pk, q)        # a datagram of ours (issue 15)
+                return
             if q is None or q[2] != 6 or ip_to_int(q[0]) not in self._set4:
                 stats["icmp_ignored"] += 1
                 return
@@ -800,6 +841,9 @@ cdef class Host:
             return
         if t < 128:                               # an error (RFC 4443 2.1)
             q = pk.quoted
+            if q is not None and q[2] == 17:
+                self._udp.icmp_error(pk, q)        # a datagram of ours (issue 15)
+                return
             if q is None or q[2] != 6:
                 stats["icmp_ignored"] += 1
                 return
