@@ -300,6 +300,7 @@ cdef class Host:
         self.tracing = False
         self.now = 0.0
         self._raise_internal = False   # tests flip this to see internal errors
+        self._udp_deadline = _INF
         self._udp = UdpLayer(self)     # UDP (issue 15): fasttcp/host/udp.py
 
     def advance_clock(self, double now) -> None:
@@ -428,7 +429,7 @@ cdef class Host:
         self._set_tracing()
         if self._tw_fifo:
             self._tw_expire(now)
-        if self._udp.deadline <= now:
+        if self._udp_deadline <= now:
             self._udp.expire(now)                      # idle UDP flows (issue 15)
         if not self._dirty and not self._out and (not timers or timers[0][0] > now):
             return []                                  # nothing due: the common idle call
@@ -460,9 +461,8 @@ cdef class Host:
         if self._dirty or self._out:
             return self.now
         tw = self._tw_head() if self._tw_fifo else -1.0
-        udp = self._udp.deadline                       # idle UDP flows (issue 15)
-        if udp != _INF and (tw < 0 or udp < tw):
-            tw = udp
+        if self._udp_deadline != _INF and (tw < 0 or self._udp_deadline < tw):
+            tw = self._udp_deadline                    # idle UDP flows (issue 15)
         timers = self._timers
         while timers:
             when, seq = timers[0]

@@ -318,10 +318,10 @@ class UdpLayer:
         self.interceptors: List[UdpInterceptor] = []
         self.flows: Dict[Tuple[_Key, int, _Key, int], UdpFlow] = {}
         # idle expiry: a heap of (deadline, seq, flow); an entry whose flow was active
-        # since is pushed again with its new deadline when it comes round.
+        # since is pushed again with its new deadline when it comes round. The earliest is
+        # host._udp_deadline.
         self._timers: List[Tuple[float, int, UdpFlow]] = []
         self._seq = itertools.count()
-        self.deadline = float("inf")
         secret = s.isn_secret if s.isn_secret is not None else os.urandom(16)
         self._rng = random.Random(hashlib.blake2b(b"udp" + secret, digest_size=16).digest())
         self._ip_id = self._rng.randrange(1 << 16)
@@ -497,8 +497,8 @@ class UdpLayer:
 
     def _arm(self, flow: UdpFlow, when: float) -> None:
         heapq.heappush(self._timers, (when, next(self._seq), flow))
-        if when < self.deadline:
-            self.deadline = when
+        if when < self.host._udp_deadline:
+            self.host._udp_deadline = when          # a C field the host's timers read
 
     def expire(self, now: float) -> None:
         """Close the flows idle for their interceptor's idle_timeout (from transmit)."""
@@ -515,7 +515,7 @@ class UdpLayer:
                 heapq.heappush(timers, (due, next(self._seq), flow))
         while timers and timers[0][2].closed:
             heapq.heappop(timers)
-        self.deadline = timers[0][0] if timers else float("inf")
+        self.host._udp_deadline = timers[0][0] if timers else float("inf")
 
     def close_flow(self, flow: UdpFlow) -> None:
         flow.closed = True

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Compiled wire layer: Internet checksum, IPv4/IPv6/TCP/ICMP/ICMPv6 parse and build,
+"""Compiled wire layer: Internet checksum, IPv4/IPv6/TCP/UDP/ICMP/ICMPv6 parse and build,
 batch parse.
 
 Views over caller-owned buffers in the smoltcp manner: the C-level parser fills a SegDesc
@@ -1542,9 +1542,9 @@ def parse(packet, *, bint verify_checksums=True) -> Packet:
     """Parse and validate one IPv4 or IPv6 packet. Raises :class:`MalformedPacket` (with a
     :class:`DropReason`) for anything the stack would drop, and nothing else.
 
-    ``verify_checksums=False`` skips the IPv4 header and TCP checksums (for packets a NIC
-    or TUN offload has verified); ICMP checksums, which no offload covers, are always
-    checked."""
+    ``verify_checksums=False`` skips the IPv4 header, TCP and UDP checksums (for packets a
+    NIC or TUN offload has verified); ICMP checksums, which no offload covers, are always
+    checked, and so is an IPv6 UDP checksum of 0 (invalid, RFC 8200 8.1)."""
     cdef Py_buffer view
     cdef const unsigned char* p
     cdef Py_ssize_t n
