@@ -191,3 +191,72 @@ def test_fasttcp_client_to_kernel_server(family: str) -> None:
         finally:
             srv.close()
         assert data == (b"abc" * 1500)[::-1] and addr[:2] == (kernel_ip, 5300)
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_kernel_client_to_intercepted_flow(family: str) -> None:
+    """A destination routed into the TUN (not fasttcp's address) is intercepted: the kernel
+    client's datagram becomes a flow, whose reply comes from that destination; a second
+    flow answers ICMP unreachable, which the kernel's connected socket reports as
+    ECONNREFUSED. The kernel's datagrams come with offloads (partial checksums)."""
+    from fasttcp.link import netns as nsmod
+
+    af = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
+    dst, prefix = ("fd00:99::5", "fd00:99::/64") if family == "ipv6" else ("10.99.0.5",
+                                                                           "10.99.0.0/16")
+    with tun_netns(family=family) as (ns, link):
+        with nsmod.iproute(ns) as ipr:
+            idx = ipr.link_lookup(ifname=link.name)[0]
+            ipr.route("add", dst=prefix, oif=idx, family=af)
+        host = make_host(link)
+        seen: list = []
+
+        class Flow(asyncio.DatagramProtocol):
+            def __init__(self, local: Tuple[Any, ...], remote: Tuple[Any, ...]) -> None:
+                self.local = local
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport: Any = transport
+
+            def datagram_received(self, data: bytes, addr: Tuple[Any, ...]) -> None:
+                seen.append((self.local[:2], data))
+                if self.local[1] == 53:
+                    self.transport.sendto(b"answer to " + data)
+                else:
+                    self.transport.unreachable(4 if family == "ipv6" else 3)
+
+        def client() -> Tuple[bytes, Tuple[Any, ...], str]:
+            s = sock_in(ns, af, socket.SOCK_DGRAM, timeout=5)
+            s.connect((dst, 53))
+            s.send(b"query")
+            data, addr = s.recvfrom(100)
+            s.close()
+            r = sock_in(ns, af, socket.SOCK_DGRAM, timeout=5)
+            r.connect((dst, 54))
+            r.send(b"knock")
+            try:
+                r.recv(100)
+                outcome = "no error"
+            except ConnectionRefusedError:
+                outcome = "refused"
+            finally:
+                r.close()
+            return data, addr, outcome
+
+        async def main() -> Tuple[bytes, Tuple[Any, ...], str]:
+            stack = await fasttcp.aio.start(host, link)
+            try:
+                stack.intercept_udp([prefix], Flow)
+                bg = Background(client)
+                end = time.monotonic() + 20
+                while bg.thread.is_alive() and time.monotonic() < end:
+                    await asyncio.sleep(0.01)
+                return bg.join(1)  # type: ignore[return-value]
+            finally:
+                stack.close()
+
+        data, addr, outcome = asyncio.run(main())
+    assert data == b"answer to query" and addr[:2] == (dst, 53)
+    assert outcome == "refused"
+    assert seen == [((dst, 53), b"query"), ((dst, 54), b"knock")]
+    assert host.stats()["udp_flow_unreachables_out"] == 1
