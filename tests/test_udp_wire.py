@@ -189,3 +189,43 @@ def test_fuzz_udp_never_raises() -> None:
     assert st_.get("drop_internal_error", 0) == 0
     assert st_["packets_in"] == 4000
     assert sum(v for k, v in st_.items() if k.startswith("drop_")) > 1000
+
+
+def test_tun_link_verifies_udp_the_kernel_did_not() -> None:
+    """In vnet mode the TUN link hands up every packet for PARSE_NO_TCP_CSUM; UDP (issue
+    15) must keep that promise: a plain (neither NEEDS_CSUM nor DATA_VALID) datagram with
+    a bad checksum is dropped by the link, good ones, IPv4 checksum 0 and a bad UDP length
+    (left to the parser) go up."""
+    import socket
+    import struct
+
+    from fasttcp.link._tunio import TunIO
+
+    vnet = struct.Struct("<BBHHHH")
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        a.setblocking(False)
+        b.setblocking(False)
+        io = TunIO(b.fileno(), True, 16)
+        good4 = build_udp(B4, A4, 1000, 53, b"x" * 33)
+        good6 = build_udp(B6, A6, 1000, 53, b"y" * 33)
+        bad4 = good4[:-1] + bytes([good4[-1] ^ 1])
+        bad6 = good6[:-1] + bytes([good6[-1] ^ 1])
+        none4 = bytearray(good4)
+        none4[26:28] = b"\x00\x00"
+        badlen = bytearray(good4)
+        badlen[24:26] = (500).to_bytes(2, "big")
+        partial = vnet.pack(1, 0, 0, 0, 20, 6) + good4[:26] + b"\x12\x34" + good4[28:]
+        frames = [bytes(10) + good4, bytes(10) + good6, bytes(10) + bad4, bytes(10) + bad6,
+                  bytes(10) + bytes(none4), bytes(10) + bytes(badlen), partial]
+        for f in frames:
+            a.send(f)
+        got = io.recv_batch()
+        assert got == [good4, good6, bytes(none4), bytes(badlen), partial[10:]]
+        assert io.stats()["rx_csum_errors"] == 2
+        batch = parse_batch(got, verify_checksums=False)
+        assert batch.reasons() == [DropReason.NONE] * 3 + [DropReason.BAD_UDP_LENGTH,
+                                                           DropReason.NONE]
+    finally:
+        a.close()
+        b.close()
