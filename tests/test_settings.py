@@ -109,6 +109,11 @@ def test_keepalive(kwargs, message):
     ({"max_ooo_holes": -1}, "max_ooo_holes must be 0..65536"),
     ({"max_ooo_holes": (1 << 16) + 1}, "max_ooo_holes must be 0..65536"),
     ({"challenge_ack_limit": -1}, "challenge_ack_limit must be >= 0"),
+    ({"udp_rcvbuf": -1}, "udp_rcvbuf, max_udp_flows and icmp_error_rate must be >= 0"),
+    ({"max_udp_flows": -1}, "udp_rcvbuf, max_udp_flows and icmp_error_rate must be >= 0"),
+    ({"icmp_error_rate": -1}, "udp_rcvbuf, max_udp_flows and icmp_error_rate must be >= 0"),
+    ({"udp_idle_timeout": 0}, "udp_idle_timeout must be > 0"),
+    ({"udp_idle_timeout": "1m"}, "udp_idle_timeout must be a number"),
 ])
 def test_limits(kwargs, message):
     with pytest.raises(ValueError, match=message):

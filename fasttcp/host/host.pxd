@@ -69,6 +69,10 @@ cdef class Host(HostServices):
     # RFC 6056 3.3.4 (Algorithm 4): the table of per-bucket port increments.
     cdef uint32_t _port_table[PORT_TABLE_SIZE]
     cdef public bint _raise_internal
+    # UDP (issue 15): the layer (fasttcp/host/udp.py:UdpLayer) and its next idle-flow
+    # expiry (inf: none), a C double so transmit()/poll_at() pay one compare for it.
+    cdef public object _udp
+    cdef public double _udp_deadline
     # None, or a callable(conn, old State, new State) told of every state change.
     cdef public object state_observer
     # Counters of the per-packet paths, kept in C and merged into stats().

@@ -9,6 +9,7 @@ from typing_extensions import Buffer, Unpack, disjoint_base
 
 from fasttcp.host._prefix import PrefixSet
 from fasttcp.host.settings import Settings
+from fasttcp.host.udp import UdpEndpoint, UdpInterceptor
 from fasttcp.storage._reasm import OooBudget
 from fasttcp.tcp._timewait import TimeWait
 from fasttcp.tcp.connection import Connection
@@ -80,6 +81,10 @@ class _SettingsKwargs(TypedDict, total=False):
     ephemeral_ports: tuple[int, int]
     intercept_pending_timeout: float
     intercept_echo: bool
+    udp_rcvbuf: int
+    max_udp_flows: int
+    udp_idle_timeout: float
+    icmp_error_rate: int
 
 class Listener:
     """A listening port: a queue of half-open connections and a backlog of accepted ones."""
@@ -161,6 +166,9 @@ class Host(HostServices):
     def connect(self, remote: tuple[str, int] | tuple[str, int, int, int],
                 local_port: int | None = None,
                 now: float | None = None) -> Connection: ...
+    def udp_bind(self, port: int = 0, address: str | None = None) -> UdpEndpoint: ...
+    def intercept_udp(self, prefixes: str | Iterable[str], *, idle_timeout: float | None = None,
+                      max_flows: int | None = None) -> UdpInterceptor: ...
     def connections(self) -> list[Connection | TimeWait]: ...
     def stats(self) -> dict[str, int]: ...
     def trace_connection(self, conn: Connection,

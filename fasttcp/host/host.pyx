@@ -49,6 +49,7 @@ from fasttcp.tcp.host_services cimport (
     COUNT_INTERCEPT_PENDING, COUNT_INTERCEPT_PENDING_EXPIRED, COUNT_INTERCEPT_PENDING_OVERFLOW,
     COUNT_INTERCEPT_PENDING_RESET, COUNT_INTERCEPT_REFUSED, COUNT_INTERCEPT_SYN_ABSORBED,
     COUNT_INTERCEPTED_PACKETS)
+from fasttcp.host.udp import UdpLayer
 from fasttcp.wire import (MalformedPacket, SegmentBatch, TcpOptions, build_icmp_echo,
                           build_icmpv6_echo, build_tcp, bytes_to_ip6, int_to_ip, ip6_to_bytes,
                           ip_to_int, parse)
@@ -59,6 +60,7 @@ MASK = 0xFFFFFFFF
 # with their reason); see Host.trace_event.
 log = logging.getLogger("fasttcp.tcp")
 cdef int _DEBUG = logging.DEBUG
+cdef double _INF = float("inf")
 # The logger's own cache of isEnabledFor answers by level (logging clears it whenever a
 # level, handler or disable setting changes), read as a C dict by _debug_on().
 cdef object _log_cache = getattr(log, "_cache", None)
@@ -412,6 +414,8 @@ cdef class Host:
         self.tracing = False
         self.now = 0.0
         self._raise_internal = False   # tests flip this to see internal errors
+        self._udp_deadline = _INF
+        self._udp = UdpLayer(self)     # UDP (issue 15): fasttcp/host/udp.py
 
     def advance_clock(self, double now) -> None:
         """Move the host's clock (:attr:`now`, what :meth:`connect` reads when given no
@@ -489,6 +493,14 @@ cdef class Host:
 
     cdef int input_slow(self, Packet pk, double now) except -1:
         stats = self._stats
+        if pk.d.proto == 17:                       # UDP (issue 15): fasttcp/host/udp.py
+            try:
+                self._udp.input(pk, now, self._is_ours(pk))
+            except Exception:                      # pragma: no cover - must not happen
+                stats["drop_internal_error"] += 1
+                if self._raise_internal:
+                    raise
+            return 0
         if not self._is_ours(pk) and not self._intercepted(pk):
             stats["drop_not_for_us"] += 1
             return 0
@@ -533,6 +545,8 @@ cdef class Host:
             self._tw_expire(now)
         if self._pending_fifo:
             self._pending_expire(now)
+        if self._udp_deadline <= now:
+            self._udp.expire(now)                      # idle UDP flows (issue 15)
         if not self._dirty and not self._out and (not timers or timers[0][0] > now):
             return []                                  # nothing due: the common idle call
         while timers and timers[0][0] <= now:
@@ -567,6 +581,8 @@ cdef class Host:
             pend = self._pending_head()
             if pend >= 0 and (tw < 0 or pend < tw):
                 tw = pend
+        if self._udp_deadline != _INF and (tw < 0 or self._udp_deadline < tw):
+            tw = self._udp_deadline                    # idle UDP flows (issue 15)
         timers = self._timers
         while timers:
             when, seq = timers[0]
@@ -634,6 +650,28 @@ cdef class Host:
         self._set_tracing()
         conn._open_active(self.now)
         return conn
+
+    # --- UDP (issue 15): the layer is fasttcp/host/udp.py --------------------------------
+
+    def udp_bind(self, port: int = 0, address: Optional[str] = None) -> Any:
+        """A UDP endpoint on ``port`` (0: an ephemeral one, RFC 6056) of every address, or
+        of ``address`` only; OSError EADDRINUSE when the port is taken."""
+        return self._udp.bind(port, address)
+
+    def intercept_udp(self, prefixes: Any, *, idle_timeout: Optional[float] = None,
+                      max_flows: Optional[int] = None) -> Any:
+        """Take UDP to addresses not ours inside ``prefixes`` as :class:`UdpFlow` s, one
+        per 4-tuple (see :class:`fasttcp.host.udp.UdpInterceptor`)."""
+        return self._udp.intercept(prefixes, idle_timeout, max_flows)
+
+    def _udp_out(self, list packets) -> None:
+        self._out.extend(packets)
+
+    def _udp_ready(self, obj) -> None:
+        self._ready.add(obj)
+
+    def _udp_count(self, str name, int n=1) -> None:
+        self._stats[name] += n
 
     def connections(self) -> List[Any]:
         """The connections, and a read-only :class:`fasttcp.tcp.TimeWait` (state,
@@ -1058,6 +1096,9 @@ cdef class Host:
             return
         if t in (3, 11, 12):
             q = pk.quoted
+            if q is not None and q[2] == 17:
+                self._udp.icmp_error(pk, q)        # a datagram of ours (issue 15)
+                return
             if q is None or q[2] != 6:
                 stats["icmp_ignored"] += 1
                 return
@@ -1089,6 +1130,9 @@ cdef class Host:
             return
         if t < 128:                               # an error (RFC 4443 2.1)
             q = pk.quoted
+            if q is not None and q[2] == 17:
+                self._udp.icmp_error(pk, q)        # a datagram of ours (issue 15)
+                return
             if q is None or q[2] != 6:
                 stats["icmp_ignored"] += 1
                 return

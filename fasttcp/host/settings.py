@@ -184,6 +184,19 @@ class Settings:
     #: Answer ICMP/ICMPv6 echo requests to intercepted addresses, from that address.
     intercept_echo: bool = True
 
+    # --- UDP (issue 15; fasttcp/host/udp.py) ---
+    #: Bytes of datagrams a UDP endpoint or intercepted flow queues unread (Linux's
+    #: rmem_default); more are dropped and counted (``udp_rcvbuf_errors``).
+    udp_rcvbuf: int = 212992
+    #: Most intercepted UDP flows alive at once (``intercept_udp``'s default); datagrams
+    #: that would open one more are dropped and counted (``drop_udp_flow_limit``).
+    max_udp_flows: int = 4096
+    #: Seconds an intercepted UDP flow may stay idle (nothing either way) before it closes.
+    udp_idle_timeout: float = 60.0
+    #: ICMP errors (port unreachable) sent per second, host-wide: a token bucket of this
+    #: rate with a burst of 50 (Linux's icmp_msgs_per_sec / icmp_msgs_burst). 0 = none.
+    icmp_error_rate: int = 1000
+
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "Settings":
         names = {f.name for f in dataclasses.fields(cls)}
@@ -279,6 +292,12 @@ class Settings:
                                                   and self.user_timeout > 0):
             raise ValueError(f"user_timeout must be None (off) or > 0 s, "
                              f"got {self.user_timeout!r}")
+        if self.udp_rcvbuf < 0 or self.max_udp_flows < 0 or self.icmp_error_rate < 0:
+            raise ValueError(f"udp_rcvbuf, max_udp_flows and icmp_error_rate must be >= 0, "
+                             f"got {self.udp_rcvbuf}, {self.max_udp_flows}, "
+                             f"{self.icmp_error_rate}")
+        if not self.udp_idle_timeout > 0:
+            raise ValueError(f"udp_idle_timeout must be > 0 s, got {self.udp_idle_timeout}")
         if self.challenge_ack_limit < 0:
             raise ValueError(f"challenge_ack_limit must be >= 0 (0 = unlimited), "
                              f"got {self.challenge_ack_limit}")
