@@ -3,8 +3,9 @@
 The sans-IO core is :class:`Host`: feed it packets with :meth:`Host.receive`, take packets
 from :meth:`Host.transmit`, and ask :meth:`Host.poll_at` when to come back.
 """
-from fasttcp.host.host import Host, Listener
+from fasttcp.host.host import Host, Interceptor, Listener, PendingFlow
 from fasttcp.host.settings import Settings
+from fasttcp.host.udp import UdpEndpoint, UdpFlow, UdpInterceptor
 from fasttcp.tcp.connection import Connection, ConnectionInfo
 from fasttcp.tcp.errors import (ConnectionAborted, ConnectionClosed, ConnectionRefused,
                                 ConnectionReset, ConnectionTimedOut, TcpError)
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Connection", "ConnectionAborted", "ConnectionClosed", "ConnectionInfo",
-    "ConnectionRefused", "ConnectionReset", "ConnectionTimedOut", "Host", "Listener",
-    "Settings", "State", "TcpError", "__version__",
+    "ConnectionRefused", "ConnectionReset", "ConnectionTimedOut", "Host", "Interceptor",
+    "Listener", "PendingFlow", "Settings", "State", "TcpError", "UdpEndpoint", "UdpFlow",
+    "UdpInterceptor", "__version__",
 ]

@@ -109,6 +109,7 @@ def test_w_cubic_hand_computed():
 
 def test_multiplicative_decrease_uses_flight_size_and_beta():
     cc = Cubic(MSS)
+    cc.ssthresh_from_flight = True            # the pseudocode's form (the default: below)
     cc.cwnd = 100 * MSS
     # ssthresh = flight_size * 0.7 = 63000; cwnd = ssthresh + 3*SMSS while recovering
     # (RFC 5681 3.2 step 3, the engine's NewReno recovery).
@@ -125,9 +126,9 @@ def test_multiplicative_decrease_uses_flight_size_and_beta():
 
 def test_reduction_in_congestion_avoidance_uses_cwnd():
     """Section 4.6 allows cwnd for flight_size where cwnd cannot grow unused (section 5.8,
-    here): in congestion avoidance ssthresh = max(cwnd, flight) * beta_cubic (cwnd as
-    Linux). A loss found just after a recovery, with PRR's smaller flight, then costs
-    beta_cubic, not more."""
+    here): ssthresh = max(cwnd, flight) * beta_cubic (cwnd as Linux). A loss found just
+    after a recovery, with PRR's smaller flight, then costs beta_cubic, not more; so does
+    one found late in a slow-start round."""
     cc = Cubic(MSS)
     cc.cwnd = cc.ssthresh = 50 * MSS               # congestion avoidance (left a recovery)
     cc.on_enter_recovery(30 * MSS, 1.0)            # flight 30 segments
@@ -145,10 +146,15 @@ def test_reduction_in_congestion_avoidance_uses_cwnd():
     above.cwnd = above.ssthresh = 50 * MSS
     above.on_enter_recovery(60 * MSS, 1.0)
     assert above.ssthresh == 42000
+    ss = Cubic(MSS)                                # slow start: cwnd 20, flight 6
+    ss.cwnd = 20 * MSS
+    ss.on_enter_recovery(6 * MSS, 1.0)
+    assert ss.ssthresh == 14000
 
 
 def test_multiplicative_decrease_floor_two_segments():
     cc = Cubic(MSS)
+    cc.cwnd = 2 * MSS
     cc.on_enter_recovery(2 * MSS, 0.0)        # max(1400, 2000)
     assert cc.ssthresh == 2000 and cc.cwnd == 5000
 
@@ -308,7 +314,7 @@ def test_batching_gives_the_same_trajectory_as_per_segment_acks():
 
 def test_timeout():
     cc = Cubic(MSS)
-    cc.cwnd = 50 * MSS
+    cc.cwnd = 40 * MSS
     cc.on_timeout(40 * MSS)                   # ssthresh = 0.7 * 40000; cwnd = LW = 1 SMSS
     assert (cc.ssthresh, cc.cwnd) == (28000, 1000)
     cc.on_timeout(40 * MSS)                   # the same segment again: ssthresh held

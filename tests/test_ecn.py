@@ -203,9 +203,11 @@ def test_ece_reduces_once_per_window_and_sends_cwr(congestion):
     if congestion == "newreno":
         assert c.cc.ssthresh == flight // 2 and c.cc.cwnd == flight // 2
     else:
-        assert c.cc.ssthresh == round(flight * 0.7) and c.cc.cwnd == c.cc.ssthresh
+        # CUBIC: max(cwnd, flight) * 0.7 (cwnd as Linux; cwnd_prior is cwnd in segments)
+        assert c.cc.ssthresh == round(max(flight, c.cc.cwnd_prior * mss) * 0.7)
+        assert c.cc.cwnd == c.cc.ssthresh
     assert p.host.stats()["ecn_reductions"] == 1
-    # cwnd (4.5 or 6.3 MSS) is below the 9 MSS in flight: nothing goes out yet.
+    # cwnd (4.5 or 7.7 MSS) is below the 9 MSS in flight: nothing goes out yet.
     assert out == []
     cwnd = c.cc.cwnd
     # More ECE within the same window (up to SND.MAX at the reduction, and the ACK of

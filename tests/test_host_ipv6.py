@@ -111,7 +111,7 @@ def test_transfer_both_ways_and_conventions() -> None:
     client, server, c, s = _pair6()
     assert c.local_address[0] == A6 and c.local_address[2:] == (0, 0)
     assert s.remote_address == c.local_address and s.local_address == c.remote_address
-    assert c.key == (c.lport, ip6_to_bytes(B6), 80)
+    assert c.key == (c.lport, ip6_to_bytes(B6), 80, ip6_to_bytes(A6))
     data = random.Random(1).randbytes(300_000)
     got = bytearray()
     back = bytearray()
@@ -339,12 +339,13 @@ def test_dual_stack_host_serves_both_families_at_once() -> None:
     assert not server.stats().get("drop_internal_error")
 
 
-def test_several_ipv4_addresses_and_the_local_address_clash() -> None:
+def test_several_ipv4_addresses_and_the_same_remote_end_to_both() -> None:
     """A host with two IPv4 addresses answers on both, each connection with the address
     it was reached at; the same remote end and ports to the second address while the first
-    connection lives is refused with a RST (the demux key has no local address)."""
+    connection lives is a second connection (the demux key is the whole 4-tuple: before
+    it had no local address, and this SYN was refused with a RST)."""
     server = Host(["10.0.0.2", "10.0.0.3"], isn_secret=bytes(16))
-    server.listen(80)
+    lst = server.listen(80)
     syn = dict(seq=100, ack=0, flags=0x02, options=TcpOptions(mss=1460))
     server.receive([build_tcp("10.0.0.1", "10.0.0.3", 5000, 80, **syn)], 0.0)
     (sa,) = server.transmit(0.0)
@@ -355,7 +356,19 @@ def test_several_ipv4_addresses_and_the_local_address_clash() -> None:
     locals_ = sorted(c.local_address for c in server.connections())
     assert locals_ == [("10.0.0.2", 80), ("10.0.0.3", 80)]
     server.receive([build_tcp("10.0.0.1", "10.0.0.2", 5000, 80, **syn)], 0.0)
-    (rst,) = server.transmit(0.0)
-    assert parse(rst).flag_bits & 0x04 and parse(rst).src == "10.0.0.2"
-    assert server.stats()["drop_local_address_clash"] == 1
-    assert len(server.connections()) == 2
+    (sa3,) = server.transmit(0.0)
+    assert parse(sa3).flag_bits == 0x12 and parse(sa3).src == "10.0.0.2"
+    assert parse(sa3).dport == 5000
+    assert len(server.connections()) == 3
+    # Both 10.0.0.1:5000 connections complete their handshakes and carry their own data.
+    for dst, sa_ in (("10.0.0.3", sa), ("10.0.0.2", sa3)):
+        server.receive([build_tcp("10.0.0.1", dst, 5000, 80, 101, (parse(sa_).seq + 1) & 0xFFFFFFFF,
+                                  0x18, 65535, payload=dst.encode())], 0.1)
+    got = {}
+    while True:
+        conn = lst.accept()
+        if conn is None:
+            break
+        got[conn.local_address] = conn.recv(100)
+    assert got == {("10.0.0.3", 80): b"10.0.0.3", ("10.0.0.2", 80): b"10.0.0.2"}
+    assert "drop_local_address_clash" not in server.stats()

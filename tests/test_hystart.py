@@ -123,19 +123,24 @@ def test_defaults_and_setting():
 def _scripted_slow_start(rtts, **settings):
     """A listening host accepts a scripted peer (window scale 7, timestamps) and sends it
     2 MB; the peer acknowledges every data segment on its own, ``rtts[k]`` seconds after
-    it was sent in round k, echoing that segment's TSval (RFC 7323). Returns the
-    connection and (cwnd, ssthresh, in_css) after each round."""
+    it was sent in round k, echoing that segment's TSval (RFC 7323). With
+    ``timestamps=False`` the peer offers SACK instead and its ACKs carry no timestamps.
+    Returns the connection and (cwnd, ssthresh, in_css) after each round."""
     settings.setdefault("timestamps", True)
     settings.setdefault("snd_buf", 4 << 20)
+    ts = settings["timestamps"]
+    settings.setdefault("sack", not ts)
     p = ManualPeer(**settings)
     lst = p.host.listen(p.host_port)
     irs = 5_000_000
-    sa, = p.send("S", irs, 0, 65535, opts=TcpOptions(mss=1460, wscale=7,
-                                                    timestamps=(100, 0)))
+    syn_opts = (TcpOptions(mss=1460, wscale=7, timestamps=(100, 0)) if ts
+                else TcpOptions(mss=1460, wscale=7, sack_permitted=True))
+    sa, = p.send("S", irs, 0, 65535, opts=syn_opts)
     peer_ts = 101
-    o = TcpOptions(timestamps=(peer_ts, sa.opts.timestamps[0]))
+    o = TcpOptions(timestamps=(peer_ts, sa.opts.timestamps[0])) if ts else None
     assert p.send("A", irs + 1, sa.seq + 1, 65535, opts=o, at=0.02) == []
     c = lst.accept()
+    assert c.ts_ok == ts and c.sack_ok == (not ts)
     c.send(bytes(4 << 20))
     pending = [s for s in p.tick(0.02) if s.data]
     trace = []
@@ -143,7 +148,7 @@ def _scripted_slow_start(rtts, **settings):
         batch, pending = pending, []
         for s in batch:                        # the round's ACKs, one per segment
             peer_ts += 1
-            o = TcpOptions(timestamps=(peer_ts, s.opts.timestamps[0]))
+            o = TcpOptions(timestamps=(peer_ts, s.opts.timestamps[0])) if ts else None
             out = p.send("A", irs + 1, s.seq + len(s.data), 65535, opts=o,
                          at=max(p.now, s.time + rtt))
             pending.extend(x for x in out if x.data)
@@ -182,11 +187,34 @@ def test_scripted_peer_rtt_increase_leaves_slow_start(congestion):
     assert trace2 == [(10 * mss * 2 ** k, INF, False) for k in range(1, 7)]
 
 
+@pytest.mark.parametrize("congestion", ["cubic", "newreno"])
+def test_rtt_increase_leaves_slow_start_without_timestamps(congestion):
+    """Without timestamps (Windows' default) HyStart++ takes its per-ACK RTT samples from
+    the send times RACK keeps per segment (SACK negotiated), as Linux does from its skb
+    times: the same queue build-up ends slow start the same way. Before, such a
+    connection had no samples and slow-started into the queue."""
+    rtts = [0.020, 0.020, 0.020, 0.026, 0.032, 0.038, 0.044, 0.050, 0.056, 0.062]
+    c, trace = _scripted_slow_start(rtts, **_peer_settings(congestion=congestion,
+                                                          hystart=True, timestamps=False))
+    mss = c.mss
+    assert mss == 1460 and not c.ts_ok
+    assert trace[:3] == [(20 * mss, INF, False), (40 * mss, INF, False),
+                         (80 * mss, INF, False)]
+    assert [t[2] for t in trace] == [False] * 3 + [True] * 5 + [False] * 2
+    assert trace[8][1] != INF and trace[9][1] == trace[8][1]
+    assert c.retransmits == 0
+    c2, trace2 = _scripted_slow_start(rtts[:6], **_peer_settings(
+        congestion=congestion, hystart=False, timestamps=False))
+    assert trace2 == [(10 * mss * 2 ** k, INF, False) for k in range(1, 7)]
+
+
 # --- a rate-limited path with a bounded queue ---------------------------------------------
 
-def _netsim_transfer(nbytes, hystart, congestion, queue):
-    a = Host("10.0.0.1", isn_secret=bytes(16), congestion=congestion, hystart=hystart)
-    b = Host("10.0.0.2", isn_secret=bytes(range(16)), congestion=congestion, hystart=hystart)
+def _netsim_transfer(nbytes, hystart, congestion, queue, **settings):
+    a = Host("10.0.0.1", isn_secret=bytes(16), congestion=congestion, hystart=hystart,
+             **settings)
+    b = Host("10.0.0.2", isn_secret=bytes(range(16)), congestion=congestion, hystart=hystart,
+             **settings)
     sim = NetSim(transmit_all=True)
     f = FaultConfig(delay=0.01, rate=20e6, queue_bytes=queue)
     sim.connect(a, b, f, f)
@@ -219,6 +247,17 @@ def test_netsim_bounded_queue_fewer_slow_start_losses(congestion):
     off = _netsim_transfer(2 << 20, False, congestion, 150_000)
     on = _netsim_transfer(2 << 20, True, congestion, 150_000)
     assert off[1] >= 100                                # plain slow start overshoots
+    assert on[1] < off[1] / 2 and on[2] < off[2]
+    assert on[0] < off[0]
+
+
+@pytest.mark.parametrize("congestion", ["cubic", "newreno"])
+def test_netsim_bounded_queue_without_timestamps(congestion):
+    # The same path, timestamps off (SACK on): HyStart++'s samples come from RACK's
+    # per-segment send times.
+    off = _netsim_transfer(2 << 20, False, congestion, 150_000, timestamps=False)
+    on = _netsim_transfer(2 << 20, True, congestion, 150_000, timestamps=False)
+    assert off[1] >= 100
     assert on[1] < off[1] / 2 and on[2] < off[2]
     assert on[0] < off[0]
 

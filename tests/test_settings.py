@@ -109,6 +109,11 @@ def test_keepalive(kwargs, message):
     ({"max_ooo_holes": -1}, "max_ooo_holes must be 0..65536"),
     ({"max_ooo_holes": (1 << 16) + 1}, "max_ooo_holes must be 0..65536"),
     ({"challenge_ack_limit": -1}, "challenge_ack_limit must be >= 0"),
+    ({"udp_rcvbuf": -1}, "udp_rcvbuf, max_udp_flows and icmp_error_rate must be >= 0"),
+    ({"max_udp_flows": -1}, "udp_rcvbuf, max_udp_flows and icmp_error_rate must be >= 0"),
+    ({"icmp_error_rate": -1}, "udp_rcvbuf, max_udp_flows and icmp_error_rate must be >= 0"),
+    ({"udp_idle_timeout": 0}, "udp_idle_timeout must be > 0"),
+    ({"udp_idle_timeout": "1m"}, "udp_idle_timeout must be a number"),
 ])
 def test_limits(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -281,3 +286,14 @@ def test_ack_policy_and_min_mss_defaults():
     s = Settings()
     assert (s.quick_acks, s.min_mss) == (16, 48)        # Linux's TCP_MAX_QUICKACKS, 48
     assert Settings(quick_acks=0, min_mss=1).quick_acks == 0
+
+
+def test_interception_settings():
+    assert Settings().intercept_pending_timeout == 30.0 and Settings().intercept_echo is True
+    with pytest.raises(ValueError, match="intercept_pending_timeout must be > 0 s"):
+        Settings(intercept_pending_timeout=0)
+    with pytest.raises(ValueError, match="intercept_pending_timeout must be a number"):
+        Settings(intercept_pending_timeout="5")
+    with pytest.raises(ValueError, match="intercept_echo must be True or False"):
+        Settings(intercept_echo=1)
+    assert Settings(intercept_pending_timeout=0.5).intercept_pending_timeout == 0.5

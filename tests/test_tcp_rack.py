@@ -374,7 +374,8 @@ def test_tlp_that_repaired_a_loss_reduces_the_window():
     t = _probe_after_a_silent_tail(ctx)
     assert ack(ctx, 3002, at=t + RTT) == []
     cc = ctx.c.cc
-    assert cc.cwnd == cc.ssthresh == 2 * MSS               # CUBIC: max(0.7 * 2001, 2 MSS)
+    # CUBIC: 0.7 * max(cwnd, flight), as Linux's tcp_process_tlp_ack (ssthresh from cwnd)
+    assert cc.cwnd == cc.ssthresh == 7 * MSS
     assert ctx.p.host.stats()["tlp_losses_repaired"] == 1
 
 

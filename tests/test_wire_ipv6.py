@@ -238,7 +238,9 @@ def test_malformed_ipv6_reasons() -> None:
     assert _reason(_tcp6(IPv6ExtHdrFragment(offset=0, m=1))) is DropReason.FRAGMENT
     assert _reason(_tcp6(IPv6ExtHdrFragment(offset=3, m=0))) is DropReason.FRAGMENT
     assert _reason(build_ipv6(A, B, 59)) is DropReason.UNSUPPORTED_PROTOCOL
-    assert _reason(build_ipv6(A, B, 17, bytes(8))) is DropReason.UNSUPPORTED_PROTOCOL
+    assert _reason(build_ipv6(A, B, 132, bytes(8))) is DropReason.UNSUPPORTED_PROTOCOL
+    # UDP is parsed since issue 15: a UDP length of 0 is malformed
+    assert _reason(build_ipv6(A, B, 17, bytes(8))) is DropReason.BAD_UDP_LENGTH
     # TCP data offset past the segment, with the checksum fixed up.
     doff = bytearray(good)
     doff[52] = 0xF0

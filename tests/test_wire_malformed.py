@@ -23,6 +23,7 @@ from fasttcp.wire import (
     SegmentBatch,
     build_icmp_echo,
     build_icmp_unreachable,
+    build_ipv6,
     build_tcp,
     ip_to_int,
     parse,
@@ -52,6 +53,33 @@ def ipv4(payload: bytes, *, proto: int = 6, src: str = SRC, dst: str = DST, vers
     if bad_csum:
         hdr[10] ^= 0x5A
     return bytes(hdr) + payload
+
+
+def udp(payload: bytes = b"", *, sport: int = 1000, dport: int = 53, length: int | None = None,
+        csum_len: int | None = None, bad_csum: bool = False, zero_csum: bool = False) -> bytes:
+    """An IPv4 + UDP packet with any length field; its checksum over `csum_len` bytes (the
+    UDP length unless given) right unless asked otherwise."""
+    ulen = 8 + len(payload) if length is None else length
+    seg = bytearray(struct.pack(">HHHH", sport, dport, ulen, 0) + payload)
+    if not zero_csum:
+        n = ulen if csum_len is None else csum_len
+        pseudo = struct.pack(">4s4sBBH", ip_to_int(SRC).to_bytes(4, "big"),
+                             ip_to_int(DST).to_bytes(4, "big"), 0, 17, n)
+        c = scapy_checksum(pseudo + bytes(seg[:n])) or 0xFFFF
+        seg[6:8] = (c ^ (0x1234 if bad_csum else 0)).to_bytes(2, "big")
+    return ipv4(bytes(seg), proto=17)
+
+
+def udp6(*, bad_csum: bool = False, zero_csum: bool = False) -> bytes:
+    """An IPv6 + UDP packet (checksum from scapy), optionally with a bad or zero checksum."""
+    from scapy.layers.inet import UDP
+    pkt = bytearray(bytes(IPv6(src="fd00::1", dst="fd00::2") / UDP(sport=7, dport=9)
+                          / b"xyz"))
+    if zero_csum:
+        pkt[46:48] = b"\x00\x00"
+    elif bad_csum:
+        pkt[47] ^= 0x01
+    return bytes(pkt)
 
 
 def tcp_checksum(src: str, dst: str, seg: bytes) -> int:
@@ -181,7 +209,20 @@ CORPUS: list[tuple[str, object, DropReason]] = [
     ("source-multicast-top", tcp(src="239.255.255.255"), R.BAD_SOURCE),
     ("source-class-e", tcp(src="240.0.0.1"), R.BAD_SOURCE),
     ("source-broadcast", tcp(src="255.255.255.255"), R.BAD_SOURCE),
-    ("udp", ipv4(bytes(8), proto=17), R.UNSUPPORTED_PROTOCOL),
+    ("sctp", ipv4(bytes(12), proto=132), R.UNSUPPORTED_PROTOCOL),
+    # UDP (issue 15; RFC 768, RFC 8200 8.1)
+    ("udp-empty", ipv4(b"", proto=17), R.TRUNCATED_UDP),
+    ("udp-7-bytes", ipv4(bytes(7), proto=17), R.TRUNCATED_UDP),
+    ("udp-length-0", ipv4(bytes(8), proto=17), R.BAD_UDP_LENGTH),
+    ("udp-length-7", udp(length=7), R.BAD_UDP_LENGTH),
+    ("udp-length-past-ip", udp(payload=b"abc", length=12), R.BAD_UDP_LENGTH),
+    ("udp-bad-checksum", udp(payload=b"abc", bad_csum=True), R.BAD_UDP_CHECKSUM),
+    ("udp-checksum-over-udp-length", udp(payload=b"abcd", length=10, csum_len=12),
+     R.BAD_UDP_CHECKSUM),
+    ("udp-dport-0", udp(dport=0), R.BAD_PORT),
+    ("udp6-zero-checksum", udp6(zero_csum=True), R.UDP6_ZERO_CHECKSUM),
+    ("udp6-bad-checksum", udp6(bad_csum=True), R.BAD_UDP_CHECKSUM),
+    ("udp6-truncated", build_ipv6("fd00::1", "fd00::2", 17, bytes(5)), R.TRUNCATED_UDP),
     ("proto-0", ipv4(bytes(20), proto=0), R.UNSUPPORTED_PROTOCOL),
     ("proto-255", ipv4(bytes(20), proto=255), R.UNSUPPORTED_PROTOCOL),
     ("ipv6-in-ipv4", ipv4(bytes(40), proto=41), R.UNSUPPORTED_PROTOCOL),
@@ -296,6 +337,10 @@ VALID_ODDITIES: list[tuple[str, bytes]] = [
      icmp(3, 3, 0, tcp(ihl=6, ip_opts=b"\x01" * 4)[:32])),
     ("unreachable-long-quote", icmp(3, 1, 0, GOOD_TCP)),
     ("unreachable-quote-of-udp", icmp(3, 3, 0, ipv4(bytes(8), proto=17))),
+    ("udp-no-checksum", udp(payload=b"abc", zero_csum=True)),     # RFC 768: 0 = none sent
+    ("udp-source-port-0", udp(sport=0)),                           # RFC 768: optional
+    ("udp-padding-after-udp-length", udp(payload=b"abcd", length=10, csum_len=10)),
+    ("udp-empty-payload", udp()),
     ("time-exceeded", icmp(11, 0, 0, QUOTE)),
     ("parameter-problem", icmp(12, 0, 0x14000000, QUOTE)),
 ]
@@ -368,8 +413,12 @@ def test_oddity_details() -> None:
     pk = parse(tcp(ihl=6, ip_opts=b"\x94\x04\x00\x00", payload=b"xyz"))
     assert pk.ip_header_len == 24 and pk.payload == b"xyz"
     assert parse(icmp(12, 0, 0x14000000, QUOTE)).quoted == (SRC, DST, 6, 40000, 80, 1000)
-    assert parse(icmp(3, 3, 0, ipv4(bytes(8), proto=17))).quoted == (SRC, DST, 17, None,
-                                                                    None, None)
+    # a quoted UDP datagram: its ports (issue 15), no sequence number
+    assert parse(icmp(3, 3, 0, ipv4(bytes(8), proto=17))).quoted == (SRC, DST, 17, 0, 0, None)
+    assert parse(icmp(3, 3, 0, udp(sport=5353, dport=53))).quoted == (SRC, DST, 17, 5353, 53,
+                                                                       None)
+    pk = parse(udp(payload=b"abcd", length=10, csum_len=10))
+    assert pk.is_udp and pk.payload == b"ab" and (pk.sport, pk.dport) == (1000, 53)
 
 
 def test_verify_checksums_false_skips_ip_and_tcp_checksums() -> None:

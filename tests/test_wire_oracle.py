@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scapy.layers.inet import ICMP, IP, TCP, IPerror, IPOption, TCPerror, in4_chksum
+from scapy.layers.inet import (ICMP, IP, TCP, UDP, IPerror, IPOption, TCPerror, UDPerror,
+                               in4_chksum)
 from scapy.packet import Raw
 from scapy.utils import checksum as scapy_checksum
 
@@ -218,7 +219,7 @@ def test_scapy_icmp_echo_parses_identically(src, dst, reply, code, ident, seq, d
 @SOME
 @given(src=unicast, dst=any_addr, icmp_type=st.sampled_from([3, 11, 12]), code=u8,
        mtu=u16, q_src=any_addr, q_dst=any_addr, q_opts=ip_option_chunks,
-       q_proto=st.sampled_from(["tcp", "udp-ish"]), sport=port, dport=port, seq=u32,
+       q_proto=st.sampled_from(["tcp", "udp", "other"]), sport=port, dport=port, seq=u32,
        extra=st.integers(0, 60))
 def test_scapy_icmp_error_parses_identically(src, dst, icmp_type, code, mtu, q_src, q_dst,
                                              q_opts, q_proto, sport, dport, seq,
@@ -226,8 +227,10 @@ def test_scapy_icmp_error_parses_identically(src, dst, icmp_type, code, mtu, q_s
     ip = IP(src=q_src, dst=q_dst, options=[IPOption(c) for c in q_opts])
     if q_proto == "tcp":
         orig = bytes(ip / TCP(sport=sport, dport=dport, seq=seq) / Raw(bytes(100)))
+    elif q_proto == "udp":
+        orig = bytes(ip / UDP(sport=sport, dport=dport) / Raw(bytes(100)))
     else:
-        ip.proto = 17
+        ip.proto = 132
         orig = bytes(ip / Raw(bytes(100)))
     qhl = (orig[0] & 0x0F) * 4
     quote = orig[:qhl + 8 + extra]      # RFC 792 asks for 8 bytes; RFC 1812 allows more
@@ -251,8 +254,12 @@ def test_scapy_icmp_error_parses_identically(src, dst, icmp_type, code, mtu, q_s
         # dissect the 8 bytes RFC 792 guarantees.
         te = TCPerror(bytes(qe.payload)[:8])
         assert pk.quoted == (qe.src, qe.dst, 6, te.sport, te.dport, te.seq)
+    elif q_proto == "udp":
+        # issue 15: the quoted UDP datagram's ports (an ICMP error reaches its endpoint)
+        ue = UDPerror(bytes(qe.payload)[:8])
+        assert pk.quoted == (qe.src, qe.dst, 17, ue.sport, ue.dport, None)
     else:
-        assert pk.quoted == (qe.src, qe.dst, 17, None, None, None)
+        assert pk.quoted == (qe.src, qe.dst, 132, None, None, None)
 
 
 @SOME

@@ -46,9 +46,10 @@ import asyncio
 import ipaddress
 import socket
 import ssl as _ssl
-from typing import Any, Awaitable, Callable, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Iterable, List, Optional, Tuple, Union
 
 from fasttcp.aio.driver import Driver
+from fasttcp.aio.intercept import AioInterceptor, InterceptedFlow
 from fasttcp.link import DatagramSocketLink, PacketIO, QueuePacketIO, UdpPacketIO  # moved
 from fasttcp.aio.streams import ClientConnectedCb
 from fasttcp.aio.streams import open_connection as _open_connection
@@ -58,12 +59,15 @@ from fasttcp.aio.tls import SslArg, check_ssl_args, make_ssl_protocol
 from fasttcp.aio.tls import start_tls as _start_tls
 from fasttcp.aio.transport import Server, TcpTransport, _Connector
 from fasttcp.aio.transport import sendfile_by_writes as _sendfile_by_writes
+from fasttcp.aio import udp as _udp
+from fasttcp.aio.udp import AioUdpInterceptor, UdpFlowTransport, UdpTransport
 from fasttcp.host.host import Host
 from fasttcp.tcp.states import State
 
 __all__ = [
-    "DatagramSocketLink", "Driver", "FastTcpStack", "PacketIO", "QueuePacketIO", "Server",
-    "TcpTransport", "UdpPacketIO", "start",
+    "AioInterceptor", "AioUdpInterceptor", "DatagramSocketLink", "Driver", "FastTcpStack",
+    "InterceptedFlow", "PacketIO", "QueuePacketIO", "Server", "TcpTransport",
+    "UdpFlowTransport", "UdpPacketIO", "UdpTransport", "start",
 ]
 
 #: ``loop.getaddrinfo``'s signature: ``await resolver(host, port, family=..., type=...,
@@ -236,6 +240,18 @@ class FastTcpStack(Driver):
             server._start_listening()
         return server
 
+    def intercept(self, prefixes: Union[str, Iterable[str]],
+                  on_flow: Callable[[InterceptedFlow], Any], *,
+                  backlog: Optional[int] = None) -> AioInterceptor:
+        """Take every TCP flow to a destination inside ``prefixes`` (IPv4 and IPv6,
+        e.g. ``["10.99.0.0/16", "fd00:99::/64"]``, ``"0.0.0.0/0"`` for all) that is not
+        one of the host's own addresses: ``on_flow(flow)`` is called on the loop for each
+        new flow (an :class:`InterceptedFlow`) before the handshake completes; at most
+        ``backlog`` (default settings.syn_backlog) wait for a decision. Returns the
+        handle whose ``close()`` stops it."""
+        self._ensure_started()
+        return AioInterceptor(self, prefixes, on_flow, backlog)
+
     async def open_connection(self, host: str, port: int, **kwargs: Any
                               ) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Like :func:`asyncio.open_connection`; ``limit`` and the keyword arguments of
@@ -284,15 +300,65 @@ class FastTcpStack(Driver):
             return await transport.sendfile(file, offset, count)
         return await _sendfile_by_writes(transport, file, offset, count)
 
+    # --- UDP (issue 15): fasttcp/aio/udp.py ----------------------------------------------
+
+    async def create_datagram_endpoint(
+            self, protocol_factory: Callable[[], asyncio.DatagramProtocol],
+            local_addr: Optional[Tuple[Any, ...]] = None,
+            remote_addr: Optional[Tuple[Any, ...]] = None
+    ) -> Tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol]:
+        """A UDP endpoint, as ``loop.create_datagram_endpoint``: bound to ``local_addr``
+        (``(address, port)``; default an ephemeral port on every address) and, with
+        ``remote_addr``, connected (sendto(data) goes there, only its datagrams arrive, and
+        an ICMP error from it reaches ``error_received``). A host name in ``remote_addr``
+        goes to :attr:`resolver`."""
+        self._ensure_started()
+        port, address = _udp._bind_args(local_addr)
+        ep = self.host.udp_bind(port, address)
+        peer = None
+        try:
+            if remote_addr is not None:
+                ip = (await self._resolve(str(remote_addr[0]), int(remote_addr[1])))[0]
+                ep.connect((ip, int(remote_addr[1])))
+                peer = ep.remote_address
+            protocol = protocol_factory()
+        except BaseException:
+            ep.close()
+            raise
+        transport = _udp.UdpTransport(self, ep, protocol, peer)
+        self.register(ep, transport)
+        protocol.connection_made(transport)
+        return transport, protocol
+
+    def intercept_udp(self, prefixes: Union[str, Iterable[str]],
+                      protocol_factory: _udp.FlowProtocolFactory, *,
+                      idle_timeout: Optional[float] = None,
+                      max_flows: Optional[int] = None) -> _udp.AioUdpInterceptor:
+        """Intercept UDP to addresses inside ``prefixes`` (see ``Host.intercept_udp``):
+        each new flow gets ``protocol_factory(flow_local_address, flow_remote_address)``
+        and a transport whose ``sendto(data)`` answers the client from the original
+        destination (``unreachable(code)`` sends ICMP unreachable); an idle timeout or
+        ``close()`` ends it with ``connection_lost(None)``."""
+        self._ensure_started()
+        ui = self.host.intercept_udp(_udp._prefix_list(prefixes), idle_timeout=idle_timeout,
+                                     max_flows=max_flows)
+        aui = _udp.AioUdpInterceptor(self, ui, protocol_factory)
+        self.register(ui, aui)
+        return aui
+
     def close(self) -> None:
         """Close every server, reset every open connection, detach from the loop."""
         if self.closed:
             return
         for handler in list(self._handlers.values()):
-            if isinstance(handler, Server):
+            if isinstance(handler, (Server, AioInterceptor)):
                 handler.close()
             elif isinstance(handler, TcpTransport):
                 handler.abort()
+            elif isinstance(handler, (_udp.UdpTransport, _udp.UdpFlowTransport)):
+                handler.close()
+            elif isinstance(handler, _udp.AioUdpInterceptor):
+                handler.close()
             elif isinstance(handler, _Connector):
                 handler.conn.abort()
                 if not handler.fut.done():

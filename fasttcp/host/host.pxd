@@ -30,8 +30,10 @@ cdef class Host(HostServices):
     cdef Py_ssize_t _n4, _n6
     cdef frozenset _set4, _set6
     cdef dict _text
+    cdef dict _own                      # each own address (number or bytes) -> itself
     cdef object _first4, _first6
-    # (lport, remote ip int, rport) -> Connection; IPv6: the remote ip as its 16 bytes
+    # (lport, remote ip, rport, local ip) -> Connection: IPv4 addresses as numbers, IPv6
+    # addresses as their 16 bytes
     cdef dict _conns
     # The same key -> TimeWait: closed connections whose TIME-WAIT is a compact record
     # (fasttcp/tcp/_timewait.pyx); never also in _conns. _tw_fifo: their expiry, in the
@@ -40,6 +42,11 @@ cdef class Host(HostServices):
     cdef dict _tw
     cdef object _tw_fifo
     cdef dict _listeners                # port -> Listener
+    # Host.intercept: the Interceptors (asked in order), whether there ever was one, and
+    # their PendingFlows in the order of their deadlines (one timeout for all).
+    cdef list _icpts
+    cdef bint _icpt_ever
+    cdef object _pending_fifo
     cdef dict _armed                    # Connection -> (deadline, seq) of its timer
     cdef dict _timer_conns              # seq of a live heap entry -> its Connection
     cdef dict _dirty                    # ordered set of connections that need output
@@ -62,6 +69,10 @@ cdef class Host(HostServices):
     # RFC 6056 3.3.4 (Algorithm 4): the table of per-bucket port increments.
     cdef uint32_t _port_table[PORT_TABLE_SIZE]
     cdef public bint _raise_internal
+    # UDP (issue 15): the layer (fasttcp/host/udp.py:UdpLayer) and its next idle-flow
+    # expiry (inf: none), a C double so transmit()/poll_at() pay one compare for it.
+    cdef public object _udp
+    cdef public double _udp_deadline
     # None, or a callable(conn, old State, new State) told of every state change.
     cdef public object state_observer
     # Counters of the per-packet paths, kept in C and merged into stats().
@@ -103,6 +114,11 @@ cdef class Host(HostServices):
     cdef uint32_t ts_offset6(self, uint16_t lport, bytes rip, uint16_t rport) except? 0
     cdef bint _is_ours(self, Packet pk) except -1
     cdef object _listener_for(self, Packet pk)
+    cdef object _interceptor_for(self, Packet pk)
+    cdef bint _intercepted(self, Packet pk) except -1
+    cdef _pending_input(self, icpt, Packet pk, int flags, double now)
+    cdef double _pending_head(self)
+    cdef int _pending_expire(self, double now) except -1
     cdef object _new_conn(self, Packet pk, uint32_t iss, double now, bint passive)
     cdef object make_congestion(self, int mss)
     cdef bint challenge_ack_allowed(self, double now) except -1

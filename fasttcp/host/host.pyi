@@ -7,7 +7,9 @@ from typing import IO, Any, Final, TypedDict, type_check_only
 
 from typing_extensions import Buffer, Unpack, disjoint_base
 
+from fasttcp.host._prefix import PrefixSet
 from fasttcp.host.settings import Settings
+from fasttcp.host.udp import UdpEndpoint, UdpInterceptor
 from fasttcp.storage._reasm import OooBudget
 from fasttcp.tcp._timewait import TimeWait
 from fasttcp.tcp.connection import Connection
@@ -77,6 +79,12 @@ class _SettingsKwargs(TypedDict, total=False):
     hystart: bool | None
     isn_secret: bytes | None
     ephemeral_ports: tuple[int, int]
+    intercept_pending_timeout: float
+    intercept_echo: bool
+    udp_rcvbuf: int
+    max_udp_flows: int
+    udp_idle_timeout: float
+    icmp_error_rate: int
 
 class Listener:
     """A listening port: a queue of half-open connections and a backlog of accepted ones."""
@@ -89,11 +97,38 @@ class Listener:
     accept_queue: deque[Connection]
     closed: bool
     cookies_until: float
+    decide: bool  # an Interceptor's (False for a Listener)
     def __init__(self, host: Host, port: int, backlog: int,
                  address: str | None = None) -> None: ...
     def accept(self) -> Connection | None: ...
     def close(self) -> None: ...
     def __len__(self) -> int: ...
+
+class Interceptor(Listener):
+    """TCP to non-own addresses inside prefixes, any port (Host.intercept)."""
+
+    def __init__(self, host: Host, prefixes: PrefixSet, decide: bool,
+                 backlog: int) -> None: ...
+    @property
+    def prefixes(self) -> tuple[str, ...]: ...
+    def pop_pending(self) -> list[PendingFlow]: ...
+
+class PendingFlow:
+    """A SYN to an intercepted destination waiting for accept(), refuse() or drop()."""
+
+    interceptor: Interceptor
+    key: tuple[Any, ...]
+    local_address: tuple[str, int] | tuple[str, int, int, int]
+    remote_address: tuple[str, int] | tuple[str, int, int, int]
+    deadline: float
+    state: str
+    def __init__(self, interceptor: Interceptor, key: Any, syn: bytes,
+                 local: tuple[Any, ...], remote: tuple[Any, ...], deadline: float) -> None: ...
+    @property
+    def pending(self) -> bool: ...
+    def accept(self) -> Connection: ...
+    def refuse(self) -> None: ...
+    def drop(self) -> None: ...
 
 @disjoint_base
 class Host(HostServices):
@@ -131,8 +166,13 @@ class Host(HostServices):
     def connect(self, remote: tuple[str, int] | tuple[str, int, int, int],
                 local_port: int | None = None,
                 now: float | None = None) -> Connection: ...
+    def udp_bind(self, port: int = 0, address: str | None = None) -> UdpEndpoint: ...
+    def intercept_udp(self, prefixes: str | Iterable[str], *, idle_timeout: float | None = None,
+                      max_flows: int | None = None) -> UdpInterceptor: ...
     def connections(self) -> list[Connection | TimeWait]: ...
     def stats(self) -> dict[str, int]: ...
     def trace_connection(self, conn: Connection,
                          sink: IO[str] | Callable[[str], object] | None) -> None: ...
     def pop_ready(self) -> set[Connection | Listener]: ...
+    def intercept(self, prefixes: str | Iterable[str], *, decide: bool = False,
+                  backlog: int | None = None) -> Interceptor: ...

@@ -30,7 +30,8 @@ from fasttcp.tcp._timewait cimport TimeWait
 from fasttcp.tcp.connection cimport Connection
 from fasttcp.tcp.tcb cimport S_CLOSED, S_SYN_RECEIVED, S_TIME_WAIT
 from fasttcp.tcp.host_services import COUNT_NAMES
-from fasttcp.wire._wire cimport (DROP_REASON_COUNT, IPTOS_ECN_MASK, Packet, TH_ACK as ACK,
+from fasttcp.wire._wire cimport (DROP_REASON_COUNT, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
+                                 IPTOS_ECN_MASK, Packet, TH_ACK as ACK,
                                  TH_CWR as CWR, TH_ECE as ECE, TH_FIN as FIN, TH_RST as RST,
                                  TH_SYN as SYN)
 from fasttcp.wire.types import DropReason
@@ -42,6 +43,13 @@ _STATES = tuple(State)                                            # by state num
 _STATE_COUNTERS = ["state_" + s.name.lower() for s in State]     # by state number
 _DROP_COUNTER_NAMES = ["drop_" + DropReason(i).name.lower() for i in range(DROP_REASON_COUNT)]
 from fasttcp.host._frag import FragmentReassembler
+from fasttcp.host._prefix cimport PrefixSet
+from fasttcp.tcp.host_services cimport (
+    COUNT_INTERCEPT_ACCEPTED, COUNT_INTERCEPT_DROPPED, COUNT_INTERCEPT_ECHO_REPLIES,
+    COUNT_INTERCEPT_PENDING, COUNT_INTERCEPT_PENDING_EXPIRED, COUNT_INTERCEPT_PENDING_OVERFLOW,
+    COUNT_INTERCEPT_PENDING_RESET, COUNT_INTERCEPT_REFUSED, COUNT_INTERCEPT_SYN_ABSORBED,
+    COUNT_INTERCEPTED_PACKETS)
+from fasttcp.host.udp import UdpLayer
 from fasttcp.wire import (MalformedPacket, SegmentBatch, TcpOptions, build_icmp_echo,
                           build_icmpv6_echo, build_tcp, bytes_to_ip6, int_to_ip, ip6_to_bytes,
                           ip_to_int, parse)
@@ -52,6 +60,7 @@ MASK = 0xFFFFFFFF
 # with their reason); see Host.trace_event.
 log = logging.getLogger("fasttcp.tcp")
 cdef int _DEBUG = logging.DEBUG
+cdef double _INF = float("inf")
 # The logger's own cache of isEnabledFor answers by level (logging clears it whenever a
 # level, handler or disable setting changes), read as a C dict by _debug_on().
 cdef object _log_cache = getattr(log, "_cache", None)
@@ -156,31 +165,20 @@ def _parse_remote(remote: Any) -> Tuple[int, Any, str, int]:
     return 6, packed, bytes_to_ip6(packed), port
 
 
-cdef inline bint _local_is(Connection conn, Packet pk) except -1:
-    """Whether the packet's destination is the connection's local address."""
-    if pk.d.ipver == 6:
-        return conn.ipver == 6 and memcmp(conn._lip6, PyBytes_AS_STRING(pk.raw) + 24, 16) == 0
-    return conn.ipver == 4 and conn._lip == pk.d.dst
-
-
-cdef inline bint _local_is6(Connection conn, bytes lip) except -1:
-    return conn.ipver == 6 and memcmp(conn._lip6, <const unsigned char*>lip, 16) == 0
-
-
-cdef inline bint _tw_local_is(TimeWait rec, Packet pk) except -1:
-    """_local_is for a TIME-WAIT record."""
-    cdef bytes lip
-    if pk.d.ipver == 6:
-        lip = pk.raw[24:40]
-        return rec.ipver == 6 and memcmp(rec.lip6, <const unsigned char*>lip, 16) == 0
-    return rec.ipver == 4 and rec.lip == pk.d.dst
-
-
 cdef object _tw_key(TimeWait rec):
-    """A record's demux key (as Connection.key)."""
+    """A record's demux key (as Connection.key: the 4-tuple)."""
     if rec.ipver == 6:
-        return (rec.lport, PyBytes_FromStringAndSize(<const char*>rec.rip6, 16), rec.rport)
-    return (rec.lport, rec.rip, rec.rport)
+        return (rec.lport, PyBytes_FromStringAndSize(<const char*>rec.rip6, 16), rec.rport,
+                PyBytes_FromStringAndSize(<const char*>rec.lip6, 16))
+    return (rec.lport, rec.rip, rec.rport, rec.lip)
+
+
+cdef inline object _seg_key(Packet pk):
+    """A received segment's demux key: (local port, remote address, remote port, local
+    address), as Connection.key."""
+    if pk.d.ipver == 6:
+        return (pk.d.dport, pk.raw[8:24], pk.d.sport, pk.raw[24:40])
+    return (pk.d.dport, pk.d.src, pk.d.sport, pk.d.dst)
 
 
 class Listener:
@@ -226,6 +224,9 @@ class Listener:
         self.accept_queue.append(conn)
         (<Host>self.host)._ready.add(self)
 
+    # An Interceptor with decide=True takes SYNs as PendingFlows (Host._pending_input).
+    decide = False
+
     def __len__(self) -> int:
         return len(self.accept_queue)
 
@@ -233,6 +234,118 @@ class Listener:
         where = "" if self.address is None else (
             f"[{self.address}]" if ":" in self.address else self.address)
         return f"<Listener {where}:{self.port} pending={len(self.accept_queue)}>"
+
+
+class Interceptor(Listener):
+    """TCP to addresses that are not the host's own, inside ``prefixes``, any port
+    (Host.intercept; docs/ARCHITECTURE.md "Interception"). A listener for those
+    destinations: accept() gives the established connections, whose local_address is the
+    original destination. With ``decide`` each new SYN first becomes a
+    :class:`PendingFlow` (pop_pending()) that the application accepts, refuses or drops."""
+
+    def __init__(self, host: "Host", prefixes: PrefixSet, decide: bool, backlog: int) -> None:
+        super().__init__(host, 0, backlog)
+        self._set = prefixes
+        self.decide = decide
+        self._pending: Dict[Any, PendingFlow] = {}     # 4-tuple -> flow, oldest first
+        self._new: List[PendingFlow] = []              # not yet given by pop_pending()
+
+    @property
+    def prefixes(self) -> Tuple[str, ...]:
+        return self._set.prefixes
+
+    def pop_pending(self) -> List["PendingFlow"]:
+        """The pending flows that arrived since the last call (decide=True), those still
+        pending."""
+        new, self._new = self._new, []
+        return [pf for pf in new if pf.pending]
+
+    def close(self) -> None:
+        """Stop intercepting: packets to the prefixes are no longer taken (counted
+        drop_not_for_us, as for any address not ours), except those of connections
+        already accepted, which live on; those not yet accepted are reset (as a
+        listener's) and pending flows are forgotten."""
+        if self.closed:
+            return
+        super().close()
+        for pf in list(self._pending.values()):
+            pf._forget("closed")
+        self._new.clear()
+        icpts = (<Host>self.host)._icpts
+        if self in icpts:
+            icpts.remove(self)
+
+    def __repr__(self) -> str:
+        return (f"<Interceptor {', '.join(self.prefixes)} decide={self.decide} "
+                f"pending={len(self._pending)} accepted={len(self.accept_queue)}>")
+
+
+class PendingFlow:
+    """A SYN to an intercepted destination waiting for the application's decision
+    (Interceptor with decide=True): :meth:`accept`, :meth:`refuse` or :meth:`drop`.
+    ``local_address`` is the original destination, ``remote_address`` the client. Holds
+    the SYN (to answer it when accepted) until decided, expired or reset."""
+
+    __slots__ = ("interceptor", "key", "local_address", "remote_address", "deadline",
+                 "state", "_syn")
+
+    def __init__(self, interceptor: Interceptor, key: Any, syn: bytes,
+                 local: Tuple[Any, ...], remote: Tuple[Any, ...], deadline: float) -> None:
+        self.interceptor = interceptor
+        self.key = key
+        self._syn = syn
+        self.local_address = local
+        self.remote_address = remote
+        self.deadline = deadline
+        #: "pending", then "accepted", "refused", "dropped", "expired", "reset" or
+        #: "closed" (the interceptor closed).
+        self.state = "pending"
+
+    @property
+    def pending(self) -> bool:
+        return self.state == "pending"
+
+    def _forget(self, state: str) -> None:
+        self.state = state
+        self._syn = None
+        pend = self.interceptor._pending
+        if pend.get(self.key) is self:
+            del pend[self.key]
+
+    def _check(self) -> None:
+        if self.state != "pending":
+            raise ConnectionError(f"the flow is no longer pending ({self.state})")
+
+    def accept(self) -> Connection:
+        """Answer the SYN: the connection is in SYN-RECEIVED, its SYN-ACK leaves at the
+        next transmit(), and it comes out of the interceptor's accept() once established.
+        Raises ConnectionError when the flow is no longer pending (expired, reset by the
+        client, decided) and OSError when max_connections are open."""
+        cdef Host host = <Host>self.interceptor.host
+        self._check()
+        conn = host._intercept_accept(self)
+        self._forget("accepted")
+        host.counts[<int>COUNT_INTERCEPT_ACCEPTED] += 1
+        return conn
+
+    def refuse(self) -> None:
+        """Reset the client as a closed port does (RFC 9293 3.10.7.1: <SEQ=0>
+        <ACK=SEG.SEQ+1><CTL=RST,ACK>): its connect() fails with ECONNREFUSED."""
+        cdef Host host = <Host>self.interceptor.host
+        self._check()
+        host._reset_for(parse(self._syn, verify_checksums=False), SYN)
+        self._forget("refused")
+        host.counts[<int>COUNT_INTERCEPT_REFUSED] += 1
+
+    def drop(self) -> None:
+        """Forget the SYN silently: the client's SYN retransmission comes back as a new
+        pending flow."""
+        self._check()
+        self._forget("dropped")
+        (<Host>self.interceptor.host).counts[<int>COUNT_INTERCEPT_DROPPED] += 1
+
+    def __repr__(self) -> str:
+        return f"<PendingFlow {self.remote_address} > {self.local_address} {self.state}>"
 
 
 cdef class Host:
@@ -249,6 +362,7 @@ cdef class Host:
         self._text = {}
         for ip in ips:
             self._text[int(ip) if ip.version == 4 else ip.packed] = str(ip)
+        self._own = {k: k for k in self._text}
         self._set4 = frozenset(v4)
         self._set6 = frozenset(v6)
         self._n4 = len(v4)
@@ -258,9 +372,9 @@ cdef class Host:
         self._first6 = v6[0] if v6 else None
         #: The first IPv4 address as a number (0 when the host has none).
         self.address_int = self._addr4
-        self._conns: Dict[Tuple[int, int, int], Connection] = {}
+        self._conns: Dict[Tuple[Any, ...], Connection] = {}
         self._listeners: Dict[int, Listener] = {}
-        self._tw: Dict[Tuple[int, Any, int], TimeWait] = {}
+        self._tw: Dict[Tuple[Any, ...], TimeWait] = {}
         self._tw_fifo: Deque[TimeWait] = deque()
         self._isn = IsnGenerator(self.settings.isn_secret)
         self._cookies = SynCookies(self._isn)
@@ -292,12 +406,16 @@ cdef class Host:
         #: sets this for a link with ``takes_split_packets``). They are valid only until
         #: the connection's send buffer moves on.
         self.split_tx = False
+        self._icpts = []                   # Interceptors (Host.intercept)
+        self._pending_fifo = deque()       # their PendingFlows by deadline (one timeout)
         self._init_port_table()
         self._traces = weakref.WeakKeyDictionary()
         self._trace_refs = self._traces.data
         self.tracing = False
         self.now = 0.0
         self._raise_internal = False   # tests flip this to see internal errors
+        self._udp_deadline = _INF
+        self._udp = UdpLayer(self)     # UDP (issue 15): fasttcp/host/udp.py
 
     def advance_clock(self, double now) -> None:
         """Move the host's clock (:attr:`now`, what :meth:`connect` reads when given no
@@ -375,7 +493,15 @@ cdef class Host:
 
     cdef int input_slow(self, Packet pk, double now) except -1:
         stats = self._stats
-        if not self._is_ours(pk):
+        if pk.d.proto == 17:                       # UDP (issue 15): fasttcp/host/udp.py
+            try:
+                self._udp.input(pk, now, self._is_ours(pk))
+            except Exception:                      # pragma: no cover - must not happen
+                stats["drop_internal_error"] += 1
+                if self._raise_internal:
+                    raise
+            return 0
+        if not self._is_ours(pk) and not self._intercepted(pk):
             stats["drop_not_for_us"] += 1
             return 0
         try:
@@ -417,6 +543,10 @@ cdef class Host:
         self._set_tracing()
         if self._tw_fifo:
             self._tw_expire(now)
+        if self._pending_fifo:
+            self._pending_expire(now)
+        if self._udp_deadline <= now:
+            self._udp.expire(now)                      # idle UDP flows (issue 15)
         if not self._dirty and not self._out and (not timers or timers[0][0] > now):
             return []                                  # nothing due: the common idle call
         while timers and timers[0][0] <= now:
@@ -447,6 +577,12 @@ cdef class Host:
         if self._dirty or self._out:
             return self.now
         tw = self._tw_head() if self._tw_fifo else -1.0
+        if self._pending_fifo:
+            pend = self._pending_head()
+            if pend >= 0 and (tw < 0 or pend < tw):
+                tw = pend
+        if self._udp_deadline != _INF and (tw < 0 or self._udp_deadline < tw):
+            tw = self._udp_deadline                    # idle UDP flows (issue 15)
         timers = self._timers
         while timers:
             when, seq = timers[0]
@@ -499,7 +635,7 @@ cdef class Host:
         if len(self._conns) + len(self._tw) >= self.settings.max_connections:
             raise OSError(105, "too many connections (max_connections)")
         lport = self._pick_port(rip, rport, lip) if local_port is None else local_port
-        key = (lport, rip, rport)
+        key = (lport, rip, rport, lip)
         if key in self._conns or key in self._tw:
             raise OSError(98, "address already in use for this 4-tuple")
         if version == 6:
@@ -514,6 +650,28 @@ cdef class Host:
         self._set_tracing()
         conn._open_active(self.now)
         return conn
+
+    # --- UDP (issue 15): the layer is fasttcp/host/udp.py --------------------------------
+
+    def udp_bind(self, port: int = 0, address: Optional[str] = None) -> Any:
+        """A UDP endpoint on ``port`` (0: an ephemeral one, RFC 6056) of every address, or
+        of ``address`` only; OSError EADDRINUSE when the port is taken."""
+        return self._udp.bind(port, address)
+
+    def intercept_udp(self, prefixes: Any, *, idle_timeout: Optional[float] = None,
+                      max_flows: Optional[int] = None) -> Any:
+        """Take UDP to addresses not ours inside ``prefixes`` as :class:`UdpFlow` s, one
+        per 4-tuple (see :class:`fasttcp.host.udp.UdpInterceptor`)."""
+        return self._udp.intercept(prefixes, idle_timeout, max_flows)
+
+    def _udp_out(self, list packets) -> None:
+        self._out.extend(packets)
+
+    def _udp_ready(self, obj) -> None:
+        self._ready.add(obj)
+
+    def _udp_count(self, str name, int n=1) -> None:
+        self._stats[name] += n
 
     def connections(self) -> List[Any]:
         """The connections, and a read-only :class:`fasttcp.tcp.TimeWait` (state,
@@ -565,33 +723,179 @@ cdef class Host:
         return ready
 
     # ===================================================================================
+    # Interception (docs/ARCHITECTURE.md "Interception")
+    # ===================================================================================
+
+    def intercept(self, prefixes: Any, *, decide: bool = False,
+                  backlog: Optional[int] = None) -> Interceptor:
+        """Take TCP to any address and port inside ``prefixes`` (IPv4 and IPv6 text,
+        ``"0.0.0.0/0"`` / ``"::/0"`` for all) that is not one of the host's own addresses,
+        as if that address were ours. ``decide=False``: every SYN is accepted as by a
+        listener (SYN queue, SYN cookies, ``backlog`` (default settings.backlog),
+        max_connections); ``decide=True``: each new SYN becomes a PendingFlow
+        (Interceptor.pop_pending) and at most ``backlog`` (default settings.syn_backlog)
+        are pending. Interceptors are asked in the order they were made."""
+        if isinstance(prefixes, str):
+            prefixes = [prefixes]
+        pset = PrefixSet(prefixes)
+        if not len(pset):
+            raise ValueError("intercept needs at least one prefix")
+        if backlog is None:
+            backlog = self.settings.syn_backlog if decide else self.settings.backlog
+        elif not isinstance(backlog, int) or backlog < (1 if decide else 0):
+            raise ValueError(f"backlog must be an int >= {1 if decide else 0}, got {backlog!r}")
+        icpt = Interceptor(self, pset, bool(decide), backlog)
+        self._icpts.append(icpt)
+        self._icpt_ever = True
+        return icpt
+
+    cdef object _interceptor_for(self, Packet pk):
+        """The (first) interceptor whose prefixes hold the packet's destination, or None."""
+        cdef PrefixSet pset
+        cdef const unsigned char* dst6
+        for icpt in self._icpts:
+            pset = <PrefixSet>icpt._set
+            if pk.d.ipver == 6:
+                dst6 = <const unsigned char*>PyBytes_AS_STRING(pk.raw) + 24
+                if pset.contains6(dst6):
+                    return icpt
+            elif pset.contains4(pk.d.dst):
+                return icpt
+        return None
+
+    cdef bint _intercepted(self, Packet pk) except -1:
+        """Whether a packet to an address that is not ours is taken as if it were: TCP
+        or ICMP to an intercepted destination, TCP of an intercepted connection (which
+        outlives its interceptor), ICMP errors (they reach only the connection they
+        quote, by its 4-tuple)."""
+        cdef int proto = pk.d.proto
+        if not self._icpt_ever:
+            return False
+        if proto == IPPROTO_TCP:
+            if self._interceptor_for(pk) is None:
+                key = _seg_key(pk)
+                if key not in self._conns and key not in self._tw:
+                    return False
+        elif proto == (IPPROTO_ICMPV6 if pk.d.ipver == 6 else IPPROTO_ICMP):
+            t = pk.d.icmp_type
+            if t == (128 if pk.d.ipver == 6 else 8):
+                if not self.settings.intercept_echo or self._interceptor_for(pk) is None:
+                    return False
+            elif not (t < 128 if pk.d.ipver == 6 else t in (3, 11, 12)):
+                return False                    # only echo and errors (RFC 4443 2.1)
+        else:
+            return False
+        self.counts[<int>COUNT_INTERCEPTED_PACKETS] += 1
+        return True
+
+    cdef _pending_input(self, icpt, Packet pk, int flags, double now):
+        """A segment with no connection for an interceptor with decide=True: a new SYN
+        becomes a PendingFlow, a retransmitted one is absorbed, an RST forgets its flow;
+        anything else is answered as by a closed port (RFC 9293 3.10.7.1)."""
+        key = _seg_key(pk)
+        pf = icpt._pending.get(key)
+        if flags & RST:
+            if pf is not None:
+                pf._forget("reset")
+                self.counts[<int>COUNT_INTERCEPT_PENDING_RESET] += 1
+                self._ready.add(icpt)
+            return
+        if flags & (SYN | ACK) == SYN:
+            if flags & FIN:
+                self._stats["drop_syn_fin"] += 1
+                return
+            if pf is not None:
+                self.counts[<int>COUNT_INTERCEPT_SYN_ABSORBED] += 1
+                return
+            if len(icpt._pending) >= icpt.backlog:
+                self.counts[<int>COUNT_INTERCEPT_PENDING_OVERFLOW] += 1
+                return                              # the client retransmits its SYN
+            if pk.d.ipver == 6:
+                local = (bytes_to_ip6(pk.raw[24:40]), pk.d.dport, 0, 0)
+                remote = (bytes_to_ip6(pk.raw[8:24]), pk.d.sport, 0, 0)
+            else:
+                local = (int_to_ip(pk.d.dst), pk.d.dport)
+                remote = (int_to_ip(pk.d.src), pk.d.sport)
+            pf = PendingFlow(icpt, key, bytes(pk.raw), local, remote,
+                             now + self.settings.intercept_pending_timeout)
+            icpt._pending[key] = pf
+            icpt._new.append(pf)
+            self._pending_fifo.append(pf)
+            self._ready.add(icpt)
+            self.counts[<int>COUNT_INTERCEPT_PENDING] += 1
+            return
+        self._stats["segments_no_connection"] += 1
+        self._reset_for(pk, flags)
+
+    def _intercept_accept(self, pf: PendingFlow) -> Connection:
+        """PendingFlow.accept(): the connection a listener makes for the SYN
+        (_listen_input), in SYN-RECEIVED, its SYN-ACK due."""
+        cdef Connection conn
+        # (Validated when it arrived: a TUN offload's partial checksum is no longer checked.)
+        cdef Packet pk = parse(pf._syn, verify_checksums=False)
+        cdef int64_t iss
+        if len(self._conns) + len(self._tw) >= self.settings.max_connections:
+            self._stats["drop_max_connections"] += 1
+            raise OSError(105, "too many connections (max_connections)")
+        now = self.now
+        if pk.d.ipver == 6:
+            iss = self._isn.isn6(pk.raw[24:40], pk.d.dport, pk.raw[8:24], pk.d.sport, now)
+        else:
+            iss = self._isn.isn(pk.d.dst, pk.d.dport, pk.d.src, pk.d.sport, now)
+        conn = <Connection>self._new_conn(pk, <uint32_t>iss, now, True)
+        icpt = pf.interceptor
+        conn.listener = icpt
+        self._conns[conn.key] = conn
+        icpt.syn_queue.add(conn)
+        self._set_tracing()
+        conn._open_passive(pk, now)
+        self._stats["passive_opens"] += 1
+        return conn
+
+    cdef double _pending_head(self):
+        """The deadline of the first pending flow, or -1; drops decided ones."""
+        fifo = self._pending_fifo
+        while fifo:
+            pf = fifo[0]
+            if pf.state == "pending":
+                return pf.deadline
+            fifo.popleft()
+        return -1.0
+
+    cdef int _pending_expire(self, double now) except -1:
+        """Forget the pending flows nobody decided within intercept_pending_timeout."""
+        cdef double when
+        fifo = self._pending_fifo
+        while True:
+            when = self._pending_head()
+            if when < 0 or when > now:
+                return 0
+            pf = fifo.popleft()
+            pf._forget("expired")
+            self._ready.add(pf.interceptor)
+            self.counts[<int>COUNT_INTERCEPT_PENDING_EXPIRED] += 1
+
+    # ===================================================================================
     # Input
     # ===================================================================================
 
     cdef _tcp_input(self, Packet pk, double now):
         cdef int flags = pk.d.flags
         cdef int64_t iss
-        key = (pk.d.dport, pk.raw[8:24] if pk.d.ipver == 6 else pk.d.src, pk.d.sport)
+        key = _seg_key(pk)
         conn = self._conns.get(key)
         if conn is None and self._tw:
             rec = self._tw.get(key)
             if rec is not None:
                 self._tw_input(<TimeWait>rec, pk, flags, now)
                 return
-        if conn is not None and not _local_is(<Connection>conn, pk):
-            # The same remote end and ports to another address of ours: the demux key
-            # has no local address (see docs/ARCHITECTURE.md), so this one is refused.
-            self._stats["drop_local_address_clash"] += 1
-            if not flags & RST:
-                self._reset_for(pk, flags)
-            return
         self.segments_in += 1
         if conn is not None:
             if (<Connection>conn).st == S_TIME_WAIT and flags & (SYN | ACK | RST) == SYN:
                 # A new incarnation's SYN in TIME-WAIT (RFC 1122 4.2.2.13, RFC 6191): the
                 # listener takes it when it is beyond the old one (Linux: TCP_TW_SYN).
                 lst = self._listener_for(pk)
-                if lst is not None:
+                if lst is not None and not lst.decide:
                     iss = (<Connection>conn).time_wait_reopen(pk)
                     if iss >= 0:
                         self._listen_input(lst, pk, flags, now, iss)
@@ -600,7 +904,10 @@ cdef class Host:
             return
         lst = self._listener_for(pk)
         if lst is not None:
-            self._listen_input(lst, pk, flags, now)
+            if lst.decide:
+                self._pending_input(lst, pk, flags, now)
+            else:
+                self._listen_input(lst, pk, flags, now)
             return
         # No connection (RFC 9293 3.10.7.1): answer with a RST unless it is one.
         self._stats["segments_no_connection"] += 1
@@ -739,7 +1046,10 @@ cdef class Host:
         self._stats["rsts_out"] += 1
 
     cdef object _listener_for(self, Packet pk):
-        """The listener that takes a segment to its destination port and address."""
+        """The listener that takes a segment to its destination port and address (an
+        Interceptor for an intercepted destination)."""
+        if self._icpt_ever and not self._is_ours(pk):
+            return self._interceptor_for(pk)   # (never an own-address listener)
         lst = self._listeners.get(pk.d.dport)
         if lst is None or lst._local is None:
             return lst
@@ -751,32 +1061,50 @@ cdef class Host:
         """A connection for the segment's 4-tuple (passive open or SYN cookie), with the
         address family's local and remote address conventions."""
         cdef Connection conn
+        # The local address in the demux key (Connection.key) is the host's own object
+        # for its own addresses: no new int/bytes per connection.
         if pk.d.ipver == 6:
             lip, rip = pk.raw[24:40], pk.raw[8:24]
-            conn = Connection(self, (self._text[lip], pk.d.dport, 0, 0),
+            lip = self._own.get(lip, lip)
+            ltext = self._text.get(lip)
+            conn = Connection(self, (ltext if ltext is not None else bytes_to_ip6(lip),
+                                     pk.d.dport, 0, 0),
                               (bytes_to_ip6(rip), pk.d.sport, 0, 0), rip, iss, now, passive,
                               lip)
         else:
-            conn = Connection(self, (self._text[pk.d.dst], pk.d.dport),
+            lip = pk.d.dst
+            lip = self._own.get(lip, lip)
+            ltext = self._text.get(lip)
+            conn = Connection(self, (ltext if ltext is not None else int_to_ip(pk.d.dst),
+                                     pk.d.dport),
                               (int_to_ip(pk.d.src), pk.d.sport), pk.d.src, iss, now, passive,
-                              pk.d.dst)
+                              lip)
         return conn
 
     def _icmp_input(self, Packet pk, double now) -> None:
         t = pk.icmp_type
         stats = self._stats
         if t == 8 and pk.icmp_code == 0:          # echo request (RFC 792, RFC 1122 3.2.2.6)
-            self._out.append(build_icmp_echo(self.address_int, pk.d.src, pk.icmp_id,
+            # The reply's source is the address the request was sent to (RFC 1122
+            # 3.2.2.6): one of ours, or an intercepted one.
+            if not self._is_ours(pk):
+                self.counts[<int>COUNT_INTERCEPT_ECHO_REPLIES] += 1
+            self._out.append(build_icmp_echo(pk.d.dst, pk.d.src, pk.icmp_id,
                                              pk.icmp_seq, pk.payload, reply=True,
                                              ttl=self.settings.ttl))
             stats["icmp_echo_replies"] += 1
             return
         if t in (3, 11, 12):
             q = pk.quoted
-            if q is None or q[2] != 6 or ip_to_int(q[0]) not in self._set4:
+            if q is not None and q[2] == 17:
+                self._udp.icmp_error(pk, q)        # a datagram of ours (issue 15)
+                return
+            if q is None or q[2] != 6:
                 stats["icmp_ignored"] += 1
                 return
-            conn = self._conns.get((q[3], ip_to_int(q[1]), q[4]))
+            # (The 4-tuple lookup finds only our own connections, to our addresses or
+            # intercepted ones.)
+            conn = self._conns.get((q[3], ip_to_int(q[1]), q[4], ip_to_int(q[0])))
             if conn is None:
                 stats["icmp_ignored"] += 1
                 return
@@ -793,6 +1121,8 @@ cdef class Host:
         t = pk.d.icmp_type
         stats = self._stats
         if t == 128 and pk.d.icmp_code == 0:     # echo request (RFC 4443 4.1, 4.2)
+            if not self._is_ours(pk):
+                self.counts[<int>COUNT_INTERCEPT_ECHO_REPLIES] += 1
             self._out.append(build_icmpv6_echo(pk.raw[24:40], pk.raw[8:24], pk.icmp_id,
                                                pk.icmp_seq, pk.payload, reply=True,
                                                hop_limit=self.settings.ttl))
@@ -800,15 +1130,15 @@ cdef class Host:
             return
         if t < 128:                               # an error (RFC 4443 2.1)
             q = pk.quoted
+            if q is not None and q[2] == 17:
+                self._udp.icmp_error(pk, q)        # a datagram of ours (issue 15)
+                return
             if q is None or q[2] != 6:
                 stats["icmp_ignored"] += 1
                 return
             lip = ip6_to_bytes(q[0])
-            if lip not in self._set6:
-                stats["icmp_ignored"] += 1
-                return
-            conn = self._conns.get((q[3], ip6_to_bytes(q[1]), q[4]))
-            if conn is None or not _local_is6(<Connection>conn, lip):
+            conn = self._conns.get((q[3], ip6_to_bytes(q[1]), q[4], lip))
+            if conn is None:
                 stats["icmp_ignored"] += 1
                 return
             conn.on_icmp_error(t, pk.d.icmp_code, pk.icmp_mtu, q[5], now)
@@ -971,16 +1301,11 @@ cdef class Host:
         """A segment for a TIME-WAIT record (see _tcp_input for a connection's)."""
         cdef int64_t iss
         cdef double deadline = rec.deadline
-        if not _tw_local_is(rec, pk):
-            self._stats["drop_local_address_clash"] += 1
-            if not flags & RST:
-                self._reset_for(pk, flags)
-            return 0
         self.segments_in += 1
         if flags & (SYN | ACK | RST) == SYN:
             # RFC 1122 4.2.2.13, RFC 6191: a new incarnation's SYN (Linux: TCP_TW_SYN).
             lst = self._listener_for(pk)
-            if lst is not None:
+            if lst is not None and not lst.decide:
                 iss = rec.reopen_iss(self, pk)
                 if iss >= 0:
                     self._tw_close(rec)
@@ -1182,10 +1507,12 @@ cdef class Host:
         offset = <uint32_t>(h >> 32)
         index = <uint32_t>h & (PORT_TABLE_SIZE - 1)
         conns = self._conns
+        if lip is None:
+            lip = self._addr4
         for _i in range(span):
             port = lo + (offset + self._port_table[index]) % span
             self._port_table[index] += 1
-            if ((port, rip, rport) not in conns and port not in self._listeners
-                    and (port, rip, rport) not in self._tw):
+            key = (port, rip, rport, lip)
+            if key not in conns and port not in self._listeners and key not in self._tw:
                 return port
         raise OSError(99, "no ephemeral port free for this destination")

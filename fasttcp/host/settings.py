@@ -176,6 +176,26 @@ class Settings:
     #: Ephemeral ports (first, last): the IANA dynamic range (RFC 6335), chosen by RFC
     #: 6056's Algorithm 4 keyed with isn_secret.
     ephemeral_ports: tuple = field(default=(49152, 65535))
+    # --- interception (Host.intercept) ---
+    #: How long a pending flow of ``intercept(..., decide=True)`` waits for accept(),
+    #: refuse() or drop() before it is forgotten (counted intercept_pending_expired; the
+    #: client's next SYN retransmission comes back as a new flow).
+    intercept_pending_timeout: float = 30.0
+    #: Answer ICMP/ICMPv6 echo requests to intercepted addresses, from that address.
+    intercept_echo: bool = True
+
+    # --- UDP (issue 15; fasttcp/host/udp.py) ---
+    #: Bytes of datagrams a UDP endpoint or intercepted flow queues unread (Linux's
+    #: rmem_default); more are dropped and counted (``udp_rcvbuf_errors``).
+    udp_rcvbuf: int = 212992
+    #: Most intercepted UDP flows alive at once (``intercept_udp``'s default); datagrams
+    #: that would open one more are dropped and counted (``drop_udp_flow_limit``).
+    max_udp_flows: int = 4096
+    #: Seconds an intercepted UDP flow may stay idle (nothing either way) before it closes.
+    udp_idle_timeout: float = 60.0
+    #: ICMP errors (port unreachable) sent per second, host-wide: a token bucket of this
+    #: rate with a burst of 50 (Linux's icmp_msgs_per_sec / icmp_msgs_burst). 0 = none.
+    icmp_error_rate: int = 1000
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "Settings":
@@ -272,6 +292,12 @@ class Settings:
                                                   and self.user_timeout > 0):
             raise ValueError(f"user_timeout must be None (off) or > 0 s, "
                              f"got {self.user_timeout!r}")
+        if self.udp_rcvbuf < 0 or self.max_udp_flows < 0 or self.icmp_error_rate < 0:
+            raise ValueError(f"udp_rcvbuf, max_udp_flows and icmp_error_rate must be >= 0, "
+                             f"got {self.udp_rcvbuf}, {self.max_udp_flows}, "
+                             f"{self.icmp_error_rate}")
+        if not self.udp_idle_timeout > 0:
+            raise ValueError(f"udp_idle_timeout must be > 0 s, got {self.udp_idle_timeout}")
         if self.challenge_ack_limit < 0:
             raise ValueError(f"challenge_ack_limit must be >= 0 (0 = unlimited), "
                              f"got {self.challenge_ack_limit}")
@@ -301,6 +327,9 @@ class Settings:
         if self.isn_secret is not None and not (isinstance(self.isn_secret, bytes)
                                                 and len(self.isn_secret) == 16):
             raise ValueError(f"isn_secret must be None or 16 bytes, got {self.isn_secret!r}")
+        if not self.intercept_pending_timeout > 0:
+            raise ValueError(f"intercept_pending_timeout must be > 0 s, "
+                             f"got {self.intercept_pending_timeout}")
         ports = self.ephemeral_ports
         if not (isinstance(ports, tuple) and len(ports) == 2 and all(map(_is_int, ports))
                 and 1 <= ports[0] <= ports[1] <= 65535):

@@ -17,7 +17,8 @@ _tunio.pxd). What the kernel may send us then, and what we do with it:
 - ``DATA_VALID``: the kernel verified the checksum; flagged ``RX_CSUM_VALID``.
 - neither: e.g. a forwarded TCP packet; the link verifies its TCP checksum itself (and
   drops it, counting ``rx_csum_errors``, when wrong), so that in vnet mode *every* TCP
-  packet handed up may be parsed with ``PARSE_NO_TCP_CSUM``.
+  packet handed up may be parsed with ``PARSE_NO_TCP_CSUM``. The same for UDP (the kernel
+  marks a local UDP datagram NEEDS_CSUM as it does TCP), which that flag covers too.
 - ``gso_type != NONE``: a TSO super-packet of up to 64 KiB, delivered whole as one packet,
   flagged ``RX_GSO``.
 """
@@ -156,6 +157,23 @@ cdef inline bint tcp_span(const unsigned char* pkt, Py_ssize_t plen, Py_ssize_t*
     if ((pkt[6] & 0x3F) << 8 | pkt[7]) != 0:       # MF set or a fragment offset
         return False
     return True
+
+
+cdef inline int udp_check(const unsigned char* pkt, const unsigned char* u, Py_ssize_t room,
+                          bint v6) noexcept nogil:
+    """A UDP datagram the kernel did not vouch for (RFC 768): 1 when its checksum is
+    wrong, else 0. `room` is the IP payload length; a UDP length outside 8..room, and an
+    IPv4 checksum of 0 (none sent) or an IPv6 one of 0 (invalid, RFC 8200 8.1), are left
+    to the wire parser, which checks them under any parse flags."""
+    cdef Py_ssize_t ulen
+    if room < 8:
+        return 0
+    ulen = (u[4] << 8) | u[5]
+    if ulen < 8 or ulen > room or (u[6] == 0 and u[7] == 0):
+        return 0
+    if v6:
+        return csum_fold(csum_add(u, ulen, pseudo_sum6(pkt, <uint32_t>ulen, 17))) != 0xFFFF
+    return csum_fold(csum_add(u, ulen, pseudo_sum(pkt, <uint32_t>ulen))) != 0xFFFF
 
 
 cdef inline bint tcp_span6(const unsigned char* pkt, Py_ssize_t plen,
@@ -561,7 +579,15 @@ cdef class TunIO:
         elif hdr[0] & VNET_F_DATA_VALID:
             fl[0] |= RX_CSUM_VALID
         elif v == 4:
-            if tcp_span(pkt, plen, &ihl, &tot):
+            ihl = (pkt[0] & 0x0F) * 4
+            tot = (pkt[2] << 8) | pkt[3]
+            if (pkt[9] == 17 and ihl >= 20 and tot <= plen and tot >= ihl
+                    and ((pkt[6] & 0x3F) << 8 | pkt[7]) == 0):
+                # UDP (issue 15): the same promise as for TCP under PARSE_NO_TCP_CSUM.
+                if udp_check(pkt, pkt + ihl, tot - ihl, False):
+                    self.rx_csum_errors += 1
+                    return False
+            elif tcp_span(pkt, plen, &ihl, &tot):
                 # Not vouched for by the kernel: verify here, so the whole batch can skip
                 # it.
                 if csum_fold(csum_add(pkt + ihl, tot - ihl,
@@ -586,6 +612,10 @@ cdef class TunIO:
                     self.rx_csum_errors += 1
                     return False
                 fl[0] |= RX_CSUM_VALID
+            elif co == L6_UPPER and nh == 17:
+                if udp_check(pkt, pkt + cs, tot - cs, True):
+                    self.rx_csum_errors += 1
+                    return False
         return True
 
     cdef Py_ssize_t _read_loop(self, Py_ssize_t maxn, Py_ssize_t max_bytes) noexcept nogil:

@@ -137,10 +137,11 @@ def receive_batch(HostServices host, SegmentBatch batch, list packets, double no
     its connection table; `deferred` (or None) collects the reassemblers that hold data
     by reference into `packets` (Host.settle).
 
-    The demux key is (local port, remote address, remote port): the remote address is
-    the IPv4 number, or for IPv6 its 16 bytes (a bytes object, made once per run of
-    segments from one peer); the connection found must have the packet's destination as
-    its local address, or the slow path judges the packet."""
+    The demux key is the 4-tuple (local port, remote address, remote port, local
+    address): an address is the IPv4 number, or for IPv6 its 16 bytes (two bytes
+    objects, made once per run of segments of one 4-tuple); the connection found has the
+    packet's destination as its local address (checked again, cheaply), or the slow path
+    judges the packet."""
     cdef Py_ssize_t i, n
     cdef SegDesc* d
     cdef list touched = []
@@ -149,7 +150,7 @@ def receive_batch(HostServices host, SegmentBatch batch, list packets, double no
     cdef bint have_last = False
     cdef uint8_t last_ver = 0
     cdef uint16_t last_dport = 0, last_sport = 0
-    cdef uint32_t last_src = 0
+    cdef uint32_t last_src = 0, last_dst = 0
     cdef const unsigned char* last_src6 = NULL
     cdef const unsigned char* base
     cdef bint ours
@@ -175,18 +176,22 @@ def receive_batch(HostServices host, SegmentBatch batch, list packets, double no
             base = batch.bases[i]
             if d.ipver == 4:
                 if not (have_last and last_ver == 4 and d.dport == last_dport
-                        and d.src == last_src and d.sport == last_sport):
-                    obj = conns.get((d.dport, d.src, d.sport))
+                        and d.src == last_src and d.sport == last_sport
+                        and d.dst == last_dst):
+                    obj = conns.get((d.dport, d.src, d.sport, d.dst))
                     c = <Tcb>obj if obj is not None else None
                     have_last = True
                     last_ver = 4
                     last_dport, last_src, last_sport = d.dport, d.src, d.sport
+                    last_dst = d.dst
                 ours = c is not None and c._lip == d.dst
             else:
                 if not (have_last and last_ver == 6 and d.dport == last_dport
-                        and d.sport == last_sport and memcmp(base + 8, last_src6, 16) == 0):
+                        and d.sport == last_sport and memcmp(base + 8, last_src6, 32) == 0):
+                    # (source and destination are bytes 8..40: one compare for both)
                     obj = conns.get((d.dport, PyBytes_FromStringAndSize(
-                        <const char*>base + 8, 16), d.sport))
+                        <const char*>base + 8, 16), d.sport, PyBytes_FromStringAndSize(
+                        <const char*>base + 24, 16)))
                     c = <Tcb>obj if obj is not None else None
                     have_last = True
                     last_ver = 6

@@ -36,6 +36,7 @@ cdef class RackQueue:
     cdef int sent(self, int64_t off, int64_t end, double now, bint rtx,
                   int64_t una) except -1
     cdef void drop_acked(self, int64_t una) noexcept
+    cdef double acked_rtt(self, int64_t lo, int64_t hi, double now) noexcept
     cdef void _deliver(self, SentSeg* s, double now, double min_rtt) noexcept
     cdef int _grow(self, bint compact) except -1
     cdef Py_ssize_t _split(self, int64_t off) except -2

@@ -55,6 +55,22 @@ cdef class RackQueue:
         if self.head == self.n:
             self.head = self.n = 0
 
+    cdef double acked_rtt(self, int64_t lo, int64_t hi, double now) noexcept:
+        """An RTT sample for an ACK that moved SND.UNA from ``lo`` to ``hi``: from the most
+        recently sent of the newly acknowledged transmissions that was never
+        retransmitted (Karn, RFC 6298 3), as Linux takes its per-ACK ca_rtt from the skb
+        send times (tcp_clean_rtx_queue); -1 when there is none. Call before the entries
+        below ``hi`` are dropped."""
+        cdef Py_ssize_t i
+        cdef double latest = -1.0
+        for i in range(self.head, self.n):
+            if self.segs[i].start >= hi:
+                break
+            if (self.segs[i].end > lo and not self.segs[i].flags & SEG_EVER_RETRANS
+                    and self.segs[i].ts > latest):
+                latest = self.segs[i].ts
+        return now - latest if latest >= 0 else -1.0
+
     cdef Py_ssize_t _split(self, int64_t off) except -2:
         """Make `off` an entry boundary; returns the index of the entry starting at off
         (or self.n when off is past the last entry)."""

@@ -107,8 +107,11 @@ cdef class TimeWait:
 
     @property
     def key(self):
-        """The host's demux key (local port, remote address, remote port)."""
-        return (self.lport, _b16(self.rip6) if self.ipver == 6 else self.rip, self.rport)
+        """The host's demux key (local port, remote address, remote port, local
+        address)."""
+        if self.ipver == 6:
+            return (self.lport, _b16(self.rip6), self.rport, _b16(self.lip6))
+        return (self.lport, self.rip, self.rport, self.lip)
 
     def info(self):
         """A ConnectionInfo as a TIME-WAIT Connection's (nothing in flight or buffered;

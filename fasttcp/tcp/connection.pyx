@@ -209,7 +209,10 @@ cdef class Connection(Tcb):
         self.ttl = s.ttl
         self.rcv_buf = s.rcv_buf
         self.delayed_ack = s.delayed_ack
-        self.key = (self.lport, remote_ip, self.rport)
+        # The demux key: the whole 4-tuple (docs/ARCHITECTURE.md "Demux"), each address
+        # as the IPv4 number or the 16 bytes of the IPv6 address.
+        self.key = (self.lport, remote_ip, self.rport,
+                    local_ip if local_ip is not None else self._lip)
         self.passive = passive
         self.created_at = now
         self._invalid_ack_at = -1e300           # no invalid segment answered yet
@@ -926,6 +929,7 @@ cdef class Connection(Tcb):
 
     cdef _process_ack(self, Packet seg, int64_t ack_off, int64_t seg_len, double now):
         cdef int64_t wnd, wl1_d, newly_sacked
+        cdef double hs_rtt
         wnd = seg.d.window << self.snd_wscale
         self.probes_unanswered = 0                # the peer answers (RFC 1122 4.2.2.17)
         # Window update rule (RFC 9293 3.10.7.4, fifth check, ESTABLISHED).
@@ -959,6 +963,11 @@ cdef class Connection(Tcb):
         flight_before = self.snd_max - self.snd_una
         delivered = 0
         orig = False
+        hs_rtt = -1.0
+        if ack_off > self.snd_una and not self.in_recovery and self.snd_una > 0:
+            # HyStart++'s sample, before RACK's bookkeeping drops the acknowledged entries.
+            hs_rtt = self._hystart_rtt(self.snd_una, ack_off,
+                                       _tsecr(seg) if self.ts_ok else 0, now)
         if q is not None and self.sack_ok:
             # The bookkeeping of RACK (RFC 8985 6.2 steps 2-3) for this ACK, in C.
             reordered = q.reordered
@@ -972,7 +981,7 @@ cdef class Connection(Tcb):
             self._undo_check(seg, ack_off, dsack, now)
         if ack_off > self.snd_una:
             if not self.in_recovery and self.snd_una > 0:
-                self._hystart_ack(ack_off, _tsecr(seg) if self.ts_ok else 0, 1, now)
+                self._hystart_ack(ack_off, hs_rtt, 1, now)
             if self.ts_ok and _tsecr(seg):
                 self._ts_sample(_tsecr(seg), now)
             self._new_ack(ack_off, now)
@@ -1006,7 +1015,10 @@ cdef class Connection(Tcb):
             if not self.persist:
                 self.rtx_at = None if self.snd_una >= self.snd_max else now + self.rtt.rto
             cc = self.cc
-            self._hystart_ack(self.snd_una, self.fp_tsecr if self.ts_ok else 0, acks, now)
+            self._hystart_ack(self.snd_una,
+                              self._hystart_rtt(self.snd_una - acked, self.snd_una,
+                                                self.fp_tsecr if self.ts_ok else 0, now),
+                              acks, now)
             cc.on_ack(acked, self.fp_flight, now, self.rtt.srtt, acks)
             if self.fp_tsecr:
                 self._ts_sample(self.fp_tsecr, now)
@@ -1025,25 +1037,36 @@ cdef class Connection(Tcb):
             self._on_ece(now)                      # once per batch, after on_ack
         self.host.wake(self)
 
-    cdef _hystart_ack(self, int64_t ack_off, uint32_t tsecr, int acks, double now):
-        """HyStart++ (RFC 9406 4.2) for an ACK batch: its round (windowEnd = SND.NXT, here
-        the highest offset sent) and its RTT samples. With timestamps every ACK carries
-        one (RFC 7323 4.1): the batch's smallest is now - the latest TSecr, and there are
-        ``acks`` of them. Without, HyStart++ sees no samples and slow start is RFC 5681's.
-        The bookkeeping is the policy's HyStartRounds, fed here in C: the policy is called
-        only when CSS ends (hystart_exit) or a loss has ended slow start."""
+    cdef double _hystart_rtt(self, int64_t lo, int64_t hi, uint32_t tsecr, double now):
+        """The RTT sample HyStart++ takes from an ACK that moved SND.UNA from ``lo`` to
+        ``hi`` (RFC 9406 4.2: one per ACK), -1 for none. With timestamps: now - TSecr
+        (RFC 7323 4.1). Without (Windows' default, for one) and with SACK: the send time of
+        the newest never-retransmitted segment it acknowledged, kept by RACK's per-segment
+        queue (Linux samples the same way from its skb times). Without either: none, and
+        slow start is RFC 5681's. Only while HyStart++ may still act."""
         cdef uint32_t rtt_ms
-        cdef double rtt = -1.0
+        cdef HyStartRounds hs = self.hs
+        if hs is not None and hs.done:
+            return -1.0
+        if tsecr:
+            rtt_ms = self.tsval_at(now) - tsecr     # (uint32: modulo 2**32)
+            return rtt_ms / 1000.0 if rtt_ms < 0x80000000 else -1.0
+        if self.rtxq is not None and not self.ts_ok and self.cc.hystart:
+            return self.rtxq.acked_rtt(lo, hi, now)
+        return -1.0
+
+    cdef _hystart_ack(self, int64_t ack_off, double rtt, int acks, double now):
+        """HyStart++ (RFC 9406 4.2) for an ACK batch: its round (windowEnd = SND.NXT, here
+        the highest offset sent) and its RTT samples: ``rtt`` the batch's smallest
+        (``_hystart_rtt``; negative: none), and ``acks`` ACKs carried one. The bookkeeping
+        is the policy's HyStartRounds, fed here in C: the policy is called only when CSS
+        ends (hystart_exit) or a loss has ended slow start."""
         cdef HyStartRounds hs = self.hs
         if hs is not None and hs.done:
             return
         cc = self.cc
         if not cc.hystart:
             return
-        if tsecr:
-            rtt_ms = self.tsval_at(now) - tsecr     # (uint32: modulo 2**32)
-            if rtt_ms < 0x80000000:
-                rtt = rtt_ms / 1000.0
         if hs is None:
             hs = cc.hystart_rounds()
             if hs is None:                        # the policy's own hystart_ack

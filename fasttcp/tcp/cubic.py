@@ -26,14 +26,13 @@ target computation is the ``rtt`` argument (the engine passes SRTT), else the la
 else 0 (no look-ahead: the least aggressive choice).
 
 Loss recovery stays the engine's. On the third duplicate ACK ssthresh = max(max(cwnd,
-flight_size) * beta_cubic, 2*SMSS) in congestion avoidance (cwnd as Linux), flight_size in
-slow start (section 4.6; see ``_reduced``). Without SACK the engine runs RFC 5681/6582 NewReno
-recovery, which counts flight as SND.MAX - SND.UNA and so needs the window inflation of that
-algorithm: cwnd = ssthresh + 3*SMSS (RFC 5681 3.2 step 3), +SMSS per further duplicate ACK,
-deflation on partial ACKs (RFC 6582); with SACK (RFC 6675) the engine sets cwnd = ssthresh
-itself and lets its pipe estimate pace the retransmissions. At the full ACK cwnd =
-min(ssthresh, max(FlightSize, SMSS) + SMSS), and the congestion avoidance stage that follows
-starts a new cubic epoch.
+flight_size) * beta_cubic, 2*SMSS) (section 4.6, cwnd as Linux; see ``_reduced``). Without
+SACK the engine runs RFC 5681/6582 NewReno recovery, which counts flight as SND.MAX -
+SND.UNA and so needs the window inflation of that algorithm: cwnd = ssthresh + 3*SMSS (RFC
+5681 3.2 step 3), +SMSS per further duplicate ACK, deflation on partial ACKs (RFC 6582);
+with SACK (RFC 6675) the engine sets cwnd = ssthresh itself and lets its pipe estimate pace
+the retransmissions. At the full ACK cwnd = ssthresh (as Linux), and the congestion
+avoidance stage that follows starts a new cubic epoch.
 
 Application-limited flows (section 5.8): "CUBIC does not increase its congestion window if
 a flow is application limited", and t must not include such periods (section 4.2). A batch
@@ -90,9 +89,9 @@ class Cubic(CongestionControl):
     #: A congestion-avoidance batch is cwnd-limited when flight_size + this many SMSS
     #: reaches cwnd (section 5.8; room for a partial segment held back by SWS avoidance).
     app_limited_slack: int = 3
-    #: Section 4.6's ssthresh from flight_size always (the RFC's pseudocode), not from
-    #: the larger of cwnd and flight_size in congestion avoidance (cwnd as Linux, which the
-    #: RFC allows with section 5.8's rule in place): see ``_reduced``.
+    #: Section 4.6's ssthresh from flight_size alone (the RFC's pseudocode), not from the
+    #: larger of cwnd and flight_size (cwnd as Linux, which the RFC allows with section
+    #: 5.8's rule in place): see ``_reduced``.
     ssthresh_from_flight: bool = False
 
     # Per-connection state. Each starts at the class-level value below (all immutable), so
@@ -280,16 +279,15 @@ class Cubic(CongestionControl):
         """Section 4.6's new ssthresh, at least 2 SMSS. The RFC's pseudocode takes
         flight_size * beta_cubic and lets an implementation use cwnd if it keeps cwnd from
         growing while the flow is not cwnd-limited, which section 5.8's rule here does
-        (``_cwnd_limited``); Linux uses cwnd (bictcp_recalc_ssthresh). Here: in congestion
-        avoidance the larger of the two, so that a loss found just after a recovery, while
-        PRR held the flight below cwnd, does not cut the window again from that lower
-        flight (on a path with random loss each episode would then cost more than
-        beta_cubic), while a flight above cwnd (it counts SACKed data, RFC 5681's
-        FlightSize) still counts; in slow start flight_size, since cwnd has run ahead, up
-        to twice, of what the path held when the loss happened. ``ssthresh_from_flight``
-        takes flight_size always."""
+        (``_cwnd_limited``); Linux uses cwnd (bictcp_recalc_ssthresh). Here the larger of
+        the two: a loss found when the flight is below cwnd (just after a recovery, while
+        PRR held it there, or late in a slow-start round whose ACKs have mostly come)
+        does not cut the window from that lower flight, which on a path with random loss
+        made each episode cost far more than beta_cubic, and short transfers restart
+        from a few segments; a flight above cwnd (it counts SACKed data, RFC 5681's
+        FlightSize) still counts. ``ssthresh_from_flight`` takes flight_size alone."""
         base = flight_size
-        if self.cwnd >= self.ssthresh and not self.ssthresh_from_flight:
+        if not self.ssthresh_from_flight:
             base = max(base, self.cwnd)
         return max(round(base * self.beta_cubic), 2 * self.mss)
 

@@ -76,6 +76,17 @@ cpdef enum Count:
     COUNT_ECN_CWR_OUT                   # segments sent with CWR
     # F-RTO (RFC 5682)
     COUNT_FRTO_SPURIOUS_RTOS            # timeouts F-RTO showed spurious (Linux TCPSpuriousRTOs)
+    # interception (Host.intercept)
+    COUNT_INTERCEPTED_PACKETS           # slow-path packets to an intercepted address
+    COUNT_INTERCEPT_PENDING             # SYNs that became a PendingFlow (decide=True)
+    COUNT_INTERCEPT_PENDING_OVERFLOW    # ... dropped: `backlog` flows already pending
+    COUNT_INTERCEPT_SYN_ABSORBED        # retransmitted SYNs of a pending flow
+    COUNT_INTERCEPT_PENDING_EXPIRED     # pending flows nobody decided in time
+    COUNT_INTERCEPT_PENDING_RESET       # pending flows the client reset
+    COUNT_INTERCEPT_ACCEPTED            # PendingFlow.accept()
+    COUNT_INTERCEPT_REFUSED             # PendingFlow.refuse() (RST to the client)
+    COUNT_INTERCEPT_DROPPED             # PendingFlow.drop()
+    COUNT_INTERCEPT_ECHO_REPLIES        # echo requests answered from an intercepted address
     COUNT_KINDS                         # how many there are (not a counter)
 
 

@@ -50,7 +50,8 @@ cdef class Tcb:
     cdef unsigned char _lip6[16]
     cdef unsigned char _rip6[16]
     cdef public uint16_t lport, rport
-    # (lport, remote ip int, rport); IPv6: (lport, remote address's 16 bytes, rport)
+    # the demux 4-tuple: (lport, remote ip, rport, local ip), IPv4 addresses as numbers,
+    # IPv6 addresses as their 16 bytes
     cdef public tuple key
     # (ip, port) tuples; IPv6: (ip, port, 0, 0) as the socket module's
     cdef public object local_address, remote_address

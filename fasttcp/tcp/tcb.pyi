@@ -45,7 +45,7 @@ class Tcb:
     def ipver(self) -> int: ...  # 4 or 6
     lport: int
     rport: int
-    key: tuple[int, int | bytes, int]  # IPv6: the remote address's 16 bytes
+    key: tuple[int, int | bytes, int, int | bytes]  # IPv6: the addresses as 16 bytes
     local_address: tuple[str, int] | tuple[str, int, int, int]  # IPv6: (ip, port, 0, 0)
     remote_address: tuple[str, int] | tuple[str, int, int, int]
     passive: bool

@@ -1,4 +1,5 @@
-"""Wire layer: IPv4/IPv6/TCP/ICMP/ICMPv6 views and builders, Internet checksum, sequence arithmetic.
+"""Wire layer: IPv4/IPv6/TCP/UDP/ICMP/ICMPv6 views and builders, Internet checksum,
+sequence arithmetic.
 
 Everything here is compiled (``_wire.pyx``); this module only names the public API.
 """
@@ -16,6 +17,8 @@ from fasttcp.wire._wire import (
     build_ipv4,
     build_ipv6,
     build_tcp,
+    build_udp,
+    build_udp_fragments,
     bytes_to_ip6,
     checksum,
     checksum_implementation,
@@ -43,7 +46,8 @@ __all__ = [
     "COMPILED", "DropReason", "IcmpType", "MalformedPacket", "Packet", "SegmentBatch",
     "SplitPacket", "TcpFlags", "TcpOptions", "build_icmp", "build_icmp_echo",
     "build_icmp_unreachable", "build_icmpv6", "build_icmpv6_echo", "build_icmpv6_error",
-    "build_ipv4", "build_ipv6", "build_tcp", "bytes_to_ip6", "checksum",
+    "build_ipv4", "build_ipv6", "build_tcp", "build_udp", "build_udp_fragments",
+    "bytes_to_ip6", "checksum",
     "checksum_implementation", "checksum_update", "int_to_ip", "ip6_to_bytes", "ip_to_int",
     "ip_version", "ones_sum",
     "parse", "parse_batch", "pseudo_header_checksum", "select_checksum_implementation",

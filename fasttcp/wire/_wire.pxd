@@ -85,6 +85,7 @@ cdef inline void wr32(unsigned char* p, uint32_t v) noexcept nogil:
 cdef enum:
     IPPROTO_ICMP = 1
     IPPROTO_TCP = 6
+    IPPROTO_UDP = 17
     IPPROTO_ICMPV6 = 58
     # IPv6 next-header values of the extension headers (RFC 8200 4) and "no next header"
     IPV6_HOPOPTS = 0
@@ -150,6 +151,11 @@ cdef enum DropCode:
     DROP_IPV6_EXT_CHAIN             # more than IPV6_MAX_EXT_HEADERS extension headers
     DROP_IPV6_ROUTING_HEADER        # a routing header with segments left (we do not route)
     DROP_IPV6_BAD_OPTION            # an unrecognised option whose type says discard
+    # --- UDP (issue 15) ---
+    DROP_TRUNCATED_UDP              # fewer than 8 bytes of UDP header
+    DROP_BAD_UDP_LENGTH             # UDP length < 8 or past the IP payload (RFC 768)
+    DROP_BAD_UDP_CHECKSUM
+    DROP_UDP6_ZERO_CHECKSUM         # IPv6 UDP checksum 0: invalid (RFC 8200 8.1)
     DROP_REASON_COUNT
 
 # One parsed packet: header fields in host order and offsets into the original buffer.
@@ -171,7 +177,7 @@ ctypedef struct SegDesc:
     uint16_t frag           # IPv4 flags and fragment offset, raw
     uint32_t src            # addresses as numbers (host order); IPv6: low 32 bits
     uint32_t dst
-    # TCP
+    # TCP (UDP: sport, dport, payload_off, payload_len)
     uint16_t sport
     uint16_t dport
     uint32_t seq

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Compiled wire layer: Internet checksum, IPv4/IPv6/TCP/ICMP/ICMPv6 parse and build,
+"""Compiled wire layer: Internet checksum, IPv4/IPv6/TCP/UDP/ICMP/ICMPv6 parse and build,
 batch parse.
 
 Views over caller-owned buffers in the smoltcp manner: the C-level parser fills a SegDesc
@@ -281,6 +281,59 @@ cdef int _parse_tcp6(const unsigned char* buf, uint32_t slen, uint32_t hl, SegDe
     return DROP_NONE
 
 
+cdef int _parse_udp(const unsigned char* buf, uint32_t slen, uint32_t hl, SegDesc* d,
+                    int flags) noexcept nogil:
+    """The UDP header at `buf + hl` (`slen` bytes to the end of the IP datagram), either
+    family (RFC 768; RFC 8200 8.1). Out of the TCP path's line: UDP goes to the slow path.
+
+    The UDP length must lie within the IP payload (less: the rest is padding, trimmed as
+    Linux's udp_rcv does; more: dropped). The checksum covers the UDP length; an IPv4
+    checksum of 0 means none was sent (RFC 768), an IPv6 one of 0 is invalid (RFC 8200
+    8.1: Linux udp6_csum_init drops it). PARSE_NO_TCP_CSUM (TUN offload: the kernel or the
+    link verified it, or it is a local partial checksum) skips the verification, as for
+    TCP."""
+    cdef const unsigned char* seg = buf + hl
+    cdef uint32_t ulen
+    cdef uint16_t field
+    cdef uint64_t pseudo
+    if slen < 8:
+        d.reason = DROP_TRUNCATED_UDP
+        return d.reason
+    ulen = rd16(seg + 4)
+    if ulen < 8 or ulen > slen:
+        d.reason = DROP_BAD_UDP_LENGTH
+        return d.reason
+    field = rd16(seg + 6)
+    if d.ipver == 6:
+        if field == 0:
+            d.reason = DROP_UDP6_ZERO_CHECKSUM
+            return d.reason
+    if field != 0 and not (flags & PARSE_NO_TCP_CSUM):
+        if d.ipver == 6:
+            pseudo = ft_pseudo6_sum(buf + 8, IPPROTO_UDP, ulen)
+        else:
+            pseudo = ft_pseudo_sum_mem(ft_load32(buf + 12), ft_load32(buf + 16), IPPROTO_UDP,
+                                       ulen)
+        if ft_csum_fold(ft_csum_partial(seg, ulen, pseudo)) != 0xFFFF:
+            d.reason = DROP_BAD_UDP_CHECKSUM
+            return d.reason
+    d.sport = rd16(seg)             # 0: no reply port (RFC 768), allowed
+    d.dport = rd16(seg + 2)
+    if d.dport == 0:
+        d.reason = DROP_BAD_PORT
+        return d.reason
+    d.flags = 0
+    d.doff = 8
+    d.payload_off = hl + 8
+    d.payload_len = ulen - 8
+    return DROP_NONE
+
+
+ctypedef int (*_udp_fn)(const unsigned char*, uint32_t, uint32_t, SegDesc*,
+                        int) noexcept nogil
+cdef _udp_fn _udp_parser = _parse_udp
+
+
 cdef int parse_packet(const unsigned char* buf, Py_ssize_t n, SegDesc* d, int flags) noexcept nogil:
     """Validate and decode one IPv4 or IPv6 packet into `d`; returns d.reason (0 when
     accepted)."""
@@ -390,6 +443,8 @@ cdef int parse_packet(const unsigned char* buf, Py_ssize_t n, SegDesc* d, int fl
                 d.reason = DROP_BAD_ICMP_QUOTE
                 return d.reason
         return DROP_NONE
+    if d.proto == IPPROTO_UDP:
+        return _udp_parser(buf, slen, hl, d, flags)
     d.reason = DROP_UNSUPPORTED_PROTOCOL
     return d.reason
 
@@ -531,6 +586,8 @@ cdef int _parse_ipv6(const unsigned char* buf, Py_ssize_t n, SegDesc* d, int fla
                 d.reason = DROP_BAD_ICMP_QUOTE
                 return d.reason
         return DROP_NONE
+    if nh == IPPROTO_UDP:
+        return _parse_udp(buf, slen, off, d, flags)
     d.reason = DROP_UNSUPPORTED_PROTOCOL
     return d.reason
 
@@ -966,6 +1023,138 @@ def build_icmpv6_error(src, dst, int icmp_type, int code, original, uint32_t res
                         hop_limit=hop_limit)
 
 
+# --- UDP (RFC 768) ---------------------------------------------------------------------------
+
+cdef void _write_udp(unsigned char* u, uint16_t sport, uint16_t dport,
+                     const unsigned char* payload, Py_ssize_t plen, uint64_t pseudo) noexcept nogil:
+    """The UDP header and payload at `u`, checksummed over `pseudo` + the datagram. A sum
+    of 0 goes out as 0xFFFF (RFC 768; RFC 8200 8.1: 0 means "none" / is invalid)."""
+    cdef uint16_t c
+    wr16(u, sport)
+    wr16(u + 2, dport)
+    wr16(u + 4, <uint16_t>(8 + plen))
+    u[6] = 0
+    u[7] = 0
+    memcpy(u + 8, payload, plen)
+    c = checksum_finish(ft_csum_partial(u, <size_t>(8 + plen), pseudo))
+    if c == 0:
+        c = 0xFFFF
+    memcpy(u + 6, &c, 2)
+
+
+cdef list _udp_packets(src, dst, int sport, int dport, payload, int mtu, uint32_t ident,
+                       int ttl, int tos, int flow, bint df):
+    cdef Py_buffer view
+    cdef const unsigned char* p
+    cdef Py_ssize_t plen, ulen, hl, chunk, off, n
+    cdef uint32_t s_ip = 0, d_ip = 0
+    cdef bytes s6 = None, d6 = None, seg, pkt
+    cdef unsigned char* o
+    cdef unsigned char* u
+    cdef uint16_t c
+    cdef uint64_t pseudo
+    cdef bint v6 = _family(src) == 6 or _family(dst) == 6
+    cdef list out = []
+    if not (0 <= sport < 65536 and 0 < dport < 65536):
+        raise ValueError("ports must be 0..65535 (source) and 1..65535 (destination)")
+    if not (0 < ttl < 256) or not 0 <= tos < 256 or not 0 <= flow < (1 << 20):
+        raise ValueError("TTL 1..255, TOS 8 bits, flow label 20 bits")
+    if v6:
+        s6 = _addr6(src)
+        d6 = _addr6(dst)
+    else:
+        s_ip = _addr(src)
+        d_ip = _addr(dst)
+    hl = 40 if v6 else 20
+    cdef int held = get_buffer(payload, &view, &p, &plen)
+    try:
+        ulen = 8 + plen
+        if ulen > 65535 or (not v6 and ulen + 20 > 65535):
+            raise ValueError("datagram longer than the UDP length field allows")
+        if v6:
+            pseudo = ft_pseudo6_sum(<const unsigned char*>PyBytes_AS_STRING(s6 + d6),
+                                    IPPROTO_UDP, <uint32_t>ulen)
+        else:
+            pseudo = ft_pseudo_sum_mem(htonl(s_ip), htonl(d_ip), IPPROTO_UDP, <uint32_t>ulen)
+        if mtu <= 0 or hl + ulen <= mtu:
+            pkt = PyBytes_FromStringAndSize(NULL, hl + ulen)
+            o = <unsigned char*>PyBytes_AS_STRING(pkt)
+            if v6:
+                _write_ipv6_header(o, <uint16_t>ulen, IPPROTO_UDP,
+                                   <const unsigned char*>PyBytes_AS_STRING(s6),
+                                   <const unsigned char*>PyBytes_AS_STRING(d6),
+                                   <uint8_t>ttl, <uint8_t>tos, <uint32_t>flow)
+            else:
+                _write_ipv4_header(o, <uint16_t>(20 + ulen), IPPROTO_UDP, s_ip, d_ip,
+                                   <uint8_t>ttl, <uint8_t>tos, <uint16_t>ident, df)
+            _write_udp(o + hl, <uint16_t>sport, <uint16_t>dport, p, plen, pseudo)
+            out.append(pkt)
+            return out
+        # Fragment (RFC 791 2.3 / RFC 8200 4.5): every fragment but the last carries a
+        # multiple of 8 bytes; IPv4 fragments have DF clear, IPv6 ones a Fragment header.
+        chunk = ((mtu - hl - (8 if v6 else 0)) // 8) * 8
+        if chunk < 8:
+            raise ValueError("MTU too small to fragment into")
+        seg = PyBytes_FromStringAndSize(NULL, ulen)
+        u = <unsigned char*>PyBytes_AS_STRING(seg)
+        _write_udp(u, <uint16_t>sport, <uint16_t>dport, p, plen, pseudo)
+        off = 0
+        while off < ulen:
+            n = ulen - off if ulen - off <= chunk else chunk
+            if v6:
+                pkt = PyBytes_FromStringAndSize(NULL, 48 + n)
+                o = <unsigned char*>PyBytes_AS_STRING(pkt)
+                _write_ipv6_header(o, <uint16_t>(8 + n), IPV6_FRAGMENT,
+                                   <const unsigned char*>PyBytes_AS_STRING(s6),
+                                   <const unsigned char*>PyBytes_AS_STRING(d6),
+                                   <uint8_t>ttl, <uint8_t>tos, <uint32_t>flow)
+                o[40] = IPPROTO_UDP
+                o[41] = 0
+                wr16(o + 42, <uint16_t>(off | (1 if off + n < ulen else 0)))
+                wr32(o + 44, ident)
+                memcpy(o + 48, u + off, n)
+            else:
+                pkt = PyBytes_FromStringAndSize(NULL, 20 + n)
+                o = <unsigned char*>PyBytes_AS_STRING(pkt)
+                _write_ipv4_header(o, <uint16_t>(20 + n), IPPROTO_UDP, s_ip, d_ip,
+                                   <uint8_t>ttl, <uint8_t>tos, <uint16_t>ident, False)
+                wr16(o + 6, <uint16_t>((off >> 3) | (0x2000 if off + n < ulen else 0)))
+                o[10] = 0
+                o[11] = 0
+                c = checksum_finish(ft_csum_partial(o, 20, 0))
+                memcpy(o + 10, &c, 2)
+                memcpy(o + 20, u + off, n)
+            out.append(pkt)
+            off += n
+        return out
+    finally:
+        if held:
+            PyBuffer_Release(&view)
+
+
+def build_udp(src, dst, int sport, int dport, payload=b"", int ttl=64, int ip_id=0,
+              int tos=0, bint df=False, int flow=0) -> bytes:
+    """A complete IPv4 + UDP packet (RFC 768) with its checksum computed in C; an IPv6 one
+    (no extension headers; `ttl` is the hop limit, `tos` the traffic class, `flow` the
+    flow label) when the addresses are IPv6. Source port 0 means "no reply port"."""
+    return _udp_packets(src, dst, sport, dport, payload, 0, <uint32_t>(ip_id & 0xFFFF), ttl,
+                        tos, flow, df)[0]
+
+
+def build_udp_fragments(src, dst, int sport, int dport, payload=b"", int mtu=1500,
+                        uint32_t ident=0, int ttl=64, int tos=0, int flow=0,
+                        bint df=True) -> list:
+    """The packets of one UDP datagram on a link of `mtu` bytes: one packet when it fits
+    (IPv4: DF as `df`, as Linux's IP_PMTUDISC_WANT sets it), else fragments (IPv4:
+    identification `ident` & 0xFFFF, DF clear, RFC 791; IPv6: a Fragment header with the
+    32-bit `ident`, RFC 8200 4.5). The UDP checksum covers the whole datagram."""
+    if mtu < (1280 if _family(src) == 6 or _family(dst) == 6 else 68):
+        raise ValueError("MTU below the family's minimum (68, RFC 791; 1280, RFC 8200 5)")
+    return _udp_packets(src, dst, sport, dport, payload, mtu,
+                        ident if (_family(src) == 6 or _family(dst) == 6) else ident & 0xFFFF,
+                        ttl, tos, flow, df)
+
+
 # ============================================================================================
 # Python views
 # ============================================================================================
@@ -1123,6 +1312,10 @@ cdef class Packet:
         return self.d.proto == IPPROTO_TCP
 
     @property
+    def is_udp(self) -> bool:
+        return self.d.proto == IPPROTO_UDP
+
+    @property
     def is_icmp(self) -> bool:
         """ICMP of the packet's family: ICMP for IPv4, ICMPv6 for IPv6."""
         return self.d.proto == (IPPROTO_ICMPV6 if self.d.ipver == 6 else IPPROTO_ICMP)
@@ -1130,12 +1323,14 @@ cdef class Packet:
     # --- TCP ---
     @property
     def sport(self) -> int:
-        self._need_tcp()
+        if self.d.proto != IPPROTO_UDP:
+            self._need_tcp()
         return self.d.sport
 
     @property
     def dport(self) -> int:
-        self._need_tcp()
+        if self.d.proto != IPPROTO_UDP:
+            self._need_tcp()
         return self.d.dport
 
     @property
@@ -1224,8 +1419,9 @@ cdef class Packet:
 
     @property
     def payload(self) -> bytes:
-        """TCP data, ICMP data after the 8-byte header, or the IP payload otherwise."""
-        if self.d.proto == IPPROTO_TCP or self.is_icmp:
+        """TCP or UDP data, ICMP data after the 8-byte header, or the IP payload
+        otherwise."""
+        if self.d.proto == IPPROTO_TCP or self.d.proto == IPPROTO_UDP or self.is_icmp:
             return self.raw[self.d.payload_off:self.d.payload_off + self.d.payload_len]
         return self.raw[self.d.ip_hl:self.d.ip_len]
 
@@ -1270,7 +1466,7 @@ cdef class Packet:
     @property
     def quoted(self):
         """For an ICMP error: the quoted packet's (src, dst, proto, sport, dport, seq) —
-        ports and seq are read from its first 8 bytes for TCP, None otherwise. For
+        ports (TCP, UDP) and seq (TCP) are read from its first 8 bytes, else None. For
         ICMPv6 the quoted extension headers are walked (bounded) to the upper layer;
         None when the quote ends first."""
         self._need_icmp()
@@ -1283,10 +1479,11 @@ cdef class Packet:
         src = int_to_ip(int.from_bytes(q[12:16], "big"))
         dst = int_to_ip(int.from_bytes(q[16:20], "big"))
         proto = q[9]
-        if proto == IPPROTO_TCP:
+        if proto == IPPROTO_TCP or proto == IPPROTO_UDP:
             t = q[qhl:qhl + 8]
             return (src, dst, proto, int.from_bytes(t[0:2], "big"),
-                    int.from_bytes(t[2:4], "big"), int.from_bytes(t[4:8], "big"))
+                    int.from_bytes(t[2:4], "big"),
+                    int.from_bytes(t[4:8], "big") if proto == IPPROTO_TCP else None)
         return (src, dst, proto, None, None, None)
 
     cdef _need_tcp(self):
@@ -1305,6 +1502,9 @@ cdef class Packet:
         if self.is_icmp:
             kind = "ICMPv6" if self.d.ipver == 6 else "ICMP"
             return f"{self.src} > {self.dst} {kind} type={self.d.icmp_type} code={self.d.icmp_code}"
+        if self.d.proto == IPPROTO_UDP:
+            return (f"{self.src}:{self.d.sport} > {self.dst}:{self.d.dport} UDP "
+                    f"len={self.d.payload_len}")
         return f"{self.src} > {self.dst} proto={self.d.proto}"
 
     def __repr__(self) -> str:
@@ -1329,12 +1529,12 @@ def _quoted6(bytes q):
         off += hlen
     else:
         return None
-    if nh == IPPROTO_TCP:
+    if nh == IPPROTO_TCP or nh == IPPROTO_UDP:
         if off + 8 > len(q):
             return None
         t = q[off:off + 8]
         return (src, dst, nh, int.from_bytes(t[0:2], "big"), int.from_bytes(t[2:4], "big"),
-                int.from_bytes(t[4:8], "big"))
+                int.from_bytes(t[4:8], "big") if nh == IPPROTO_TCP else None)
     return (src, dst, nh, None, None, None)
 
 
@@ -1342,9 +1542,9 @@ def parse(packet, *, bint verify_checksums=True) -> Packet:
     """Parse and validate one IPv4 or IPv6 packet. Raises :class:`MalformedPacket` (with a
     :class:`DropReason`) for anything the stack would drop, and nothing else.
 
-    ``verify_checksums=False`` skips the IPv4 header and TCP checksums (for packets a NIC
-    or TUN offload has verified); ICMP checksums, which no offload covers, are always
-    checked."""
+    ``verify_checksums=False`` skips the IPv4 header, TCP and UDP checksums (for packets a
+    NIC or TUN offload has verified); ICMP checksums, which no offload covers, are always
+    checked, and so is an IPv6 UDP checksum of 0 (invalid, RFC 8200 8.1)."""
     cdef Py_buffer view
     cdef const unsigned char* p
     cdef Py_ssize_t n

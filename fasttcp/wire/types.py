@@ -53,6 +53,11 @@ class DropReason(enum.IntEnum):
     IPV6_EXT_CHAIN = 19        # a chain of more extension headers than the parser walks
     IPV6_ROUTING_HEADER = 20   # a routing header with segments left (a host does not route)
     IPV6_BAD_OPTION = 21       # an unrecognised option whose type says "discard" (RFC 8200 4.2)
+    # --- UDP (issue 15) ---
+    TRUNCATED_UDP = 22         # fewer than 8 bytes of UDP header
+    BAD_UDP_LENGTH = 23        # UDP length < 8 or past the IP payload (RFC 768)
+    BAD_UDP_CHECKSUM = 24
+    UDP6_ZERO_CHECKSUM = 25    # IPv6 UDP checksum 0 is invalid (RFC 8200 8.1)
 
 
 class MalformedPacket(ValueError):

@@ -1,0 +1,16 @@
+# Type stub for the compiled module fasttcp.host._prefix (_prefix.pyx / _prefix.pxd): a
+# set of IPv4 and IPv6 prefixes tested in C. Checked against the runtime by stubtest.
+from typing import Final, Iterable, final
+
+COMPILED: Final[bool]
+
+@final
+class PrefixSet:
+    """IPv4 and IPv6 prefixes; host bits set in a prefix are an error (as ``ip route``)."""
+
+    def __init__(self, prefixes: str | Iterable[str]) -> None: ...
+    @property
+    def prefixes(self) -> tuple[str, ...]: ...
+    def contains(self, address: object) -> bool: ...
+    def __contains__(self, address: object, /) -> bool: ...
+    def __len__(self) -> int: ...
