@@ -51,8 +51,6 @@ from netns_util import TUN_MARKS, sock_in, tun_unavailable, unique_ifname, wait_
 
 from fasttcp.link import netns as ns  # noqa: E402
 
-from fasttcp.aio import FastTcpStack  # noqa: E402
-
 pytestmark = TUN_MARKS
 
 CURL = shutil.which("curl")
@@ -201,8 +199,6 @@ class Bench:
 
 
 def _skip_reason() -> Optional[str]:
-    if not hasattr(FastTcpStack, "intercept") or not hasattr(FastTcpStack, "intercept_udp"):
-        return "needs FastTcpStack.intercept and intercept_udp"
     if CURL is None:
         return "curl is not installed"
     return None

@@ -31,14 +31,7 @@ from netns_util import TUN_MARKS, sock_in, unique_ifname, unique_netns_name, wai
 
 from fasttcp.link import netns as ns
 
-from fasttcp.aio import FastTcpStack
-
-#: Until the interception and UDP APIs (issue 15, parts 1 and 2) are merged.
-INTERCEPT_MISSING = not (hasattr(FastTcpStack, "intercept")
-                         and hasattr(FastTcpStack, "intercept_udp"))
 pytestmark = TUN_MARKS
-needs_intercept = pytest.mark.skipif(INTERCEPT_MISSING, reason="needs FastTcpStack.intercept "
-                                     "and intercept_udp")
 
 CURL = shutil.which("curl") or "/usr/bin/curl"
 MICROSOCKS = shutil.which("microsocks")
@@ -197,33 +190,28 @@ def check_dns(r: Running, address: str) -> None:
 # Direct
 # ------------------------------------------------------------------------------------------
 
-@needs_intercept
 @needs_curl
 @pytest.mark.parametrize("index", [0, 1, 9], ids=["first", "second", "tenth"])
 def test_download_and_upload_64mib_byte_exact(direct, index):
     check_download_upload(direct, RU.SERVER_ADDRS[index])
 
 
-@needs_intercept
 @needs_curl
 def test_download_and_upload_64mib_byte_exact_ipv6(direct):
     check_download_upload(direct, RU.SERVER_ADDRS6[0])
 
 
-@needs_intercept
 @needs_curl
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_refused_port_is_connection_refused_within_a_second(direct, family):
     check_refused(direct, RU.SERVER_ADDRS[0] if family == "ipv4" else RU.SERVER_ADDRS6[0])
 
 
-@needs_intercept
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_half_close_server_sees_eof_then_still_sends(direct, family):
     check_half_close(direct, RU.SERVER_ADDRS[1] if family == "ipv4" else RU.SERVER_ADDRS6[1])
 
 
-@needs_intercept
 def test_client_reset_resets_upstream_and_upstream_reset_reaches_client(direct):
     """A client RST aborts the upstream socket; an upstream RST (the HTTP server aborts
     when its client goes away mid-sendfile) reaches the client as RST."""
@@ -245,13 +233,11 @@ def relay_stats(r: Running) -> dict:
     return json.loads(out.stdout)["relay"]["stats"]
 
 
-@needs_intercept
 def test_dns_shaped_udp_request_and_response(direct):
     check_dns(direct, RU.SERVER_ADDRS[0])
     check_dns(direct, RU.SERVER_ADDRS6[0])
 
 
-@needs_intercept
 def test_udp_port_unreachable_reaches_the_client(direct):
     """The upstream's ICMP port unreachable (ECONNREFUSED on the relay's connected UDP
     socket) comes back as ICMP port unreachable: the client's connected socket gets
@@ -263,7 +249,6 @@ def test_udp_port_unreachable_reaches_the_client(direct):
             s.recv(100)
 
 
-@needs_intercept
 def test_10000_udp_datagrams_loss_counted(direct):
     """10,000 datagrams through one flow to the echo server, at most 64 in flight; the
     loss is counted and printed (UDP may lose), and bounded: a relay that drops more than
@@ -292,7 +277,6 @@ def test_10000_udp_datagrams_loss_counted(direct):
     assert loss <= n // 100
 
 
-@needs_intercept
 def test_1000_concurrent_flows(direct):
     """1,000 TCP flows open at once (each connected before any is used), each then
     half-closed with its own payload and answered; the relay's stats show them all."""
@@ -333,7 +317,6 @@ def test_1000_concurrent_flows(direct):
     assert relay_stats(direct)["tcp_flows_total"] >= n
 
 
-@needs_intercept
 def test_stats_shows_the_relay_flows(direct):
     with sock_in(direct.net.client) as s:
         s.connect((RU.SERVER_ADDRS[3], RU.HALF_PORT))
@@ -355,20 +338,17 @@ def test_stats_shows_the_relay_flows(direct):
 # Through SOCKS5 (microsocks)
 # ------------------------------------------------------------------------------------------
 
-@needs_intercept
 @needs_curl
 def test_socks5_download_and_upload_64mib(socks):
     check_download_upload(socks, RU.SERVER_ADDRS[0])
     check_download_upload(socks, RU.SERVER_ADDRS6[0])
 
 
-@needs_intercept
 @needs_curl
 def test_socks5_refused_port_is_connection_refused(socks):
     check_refused(socks, RU.SERVER_ADDRS[0])
 
 
-@needs_intercept
 def test_socks5_udp_direct_dns(socks):
     """microsocks has no UDP ASSOCIATE: with --udp-direct, UDP goes direct. (Nor does it
     keep a half-closed connection open: its copy loop closes both directions at the
@@ -383,7 +363,6 @@ def flows_via(r: Running, kind: str, address: str, port: int) -> List[str]:
             if f["kind"] == kind and f["destination"] == dest]
 
 
-@needs_intercept
 def test_socks5_udp_direct_with_microsocks(socks):
     with sock_in(socks.net.client, socket.AF_INET, socket.SOCK_DGRAM, timeout=5) as s:
         s.connect((RU.SERVER_ADDRS[4], RU.DNS_PORT))
@@ -393,7 +372,6 @@ def test_socks5_udp_direct_with_microsocks(socks):
         assert flows_via(socks, "udp", RU.SERVER_ADDRS[4], RU.DNS_PORT) == ["direct"]
 
 
-@needs_intercept
 @needs_curl
 def test_dante_tcp_and_udp_associate(dante):
     """TCP (CONNECT) and UDP (UDP ASSOCIATE, RFC 1928 7) through Dante, both families."""
@@ -424,7 +402,6 @@ def _links(netns: str) -> List[str]:
         return [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
 
 
-@needs_intercept
 @needs_curl
 def test_sigint_mid_transfer_exits_cleanly_and_leaves_nothing(tmp_path):
     file = RU.pattern_file(str(tmp_path / "source"), 1 << 30)
@@ -462,7 +439,6 @@ def test_sigint_mid_transfer_exits_cleanly_and_leaves_nothing(tmp_path):
             RU.stop(servers)
 
 
-@needs_intercept
 def test_sigterm_removes_the_namespace_it_created(tmp_path):
     name = unique_netns_name()
     tun = unique_ifname("ftr")
@@ -536,7 +512,6 @@ def temp_ns():
     return temp_netns()
 
 
-@needs_intercept
 def test_tun_name_and_route_in_use_are_one_line(tmp_path):
     name = unique_netns_name()
     tun = unique_ifname("ftr")

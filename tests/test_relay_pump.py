@@ -16,7 +16,7 @@ import socket
 import struct
 import time
 import tracemalloc
-from typing import Any, Awaitable, Callable, List, Tuple
+from typing import Any, Awaitable, Callable, List, Optional, Tuple
 
 import pytest
 
@@ -24,11 +24,6 @@ import fasttcp
 from fasttcp.aio import FastTcpStack
 from fasttcp.link.packet_io import QueuePacketIO
 from fasttcp.relay import HIGH_WATER, READ_SIZE, Direct, Flow, Refuse, Relay, Socks5
-
-INTERCEPT_MISSING = not (hasattr(FastTcpStack, "intercept")
-                         and hasattr(FastTcpStack, "intercept_udp"))
-pytestmark = pytest.mark.skipif(INTERCEPT_MISSING, reason="needs FastTcpStack.intercept "
-                                "and intercept_udp")
 
 CLIENT, RELAY = "10.0.0.2", "10.0.0.1"
 ROUTE = "10.99.0.0/16"
@@ -60,13 +55,14 @@ def to_loopback(port: int, kind: str = "tcp") -> Callable[[Flow], Any]:
 class Pair:
     """A client stack and a relay stack over one in-memory pipe, the relay running."""
 
-    def __init__(self, **relay_kw: Any) -> None:
+    def __init__(self, host_kw: Optional[dict] = None, **relay_kw: Any) -> None:
         self.relay_kw = relay_kw
+        self.host_kw = host_kw or {}
 
     async def __aenter__(self) -> "Pair":
         a, b = QueuePacketIO.pair()
         self.client = FastTcpStack(fasttcp.Host(CLIENT), a)
-        self.relay_stack = FastTcpStack(fasttcp.Host(RELAY), b)
+        self.relay_stack = FastTcpStack(fasttcp.Host(RELAY, **self.host_kw), b)
         self.client.start()
         self.relay_stack.start()
         self.relay = Relay(self.relay_stack, [ROUTE], **self.relay_kw)
@@ -351,6 +347,31 @@ def test_max_flows_refuses_and_max_connecting_drops():
             (_, w1), (_, w2) = await asyncio.wait_for(asyncio.gather(first, second), 10)
             w1.close()
             w2.close()
+        server.close()
+    run(main())
+
+
+def test_host_connection_limit_refuses_the_flow():
+    """The relay's host at max_connections: accepting raises (ENOBUFS) and the flow, still
+    pending, is refused (RST) instead of left to time out."""
+    async def main() -> None:
+        async def hold(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                await r.read()
+            except ConnectionResetError:
+                pass
+            w.close()
+        server = await asyncio.start_server(hold, LOOPBACK, 0)
+        async with Pair(host_kw={"max_connections": 1},
+                        upstream=to_loopback(server.sockets[0].getsockname()[1])) as p:
+            _, w = await p.client.open_connection(DEST, 80)
+            t = time.monotonic()
+            with pytest.raises(ConnectionRefusedError):
+                await p.client.open_connection(DEST, 80)
+            assert time.monotonic() - t < 1.0
+            await wait_for(lambda: p.relay.stats()["tcp_flows"] == 1)
+            assert p.relay.stats()["tcp_refused_limit"] == 1
+            w.close()
         server.close()
     run(main())
 

@@ -852,6 +852,13 @@ class Relay:
             self._count("tcp_client_gone")
             _reset(ut)
             flow._end()
+        except OSError:
+            # The host holds max_connections already (ENOBUFS): the flow is still
+            # pending, and is refused like any other we cannot take.
+            self._count("tcp_refused_limit")
+            _reset(ut)
+            _refuse(iflow)
+            flow._end()
         except asyncio.CancelledError:
             _reset(ut)
             flow._end()
