@@ -538,7 +538,9 @@ def test_newreno_without_sack_repairs_one_hole_per_round_trip():
     # in one batch at the receiver, and each still gets its own duplicate ACK (RFC 5681 4.2).
     assert rtx[0][0] == pytest.approx(rtx_sack[0][0])
     assert rtx[-1][0] - rtx_sack[-1][0] >= 2 * RTT - 1e-9
-    assert took > took_sack
+    # The whole transfer is not faster for it: NewReno's inflated window keeps new data
+    # flowing while it repairs (CUBIC's reduction from max(cwnd, flight), as Linux).
+    assert took >= took_sack
 
 
 # ============================================================================================

@@ -111,12 +111,13 @@ def test_passive_open_exact_segments():
     assert (i.mss, i.snd_wnd, i.snd_wscale, i.rcv_wscale) == (1200, 4000, 2, 5)
     # Data respects the peer's MSS; PSH marks the last segment of what was written.
     c.send(b"x" * 3000)
+    # Nagle (RFC 9293 3.7.4) in Minshall's variant, as Linux: the 600-byte tail is the
+    # first short segment in flight, so it leaves with the full ones.
     assert tuples(p.tick(0.1)) == [("A", seq(iss + 1), IRS + 1, W, 1200),
-                                   ("A", seq(iss + 1201), IRS + 1, W, 1200)]
-    # Nagle (RFC 9293 3.7.4): the 600-byte tail waits while data is unacknowledged.
+                                   ("A", seq(iss + 1201), IRS + 1, W, 1200),
+                                   ("PA", seq(iss + 2401), IRS + 1, W, 600)]
     assert p.send("A", IRS + 1, iss + 1201, 1000, at=0.2) == []
-    out = p.send("A", IRS + 1, iss + 2401, 1000, at=0.3)
-    assert tuples(out) == [("PA", seq(iss + 2401), IRS + 1, W, 600)]
+    assert p.send("A", IRS + 1, iss + 3001, 1000, at=0.3) == []
 
 
 def test_peer_without_window_scale_means_no_scaling_either_way():
@@ -863,13 +864,23 @@ def test_nagle_coalesces_small_writes_while_data_is_unacked():
     assert p.tick(1.02) == []
     seg, = p.send("A", ctx.r(1), ctx.s(2), 65535, at=1.1)
     assert seg.t == ("PA", ctx.s(2), ctx.r(1), W, 2) and seg.data == b"bc"
-    # Full-sized segments are never held: 2500 bytes => two 1000s now, the 500 waits.
+    # Full-sized segments are never held; a short one waits behind an unacknowledged
+    # short one (Minshall's variant, as Linux's tcp_minshall_check): with "bc" in flight,
+    # 2500 bytes => two 1000s now, the 500 waits.
     c.send(b"d" * 2500)
     out = p.tick(1.2)
     assert tuples(out) == [("A", ctx.s(4), ctx.r(1), W, 1000),
                            ("A", ctx.s(1004), ctx.r(1), W, 1000)]
     out = p.send("A", ctx.r(1), ctx.s(2004), 65535, at=1.3)
     assert tuples(out) == [("PA", ctx.s(2004), ctx.r(1), W, 500)]
+    # Once no short segment is unacknowledged, a write's short tail leaves with its full
+    # segments (RFC 896's rule would hold it behind them).
+    assert p.send("A", ctx.r(1), ctx.s(2504), 65535, at=1.4) == []
+    c.send(b"e" * 2500)
+    out = p.tick(1.5)
+    assert tuples(out) == [("A", ctx.s(2504), ctx.r(1), W, 1000),
+                           ("A", ctx.s(3504), ctx.r(1), W, 1000),
+                           ("PA", ctx.s(4504), ctx.r(1), W, 500)]
 
 
 def test_nodelay_sends_small_writes_at_once():

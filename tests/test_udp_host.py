@@ -211,6 +211,23 @@ def test_not_intercepted_is_not_for_us() -> None:
     assert h.stats()["drop_not_for_us"] == 1 and h.transmit(1.0) == []
 
 
+def test_udp_prefixes_are_tcps() -> None:
+    """intercept_udp takes its prefixes as Host.intercept does (one C PrefixSet): a prefix
+    with host bits set is refused (as ``ip route``), an address alone is one host."""
+    h = Host(A4, isn_secret=SECRET)
+    with pytest.raises(ValueError, match="host bits"):
+        h.intercept_udp(["10.99.0.5/16"])
+    with pytest.raises(ValueError, match="host bits"):
+        h.intercept("10.99.0.5/16")
+    ui = h.intercept_udp(["10.99.0.5", "fd00:99::/64"])
+    assert ui.prefixes == ("10.99.0.5/32", "fd00:99::/64")
+    h.receive([build_udp(B4, "10.99.0.6", 1, 53, b"x"),
+               build_udp(B4, "10.99.0.5", 1, 53, b"y")], 1.0)
+    flow = ui.accept()
+    assert flow.local_address == ("10.99.0.5", 53) and ui.accept() is None
+    assert h.stats()["drop_not_for_us"] == 1
+
+
 def test_flow_cap_and_idle_expiry() -> None:
     h = Host(A4, isn_secret=SECRET)
     ui = h.intercept_udp(["0.0.0.0/0"], idle_timeout=30, max_flows=2)

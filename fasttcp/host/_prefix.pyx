@@ -114,6 +114,18 @@ cdef class PrefixSet:
         b = ip.packed
         return self.contains6(<const unsigned char*>b)
 
+    def contains_key(self, int version, object key) -> bool:
+        """Whether an address in the host's key form is inside one of the prefixes:
+        ``version`` 4 with its number, or 6 with its 16 bytes (for layers written in
+        Python, as the UDP one; no text parsing)."""
+        cdef bytes b
+        if version == 4:
+            return self.contains4(<uint32_t>key)
+        b = key
+        if len(b) != 16:
+            raise ValueError("an IPv6 key is 16 bytes")
+        return self.contains6(<const unsigned char*>b)
+
     def __contains__(self, address: object) -> bool:
         return self.contains(address)
 

@@ -19,6 +19,7 @@ import random
 from collections import deque
 from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 
+from fasttcp.host._prefix import PrefixSet
 from fasttcp.wire import (
     Packet,
     build_icmp,
@@ -66,14 +67,6 @@ def _pk_keys(pk: Packet) -> Tuple[int, _Key, _Key]:
     return 4, pk.src_int, pk.dst_int
 
 
-def match_prefixes(nets: Iterable[Any], ver: int, key: _Key) -> bool:
-    """Whether an address (family, key) lies in one of the ``ipaddress`` networks. The one
-    place interception matches; a C prefix set may replace it (see i15 integration)."""
-    ip = ipaddress.IPv4Address(key) if ver == 4 else ipaddress.IPv6Address(key)
-    for net in nets:
-        if net.version == ver and ip in net:
-            return True
-    return False
 
 
 class _Queue:
@@ -264,8 +257,9 @@ class UdpInterceptor:
                  max_flows: int) -> None:
         if isinstance(prefixes, str):
             prefixes = [prefixes]
-        nets = [ipaddress.ip_network(p, strict=False) for p in prefixes]
-        if not nets:
+        # The same prefixes, and the same errors, as TCP's Host.intercept (in C).
+        nets = PrefixSet(prefixes)
+        if not len(nets):
             raise ValueError("intercept_udp needs at least one prefix")
         if not idle_timeout > 0:
             raise ValueError("idle_timeout must be > 0 s")
@@ -273,7 +267,7 @@ class UdpInterceptor:
             raise ValueError("max_flows must be >= 0")
         self._layer = layer
         self._nets = nets
-        self.prefixes = tuple(str(n) for n in nets)
+        self.prefixes = nets.prefixes
         self.idle_timeout = float(idle_timeout)
         self.max_flows = int(max_flows)
         self.flows = 0
@@ -416,7 +410,7 @@ class UdpLayer:
         flow = self.flows.get(key)
         if flow is None:
             for ui in self.interceptors:
-                if match_prefixes(ui._nets, ver, dkey):
+                if ui._nets.contains_key(ver, dkey):
                     break
             else:
                 host._udp_count("drop_not_for_us")

@@ -66,6 +66,9 @@ cdef class Tcb:
     cdef public uint32_t iss
     # snd_max: the highest offset sent (snd_nxt goes back below it to retransmit)
     cdef public int64_t snd_una, snd_nxt, snd_max, snd_wnd, max_snd_wnd
+    # snd_sml: the end of the last sub-MSS segment of new data sent (Minshall's Nagle
+    # variant, as Linux tcp_minshall_update; 0: none yet)
+    cdef int64_t snd_sml
     cdef public uint32_t snd_wl1, snd_wl2
     cdef public object fin_off          # offset of our FIN once queued, else None
     cdef public SendRing _send_ring

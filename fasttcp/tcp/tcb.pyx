@@ -443,8 +443,14 @@ cdef class Tcb:
                             self.rtx_at = now + self.persist_timeout()
                         break
                 elif (n < mss and not nodelay and nxt >= self.snd_max
-                      and self.snd_max > self.snd_una):
-                    break                          # Nagle (RFC 9293 3.7.4) holds new data only
+                      and self.snd_una < self.snd_sml <= <int64_t>nxt):
+                    # Nagle (RFC 9293 3.7.4) in Minshall's variant, as Linux
+                    # (tcp_nagle_check / tcp_minshall_check): new data short of a full
+                    # segment waits while an earlier short segment is unacknowledged,
+                    # not behind full-sized ones, so a write's tail leaves with it.
+                    break
+                if n % mss and nxt >= self.snd_max:
+                    self.snd_sml = nxt + n         # Linux tcp_minshall_update
                 self.send_range(nxt, n, now, out, nxt < self.snd_max)
                 sent += 1
                 continue
