@@ -78,12 +78,20 @@ def curl_rate(net: RU.RelayNet, address: str, mib: int, upload: Optional[str]) -
     return size * 8 / float(r.stdout.strip()) / 1e9
 
 
+_wrk_ports = iter(())
+
+
 def wrk_rate(net: RU.RelayNet, address: str, seconds: int) -> float:
-    """New connections (requests, one per connection) per second."""
+    """New connections (requests, one per connection) per second; each run on a server
+    port of its own (RU.WRK_PORTS: no 4-tuple left in TIME-WAIT by an earlier run)."""
+    global _wrk_ports
+    port = next(_wrk_ports, None)
+    if port is None:
+        _wrk_ports = iter(RU.WRK_PORTS)
+        port = next(_wrk_ports)
     r = subprocess.run(script_cmd(net.client, "exec", "--", WRK, "-t1", f"-c{WRK_CONNS}",
                                   f"-d{seconds}s", "--timeout", "5s", "-H",
-                                  "Connection: close",
-                                  f"http://{address}:{RU.HTTP_PORT}/1024"),
+                                  "Connection: close", f"http://{address}:{port}/1024"),
                        capture_output=True, text=True, timeout=seconds + 60)
     m = re.search(r"Requests/sec:\s+([\d.]+)", r.stdout)
     if r.returncode != 0 or m is None:

@@ -16,7 +16,7 @@ Run as a script, this file is those servers inside a namespace::
 
     python relay_util.py --netns NS serve --file PATH
 
-HTTP on HTTP_PORT (``GET /N``: N bytes of the file by sendfile; ``PUT`` with a
+HTTP on HTTP_PORT and WRK_PORTS (``GET /N``: N bytes of the file by sendfile; ``PUT`` with a
 Content-Length: the body's SHA-256 in hex, or with ``X-No-Hash: 1`` its length), a
 half-close service on HALF_PORT (reads to EOF, then sends HALF_REPLY and the byte count,
 then closes), UDP echo on ECHO_PORT and a DNS-shaped responder on DNS_PORT.
@@ -54,6 +54,11 @@ CLIENT_GW, GW_CLIENT = ("10.97.0.2", "fd00:97::2"), ("10.97.0.1", "fd00:97::1")
 GW_SERVER, SERVER_GW = ("10.98.0.1", "fd00:98::1"), ("10.98.0.2", "fd00:98::2")
 
 HTTP_PORT, HALF_PORT, ECHO_PORT, DNS_PORT = 8080, 7000, 5000, 5353
+#: More HTTP ports (IPv4), one per wrk run of the benchmark: the server closes first and
+#: keeps each connection's 4-tuple in TIME-WAIT for 60 s, where a later run's client ports
+#: would meet it (a SYN into TIME-WAIT costs the client a retry); a fresh port is a fresh
+#: set of 4-tuples.
+WRK_PORTS = range(8081, 8097)
 CLOSED_PORT = 9                         # nothing listens there
 HALF_REPLY = b"still sending after your EOF: "
 
@@ -388,6 +393,10 @@ def serve(file: str, seconds: float = 600.0) -> None:
         stop_ev = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop_ev.set)
         servers = []
+        for port in WRK_PORTS:
+            servers.append(await loop.create_server(
+                lambda: _Http(file), sock=_bound(socket.AF_INET, socket.SOCK_STREAM, port),
+                backlog=4096))
         for family in (socket.AF_INET, socket.AF_INET6):
             servers.append(await loop.create_server(
                 lambda: _Http(file), sock=_bound(family, socket.SOCK_STREAM, HTTP_PORT),
