@@ -60,6 +60,9 @@ HTTP_PORT, HALF_PORT, ECHO_PORT, DNS_PORT = 8080, 7000, 5000, 5353
 #: set of 4-tuples.
 WRK_PORTS = range(8081, 8097)
 CLOSED_PORT = 9                         # nothing listens there
+#: Inside the relayed routes, but the gateway has an "unreachable" route for it: a
+#: connect() there fails at once with EHOSTUNREACH.
+UNREACHABLE = "10.99.200.1"
 HALF_REPLY = b"still sending after your EOF: "
 
 
@@ -123,6 +126,7 @@ def relay_netns() -> Iterator[RelayNet]:
         with ns.iproute(gw) as ipr:
             for r in (RELAY_ROUTES[0], KERNEL_ROUTES[0]):
                 ipr.route("add", dst=r, gateway=SERVER_GW[0])
+            ipr.route("add", dst="10.99.200.0/24", type="unreachable")
             for r in (RELAY_ROUTES[1], KERNEL_ROUTES[1]):
                 ipr.route("add", dst=r, gateway=SERVER_GW[1])
         with ns.iproute(server) as ipr:

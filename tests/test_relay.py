@@ -207,6 +207,14 @@ def test_refused_port_is_connection_refused_within_a_second(direct, family):
     check_refused(direct, RU.SERVER_ADDRS[0] if family == "ipv4" else RU.SERVER_ADDRS6[0])
 
 
+@needs_curl
+def test_unreachable_destination_is_connection_refused(direct):
+    """The gateway has no way to the destination (EHOSTUNREACH on connect): the client gets
+    RST, as for a refused port."""
+    check_refused(direct, RU.UNREACHABLE)
+    assert relay_stats(direct)["tcp_refused_upstream"] >= 1
+
+
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_half_close_server_sees_eof_then_still_sends(direct, family):
     check_half_close(direct, RU.SERVER_ADDRS[1] if family == "ipv4" else RU.SERVER_ADDRS6[1])
@@ -252,7 +260,7 @@ def test_udp_port_unreachable_reaches_the_client(direct):
 def test_10000_udp_datagrams_loss_counted(direct):
     """10,000 datagrams through one flow to the echo server, at most 64 in flight; the
     loss is counted and printed (UDP may lose), and bounded: a relay that drops more than
-    1 % is broken."""
+    1 % is broken. The relay's own drops are counted apart, and must be none."""
     sent = received = 0
     n, window = 10_000, 64
     with sock_in(direct.net.client, socket.AF_INET, socket.SOCK_DGRAM, timeout=0.5) as s:
@@ -275,6 +283,9 @@ def test_10000_udp_datagrams_loss_counted(direct):
     print(f"UDP: sent {sent}, echoed {received}, lost {loss} ({loss / max(sent, 1):.2%})")
     assert sent == n
     assert loss <= n // 100
+    # The relay itself dropped none, the first window included (it arrives while the
+    # flow's upstream socket is still being opened, and is held).
+    assert relay_stats(direct)["udp_dropped"] == 0
 
 
 def test_1000_concurrent_flows(direct):

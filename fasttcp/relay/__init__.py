@@ -75,8 +75,10 @@ READ_SIZE = 256 * 1024
 #: more lets one loop turn move more per flow).
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
-#: Datagrams held per UDP flow while its upstream socket is being opened.
-UDP_PENDING = 16
+#: Bytes of datagrams held per UDP flow while its upstream socket is being opened (about
+#: what a kernel socket's default receive buffer holds of small datagrams; more are
+#: dropped and counted).
+UDP_PENDING_BYTES = 64 * 1024
 #: A UDP upstream transport's buffer beyond which datagrams are dropped.
 UDP_QUEUE_BYTES = 256 * 1024
 
@@ -360,12 +362,13 @@ class _TcpUpstream(asyncio.BufferedProtocol):
 class _UdpFlow(Flow, asyncio.DatagramProtocol):
     """A UDP flow, and the protocol of its fasttcp (client-side) datagram transport."""
 
-    __slots__ = ("pending", "opening", "done")
+    __slots__ = ("pending", "held", "opening", "done")
 
     def __init__(self, relay: "Relay", destination: Tuple[Any, ...],
                  client: Tuple[Any, ...]) -> None:
         Flow.__init__(self, relay, "udp", client, destination)
         self.pending: Optional[List[bytes]] = []
+        self.held = 0                        # bytes in pending
         self.opening: Optional[asyncio.Task[None]] = None
         self.done = False
 
@@ -381,8 +384,9 @@ class _UdpFlow(Flow, asyncio.DatagramProtocol):
                 self.relay._count("udp_dropped")
                 return
             ut.sendto(data)
-        elif self.pending is not None and len(self.pending) < UDP_PENDING:
+        elif self.pending is not None and self.held + len(data) <= UDP_PENDING_BYTES:
             self.pending.append(data)
+            self.held += len(data)
         else:
             self.relay._count("udp_dropped")
 
