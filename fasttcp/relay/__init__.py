@@ -48,8 +48,9 @@ each UDP flow gets its own UDP association (RFC 1928 7: a TCP control connection
 socket to the proxy's relay address, each datagram with the destination in a header;
 written here, as python-socks implements only CONNECT); SOCKS5 carries no ICMP errors, and
 fragmented SOCKS5 datagrams (FRAG != 0) are dropped, which the RFC allows.
-What a datagram upstream cannot take at once beyond ``UDP_QUEUE_BYTES`` is dropped, as a
-router drops.
+Datagrams that arrive while a flow's upstream is being opened are held (up to
+``UDP_PENDING_BYTES``); what a datagram upstream cannot take at once beyond
+``UDP_QUEUE_BYTES`` is dropped, as a router drops (both counted as ``udp_dropped``).
 """
 from __future__ import annotations
 
