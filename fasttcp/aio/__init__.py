@@ -198,6 +198,13 @@ class FastTcpStack(Driver):
         # Stamp the host's clock: connect() reads it for the ISN (RFC 6528) and timers.
         self.host.advance_clock(self.loop.time())
         conn = self.host.connect((ip, port), local_port)
+        return await self._established(conn, protocol_factory)
+
+    async def _established(self, conn: Any, protocol_factory: Callable[[], asyncio.BaseProtocol],
+                           ) -> Tuple[TcpTransport, asyncio.BaseProtocol]:
+        """Wait until ``conn`` (opening: connect(), or an intercepted flow's accept())
+        is established, then give it a transport and a protocol. On any failure, or when
+        cancelled, the connection is reset and unregistered."""
         fut = self.loop.create_future()
         self.register(conn, _Connector(conn, fut))
         self.kick()

@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Tuple, Union
 
-from fasttcp.aio.transport import TcpTransport, _Connector
-from fasttcp.tcp.states import State
+from fasttcp.aio.transport import TcpTransport
 
 if TYPE_CHECKING:                                   # pragma: no cover
-    from fasttcp.aio.driver import Driver
+    from fasttcp.aio import FastTcpStack
     from fasttcp.host.host import Interceptor, PendingFlow
 
 __all__ = ["AioInterceptor", "InterceptedFlow"]
@@ -42,31 +41,13 @@ class InterceptedFlow:
         stack = self._owner._stack
         stack.host.advance_clock(stack.loop.time())
         conn = self._pf.accept()           # ConnectionError when no longer pending
-        fut = stack.loop.create_future()
-        stack.register(conn, _Connector(conn, fut))
-        stack.kick()
         try:
-            try:
-                await fut
-            except ConnectionError:
-                raise
-            except OSError as exc:                   # e.g. the SYN-ACK retries ran out
-                raise ConnectionError(f"the client did not complete the handshake: "
-                                      f"{exc}") from exc
-            protocol = protocol_factory()
-        except BaseException:
-            stack.unregister(conn)
-            if conn.state != State.CLOSED:
-                conn.abort()
-                stack.kick()
+            return await stack._established(conn, protocol_factory)
+        except ConnectionError:
             raise
-        transport = TcpTransport(stack, conn, protocol)
-        try:
-            transport._start()
-        except BaseException:
-            transport.abort()
-            raise
-        return transport, protocol
+        except OSError as exc:                   # e.g. the SYN-ACK retries ran out
+            raise ConnectionError(f"the client did not complete the handshake: "
+                                  f"{exc}") from exc
 
     def refuse(self) -> None:
         """Reset the client as a closed port would (its connect() fails with
@@ -92,7 +73,7 @@ class AioInterceptor:
     """The handle :meth:`FastTcpStack.intercept` returns: :meth:`close` stops
     intercepting (connections already accepted go on)."""
 
-    def __init__(self, stack: "Driver", prefixes: Union[str, Iterable[str]],
+    def __init__(self, stack: "FastTcpStack", prefixes: Union[str, Iterable[str]],
                  on_flow: Callable[[InterceptedFlow], Any],
                  backlog: Optional[int] = None) -> None:
         self._stack = stack
