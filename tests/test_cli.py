@@ -389,3 +389,32 @@ def test_status_line_counts_states_rtt_and_rates():
         "retransmitted 1; srtt 1.000 ms; rx 1.0 Mbit/s tx 20.0 Mbit/s")
     assert status_line(previous) == (f"fasttcp {US}: 0 connections; packets in 0 out 0; "
                                      "retransmitted 0")
+
+
+def test_render_and_status_line_show_a_relay_s_flows():
+    """``fasttcp stats`` of a relay: its counters and one line per flow (client,
+    destination, how it is relayed), and the flow counts in the status line."""
+    from fasttcp.cli.serve import render, status_line
+
+    data = {"address": "198.18.0.2", "time": 1.0, "stats": {"packets_in": 1},
+            "connections": [],
+            "relay": {"stats": {"tcp_flows": 1, "tcp_connecting": 0, "udp_flows": 1},
+                      "routes": ["10.99.0.0/16"],
+                      "flows": [{"kind": "tcp", "state": "open",
+                                 "client": "198.18.0.1:40000",
+                                 "destination": "10.99.0.5:80", "via": "direct",
+                                 "seconds": 1.5, "bytes_up": 10, "bytes_down": 20},
+                                {"kind": "udp", "state": "open",
+                                 "client": "[fdff:198:18::1]:5353",
+                                 "destination": "[fd00:99::5]:53",
+                                 "via": "socks5 127.0.0.1:1080", "seconds": 0.5,
+                                 "bytes_up": 30, "bytes_down": 40}]}}
+    text = render(data).splitlines()
+    assert "relay:" in text
+    assert any(ln.split() == ["tcp_flows", "1"] for ln in text)
+    assert any(ln.split() == ["tcp", "open", "198.18.0.1:40000", "10.99.0.5:80", "direct"]
+               for ln in text)
+    assert any(ln.split() == ["udp", "open", "[fdff:198:18::1]:5353", "[fd00:99::5]:53",
+                              "socks5", "127.0.0.1:1080"] for ln in text)
+    assert any(ln.split() == ["seconds:0.5", "bytes_up:30", "bytes_down:40"] for ln in text)
+    assert status_line(data).endswith("; relay flows tcp 1 (connecting 0) udp 1")

@@ -4,11 +4,14 @@
   fasttcp serve {echo,discard,http} [--netns NS] [--tun NAME] [--address ADDR[/PREFIX]]...
                                [--port P] [--root DIR | --size BYTES] [--stats-interval S]
                                [--grace S]
+  fasttcp relay --netns NS [--tun NAME] --route CIDR [--route CIDR ...]
+                [--socks5 HOST:PORT] [--udp-timeout S] [--max-flows N]
+                               relay every TCP and UDP flow routed into the TUN (tun2socks)
   fasttcp stats [--tun NAME | --control PATH] [--json | --watch [S] [--count N]]
   fasttcp --version
 
 Bad input is one line on stderr and a non-zero exit (2 for arguments, 1 for what the system
-refuses); SIGINT or SIGTERM stop ``serve`` and ``demo`` cleanly with one line.
+refuses); SIGINT or SIGTERM stop ``serve``, ``relay`` and ``demo`` cleanly with one line.
 """
 from __future__ import annotations
 
@@ -152,6 +155,38 @@ def _serve(args: argparse.Namespace) -> int:
                  stats_interval=args.stats_interval, grace=args.grace)
 
 
+def _relay(args: argparse.Namespace) -> int:
+    from fasttcp.cli.relay import relay
+    from fasttcp.link.tun import tun_available
+
+    reason = tun_available()
+    if reason is not None:
+        print(f"fasttcp relay needs a TUN device: {reason}", file=sys.stderr)
+        return 2
+    return relay(netns=args.netns, tun=args.tun, routes=args.route, socks5=args.socks5,
+                 udp_direct=args.udp_direct, udp_timeout=args.udp_timeout, max_flows=args.max_flows,
+                 max_connecting=args.max_connecting, connect_timeout=args.connect_timeout,
+                 control=args.control, mtu=args.mtu, duration=args.duration)
+
+
+def _route(text: str) -> str:
+    from fasttcp.cli.relay import parse_route
+    try:
+        return parse_route(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("invalid route ", "")) from None
+
+
+def _socks5(text: str) -> str:
+    from fasttcp.cli.relay import parse_socks5
+    try:
+        parse_socks5(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("invalid SOCKS5 proxy ", "")) \
+            from None
+    return text
+
+
 def _stats(args: argparse.Namespace) -> int:
     from fasttcp.cli.serve import read_control, render, status_line
     from fasttcp.cli.servers import control_path
@@ -237,6 +272,47 @@ def main(argv: Optional[List[str]] = None) -> int:
                        "before closing them (default 5)")
     serve.set_defaults(func=_serve)
 
+    relay = sub.add_parser(
+        "relay", help="intercept every TCP and UDP flow routed into a TUN device in a "
+        "namespace and relay it from this process's namespace (tun2socks)",
+        description="Creates the namespace if needed (and removes it again on exit), a "
+        "TUN device in it with offloads on, and a route into the device for each --route; "
+        "every TCP connection and UDP flow the namespace sends there is relayed to its "
+        "original destination with this process's sockets (its own namespace), or through "
+        "a SOCKS5 proxy. TCP keeps half-close, resets and flow control end to end; a "
+        "refused or unreachable destination reaches the client as RST.")
+    relay.add_argument("--netns", type=_netns, required=True,
+                       help="network namespace of the TUN device and routes (created if "
+                       "missing, and then removed on exit)")
+    relay.add_argument("--tun", type=_ifname, default="ftun0",
+                       help="TUN device name (default ftun0)")
+    relay.add_argument("--route", type=_route, action="append", required=True,
+                       metavar="CIDR", help="a network (IPv4 or IPv6) to route into the "
+                       "TUN and relay; give it again for more")
+    relay.add_argument("--socks5", type=_socks5, metavar="HOST:PORT",
+                       help="relay through this SOCKS5 proxy (checked at start): TCP with "
+                       "CONNECT, UDP with a UDP ASSOCIATE per flow")
+    relay.add_argument("--udp-direct", action="store_true",
+                       help="with --socks5: send UDP directly, not through the proxy (for "
+                       "proxies without UDP ASSOCIATE, such as microsocks)")
+    relay.add_argument("--udp-timeout", type=_positive_seconds, default=60.0, metavar="S",
+                       help="close a UDP flow idle this long (default 60)")
+    relay.add_argument("--max-flows", type=_ranged("flow count", 1, 1 << 20), default=4096,
+                       metavar="N", help="TCP flows at once, and UDP flows at once (default "
+                       "4096); a new TCP flow beyond it is refused (RST)")
+    relay.add_argument("--max-connecting", type=_ranged("flow count", 1, 1 << 20),
+                       default=512, metavar="N",
+                       help="TCP flows at once still connecting upstream (default 512); a "
+                       "SYN beyond it is dropped (the client retries)")
+    relay.add_argument("--connect-timeout", type=_positive_seconds, default=10.0,
+                       metavar="S", help="refuse a TCP flow whose upstream connection takes "
+                       "longer (default 10)")
+    relay.add_argument("--mtu", type=_ranged("MTU", 1280, 65535), default=1500)
+    relay.add_argument("--control", help="control socket path (default: per TUN name)")
+    relay.add_argument("--duration", type=_positive_seconds,
+                       help="stop after this many seconds")
+    relay.set_defaults(func=_relay)
+
     stats = sub.add_parser("stats", help="counters and connections of a running server")
     stats.add_argument("--tun", type=_ifname, default="ftun0")
     stats.add_argument("--control", help="control socket path")
@@ -261,6 +337,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             serve.error(str(e))
         if args.mtu < 1280 and any(":" in a for a in plan):
             serve.error(f"--mtu {args.mtu} is below 1280, the IPv6 minimum (RFC 8200 5)")
+    if args.command == "relay" and args.udp_direct and not args.socks5:
+        relay.error("--udp-direct goes with --socks5")
     if args.command == "demo" and args.ipv6 and args.mtu < 1280:
         demo.error(f"--mtu {args.mtu} is below 1280, the IPv6 minimum (RFC 8200 5)")
     if args.command == "demo" and args.ipv6 and args.memory:

@@ -70,6 +70,17 @@ def render(data: Dict[str, Any]) -> str:
         lines.append(f"    mss:{c['mss']} cwnd:{c['cwnd']} ssthresh:{c['ssthresh']} "
                      f"rtt:{c['srtt_ms']}ms rto:{c['rto_ms']}ms retrans:{c['retransmits']} "
                      f"bytes_acked:{c['bytes_acked']} bytes_received:{c['bytes_received']}")
+    relay = data.get("relay")
+    if relay:                                  # fasttcp relay: its counters and flows
+        lines.append("relay:")
+        rstats = relay["stats"]
+        lines += [f"  {k:<{width}}  {v}" for k, v in sorted(rstats.items())]
+        lines.append(f"{'Flow':<12} {'Client':<22} {'Destination':<22} Via")
+        for f in relay["flows"]:
+            lines.append(f"{f['kind'] + ' ' + f['state']:<12} {f['client']:<22} "
+                         f"{f['destination']:<22} {f['via']}")
+            lines.append(f"    seconds:{f['seconds']} bytes_up:{f['bytes_up']} "
+                         f"bytes_down:{f['bytes_down']}")
     return "\n".join(lines)
 
 
@@ -92,6 +103,10 @@ def status_line(data: Dict[str, Any], previous: Optional[Dict[str, Any]] = None)
             f"out {st.get('packets_out', 0)}; retransmitted {st.get('retransmitted_segments', 0)}")
     if rtts:
         line += f"; srtt {sum(rtts) / len(rtts):.3f} ms"
+    relay = (data.get("relay") or {}).get("stats")
+    if relay:
+        line += (f"; relay flows tcp {relay.get('tcp_flows', 0)} "
+                 f"(connecting {relay.get('tcp_connecting', 0)}) udp {relay.get('udp_flows', 0)}")
     link = data.get("link") or {}
     if previous is not None and link and previous.get("link"):
         dt = data.get("time", 0) - previous.get("time", 0)
@@ -145,10 +160,16 @@ class ControlSocket:
             os.unlink(self.path)
 
 
-async def serve_control(path: str, host: Host, link: Any) -> ControlSocket:
+async def serve_control(path: str, host: Host, link: Any,
+                        extra: Optional[Callable[[], Dict[str, Any]]] = None) -> ControlSocket:
+    """The control socket at ``path``: each connection gets one JSON snapshot of ``host``
+    (and ``link``), plus whatever ``extra()`` returns merged in (the relay's flows)."""
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            writer.write(json.dumps(snapshot(host, link)).encode())
+            data = snapshot(host, link)
+            if extra is not None:
+                data.update(extra())
+            writer.write(json.dumps(data).encode())
             await writer.drain()
         except ConnectionError:
             pass
