@@ -40,7 +40,8 @@ from typing import Any, Iterator, List, Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
-ROOT = os.path.dirname(HERE)
+
+import fasttcp  # noqa: E402
 
 #: What the relay intercepts (routed into its TUN in the client namespace).
 RELAY_ROUTES = ["10.99.0.0/16", "fd00:99::/64"]
@@ -148,10 +149,17 @@ def pattern_file(path: str, size: int) -> str:
     return path
 
 
+# Children import the same fasttcp as this process and start outside the source tree: in
+# CI the package is installed and the checkout has no compiled extensions, and
+# ``python -m`` puts its working directory first on sys.path (as tests/test_cli.py does).
+CHILD_CWD = "/"
+FASTTCP_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fasttcp.__file__)))
+
+
 def _env() -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
-                                else "")
+    env["PYTHONPATH"] = FASTTCP_PARENT + (os.pathsep + env["PYTHONPATH"]
+                                          if env.get("PYTHONPATH") else "")
     return env
 
 
@@ -187,7 +195,7 @@ def start_servers(net: RelayNet, file: str) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--netns",
                              net.server, "serve", "--file", file],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env())
+                            env=_env(), cwd=CHILD_CWD)
     try:
         _wait_line(proc, "ready", 30)
     except BaseException:
@@ -210,7 +218,7 @@ def relay_argv(net: RelayNet, tun: str, control: str, *extra: str) -> List[str]:
 def start_relay(argv: List[str], timeout: float = 30.0) -> subprocess.Popen:
     """Start ``fasttcp relay`` (argv from :func:`relay_argv`) and wait until it relays."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env())
+                            env=_env(), cwd=CHILD_CWD)
     try:
         _wait_line(proc, "fasttcp relaying", timeout)
     except BaseException:

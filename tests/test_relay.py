@@ -237,7 +237,7 @@ def test_client_reset_resets_upstream_and_upstream_reset_reaches_client(direct):
 def relay_stats(r: Running) -> dict:
     out = subprocess.run([sys.executable, "-m", "fasttcp", "stats", "--control", r.control,
                           "--json"], capture_output=True, text=True, timeout=30,
-                         env=RU._env())
+                         env=RU._env(), cwd=RU.CHILD_CWD)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)["relay"]["stats"]
 
@@ -336,7 +336,7 @@ def test_stats_shows_the_relay_flows(direct):
         port = s.getsockname()[1]
         out = subprocess.run([sys.executable, "-m", "fasttcp", "stats", "--control",
                               direct.control], capture_output=True, text=True, timeout=30,
-                             env=RU._env())
+                             env=RU._env(), cwd=RU.CHILD_CWD)
         assert out.returncode == 0, out.stderr
         assert "relay:" in out.stdout
         line = [ln for ln in out.stdout.splitlines()
@@ -482,7 +482,7 @@ def _one_line(r: subprocess.CompletedProcess, code: int, *fragments: str) -> Non
 
 def fasttcp(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fasttcp", *args], capture_output=True,
-                          text=True, timeout=60, env=RU._env())
+                          text=True, timeout=60, env=RU._env(), cwd=RU.CHILD_CWD)
 
 
 @pytest.mark.parametrize("route,fragment", [
@@ -503,7 +503,8 @@ def test_unreachable_socks5_proxy_is_one_line_at_start(tmp_path):
                                       "relay", "--netns", name, "--route", "10.99.0.0/16",
                                       "--socks5", "127.0.0.1:1", "--control",
                                       str(tmp_path / "c.sock")),
-                           capture_output=True, text=True, timeout=60, env=RU._env())
+                           capture_output=True, text=True, timeout=60, env=RU._env(),
+                           cwd=RU.CHILD_CWD)
         _one_line(r, 1, "SOCKS5 proxy 127.0.0.1:1 is unreachable")
         assert not ns.netns_exists(name)
 
@@ -514,7 +515,8 @@ def test_relay_inside_its_own_namespace_is_one_line(tmp_path):
         r = subprocess.run(script_cmd(n, "exec", "--", sys.executable, "-m", "fasttcp",
                                       "relay", "--netns", n, "--route", "10.99.0.0/16",
                                       "--control", str(tmp_path / "c.sock")),
-                           capture_output=True, text=True, timeout=60, env=RU._env())
+                           capture_output=True, text=True, timeout=60, env=RU._env(),
+                           cwd=RU.CHILD_CWD)
         _one_line(r, 1, f"running inside network namespace {n}")
         assert not any(name.startswith("ftun") for name in _links(n))
 
