@@ -148,3 +148,48 @@ def test_intercept_udp_flows(v6: bool) -> None:
         sb.close()
         assert ui3.interceptor.closed and not sb.host._udp.interceptors
     run(main())
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_flow_gets_client_icmp_error(v6: bool) -> None:
+    """The client's port unreachable about a flow's reply comes to the flow's protocol as
+    error_received(ConnectionRefusedError), as a connected asyncio datagram transport; the
+    flow stays open and serves the client when it comes back."""
+    async def main() -> None:
+        sa, sb = await stacks()
+        dst = "fd00:99::53" if v6 else "10.99.0.53"
+        made: List[Recorder] = []
+
+        def factory(local: Tuple[Any, ...], remote: Tuple[Any, ...]) -> asyncio.DatagramProtocol:
+            proto = Recorder()
+            made.append(proto)
+            return proto
+
+        sb.intercept_udp(["10.99.0.0/16", "fd00:99::/64"], factory)
+        ct, cp = await sa.create_datagram_endpoint(Recorder, remote_addr=(dst, 53),
+                                                   local_addr=(None, 4444))
+        ct.sendto(b"query")
+        while not made:
+            await asyncio.sleep(0.01)
+        proto = made[0]
+        assert (await proto.got.get())[0] == b"query"
+        ct.close()
+        await cp.lost                               # the client's port is closed
+        ft = proto.transport
+        assert isinstance(ft, UdpFlowTransport)
+        ft.sendto(b"late")
+        kind, exc = await proto.got.get()
+        assert kind == "error" and isinstance(exc, ConnectionRefusedError)
+        assert not ft.is_closing() and proto.events == ["made"]
+        assert sb.host.stats()["udp_icmp_errors"] == 1
+        # the client comes back on the same port: the same flow serves it
+        ct2, cp2 = await sa.create_datagram_endpoint(Recorder, remote_addr=(dst, 53),
+                                                     local_addr=(None, 4444))
+        ct2.sendto(b"back")
+        assert await proto.got.get() == (b"back", ft.get_extra_info("peername"))
+        ft.sendto(b"hello")
+        assert (await cp2.got.get())[0] == b"hello"
+        assert len(made) == 1 and proto.errors == [exc]
+        sa.close()
+        sb.close()
+    run(main())

@@ -4,14 +4,14 @@ delivers to any address)."""
 from __future__ import annotations
 
 import errno
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import pytest
 from scapy.layers.inet import ICMP, IP, IPerror, UDPerror
 from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
 
 from fasttcp import Host
-from fasttcp.wire import build_udp, parse
+from fasttcp.wire import build_icmp, build_icmpv6_error, build_udp, parse
 
 A4, B4 = "10.0.0.1", "10.0.0.2"
 A6, B6 = "fd00::1", "fd00::2"
@@ -296,3 +296,97 @@ def test_fasttcp_client_sees_flow_unreachable_as_refused() -> None:
     pump(relay, client_h, 1.0)
     with pytest.raises(ConnectionRefusedError):
         c.recvfrom()
+
+
+def _icmp_err(v6: bool, src: str, dst: str, quoted: bytes, code: Optional[int] = None,
+              t: Optional[int] = None) -> bytes:
+    """An ICMP (type 3) / ICMPv6 (type 1) error from ``src`` to ``dst`` quoting ``quoted``."""
+    if v6:
+        return build_icmpv6_error(src, dst, 1 if t is None else t, 4 if code is None else code,
+                                  quoted)
+    return build_icmp(src, dst, 3 if t is None else t, 3 if code is None else code, 0, quoted)
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_client_icmp_error_reaches_intercepted_flow(v6: bool) -> None:
+    """The client's port unreachable about a flow's reply (from the original destination)
+    becomes the flow's pending error, once (as Linux's __udp4_lib_err for the socket that
+    sent the quoted datagram); the flow stays open. Only UDP is intercepted: ICMP errors
+    to a non-own address still get through Host._intercepted."""
+    client_h, relay, ic, _ = pair(v6)
+    dst = DST6 if v6 else DST4
+    ui = relay.intercept_udp(["10.99.0.0/16", "fd00:99::/64"])
+    c = client_h.udp_bind(4444)
+    c.sendto(b"q", (dst, 53))
+    pump(client_h, relay, 1.0)
+    flow = ui.accept()
+    relay.pop_ready()
+    assert flow.recv() == b"q"
+    c.close()                                  # the client's port is closed now
+    flow.send(b"late answer")
+    pump(relay, client_h, 1.1)
+    (err,) = pump(client_h, relay, 1.1)        # the client's kernel: port unreachable
+    assert parse(err).dst == dst
+    st = relay.stats()
+    assert st["udp_icmp_errors"] == 1 and st.get("icmp_ignored", 0) == 0
+    assert flow in relay.pop_ready()
+    assert isinstance(flow.error, ConnectionRefusedError)
+    assert not flow.closed and relay._udp.flows
+    with pytest.raises(ConnectionRefusedError):
+        flow.recv()
+    assert flow.error is None and flow.recv() is None
+    # raised by send() too, once, and the datagram is not sent (as a connected socket)
+    flow.send(b"again")
+    pump(relay, client_h, 1.2)
+    pump(client_h, relay, 1.2)
+    with pytest.raises(ConnectionRefusedError):
+        flow.send(b"not sent")
+    assert relay.transmit(1.3) == []
+    # the flow lives on: the client comes back on the same port
+    c2 = client_h.udp_bind(4444)
+    c2.sendto(b"back", (dst, 53))
+    pump(client_h, relay, 1.4)
+    assert flow.recv() == b"back" and ui.accept() is None
+    flow.send(b"hi")
+    pump(relay, client_h, 1.5)
+    assert c2.recvfrom() == (b"hi", (dst, 53, 0, 0) if v6 else (dst, 53))
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_icmp_error_unknown_or_spoofed_flow_ignored(v6: bool) -> None:
+    """ICMP errors quoting no flow's datagram, sent to an address other than the quoted
+    source, or bringing path-MTU news leave the flow alone and count icmp_ignored."""
+    client_h, relay, ic, _ = pair(v6)
+    dst = DST6 if v6 else DST4
+    other = "fd00:99::6" if v6 else "10.99.0.6"
+    ui = relay.intercept_udp(["10.99.0.0/16", "fd00:99::/64"])
+    c = client_h.udp_bind(4444)
+    c.sendto(b"q", (dst, 53))
+    pump(client_h, relay, 1.0)
+    flow = ui.accept()
+    relay.pop_ready()
+    bad = [
+        _icmp_err(v6, ic, dst, build_udp(dst, ic, 53, 4445, b"x")),     # another port
+        _icmp_err(v6, ic, dst, build_udp(dst, ic, 54, 4444, b"x")),     # no such flow
+        _icmp_err(v6, ic, other, build_udp(dst, ic, 53, 4444, b"x")),   # to another address
+        _icmp_err(v6, ic, other, build_udp(other, ic, 53, 4444, b"x")),  # no flow of it
+        # path MTU news (frag needed / Packet Too Big) is ignored as for endpoints
+        _icmp_err(v6, ic, dst, build_udp(dst, ic, 53, 4444, b"x"), code=0 if v6 else 4,
+                  t=2 if v6 else 3),
+    ]
+    relay.receive(bad, 1.1)
+    st = relay.stats()
+    assert st["icmp_ignored"] == len(bad) and st.get("udp_icmp_errors", 0) == 0
+    assert flow.error is None and flow not in relay.pop_ready() and not flow.closed
+    assert relay.transmit(1.1) == []
+    # the genuine one is taken
+    relay.receive([_icmp_err(v6, ic, dst, build_udp(dst, ic, 53, 4444, b"x"))], 1.2)
+    assert relay.stats()["udp_icmp_errors"] == 1
+    assert isinstance(flow.error, ConnectionRefusedError)
+
+
+def test_icmp_error_to_non_own_address_without_interception() -> None:
+    """A host that intercepts nothing still drops ICMP to addresses not its own."""
+    h = Host(A4, isn_secret=SECRET)
+    h.receive([_icmp_err(False, B4, DST4, build_udp(DST4, B4, 53, 4444, b"x"))], 1.0)
+    assert h.stats()["drop_not_for_us"] == 1 and h.stats().get("icmp_ignored", 0) == 0

@@ -260,3 +260,70 @@ def test_kernel_client_to_intercepted_flow(family: str) -> None:
     assert outcome == "refused"
     assert seen == [((dst, 53), b"query"), ((dst, 54), b"knock")]
     assert host.stats()["udp_flow_unreachables_out"] == 1
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_kernel_port_unreachable_reaches_flow(family: str) -> None:
+    """A kernel client asks an intercepted destination and closes its socket; the flow's
+    late reply draws the kernel's port unreachable (to the original destination, quoting
+    the reply), which the flow's protocol gets as error_received(ConnectionRefusedError);
+    the flow stays open."""
+    from fasttcp.link import netns as nsmod
+
+    af = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
+    dst, prefix = ("fd00:99::5", "fd00:99::/64") if family == "ipv6" else ("10.99.0.5",
+                                                                           "10.99.0.0/16")
+    with tun_netns(family=family) as (ns, link):
+        with nsmod.iproute(ns) as ipr:
+            idx = ipr.link_lookup(ifname=link.name)[0]
+            ipr.route("add", dst=prefix, oif=idx, family=af)
+        host = make_host(link)
+        flows: list = []
+
+        class Flow(asyncio.DatagramProtocol):
+            def __init__(self, local: Tuple[Any, ...], remote: Tuple[Any, ...]) -> None:
+                self.got = asyncio.get_running_loop().create_future()
+                self.errors: list = []
+                self.lost = False
+                flows.append(self)
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport: Any = transport
+
+            def datagram_received(self, data: bytes, addr: Tuple[Any, ...]) -> None:
+                if not self.got.done():
+                    self.got.set_result(data)
+
+            def error_received(self, exc: Exception) -> None:
+                self.errors.append(exc)
+
+            def connection_lost(self, exc: Optional[Exception]) -> None:
+                self.lost = True
+
+        def client() -> None:
+            s = sock_in(ns, af, socket.SOCK_DGRAM, timeout=5)
+            s.connect((dst, 53))
+            s.send(b"query")
+            s.close()
+
+        async def main() -> Tuple[list, bool, bool]:
+            stack = await fasttcp.aio.start(host, link)
+            try:
+                stack.intercept_udp([prefix], Flow)
+                Background(client).join(10)
+                end = time.monotonic() + 10
+                while not flows and time.monotonic() < end:
+                    await asyncio.sleep(0.01)
+                flow = flows[0]
+                assert await asyncio.wait_for(flow.got, 10) == b"query"
+                flow.transport.sendto(b"late answer")       # the client's port is closed
+                while not flow.errors and time.monotonic() < end:
+                    await asyncio.sleep(0.01)
+                return flow.errors, flow.lost, flow.transport.is_closing()
+            finally:
+                stack.close()
+
+        errors, lost, closing = asyncio.run(main())
+    assert len(errors) == 1 and isinstance(errors[0], ConnectionRefusedError)
+    assert not lost and not closing
+    assert host.stats()["udp_icmp_errors"] == 1

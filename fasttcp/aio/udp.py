@@ -105,7 +105,9 @@ class UdpTransport(_Base):
 
 class UdpFlowTransport(_Base):
     """The transport of one intercepted flow: ``sendto(data)`` answers the client from the
-    original destination; ``unreachable(code)`` sends it ICMP destination unreachable."""
+    original destination; ``unreachable(code)`` sends it ICMP destination unreachable. An
+    ICMP error from the client about the flow's datagram comes to ``error_received`` (as
+    asyncio's connected datagram transports), and the transport stays open."""
 
     def __init__(self, driver: "Driver", flow: UdpFlow,
                  protocol: asyncio.DatagramProtocol) -> None:
@@ -118,7 +120,11 @@ class UdpFlowTransport(_Base):
         peer = self._flow.remote_address
         if addr is not None and tuple(addr)[:2] != peer[:2]:
             raise ValueError(f"Invalid address: must be None or {peer}")
-        self._flow.send(data)
+        try:
+            self._flow.send(data)
+        except OSError as exc:              # a pending ICMP error, as UdpTransport's
+            self._protocol.error_received(exc)
+            return
         self._driver.kick()
 
     def unreachable(self, code: int = 3) -> None:
@@ -135,7 +141,11 @@ class UdpFlowTransport(_Base):
         proto = self._protocol
         client = flow.remote_address
         while not self._closing:
-            data = flow.recv()
+            try:
+                data = flow.recv()
+            except OSError as exc:          # an ICMP error from the client (the flow lives)
+                proto.error_received(exc)
+                continue
             if data is None:
                 break
             proto.datagram_received(data, client)

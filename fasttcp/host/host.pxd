@@ -42,8 +42,9 @@ cdef class Host(HostServices):
     cdef dict _tw
     cdef object _tw_fifo
     cdef dict _listeners                # port -> Listener
-    # Host.intercept: the Interceptors (asked in order), whether there ever was one, and
-    # their PendingFlows in the order of their deadlines (one timeout for all).
+    # Host.intercept: the Interceptors (asked in order), whether there ever was one (or an
+    # intercept_udp: ICMP errors to non-own addresses then pass), and their PendingFlows in
+    # the order of their deadlines (one timeout for all).
     cdef list _icpts
     cdef bint _icpt_ever
     cdef object _pending_fifo

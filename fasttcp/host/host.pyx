@@ -662,7 +662,11 @@ cdef class Host:
                       max_flows: Optional[int] = None) -> Any:
         """Take UDP to addresses not ours inside ``prefixes`` as :class:`UdpFlow` s, one
         per 4-tuple (see :class:`fasttcp.host.udp.UdpInterceptor`)."""
-        return self._udp.intercept(prefixes, idle_timeout, max_flows)
+        ui = self._udp.intercept(prefixes, idle_timeout, max_flows)
+        # ICMP errors to non-own addresses now pass _intercepted: one quoting a datagram
+        # of a flow reaches it (UdpLayer.icmp_error), as TCP's reach their connection.
+        self._icpt_ever = True
+        return ui
 
     def _udp_out(self, list packets) -> None:
         self._out.extend(packets)
@@ -766,8 +770,8 @@ cdef class Host:
     cdef bint _intercepted(self, Packet pk) except -1:
         """Whether a packet to an address that is not ours is taken as if it were: TCP
         or ICMP to an intercepted destination, TCP of an intercepted connection (which
-        outlives its interceptor), ICMP errors (they reach only the connection they
-        quote, by its 4-tuple)."""
+        outlives its interceptor), ICMP errors (they reach only the connection or UDP flow
+        they quote, by its 4-tuple)."""
         cdef int proto = pk.d.proto
         if not self._icpt_ever:
             return False

@@ -195,10 +195,18 @@ class UdpFlow:
         self._q = _Queue()
         self._last = b""                                  # the client's last datagram
         self.last_active = now
+        #: A pending error from an ICMP error quoting a datagram the flow sent (as a
+        #: connected endpoint's): raised, and cleared, by the next recv() or send(). The
+        #: flow stays open (one ICMP error does not end a UDP "connection").
+        self.error: Optional[OSError] = None
         self.closed = False
 
     def recv(self) -> Optional[bytes]:
-        """The oldest datagram from the client, or None."""
+        """The oldest datagram from the client, or None (raises a pending ``error``)."""
+        err = self.error
+        if err is not None:
+            self.error = None
+            raise err
         q = self._q
         if not q.items:
             return None
@@ -210,9 +218,14 @@ class UdpFlow:
         return len(self._q.items)
 
     def send(self, data: Any) -> int:
-        """A datagram to the client from the original destination (fragmented as needed)."""
+        """A datagram to the client from the original destination (fragmented as needed);
+        a pending ``error`` is raised instead, once, as a connected socket's."""
         if self.closed:
             raise OSError(errno.EBADF, "flow closed")
+        err = self.error
+        if err is not None:
+            self.error = None
+            raise err
         layer = self._ui._layer
         self.last_active = layer.host.now
         layer.send(self._ver, self._lkey, self._rkey, self._lport, self._rport, data)
@@ -461,15 +474,16 @@ class UdpLayer:
 
     def icmp_error(self, pk: Packet, quoted: Tuple[Any, ...]) -> None:
         """An ICMP/ICMPv6 error quoting a UDP datagram we sent (``quoted``: its src, dst,
-        17, sport, dport): a connected endpoint gets the error, raised by its next call
-        (Linux without IP_RECVERR reports it only there); others ignore it."""
+        17, sport, dport): a connected endpoint, or the intercepted flow that sent it (the
+        quoted source then is the flow's original destination, which the error is sent
+        to), gets the error, raised by its next call (Linux without IP_RECVERR reports it
+        only there for a connected socket); others ignore it."""
         host = self.host
         if quoted[3] is None:
             host._udp_count("icmp_ignored")
             return
         ver, lkey = _addr_key(quoted[0])
         _, rkey = _addr_key(quoted[1])
-        ep = self.ports.get(quoted[3])
         t, code = pk.icmp_type, pk.icmp_code
         if ver == 6:
             err = _ICMP6_ERRNO.get(code, errno.EHOSTUNREACH) if t == 1 else (
@@ -478,14 +492,22 @@ class UdpLayer:
             err = _ICMP4_ERRNO.get(code, errno.EHOSTUNREACH) if t == 3 else (
                 errno.EHOSTUNREACH if t == 11 else errno.EPROTO)
         pmtu = (ver == 6 and t == 2) or (ver == 4 and t == 3 and code == 4)
-        if (ep is None or lkey not in self.own or ep._peer != (ver, rkey, quoted[4])
-                or pmtu):
+        target: Any = None
+        if lkey in self.own:
+            ep = self.ports.get(quoted[3])
+            if ep is not None and ep._peer == (ver, rkey, quoted[4]):
+                target = ep
+        elif _pk_keys(pk)[2] == lkey:
+            # As Linux's __udp4_lib_err / __udp6_lib_err: the socket that sent the quoted
+            # datagram, found by its 4-tuple - here the flow from the client's address.
+            target = self.flows.get((lkey, quoted[3], rkey, quoted[4]))
+        if target is None or pmtu:
             # Path MTU news: we fragment to our own MTU and keep no per-path state.
             host._udp_count("icmp_ignored")
             return
-        ep.error = OSError(err, os.strerror(err))
+        target.error = OSError(err, os.strerror(err))
         host._udp_count("udp_icmp_errors")
-        host._udp_ready(ep)
+        host._udp_ready(target)
 
     # --- flows and timers -----------------------------------------------------------------
 
