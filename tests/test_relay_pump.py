@@ -475,6 +475,44 @@ def test_udp_port_unreachable_upstream_reaches_the_client():
     run(main())
 
 
+def test_client_port_unreachable_ends_the_udp_flow():
+    """The client's socket goes away and the next datagram the relay sends it draws an ICMP
+    port unreachable from the client's host: the flow (and its upstream socket) ends at
+    once instead of at its idle timeout; the client's next datagram opens a new flow."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        class LateEcho(asyncio.DatagramProtocol):
+            """Answers at once and again 0.2 s later."""
+
+            def connection_made(self, t: Any) -> None:
+                self.t = t
+
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                self.t.sendto(b"re:" + data, addr)
+                loop.call_later(0.2, self.t.sendto, b"late:" + data, addr)
+        et, _ = await loop.create_datagram_endpoint(LateEcho, local_addr=(LOOPBACK, 0))
+        port = et.get_extra_info("sockname")[1]
+        async with Pair(upstream=to_loopback(port), udp_timeout=60) as p:
+            t, proto = await p.client.create_datagram_endpoint(
+                _Collect, remote_addr=(DEST, 53))
+            t.sendto(b"q")
+            assert await asyncio.wait_for(proto.got.get(), 5) == b"re:q"
+            [flow] = p.relay.flows()
+            t.close()                            # the late answer finds the port closed
+            await wait_for(lambda: p.relay.stats()["udp_client_unreachable"] == 1)
+            await wait_for(lambda: p.relay.flows() == [])
+            assert flow.done
+            t2, proto2 = await p.client.create_datagram_endpoint(
+                _Collect, remote_addr=(DEST, 53))
+            t2.sendto(b"again")
+            assert await asyncio.wait_for(proto2.got.get(), 5) == b"re:again"
+            assert len(p.relay.flows()) == 1
+            t2.close()
+        et.close()
+    run(main())
+
+
 def test_relay_arguments_are_checked():
     with pytest.raises(ValueError):
         Relay(object(), [])

@@ -43,11 +43,13 @@ UDP: each intercepted flow (``stack.intercept_udp``, ``udp_timeout`` idle timeou
 ``max_flows`` flows) gets a connected kernel UDP socket to its destination; replies go
 back through the flow, and an ICMP port unreachable from upstream (the connected socket's
 ECONNREFUSED) becomes an ICMP (ICMPv6) port unreachable to the client (RFC 1122 4.1.3.1:
-UDP passes ICMP errors up; RFC 792 code 3, RFC 4443 3.1 code 4). With :class:`Socks5`,
-each UDP flow gets its own UDP association (RFC 1928 7: a TCP control connection and a UDP
-socket to the proxy's relay address, each datagram with the destination in a header;
-written here, as python-socks implements only CONNECT); SOCKS5 carries no ICMP errors, and
-fragmented SOCKS5 datagrams (FRAG != 0) are dropped, which the RFC allows.
+UDP passes ICMP errors up; RFC 792 code 3, RFC 4443 3.1 code 4). The other way, the
+client's own port unreachable about a reply ends its flow and the upstream socket at once
+(``udp_client_unreachable``). With :class:`Socks5`, each UDP flow gets its own UDP
+association (RFC 1928 7: a TCP control connection and a UDP socket to the proxy's relay
+address, each datagram with the destination in a header; written here, as python-socks
+implements only CONNECT); SOCKS5 carries no ICMP errors, and fragmented SOCKS5 datagrams
+(FRAG != 0) are dropped, which the RFC allows.
 Datagrams that arrive while a flow's upstream is being opened are held (up to
 ``UDP_PENDING_BYTES``); what a datagram upstream cannot take at once beyond
 ``UDP_QUEUE_BYTES`` is dropped, as a router drops (both counted as ``udp_dropped``).

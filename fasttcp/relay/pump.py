@@ -290,7 +290,15 @@ class _UdpFlow(Flow, asyncio.DatagramProtocol):
             self.relay._count("udp_dropped")
 
     def error_received(self, exc: Exception) -> None:
-        pass
+        # The client's ICMP port unreachable about a datagram we relayed to it (its socket
+        # is gone; the host hands the error to the flow, as Linux to the sending socket):
+        # the flow ends now rather than at its idle timeout, and its upstream socket with
+        # it. A later datagram from that port opens a new flow. Other ICMP errors (a
+        # host or network unreachable) may be transient and leave the flow alone.
+        if isinstance(exc, ConnectionRefusedError) and self.ct is not None \
+                and not self.ct.is_closing():
+            self.relay._count("udp_client_unreachable")
+            self.ct.close()
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         """The flow was idle for ``udp_timeout`` or closed: its upstream socket goes."""

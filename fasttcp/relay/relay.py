@@ -23,7 +23,8 @@ _STAT_KEYS = ("tcp_flows", "tcp_connecting", "udp_flows", "tcp_flows_total",
               "tcp_refused_upstream", "tcp_refused_limit", "tcp_dropped_limit",
               "tcp_refused_by_choice", "tcp_client_gone", "tcp_client_resets",
               "tcp_upstream_resets", "udp_flows_total", "udp_refused", "udp_open_failed",
-              "udp_dropped", "udp_unreachable", "bytes_up", "bytes_down")
+              "udp_dropped", "udp_unreachable", "udp_client_unreachable",
+              "bytes_up", "bytes_down")
 
 
 class Relay:
