@@ -185,6 +185,33 @@ def ping(netns: str, address: str, count: int = 3, payload: bytes = b"fasttcp-pi
     return rtts
 
 
+def route_into_tun(netns: str, link: Any, prefixes: List[str]) -> None:
+    """Route each prefix (either family) into the TUN device inside ``netns``, as ``ip
+    route add PREFIX dev TUN``: destinations a fasttcp host intercepts."""
+    from fasttcp.link import netns as ns_mod
+
+    with ns_mod.iproute(netns) as ipr:
+        idx = ipr.link_lookup(ifname=link.name)[0]
+        for p in prefixes:
+            ipr.route("add", dst=p, oif=idx)
+
+
+class WhoAmI(asyncio.Protocol):
+    """Says the original destination it was reached at ("HOST PORT\\n", from its
+    transport's sockname), then echoes to EOF: a server for intercepted flows."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        host, port = transport.get_extra_info("sockname")[:2]
+        transport.write(f"{host} {port}\n".encode())
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def eof_received(self) -> None:
+        self.transport.close()
+
+
 def inet_checksum(data: bytes) -> int:
     """The Internet checksum (RFC 1071), written out independently of fasttcp.wire."""
     if len(data) % 2:

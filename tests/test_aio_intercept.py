@@ -10,6 +10,7 @@ import pytest
 import fasttcp
 import fasttcp.aio
 from fasttcp.aio import AioInterceptor, FastTcpStack, InterceptedFlow, QueuePacketIO
+from interop_util import WhoAmI
 
 A, B = "10.0.0.1", "10.0.0.2"
 TEST_TIMEOUT = 20.0
@@ -28,21 +29,6 @@ async def stacks(**server_settings: Any) -> Tuple[FastTcpStack, FastTcpStack]:
     return client, server
 
 
-class Echo(asyncio.Protocol):
-    """Answers with the original destination, then echoes."""
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        host, port = transport.get_extra_info("sockname")[:2]
-        transport.write(f"{host} {port}\n".encode())
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def eof_received(self) -> None:
-        self.transport.close()
-
-
 def test_accepted_flows_echo_and_know_their_destination() -> None:
     async def main() -> None:
         client, server = await stacks()
@@ -51,7 +37,7 @@ def test_accepted_flows_echo_and_know_their_destination() -> None:
 
         def on_flow(flow: InterceptedFlow) -> None:
             flows.append(flow)
-            tasks.append(asyncio.ensure_future(flow.accept(Echo)))
+            tasks.append(asyncio.ensure_future(flow.accept(WhoAmI)))
 
         icpt = server.intercept(["10.99.0.0/16", "fd00:99::/64"], on_flow)
         assert isinstance(icpt, AioInterceptor) and icpt.prefixes[0] == "10.99.0.0/16"
@@ -66,7 +52,7 @@ def test_accepted_flows_echo_and_know_their_destination() -> None:
             assert flows[-1].remote_address == writer.get_extra_info("sockname")
             transport, protocol = await tasks[-1]
             assert transport.get_extra_info("sockname")[:2] == (dst, port)
-            assert isinstance(protocol, Echo)
+            assert isinstance(protocol, WhoAmI)
         assert server.host.stats()["intercept_accepted"] == 3
         icpt.close()
         # The prefixes are no longer taken: the SYN goes unanswered (not our address).
@@ -103,7 +89,7 @@ def test_dropped_flow_comes_back_with_the_syn_retransmission() -> None:
             if len(seen) == 1:
                 flow.drop()
             else:
-                asyncio.ensure_future(flow.accept(Echo))
+                asyncio.ensure_future(flow.accept(WhoAmI))
 
         server.intercept("10.99.0.0/16", on_flow)
         reader, writer = await client.open_connection("10.99.3.3", 80)
@@ -126,7 +112,7 @@ def test_accept_after_expiry_raises_connection_error() -> None:
         await asyncio.sleep(0.3)
         assert not flow.pending
         with pytest.raises(ConnectionError, match="expired"):
-            await flow.accept(Echo)
+            await flow.accept(WhoAmI)
         connecting.cancel()
         client.close()
         server.close()
@@ -162,7 +148,7 @@ def test_accept_raises_connection_error_when_the_client_gave_up() -> None:
         await asyncio.sleep(0.05)
         # Our SYN-ACK then finds no connection at the client: its RST ends the handshake.
         with pytest.raises(ConnectionError):
-            await flow.accept(Echo)
+            await flow.accept(WhoAmI)
         assert not server.host.connections()
         client.close()
         server.close()

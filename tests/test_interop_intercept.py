@@ -16,11 +16,11 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
-from interop_util import curl_argv, make_host, run_async, script_cmd, tun_netns
+from interop_util import (WhoAmI, curl_argv, make_host, route_into_tun, run_async,
+                          script_cmd, tun_netns)
 from netns_util import TUN_MARKS, Background, sock_in
 
 from fasttcp.aio import FastTcpStack, InterceptedFlow
-from fasttcp.link import netns as ns_mod
 
 pytestmark = TUN_MARKS
 
@@ -28,32 +28,8 @@ CURL = shutil.which("curl")
 PREFIX4, PREFIX6 = "10.99.0.0/16", "fd00:99::/64"
 
 
-def _route_into_tun(netns: str, link: Any, prefixes: List[str]) -> None:
-    """Route each prefix into the TUN device inside ``netns`` (as ``ip route add PREFIX
-    dev TUN``)."""
-    with ns_mod.iproute(netns) as ipr:
-        idx = ipr.link_lookup(ifname=link.name)[0]
-        for p in prefixes:
-            ipr.route("add", dst=p, oif=idx)
-
-
 async def in_thread(fn, *args) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
-
-class WhoAmI(asyncio.Protocol):
-    """Says the original destination it was reached at, then echoes to EOF."""
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        host, port = transport.get_extra_info("sockname")[:2]
-        transport.write(f"{host} {port}\n".encode())
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def eof_received(self) -> None:
-        self.transport.close()
 
 
 class HashSink(asyncio.Protocol):
@@ -85,7 +61,7 @@ def _read_all(sock: socket.socket) -> bytes:
 
 def test_kernel_clients_reach_intercepted_destinations_and_refusals() -> None:
     with tun_netns(offload=True, family="dual") as (ns, link):
-        _route_into_tun(ns, link, [PREFIX4, PREFIX6])
+        route_into_tun(ns, link, [PREFIX4, PREFIX6])
         host = make_host(link)
         seen: List[Tuple[Any, Any]] = []
 
@@ -157,7 +133,7 @@ def test_64_mib_byte_exact_through_one_intercepted_connection() -> None:
     size = 64 << 20
     data = os.urandom(size)
     with tun_netns(offload=True) as (ns, link):
-        _route_into_tun(ns, link, [PREFIX4])
+        route_into_tun(ns, link, [PREFIX4])
         host = make_host(link)
 
         def client() -> bytes:
@@ -200,7 +176,7 @@ def test_curl_downloads_from_intercepted_destinations(tmp_path) -> None:
 
     size = 16 << 20
     with tun_netns(offload=True, family="dual") as (ns, link):
-        _route_into_tun(ns, link, [PREFIX4, PREFIX6])
+        route_into_tun(ns, link, [PREFIX4, PREFIX6])
         host = make_host(link)
         http = HttpServer(size=size)
 

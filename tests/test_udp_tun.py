@@ -11,7 +11,7 @@ import time
 from typing import Any, Dict, Optional, Tuple
 
 import pytest
-from interop_util import KERNEL, KERNEL6, US, US6, make_host, tun_netns
+from interop_util import KERNEL, KERNEL6, US, US6, make_host, route_into_tun, tun_netns
 from netns_util import TUN_MARKS, Background, sock_in
 
 import fasttcp.aio
@@ -199,15 +199,11 @@ def test_kernel_client_to_intercepted_flow(family: str) -> None:
     client's datagram becomes a flow, whose reply comes from that destination; a second
     flow answers ICMP unreachable, which the kernel's connected socket reports as
     ECONNREFUSED. The kernel's datagrams come with offloads (partial checksums)."""
-    from fasttcp.link import netns as nsmod
-
     af = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
     dst, prefix = ("fd00:99::5", "fd00:99::/64") if family == "ipv6" else ("10.99.0.5",
                                                                            "10.99.0.0/16")
     with tun_netns(family=family) as (ns, link):
-        with nsmod.iproute(ns) as ipr:
-            idx = ipr.link_lookup(ifname=link.name)[0]
-            ipr.route("add", dst=prefix, oif=idx, family=af)
+        route_into_tun(ns, link, [prefix])
         host = make_host(link)
         seen: list = []
 
@@ -268,15 +264,11 @@ def test_kernel_port_unreachable_reaches_flow(family: str) -> None:
     late reply draws the kernel's port unreachable (to the original destination, quoting
     the reply), which the flow's protocol gets as error_received(ConnectionRefusedError);
     the flow stays open."""
-    from fasttcp.link import netns as nsmod
-
     af = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
     dst, prefix = ("fd00:99::5", "fd00:99::/64") if family == "ipv6" else ("10.99.0.5",
                                                                            "10.99.0.0/16")
     with tun_netns(family=family) as (ns, link):
-        with nsmod.iproute(ns) as ipr:
-            idx = ipr.link_lookup(ifname=link.name)[0]
-            ipr.route("add", dst=prefix, oif=idx, family=af)
+        route_into_tun(ns, link, [prefix])
         host = make_host(link)
         flows: list = []
 
