@@ -223,18 +223,23 @@ def bench(request) -> Bench:
         yield b
 
 
+def _measure_pairs(benchmark, bench, measure: Callable[[str], float]) -> None:
+    """One benchmark round of relay/kernel pairs (1 in the smoke run, else 3) of
+    ``measure(path)``; the per-path figures and their ratios go to extra_info."""
+    pairs: Dict[str, List[float]] = {}
+
+    def run() -> None:
+        pairs.update(run_pairs(bench.net, 1 if bench.smoke else 3, measure))
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update(summarize(pairs))
+    assert all(v > 0 for v in pairs["relay"] + pairs["kernel"])
+
+
 @pytest.mark.parametrize("direction", ["download", "upload"])
 def test_relay_bulk_vs_kernel_forwarding(benchmark, bench, direction):
     benchmark.group = f"relay {direction} {bench.mib} MiB (Gbit/s)"
     upload = bench.file if direction == "upload" else None
-    pairs: Dict[str, List[float]] = {}
-
-    def run() -> None:
-        pairs.update(run_pairs(bench.net, 1 if bench.smoke else 3,
-                               lambda a: curl_rate(bench.net, a, bench.mib, upload)))
-    benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.extra_info.update(summarize(pairs))
-    assert all(v > 0 for v in pairs["relay"] + pairs["kernel"])
+    _measure_pairs(benchmark, bench, lambda a: curl_rate(bench.net, a, bench.mib, upload))
 
 
 def test_relay_connections_per_second_vs_kernel(benchmark, bench):
@@ -242,27 +247,13 @@ def test_relay_connections_per_second_vs_kernel(benchmark, bench):
         pytest.skip("wrk is not installed (Debian package wrk)")
     benchmark.group = "relay new connections/s (wrk, Connection: close)"
     seconds = 1 if bench.smoke else 3
-    pairs: Dict[str, List[float]] = {}
-
-    def run() -> None:
-        pairs.update(run_pairs(bench.net, 1 if bench.smoke else 3,
-                               lambda a: wrk_rate(bench.net, a, seconds)))
-    benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.extra_info.update(summarize(pairs))
-    assert all(v > 0 for v in pairs["relay"] + pairs["kernel"])
+    _measure_pairs(benchmark, bench, lambda a: wrk_rate(bench.net, a, seconds))
 
 
 def test_relay_udp_datagrams_per_second_vs_kernel(benchmark, bench):
     benchmark.group = "relay UDP datagrams/s (echo, 64 in flight)"
     seconds = 1.0 if bench.smoke else 3.0
-    pairs: Dict[str, List[float]] = {}
-
-    def run() -> None:
-        pairs.update(run_pairs(bench.net, 1 if bench.smoke else 3,
-                               lambda a: udp_rate(bench.net, a, seconds)))
-    benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.extra_info.update(summarize(pairs))
-    assert all(v > 0 for v in pairs["relay"] + pairs["kernel"])
+    _measure_pairs(benchmark, bench, lambda a: udp_rate(bench.net, a, seconds))
 
 
 def test_relay_memory_per_idle_flow(benchmark, bench):
