@@ -1046,12 +1046,12 @@ cdef class Connection(Tcb):
         slow start is RFC 5681's. Only while HyStart++ may still act."""
         cdef uint32_t rtt_ms
         cdef HyStartRounds hs = self.hs
-        if hs is not None and hs.done:
-            return -1.0
+        if (hs is not None and hs.done) or not self.cc.hystart:
+            return -1.0                          # (_hystart_ack would not use it)
         if tsecr:
             rtt_ms = self.tsval_at(now) - tsecr     # (uint32: modulo 2**32)
             return rtt_ms / 1000.0 if rtt_ms < 0x80000000 else -1.0
-        if self.rtxq is not None and not self.ts_ok and self.cc.hystart:
+        if self.rtxq is not None and not self.ts_ok:
             return self.rtxq.acked_rtt(lo, hi, now)
         return -1.0
 
