@@ -1422,7 +1422,7 @@ cdef class Host:
     cdef Reassembler take_reassembler(self):
         if self._reasm_pool:
             return self._reasm_pool.pop()
-        return Reassembler(self.settings.rcv_buf, self.settings.max_ooo_holes,
+        return Reassembler(self.settings.rcv_storage, self.settings.max_ooo_holes,
                            self.ooo_budget)
 
     cdef bint return_ring(self, SendRing ring) except -1:

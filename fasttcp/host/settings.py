@@ -38,7 +38,8 @@ class Settings:
     #: is 60 s, i.e. an MSL of 30 s.
     msl: float = 30.0
     #: Receive buffer per connection: the most we advertise (window scaling is used above
-    #: 64 KiB, RFC 7323).
+    #: 64 KiB, RFC 7323). With window scaling the buffer holds a sixteenth more
+    #: (``rcv_storage``), for the rounding of a scaled window.
     rcv_buf: int = 1 << 20
     #: Send buffer per connection: how much `send()` accepts before the peer acknowledges.
     snd_buf: int = 1 << 20
@@ -350,6 +351,19 @@ class Settings:
             resolve_loss(self.loss_detection)
         except (TypeError, ValueError) as e:
             raise ValueError(f"loss_detection: {e}") from None
+
+    @functools.cached_property
+    def rcv_storage(self) -> int:
+        """Bytes a connection's receive buffer holds: rcv_buf, plus a sixteenth with window
+        scaling. A scaled window is announced in whole units and its right edge never
+        moves left (RFC 7323 2.4, as Linux), so while the application does not read, each
+        ACK after a segment of unaligned length may move the edge right by up to one unit
+        past rcv_buf; the peer may send up to it, and it must all be taken. (Past this
+        slack the announced edge does move left, by less than a unit: Tcb.advertised_window.)
+        """
+        if not self.rcv_wscale:
+            return self.rcv_buf
+        return min(self.rcv_buf + (self.rcv_buf >> 4), 1 << 30)
 
     @functools.cached_property
     def rcv_wscale(self) -> int:

@@ -33,8 +33,9 @@ from fasttcp.tcp._hystart cimport HS_CSS_DONE, HyStartRounds
 from fasttcp.tcp.host_services cimport HostServices
 from fasttcp.tcp._timewait cimport make_time_wait
 from fasttcp.tcp.host_services cimport (
-    COUNT_CHALLENGE_ACKS_OUT, COUNT_CHALLENGE_ACKS_SUPPRESSED, COUNT_DROP_ACK_TOO_OLD,
-    COUNT_DROP_ACK_UNSENT, COUNT_DROP_BAD_ACK, COUNT_DROP_MISSING_TIMESTAMP,
+    COUNT_ACK_AT_WINDOW_EDGE, COUNT_CHALLENGE_ACKS_OUT, COUNT_CHALLENGE_ACKS_SUPPRESSED,
+    COUNT_DROP_ACK_TOO_OLD, COUNT_DROP_ACK_UNSENT, COUNT_DROP_BAD_ACK,
+    COUNT_DROP_MISSING_TIMESTAMP,
     COUNT_DROP_OOO_HOLE_LIMIT, COUNT_DROP_OUT_OF_WINDOW, COUNT_DROP_PAWS,
     COUNT_ECN_CE_RECEIVED, COUNT_ECN_ECE_RECEIVED, COUNT_ECN_NEGOTIATED, COUNT_ECN_REDUCTIONS,
     COUNT_FAST_RETRANSMITS, COUNT_FIN_WAIT_2_ORPHANS, COUNT_HOLE_FILLS_IN,
@@ -208,6 +209,7 @@ cdef class Connection(Tcb):
         self.nodelay = s.nodelay
         self.ttl = s.ttl
         self.rcv_buf = s.rcv_buf
+        self.rcv_slack = s.rcv_storage - s.rcv_buf
         self.delayed_ack = s.delayed_ack
         # The demux key: the whole 4-tuple (docs/ARCHITECTURE.md "Demux"), each address
         # as the IPv4 number or the 16 bytes of the IPv6 address.
@@ -709,6 +711,16 @@ cdef class Connection(Tcb):
             return 0
         if self._acceptable(seq_off, seg_len, self.rcv_adv - self.rcv_nxt):
             return 1
+        if not flags & (SYN | RST) and seq_off == max(self.rcv_adv, self.rcv_nxt):
+            # A segment starting exactly at the right edge carries a valid ACK: RFC 9293
+            # 3.10.7.4 asks for "special allowance" for the ACKs of a zero window, and
+            # Linux takes any segment that starts at or before the edge (tcp_sequence).
+            # Linux also puts the edge in the sequence field of its pure ACKs once its
+            # data runs past our window (tcp_acceptable_seq). Dropping those would lose
+            # every acknowledgement it sends while our window is closed. The data itself
+            # is not taken (_receive_text trims it to the window, RFC 9293 "seventh").
+            self._event(COUNT_ACK_AT_WINDOW_EDGE)
+            return 1
         if flags & SYN and not flags & RST:
             # RFC 5961 4.2: a SYN gets a challenge ACK "irrespective of the sequence
             # number", so it is rate-limited (section 7) like the in-window ones.
@@ -856,7 +868,10 @@ cdef class Connection(Tcb):
         if (seg.d.flags & FIN and self.rcv_fin_off is None
                 and self.st not in (S_CLOSE_WAIT, S_CLOSING, S_LAST_ACK)):
             fin_off = seq_off + seg.d.payload_len
-            if self.rcv_nxt <= fin_off < self.rcv_adv:   # a FIN trimmed off is not seen
+            # A FIN trimmed off is not seen; a bare FIN at RCV.NXT is, even in a zero
+            # window (it takes no buffer; Linux's tcp_data_queue takes it too).
+            if self.rcv_nxt <= fin_off < self.rcv_adv or (
+                    fin_off == self.rcv_nxt and not seg.d.payload_len):
                 self.rcv_fin_off = fin_off
                 if fin_off > self.rcv_nxt and not seg.d.payload_len:
                     # Out of order: an immediate duplicate ACK, as for out-of-order data
@@ -1750,8 +1765,8 @@ cdef class Connection(Tcb):
         if budget.held + need <= budget.limit:
             return True
         goal = budget.held + need - budget.limit
-        if goal < <uint64_t>(reasm.max_bytes >> 3):
-            goal = <uint64_t>(reasm.max_bytes >> 3)
+        if goal < <uint64_t>(self.rcv_buf >> 3):
+            goal = <uint64_t>(self.rcv_buf >> 3)
         if reasm.prune_c(off, goal):
             self._event(COUNT_OOO_PRUNES)
             need = reasm.missing_c(off, off + <uint64_t>n)

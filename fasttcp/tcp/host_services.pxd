@@ -87,6 +87,8 @@ cpdef enum Count:
     COUNT_INTERCEPT_REFUSED             # PendingFlow.refuse() (RST to the client)
     COUNT_INTERCEPT_DROPPED             # PendingFlow.drop()
     COUNT_INTERCEPT_ECHO_REPLIES        # echo requests answered from an intercepted address
+    # receive window edge (RFC 9293 3.10.7.4, Linux tcp_sequence)
+    COUNT_ACK_AT_WINDOW_EDGE            # taken for its ACK at RCV.NXT + RCV.WND
     COUNT_KINDS                         # how many there are (not a counter)
 
 

@@ -74,7 +74,8 @@ class Count(IntEnum):
     COUNT_INTERCEPT_REFUSED = 58
     COUNT_INTERCEPT_DROPPED = 59
     COUNT_INTERCEPT_ECHO_REPLIES = 60
-    COUNT_KINDS = 61
+    COUNT_ACK_AT_WINDOW_EDGE = 61
+    COUNT_KINDS = 62
 
 @disjoint_base
 class HostServices:

@@ -80,6 +80,7 @@ cdef class Tcb:
     # --- receive sequence space ---
     cdef public uint32_t irs
     cdef public int rcv_buf
+    cdef public int rcv_slack           # buffer bytes past rcv_buf (Settings.rcv_storage)
     cdef public int64_t rcv_nxt, rcv_adv   # rcv_adv: the right edge we have advertised
     cdef public Reassembler _reasm
     cdef public object rcv_fin_off      # the peer's FIN offset, once seen

@@ -71,6 +71,7 @@ class Tcb:
     rcv_nxt: int
     rcv_adv: int
     rcv_buf: int
+    rcv_slack: int
     rcv_fin_off: int | None
     delayed_ack: float
     # --- timers (deadlines in seconds, None when not armed) ---

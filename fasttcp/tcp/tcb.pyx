@@ -40,11 +40,13 @@ cdef class Tcb:
         our shift, RFC 7323 2.3) in whole units of the shift; but moved right only once it
         can move by min(rcv_buf / 2, MSS) (receiver SWS avoidance, RFC 9293 3.8.6.2.2),
         and never left: otherwise the edge already advertised (rcv_adv)."""
-        cdef int64_t free = self._reasm.window_c() if self._reasm is not None else self.rcv_buf
+        cdef int64_t free = self.rcv_buf
         cdef int shift = self.rcv_wscale if self._ws_ok else 0
         cdef int64_t cap = (<int64_t>65535) << shift
         cdef int64_t thresh = self.rcv_buf // 2
         cdef int64_t edge
+        if self._reasm is not None:
+            free = self._reasm.window_c() - self.rcv_slack     # the slack is not offered
         if thresh > self.mss_limit:
             thresh = self.mss_limit
         if free < 0:
@@ -57,19 +59,38 @@ cdef class Tcb:
         return self.rcv_adv
 
     cdef uint16_t advertised_window(self) noexcept:
-        """The window field to send; rcv_adv becomes the right edge it announces, so RCV.WND
-        (rcv_adv - rcv_nxt: the acceptance test, RST/SYN checks, trimming) is exactly what
-        the peer was offered, after scaling and clamping."""
+        """The window field to send. rcv_adv is the furthest right edge ever announced:
+        the peer may have sent up to it, so RCV.WND (rcv_adv - rcv_nxt: the acceptance
+        test, RST/SYN checks, trimming) is everything it was ever offered, and that edge
+        always fits in the buffer."""
         cdef int shift = self.rcv_wscale if self._ws_ok else 0
         cdef int64_t wnd = self.window_edge() - self.rcv_nxt
+        cdef int64_t room = self.rcv_buf + self.rcv_slack
+        cdef int64_t edge
+        if self._reasm is not None:
+            room = self._reasm.window_c()
         if wnd < 0:
             wnd = 0
         # A scaled window rounds up to whole units, so the edge already advertised never
-        # moves left (RFC 7323 2.4, RFC 9293 3.8.6.2.1; as Linux's tcp_select_window).
+        # moves left (RFC 7323 2.4, RFC 9293 3.8.6.2.1; as Linux's tcp_select_window)...
         wnd = (wnd + ((<int64_t>1 << shift) - 1)) >> shift
+        # ...but never past the end of the buffer. While the application does not read,
+        # every ACK after a segment of unaligned length rounds the edge up again: a
+        # closing window creeps right, into the buffer's slack (Settings.rcv_storage).
+        # Past the slack the peer would send bytes we cannot store, never see them
+        # acknowledged, and back off its retransmission timer instead of probing a zero
+        # window. So there the announced edge moves left, by less than one unit (RFC 7323
+        # appendix F; Linux's tcp_shrink_window), while rcv_adv stays where it was:
+        # whatever the peer sent up to it is still taken.
+        if room < 0:
+            room = 0
+        if wnd > room >> shift:
+            wnd = room >> shift
         if wnd > 65535:
             wnd = 65535
-        self.rcv_adv = self.rcv_nxt + (wnd << shift)
+        edge = self.rcv_nxt + (wnd << shift)
+        if edge > self.rcv_adv:
+            self.rcv_adv = edge
         return <uint16_t>wnd
 
     # --- ACK policy (RFC 5681 4.2, RFC 9293 3.8.6.3), modelled on Linux's quickack mode --
