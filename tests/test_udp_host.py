@@ -307,12 +307,10 @@ def _icmp_err(v6: bool, src: str, dst: str, quoted: bytes, code: Optional[int] =
     return build_icmp(src, dst, 3 if t is None else t, 3 if code is None else code, 0, quoted)
 
 
-@pytest.mark.parametrize("v6", [False, True])
-def test_client_icmp_error_reaches_intercepted_flow(v6: bool) -> None:
-    """The client's port unreachable about a flow's reply (from the original destination)
-    becomes the flow's pending error, once (as Linux's __udp4_lib_err for the socket that
-    sent the quoted datagram); the flow stays open. Only UDP is intercepted: ICMP errors
-    to a non-own address still get through Host._intercepted."""
+def _one_flow(v6: bool):
+    """A relay intercepting 10.99.0.0/16 and fd00:99::/64, and one flow in it: the client
+    endpoint on port 4444 sent b"q" to DST:53. Returns (client host, relay, client
+    address, DST, the UdpInterceptor, the client endpoint, the flow)."""
     client_h, relay, ic, _ = pair(v6)
     dst = DST6 if v6 else DST4
     ui = relay.intercept_udp(["10.99.0.0/16", "fd00:99::/64"])
@@ -321,6 +319,16 @@ def test_client_icmp_error_reaches_intercepted_flow(v6: bool) -> None:
     pump(client_h, relay, 1.0)
     flow = ui.accept()
     relay.pop_ready()
+    return client_h, relay, ic, dst, ui, c, flow
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_client_icmp_error_reaches_intercepted_flow(v6: bool) -> None:
+    """The client's port unreachable about a flow's reply (from the original destination)
+    becomes the flow's pending error, once (as Linux's __udp4_lib_err for the socket that
+    sent the quoted datagram); the flow stays open. Only UDP is intercepted: ICMP errors
+    to a non-own address still get through Host._intercepted."""
+    client_h, relay, ic, dst, ui, c, flow = _one_flow(v6)
     assert flow.recv() == b"q"
     c.close()                                  # the client's port is closed now
     flow.send(b"late answer")
@@ -356,15 +364,8 @@ def test_client_icmp_error_reaches_intercepted_flow(v6: bool) -> None:
 def test_icmp_error_unknown_or_spoofed_flow_ignored(v6: bool) -> None:
     """ICMP errors quoting no flow's datagram, sent to an address other than the quoted
     source, or bringing path-MTU news leave the flow alone and count icmp_ignored."""
-    client_h, relay, ic, _ = pair(v6)
-    dst = DST6 if v6 else DST4
+    client_h, relay, ic, dst, ui, c, flow = _one_flow(v6)
     other = "fd00:99::6" if v6 else "10.99.0.6"
-    ui = relay.intercept_udp(["10.99.0.0/16", "fd00:99::/64"])
-    c = client_h.udp_bind(4444)
-    c.sendto(b"q", (dst, 53))
-    pump(client_h, relay, 1.0)
-    flow = ui.accept()
-    relay.pop_ready()
     bad = [
         _icmp_err(v6, ic, dst, build_udp(dst, ic, 53, 4445, b"x")),     # another port
         _icmp_err(v6, ic, dst, build_udp(dst, ic, 54, 4444, b"x")),     # no such flow

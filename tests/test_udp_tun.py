@@ -193,15 +193,20 @@ def test_fasttcp_client_to_kernel_server(family: str) -> None:
         assert data == (b"abc" * 1500)[::-1] and addr[:2] == (kernel_ip, 5300)
 
 
+def _intercepted_target(family: str) -> Tuple[int, str, str]:
+    """(address family, a destination, the prefix routed into the TUN around it)."""
+    if family == "ipv6":
+        return socket.AF_INET6, "fd00:99::5", "fd00:99::/64"
+    return socket.AF_INET, "10.99.0.5", "10.99.0.0/16"
+
+
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_kernel_client_to_intercepted_flow(family: str) -> None:
     """A destination routed into the TUN (not fasttcp's address) is intercepted: the kernel
     client's datagram becomes a flow, whose reply comes from that destination; a second
     flow answers ICMP unreachable, which the kernel's connected socket reports as
     ECONNREFUSED. The kernel's datagrams come with offloads (partial checksums)."""
-    af = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
-    dst, prefix = ("fd00:99::5", "fd00:99::/64") if family == "ipv6" else ("10.99.0.5",
-                                                                           "10.99.0.0/16")
+    af, dst, prefix = _intercepted_target(family)
     with tun_netns(family=family) as (ns, link):
         route_into_tun(ns, link, [prefix])
         host = make_host(link)
@@ -264,9 +269,7 @@ def test_kernel_port_unreachable_reaches_flow(family: str) -> None:
     late reply draws the kernel's port unreachable (to the original destination, quoting
     the reply), which the flow's protocol gets as error_received(ConnectionRefusedError);
     the flow stays open."""
-    af = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
-    dst, prefix = ("fd00:99::5", "fd00:99::/64") if family == "ipv6" else ("10.99.0.5",
-                                                                           "10.99.0.0/16")
+    af, dst, prefix = _intercepted_target(family)
     with tun_netns(family=family) as (ns, link):
         route_into_tun(ns, link, [prefix])
         host = make_host(link)
